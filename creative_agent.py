@@ -1,0 +1,336 @@
+"""The creative agent: a learned mask generator and a style discriminator.
+
+Given the latents of two songs (`encoded_input`, `encoded_target`, both [B, D, T]), the
+`AttentionMaskGenerator` decides, for every channel and frame, which song keeps that cell.
+
+Why the default generator is *competitive* (``shared_weights=True``): in the seed's design two
+independent analyzers and two independent sigmoid heads are regularized towards complementary,
+covering and balanced masks. A per-channel bias in one head already satisfies that regularizer, so
+training collapses within a few dozen steps to a static split of channels (a fixed frequency mask in
+disguise: complementarity 1.0, both diversities 0). Here each song's *claim* on a cell is scored by
+the same analyzer, the same cross-attention (each song querying the other) and the same claim head,
+and the input keeps a cell with probability ``sigmoid((claim_input - claim_target) / temperature)``.
+Anything that does not depend on the songs' content (biases, channel priors) cancels in the
+difference, so the masks can only be a function of what differs between the two songs: they are
+adaptive per pair and per moment by construction, and swapping the songs swaps the masks.
+``shared_weights=False`` keeps the seed's literal design for comparison.
+
+Run ``python creative_agent.py`` for a self-test on random latents.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mask_metrics import mask_statistics
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of `query` frames over `context` frames ([B, T, H] tensors).
+
+    Uses PyTorch's fused scaled-dot-product path; the attention map is only materialized when
+    `need_weights=True` (for plots), never during training.
+    """
+
+    def __init__(self, hidden_dim: int, num_heads: int):
+        super().__init__()
+        if hidden_dim % num_heads != 0:
+            raise ValueError(f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.query = nn.Linear(hidden_dim, hidden_dim)
+        self.key_value = nn.Linear(hidden_dim, 2 * hidden_dim)
+        self.output = nn.Linear(hidden_dim, hidden_dim)
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        batch, frames, hidden = x.shape
+        return x.view(batch, frames, self.num_heads, hidden // self.num_heads).transpose(1, 2)
+
+    def forward(self, query: Tensor, context: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        q = self._split_heads(self.query(query))
+        k, v = (self._split_heads(t) for t in self.key_value(context).chunk(2, dim=-1))
+        weights = None
+        if need_weights:
+            weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+            attended = weights @ v
+            weights = weights.mean(dim=1)  # average over heads: [B, T_query, T_context]
+        else:
+            attended = F.scaled_dot_product_attention(q, k, v)
+        attended = attended.transpose(1, 2).flatten(2)
+        return self.output(attended), weights
+
+
+def _analyzer(encoding_dim: int, hidden_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv1d(encoding_dim, hidden_dim, kernel_size=3, padding=1),
+        nn.GELU(),
+        nn.Conv1d(hidden_dim, hidden_dim, kernel_size=3, padding=1),
+    )
+
+
+def _mask_head(hidden_dim: int, encoding_dim: int) -> nn.Sequential:
+    # Reads the song's own features next to what it attended to in the other song.
+    return nn.Sequential(
+        nn.Conv1d(2 * hidden_dim, hidden_dim, kernel_size=3, padding=1),
+        nn.GELU(),
+        nn.Conv1d(hidden_dim, encoding_dim, kernel_size=1),
+    )
+
+
+def straight_through_hard(soft_mask: Tensor) -> Tensor:
+    """Binary mask in the forward pass, the soft mask's gradient in the backward pass."""
+    hard_mask = (soft_mask > 0.5).to(soft_mask.dtype)
+    return hard_mask + (soft_mask - soft_mask.detach())
+
+
+class AttentionMaskGenerator(nn.Module):
+    """Cross-attention mask generator: `forward(input, target) -> (input_mask, target_mask, reg_loss)`.
+
+    reg_loss = complementarity_weight * mean(input_mask * target_mask)
+             + coverage_weight * mean((input_mask + target_mask - 1)^2)
+             + balance_weight * ((mean(input_mask) - 0.5)^2 + (mean(target_mask) - 0.5)^2)
+             - temporal_diversity_weight * temporal_diversity
+    where temporal_diversity is the mean over B, D of the variance over T of the masks (at most
+    0.25, so the reward is bounded). The terms of the last call are kept in `last_terms`.
+    """
+
+    def __init__(
+        self,
+        encoding_dim: int,
+        hidden_dim: int = 256,
+        num_heads: int = 4,
+        complementarity_weight: float = 1.0,
+        coverage_weight: float = 1.0,
+        balance_weight: float = 1.0,
+        temporal_diversity_weight: float = 0.5,
+        temperature: float = 1.0,
+        shared_weights: bool = True,
+    ):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.encoding_dim = encoding_dim
+        self.complementarity_weight = complementarity_weight
+        self.coverage_weight = coverage_weight
+        self.balance_weight = balance_weight
+        self.temporal_diversity_weight = temporal_diversity_weight
+        self.temperature = temperature
+        self.shared_weights = shared_weights
+
+        self.input_analyzer = _analyzer(encoding_dim, hidden_dim)
+        self.input_queries_target = CrossAttention(hidden_dim, num_heads)
+        self.input_mask_head = _mask_head(hidden_dim, encoding_dim)
+        if shared_weights:
+            self.target_analyzer = self.input_analyzer
+            self.target_queries_input = self.input_queries_target
+            self.target_mask_head = self.input_mask_head
+        else:
+            self.target_analyzer = _analyzer(encoding_dim, hidden_dim)
+            self.target_queries_input = CrossAttention(hidden_dim, num_heads)
+            self.target_mask_head = _mask_head(hidden_dim, encoding_dim)
+
+        self.last_terms: dict[str, Tensor] = {}
+        self.last_attention: Tensor | None = None
+
+    def claims(self, encoded_input: Tensor, encoded_target: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor]:
+        """Per-cell claim logits [B, D, T] of the input and of the target song."""
+        if encoded_input.shape != encoded_target.shape:
+            raise ValueError(f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs {tuple(encoded_target.shape)}")
+        if encoded_input.dim() != 3 or encoded_input.shape[1] != self.encoding_dim:
+            raise ValueError(f"expected latents [B, {self.encoding_dim}, T], got {tuple(encoded_input.shape)}")
+        input_features = self.input_analyzer(encoded_input).transpose(1, 2)  # [B, T, H]
+        target_features = self.target_analyzer(encoded_target).transpose(1, 2)
+        input_attended, attention = self.input_queries_target(input_features, target_features, need_weights)
+        target_attended, _ = self.target_queries_input(target_features, input_features)
+        self.last_attention = attention.detach() if attention is not None else None
+        input_claim = self.input_mask_head(torch.cat([input_features, input_attended], dim=-1).transpose(1, 2))
+        target_claim = self.target_mask_head(torch.cat([target_features, target_attended], dim=-1).transpose(1, 2))
+        return input_claim, target_claim
+
+    def forward(
+        self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        input_claim, target_claim = self.claims(encoded_input, encoded_target, need_weights)
+        if self.shared_weights:
+            input_mask = torch.sigmoid((input_claim - target_claim) / self.temperature)
+            target_mask = 1.0 - input_mask
+        else:
+            input_mask = torch.sigmoid(input_claim / self.temperature)
+            target_mask = torch.sigmoid(target_claim / self.temperature)
+        if hard:
+            input_mask = straight_through_hard(input_mask)
+            target_mask = 1.0 - input_mask
+        reg_loss = self.regularization(input_mask, target_mask)
+        return input_mask, target_mask, reg_loss
+
+    def regularization(self, input_mask: Tensor, target_mask: Tensor) -> Tensor:
+        # In fp32 so that the squared means stay accurate under bf16 autocast.
+        input_mask, target_mask = input_mask.float(), target_mask.float()
+        overlap = (input_mask * target_mask).mean()
+        coverage_error = ((input_mask + target_mask - 1.0) ** 2).mean()
+        imbalance = (input_mask.mean() - 0.5) ** 2 + (target_mask.mean() - 0.5) ** 2
+        temporal_diversity = 0.5 * (input_mask.var(dim=-1, unbiased=False).mean() + target_mask.var(dim=-1, unbiased=False).mean())
+        reg_loss = (
+            self.complementarity_weight * overlap
+            + self.coverage_weight * coverage_error
+            + self.balance_weight * imbalance
+            - self.temporal_diversity_weight * temporal_diversity
+        )
+        self.last_terms = {
+            "overlap": overlap.detach(),
+            "coverage_error": coverage_error.detach(),
+            "imbalance": imbalance.detach(),
+            "temporal_diversity": temporal_diversity.detach(),
+            "reg_loss": reg_loss.detach(),
+        }
+        return reg_loss
+
+
+class StyleDiscriminator(nn.Module):
+    """Judges whether a latent pattern [B, D, T] looks like real music (logits, autocast-safe).
+
+    A strided Conv1d encoder (/8 in time) feeds a real/fake head on the frame features and a style
+    head on the per-channel mean and standard deviation of those features.
+    """
+
+    def __init__(self, encoding_dim: int, hidden_dim: int = 256):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv1d(encoding_dim, hidden_dim // 2, kernel_size=4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv1d(hidden_dim // 2, hidden_dim, kernel_size=4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv1d(hidden_dim, hidden_dim, kernel_size=4, stride=2, padding=1),
+            nn.LeakyReLU(0.2),
+        )
+        self.real_fake_head = nn.Conv1d(hidden_dim, 1, kernel_size=3, padding=1)
+        self.style_head = nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim // 2), nn.LeakyReLU(0.2), nn.Linear(hidden_dim // 2, 1))
+
+    def forward(self, pattern: Tensor) -> tuple[Tensor, Tensor]:
+        """Return (real_fake_logit [B], style_logit [B])."""
+        features = self.encoder(pattern)
+        real_fake_logit = self.real_fake_head(features).mean(dim=(1, 2))
+        # Statistics in fp32: a variance in bf16 loses most of its digits.
+        features = features.float()
+        statistics = torch.cat([features.mean(dim=-1), features.std(dim=-1, unbiased=False)], dim=-1)
+        style_logit = self.style_head(statistics.to(self.style_head[0].weight.dtype)).squeeze(-1)
+        return real_fake_logit, style_logit
+
+
+def _adversarial_bce(logits: tuple[Tensor, Tensor], is_real: bool) -> Tensor:
+    total = 0.0
+    for logit in logits:
+        logit = logit.float()
+        label = torch.ones_like(logit) if is_real else torch.zeros_like(logit)
+        total = total + F.binary_cross_entropy_with_logits(logit, label)
+    return total
+
+
+class CreativeAgent(nn.Module):
+    """The mask generator plus (optionally) the style discriminator."""
+
+    def __init__(self, encoding_dim: int, use_discriminator: bool = True, hidden_dim: int = 256, num_heads: int = 4, **mask_options):
+        super().__init__()
+        self.mask_generator = AttentionMaskGenerator(encoding_dim, hidden_dim, num_heads, **mask_options)
+        self.discriminator = StyleDiscriminator(encoding_dim, hidden_dim) if use_discriminator else None
+
+    def generate_creative_masks(self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """Return (masked_input, masked_target, reg_loss)."""
+        input_mask, target_mask, reg_loss = self.mask_generator(encoded_input, encoded_target, hard=hard)
+        return encoded_input * input_mask, encoded_target * target_mask, reg_loss
+
+    def _require_discriminator(self) -> StyleDiscriminator:
+        if self.discriminator is None:
+            raise RuntimeError("this CreativeAgent was built with use_discriminator=False; build it with use_discriminator=True for adversarial training")
+        return self.discriminator
+
+    def judge_quality(self, pattern: Tensor) -> tuple[Tensor, Tensor]:
+        """Return (real_fake_score, style_score) as probabilities [B]."""
+        real_fake_logit, style_logit = self._require_discriminator()(pattern)
+        return torch.sigmoid(real_fake_logit.float()), torch.sigmoid(style_logit.float())
+
+    def adversarial_loss(self, fake: Tensor, real: Tensor) -> tuple[Tensor, Tensor]:
+        """Return (generator_loss, discriminator_loss), non-saturating GAN losses on logits.
+
+        The discriminator loss sees `fake` detached, so it trains the discriminator only; the
+        generator loss flows into whatever produced `fake`.
+        """
+        discriminator = self._require_discriminator()
+        generator_loss = _adversarial_bce(discriminator(fake), is_real=True)
+        discriminator_loss = _adversarial_bce(discriminator(real), is_real=True) + _adversarial_bce(discriminator(fake.detach()), is_real=False)
+        return generator_loss, discriminator_loss
+
+
+def count_parameters(module: nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def self_test(agent: CreativeAgent | None = None, batch: int = 4, encoding_dim: int = 128, frames: int = 300, seed: int = 0) -> list[str]:
+    """Run the checks of `python creative_agent.py`; print the figures, return the failures."""
+    torch.manual_seed(seed)
+    agent = agent if agent is not None else CreativeAgent(encoding_dim, use_discriminator=True)
+    encoding_dim = agent.mask_generator.encoding_dim
+    encoded_input = torch.randn(batch, encoding_dim, frames)
+    encoded_target = torch.randn(batch, encoding_dim, frames)
+    failures: list[str] = []
+
+    def check(condition: bool, message: str) -> None:
+        if not condition:
+            failures.append(message)
+
+    print(f"Parameters: mask generator {count_parameters(agent.mask_generator):,}, "
+          f"discriminator {count_parameters(agent.discriminator):,}, total {count_parameters(agent):,}")
+
+    input_mask, target_mask, reg_loss = agent.mask_generator(encoded_input, encoded_target)
+    stats = mask_statistics(input_mask, target_mask)
+    print(f"Mask regularization loss: {reg_loss.item():.6f}")
+    print(f"Complementarity: {stats['complementarity'].item() * 100:.1f}% (untrained, random latents)")
+    print(f"Coverage: {stats['coverage'].item() * 100:.1f}%")
+    print(f"Balance: {stats['balance'].item():.3f}")
+    expected_shape = (batch, encoding_dim, frames)
+    check(tuple(input_mask.shape) == expected_shape and tuple(target_mask.shape) == expected_shape, f"mask shapes {tuple(input_mask.shape)}, {tuple(target_mask.shape)} != {expected_shape}")
+    for name, mask in (("input_mask", input_mask), ("target_mask", target_mask)):
+        check(bool(torch.isfinite(mask).all()), f"{name} has non-finite values")
+        check(bool(((mask >= 0) & (mask <= 1)).all()), f"{name} leaves [0, 1]")
+    check(bool(torch.isfinite(reg_loss)), f"regularization loss is not finite: {reg_loss.item()}")
+
+    masked_input, masked_target, _ = agent.generate_creative_masks(encoded_input, encoded_target)
+    check(masked_input.shape == encoded_input.shape and masked_target.shape == encoded_target.shape, "masked latents change shape")
+    total = reg_loss
+    if agent.discriminator is not None:
+        real_fake_score, style_score = agent.judge_quality(encoded_target)
+        print(f"Discriminator scores: real/fake {real_fake_score.mean().item():.3f}, style {style_score.mean().item():.3f}")
+        check(tuple(real_fake_score.shape) == (batch,) and tuple(style_score.shape) == (batch,), "discriminator scores are not [B]")
+        generator_loss, discriminator_loss = agent.adversarial_loss(masked_input + masked_target, encoded_target)
+        print(f"Adversarial losses: generator {generator_loss.item():.4f}, discriminator {discriminator_loss.item():.4f}")
+        for name, value in (("real/fake score", real_fake_score), ("style score", style_score), ("generator loss", generator_loss), ("discriminator loss", discriminator_loss)):
+            check(bool(torch.isfinite(value).all()), f"{name} is not finite")
+        total = total + generator_loss + discriminator_loss
+
+    agent.zero_grad(set_to_none=True)
+    total.backward()
+    missing = [name for name, p in agent.named_parameters() if p.grad is None]
+    grads = [p.grad for p in agent.parameters() if p.grad is not None]
+    grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else torch.tensor(0.0)
+    print(f"Gradient norm: {grad_norm.item():.6f}")
+    check(not missing, f"parameters without gradient: {', '.join(missing[:5])}")
+    check(bool(torch.isfinite(grad_norm)), "gradient norm is not finite")
+    return failures
+
+
+def main() -> int:
+    failures = self_test()
+    if failures:
+        for failure in failures:
+            print(f"FAILED: {failure}")
+        return 1
+    print("All creative agent checks passed.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""SimpleTransformer: a cascade of transformer stages that combines two songs' latents.
+
+Stage 0 reads concat(input, target) and starts from their (masked) sum; stage k > 0 reads
+concat(input, previous output, target) and refines the previous output. With one stage the model
+reads the input alone. Masks (the learned creative agent, or a fixed strategy from
+`complementary_masking`) are computed once per forward and applied the same way in training,
+evaluation and inference.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+from torch import Tensor, nn
+
+from complementary_masking import MASK_TYPES, complementary_masks
+from creative_agent import CreativeAgent
+from mask_metrics import mask_statistics
+
+# Guards the per-item RMS used to scale the anti-cheating noise on silent targets.
+_RMS_EPS = 1e-5
+
+
+@lru_cache(maxsize=32)
+def _sinusoidal_table(frames: int, channels: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """[frames, channels] sinusoidal positions, computed for any length (no cap) and cached."""
+    position = torch.arange(frames, dtype=torch.float32, device=device)[:, None]
+    frequency = torch.exp(torch.arange(0, channels, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / channels))
+    table = torch.zeros(frames, channels, device=device)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency[: channels // 2])
+    return table.to(dtype)
+
+
+class CascadeStage(nn.Module):
+    """Positional encoding, LayerNorm, TransformerEncoder, LayerNorm, projection to D, residual."""
+
+    def __init__(self, in_channels: int, out_channels: int, nhead: int, num_layers: int, dropout: float, dim_feedforward: int):
+        super().__init__()
+        if in_channels % nhead != 0:
+            raise ValueError(f"a stage with {in_channels} input channels cannot be split into nhead={nhead} attention heads")
+        self.input_norm = nn.LayerNorm(in_channels)
+        layer = nn.TransformerEncoderLayer(in_channels, nhead, dim_feedforward, dropout, activation="gelu", batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.output_norm = nn.LayerNorm(in_channels)
+        self.projection = nn.Linear(in_channels, out_channels)
+
+    def forward(self, stage_input: Tensor, residual: Tensor) -> Tensor:
+        """stage_input [B, C, T], residual [B, D, T] -> [B, D, T]."""
+        hidden = stage_input.transpose(1, 2)
+        hidden = hidden + _sinusoidal_table(hidden.shape[1], hidden.shape[2], hidden.device, hidden.dtype)
+        hidden = self.output_norm(self.encoder(self.input_norm(hidden)))
+        return residual + self.projection(hidden).transpose(1, 2)
+
+
+class SimpleTransformer(nn.Module):
+    def __init__(
+        self,
+        encoding_dim: int = 128,
+        nhead: int = 8,
+        num_layers: int = 4,
+        dropout: float = 0.1,
+        num_transformer_layers: int = 1,
+        anti_cheating: float = 0.0,
+        use_creative_agent: bool = False,
+        mask_type: str = "none",
+        dim_feedforward: int = 2048,
+        agent_hidden_dim: int = 256,
+        agent_temperature: float = 1.0,
+        agent_temporal_diversity_weight: float = 0.5,
+        agent_shared_weights: bool = True,
+        hard_masks: bool = False,
+        use_discriminator: bool = False,
+    ):
+        super().__init__()
+        if num_transformer_layers < 1:
+            raise ValueError(f"num_transformer_layers must be at least 1, got {num_transformer_layers}")
+        if mask_type not in MASK_TYPES:
+            raise ValueError(f"unknown mask_type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
+        if use_creative_agent and mask_type != "none":
+            raise ValueError(f"use either the creative agent or a fixed mask (mask_type={mask_type!r}), not both")
+        if (use_creative_agent or mask_type != "none") and num_transformer_layers < 2:
+            raise ValueError("masking (creative agent or fixed mask) needs a cascade: set num_transformer_layers >= 2")
+        if anti_cheating < 0:
+            raise ValueError(f"anti_cheating must be >= 0, got {anti_cheating}")
+        self.config = dict(
+            encoding_dim=encoding_dim, nhead=nhead, num_layers=num_layers, dropout=dropout,
+            num_transformer_layers=num_transformer_layers, anti_cheating=anti_cheating,
+            use_creative_agent=use_creative_agent, mask_type=mask_type, dim_feedforward=dim_feedforward,
+            agent_hidden_dim=agent_hidden_dim, agent_temperature=agent_temperature,
+            agent_temporal_diversity_weight=agent_temporal_diversity_weight,
+            agent_shared_weights=agent_shared_weights, hard_masks=hard_masks, use_discriminator=use_discriminator,
+        )
+        self.encoding_dim = encoding_dim
+        self.anti_cheating = anti_cheating
+        self.mask_type = mask_type
+        self.hard_masks = hard_masks
+        self.creative_agent = (
+            CreativeAgent(
+                encoding_dim, use_discriminator=use_discriminator, hidden_dim=agent_hidden_dim,
+                temperature=agent_temperature, temporal_diversity_weight=agent_temporal_diversity_weight,
+                shared_weights=agent_shared_weights,
+            )
+            if use_creative_agent
+            else None
+        )
+        stage_channels = [encoding_dim] if num_transformer_layers == 1 else [2 * encoding_dim] + [3 * encoding_dim] * (num_transformer_layers - 1)
+        self.stages = nn.ModuleList(CascadeStage(c, encoding_dim, nhead, num_layers, dropout, dim_feedforward) for c in stage_channels)
+        self.last_mask_stats: dict[str, Tensor] = {}
+        self.last_masks: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def compute_masks(self, encoded_input: Tensor, encoded_target: Tensor) -> tuple[Tensor, Tensor, Tensor | None] | None:
+        """(input_mask, target_mask, mask_reg_loss) for this pair, or None when nothing is masked."""
+        if self.creative_agent is not None:
+            return self.creative_agent.mask_generator(encoded_input, encoded_target, hard=self.hard_masks)
+        if self.mask_type != "none":
+            input_mask, target_mask = complementary_masks(self.mask_type, encoded_input, encoded_target)
+            return input_mask, target_mask, None
+        return None
+
+    def _with_anti_cheating_noise(self, target: Tensor) -> Tensor:
+        if not (self.training and self.anti_cheating > 0):
+            return target
+        rms = target.detach().float().pow(2).mean(dim=(1, 2), keepdim=True).add(_RMS_EPS**2).sqrt().to(target.dtype)
+        return target + self.anti_cheating * rms * torch.randn_like(target)
+
+    def forward(self, encoded_input: Tensor, encoded_target: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Return (output latents [B, D, T], mask_reg_loss or None)."""
+        if encoded_input.dim() != 3 or encoded_input.shape[1] != self.encoding_dim:
+            raise ValueError(f"expected input latents [B, {self.encoding_dim}, T], got {tuple(encoded_input.shape)}")
+        if self.num_stages == 1:
+            self.last_masks, self.last_mask_stats = None, {}
+            return self.stages[0](encoded_input, encoded_input), None
+        if encoded_target is None:
+            raise ValueError("a cascade model (num_transformer_layers >= 2) needs encoded_target")
+        if encoded_target.shape != encoded_input.shape:
+            raise ValueError(f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs {tuple(encoded_target.shape)}")
+
+        masks = self.compute_masks(encoded_input, encoded_target)
+        mask_reg_loss = None
+        if masks is None:
+            self.last_masks, self.last_mask_stats = None, {}
+        else:
+            input_mask, target_mask, mask_reg_loss = masks
+            encoded_input, encoded_target = encoded_input * input_mask, encoded_target * target_mask
+            self.last_masks = (input_mask.detach(), target_mask.detach())
+            self.last_mask_stats = mask_statistics(input_mask, target_mask)
+
+        output = self.stages[0](torch.cat([encoded_input, encoded_target], dim=1), encoded_input + encoded_target)
+        for stage in self.stages[1:]:
+            noisy_target = self._with_anti_cheating_noise(encoded_target)
+            output = stage(torch.cat([encoded_input, output, noisy_target], dim=1), output)
+        return output, mask_reg_loss

@@ -1,0 +1,127 @@
+import pytest
+import torch
+
+from mask_metrics import METRIC_NAMES
+from model_simple_transformer import SimpleTransformer
+
+TINY = dict(encoding_dim=16, nhead=4, num_layers=1, dim_feedforward=32, agent_hidden_dim=16, dropout=0.0)
+
+
+def _latents(batch=2, dim=16, frames=20, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, dim, frames, generator=generator), torch.randn(batch, dim, frames, generator=generator)
+
+
+def test_seed_usage_works_verbatim():
+    torch.manual_seed(0)
+    model = SimpleTransformer(encoding_dim=128, num_transformer_layers=3, use_creative_agent=True)
+    encoded_input, encoded_target = torch.randn(1, 128, 40), torch.randn(1, 128, 40)
+    encoded_output, mask_reg_loss = model(encoded_input, encoded_target)
+    assert encoded_output.shape == (1, 128, 40)
+    assert mask_reg_loss is not None and torch.isfinite(mask_reg_loss)
+    with torch.no_grad():
+        input_mask, target_mask, _ = model.creative_agent.mask_generator(torch.randn(1, 128, 300), torch.randn(1, 128, 300))
+    overlap = (input_mask * target_mask).mean().item()
+    assert 0.0 <= overlap <= 1.0
+
+
+@pytest.mark.parametrize("stages", [1, 2, 3, 5])
+def test_number_of_cascade_stages_is_honoured(stages):
+    model = SimpleTransformer(num_transformer_layers=stages, **TINY)
+    assert model.num_stages == stages == len(model.stages)
+    expected_channels = [16] if stages == 1 else [32] + [48] * (stages - 1)
+    assert [stage.input_norm.normalized_shape[0] for stage in model.stages] == expected_channels
+
+
+def test_without_agent_reg_loss_is_none_and_single_stage_reads_input_alone():
+    model = SimpleTransformer(num_transformer_layers=1, **TINY).eval()
+    encoded_input, encoded_target = _latents()
+    output, mask_reg_loss = model(encoded_input, encoded_target)
+    assert mask_reg_loss is None
+    output_other_target, _ = model(encoded_input, encoded_target * 7)
+    assert torch.equal(output, output_other_target)
+
+
+def test_agent_exposes_mask_statistics_from_one_mask_computation(monkeypatch):
+    model = SimpleTransformer(num_transformer_layers=3, use_creative_agent=True, **TINY)
+    calls = []
+    original = model.creative_agent.mask_generator.forward
+    monkeypatch.setattr(model.creative_agent.mask_generator, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    output, mask_reg_loss = model(*_latents())
+    assert len(calls) == 1
+    assert set(model.last_mask_stats) == set(METRIC_NAMES)
+    assert all(value.dim() == 0 and not value.requires_grad for value in model.last_mask_stats.values())
+    input_mask, target_mask = model.last_masks
+    assert input_mask.shape == output.shape
+
+
+@pytest.mark.parametrize("mask_type", ["temporal", "frequency", "spectral", "energy", "hybrid"])
+def test_fixed_masks_are_applied_inside_forward(mask_type):
+    model = SimpleTransformer(num_transformer_layers=2, mask_type=mask_type, **TINY).eval()
+    encoded_input, encoded_target = _latents(frames=40)
+    output, mask_reg_loss = model(encoded_input, encoded_target)
+    assert mask_reg_loss is None
+    assert model.last_mask_stats["complementarity"].item() > 0.95
+    input_mask, target_mask = model.last_masks
+    # The target is hidden where its mask is zero: changing it there changes nothing.
+    hidden = target_mask.expand_as(encoded_target) == 0
+    changed_target = torch.where(hidden, encoded_target + 5.0, encoded_target)
+    assert torch.allclose(model(encoded_input, changed_target)[0], output, atol=1e-5)
+
+
+def test_masking_with_one_stage_is_a_clear_error():
+    with pytest.raises(ValueError, match="num_transformer_layers >= 2"):
+        SimpleTransformer(num_transformer_layers=1, use_creative_agent=True, **TINY)
+    with pytest.raises(ValueError, match="num_transformer_layers >= 2"):
+        SimpleTransformer(num_transformer_layers=1, mask_type="temporal", **TINY)
+    with pytest.raises(ValueError, match="not both"):
+        SimpleTransformer(num_transformer_layers=2, use_creative_agent=True, mask_type="temporal", **TINY)
+    with pytest.raises(ValueError, match="unknown mask_type"):
+        SimpleTransformer(num_transformer_layers=2, mask_type="zebra", **TINY)
+
+
+def test_silent_input_gives_finite_outputs_and_gradients():
+    model = SimpleTransformer(num_transformer_layers=3, use_creative_agent=True, anti_cheating=0.1, **TINY)
+    silence = torch.zeros(2, 16, 20)
+    output, mask_reg_loss = model(silence, silence)
+    (output.pow(2).mean() + mask_reg_loss).backward()
+    assert torch.isfinite(output).all()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_anti_cheating_noise_only_in_training_and_eval_is_deterministic():
+    torch.manual_seed(0)
+    model = SimpleTransformer(num_transformer_layers=2, anti_cheating=0.5, **{**TINY, "dropout": 0.0})
+    encoded_input, encoded_target = _latents()
+    model.train()
+    first, _ = model(encoded_input, encoded_target)
+    second, _ = model(encoded_input, encoded_target)
+    assert not torch.allclose(first, second)
+    model.eval()
+    first, _ = model(encoded_input, encoded_target)
+    second, _ = model(encoded_input, encoded_target)
+    assert torch.equal(first, second)
+
+
+def test_config_rebuilds_an_identical_model():
+    model = SimpleTransformer(num_transformer_layers=2, use_creative_agent=True, **TINY).eval()
+    rebuilt = SimpleTransformer(**model.config).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    encoded_input, encoded_target = _latents()
+    assert torch.equal(model(encoded_input, encoded_target)[0], rebuilt(encoded_input, encoded_target)[0])
+    assert all(isinstance(value, (int, float, str, bool)) for value in model.config.values())
+
+
+def test_positional_encoding_has_no_length_cap():
+    model = SimpleTransformer(num_transformer_layers=2, **TINY).eval()
+    encoded_input, encoded_target = _latents(batch=1, frames=3000)
+    with torch.no_grad():
+        output, _ = model(encoded_input, encoded_target)
+    assert output.shape == (1, 16, 3000) and torch.isfinite(output).all()
+
+
+def test_gradients_reach_every_parameter_through_the_cascade():
+    model = SimpleTransformer(num_transformer_layers=3, use_creative_agent=True, **TINY)
+    output, mask_reg_loss = model(*_latents())
+    (output.pow(2).mean() + 0.1 * mask_reg_loss).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
