@@ -1,0 +1,493 @@
+"""Continuation pairs (DATA/<split>/pair_NNNNN_{input,output}.wav) served as cached codec latents.
+
+The wav files are decoded and encoded once per codec configuration; every later run reads
+memory-mapped arrays, so training never opens a wav file or runs the codec, and a dataset larger
+than RAM still trains.
+
+Cache layout::
+
+    DATA/cache/.lock                         flock held by whichever process builds (any rank, any job)
+    DATA/cache/<codec name>-<key>/<split>/   key = sha256(codec.identity(), split, pair-file fingerprint)[:16]
+        input_latents.npy    [N, D, T] float32
+        target_latents.npy   [N, D, T] float32
+        input_audio.npy      [N, 1, S] float32   only once a run asked for return_audio
+        target_audio.npy     [N, 1, S] float32
+        meta.json            written last: its presence marks the directory complete
+
+The fingerprint covers the pair files' names, sizes and modification times, so rewriting or even
+touching a pair file gives a new key and a rebuild. When a rebuild happens, older caches of the same
+codec configuration and split are deleted (their files no longer exist as they were); caches of
+other codec configurations are kept, since switching codec back should not rebuild. Delete
+DATA/cache to reclaim all of it.
+
+A complete cache is trusted without opening any wav: the header checks (sample rate, mono, equal
+lengths, partner present) run when a cache is built, which is always at construction, never
+mid-epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT_VERSION = 1
+PAIR_PATTERN = re.compile(r"^pair_(\d+)_(input|output)\.wav$")
+META_NAME = "meta.json"
+LOCK_NAME = ".lock"
+TMP_PREFIX = ".tmp-"
+LATENT_FILES = ("input_latents.npy", "target_latents.npy")
+AUDIO_FILES = ("input_audio.npy", "target_audio.npy")
+PART_FILES = {"latents": LATENT_FILES, "audio": AUDIO_FILES}
+
+
+@dataclass(frozen=True)
+class WavPair:
+    number: int  # the NNNNN of the file names
+    input_path: Path
+    output_path: Path
+
+
+# ----------------------------------------------------------------------------- pair files
+
+
+def list_pairs(split_dir: Path) -> list[WavPair]:
+    """Pairs in `split_dir`, sorted by number. Looks only at names: opens no file."""
+    if not split_dir.is_dir():
+        raise FileNotFoundError(
+            f"split folder {split_dir} does not exist (make it with prepare_pairs.py --out {split_dir.parent})")
+    found: dict[str, dict[str, Path]] = {}
+    ignored = 0
+    for path in split_dir.iterdir():
+        match = PAIR_PATTERN.match(path.name)
+        if match is None:
+            ignored += path.suffix.lower() == ".wav"
+            continue
+        found.setdefault(match.group(1), {})[match.group(2)] = path
+    if ignored:
+        log.warning("%s: ignored %d .wav files not named pair_NNNNN_{input,output}.wav", split_dir, ignored)
+    pairs = []
+    for number in sorted(found, key=lambda s: (int(s), s)):
+        roles = found[number]
+        for role, partner in (("input", "output"), ("output", "input")):
+            if role in roles and partner not in roles:
+                raise ValueError(f"{roles[role]}: partner file pair_{number}_{partner}.wav is missing")
+        pairs.append(WavPair(int(number), roles["input"], roles["output"]))
+    if not pairs:
+        raise ValueError(f"{split_dir}: no pair_NNNNN_input.wav / pair_NNNNN_output.wav files "
+                         "(make them with prepare_pairs.py)")
+    return pairs
+
+
+def fingerprint_pairs(pairs: list[WavPair]) -> str:
+    """Hash of names, sizes and mtimes: cheap (stat only) and changes when any file is rewritten."""
+    digest = hashlib.sha256()
+    for pair in pairs:
+        for path in (pair.input_path, pair.output_path):
+            stat = path.stat()
+            digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _wav_info(path: Path) -> Any:
+    try:
+        return sf.info(str(path))
+    except Exception as exc:  # libsndfile reports every kind of bad file as a RuntimeError subclass
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: unreadable audio file ({message})") from None
+
+
+def validate_pairs(pairs: list[WavPair], sample_rate: int) -> int:
+    """Check every pair's headers (soundfile.info only); return the common length in samples."""
+    expected: tuple[Path, int] | None = None
+    for pair in pairs:
+        lengths = []
+        for path in (pair.input_path, pair.output_path):
+            info = _wav_info(path)
+            if info.samplerate != sample_rate:
+                raise ValueError(f"{path}: sample rate {info.samplerate} Hz, the codec expects {sample_rate} Hz "
+                                 f"(re-run prepare_pairs.py --sample_rate {sample_rate})")
+            if info.channels != 1:
+                raise ValueError(f"{path}: {info.channels} channels, expected mono (prepare_pairs.py downmixes)")
+            if info.frames <= 0:
+                raise ValueError(f"{path}: empty audio file")
+            lengths.append(info.frames)
+        if lengths[0] != lengths[1]:
+            raise ValueError(f"{pair.output_path}: {lengths[1]} samples, but its partner "
+                             f"{pair.input_path.name} has {lengths[0]}")
+        if expected is None:
+            expected = (pair.input_path, lengths[0])
+        elif lengths[0] != expected[1]:
+            raise ValueError(f"{pair.input_path}: {lengths[0]} samples, but {expected[0].name} has {expected[1]}; "
+                             "all pairs of a split must have the same length")
+    assert expected is not None  # list_pairs never returns an empty list
+    return expected[1]
+
+
+# ----------------------------------------------------------------------------- cache helpers
+
+
+def _json_hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_key(codec_identity: dict, split: str, files_fingerprint: str) -> str:
+    return _json_hash({"format": CACHE_FORMAT_VERSION, "codec": codec_identity, "split": split,
+                       "files": files_fingerprint})
+
+
+def _read_meta(split_cache: Path) -> dict | None:
+    try:
+        return json.loads((split_cache / META_NAME).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+
+
+def _is_complete(meta: dict | None, parts: set[str]) -> bool:
+    return (meta is not None and meta.get("format") == CACHE_FORMAT_VERSION
+            and parts <= set(meta.get("contents", ())))
+
+
+def _write_json(path: Path, value: dict) -> None:
+    with open(path, "w") as handle:
+        json.dump(value, handle, indent=1, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: Path, timeout_s: float, poll_s: float = 0.25) -> Iterator[None]:
+    """flock on `lock_path`; released by the kernel if the holder dies, so no stale locks."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        start = time.monotonic()
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - start > timeout_s:
+                    raise TimeoutError(f"{lock_path}: another process has held the cache lock for over "
+                                       f"{timeout_s:.0f} s (still building?); raise cache_timeout_s or stop it") from None
+                if not announced:
+                    log.info("waiting for another process to finish the latent cache (lock %s)", lock_path)
+                    announced = True
+                time.sleep(poll_s)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _codec_device(codec: Any) -> torch.device:
+    if isinstance(codec, torch.nn.Module):
+        for tensor in itertools.chain(codec.parameters(), codec.buffers()):
+            return tensor.device
+    return torch.device("cpu")
+
+
+def _read_mono(path: Path, num_samples: int) -> np.ndarray:
+    data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    if data.shape != (num_samples, 1):
+        raise ValueError(f"{path}: changed while the cache was being built (shape {data.shape})")
+    return data[:, 0]
+
+
+def _build_arrays(pairs: list[WavPair], codec: Any, num_samples: int, parts: set[str], out_dir: Path,
+                  batch_size: int, desc: str) -> None:
+    """Read every pair once and write the requested parts as .npy memmaps into `out_dir`."""
+    count = len(pairs)
+    arrays: dict[str, np.memmap] = {}
+    device = _codec_device(codec)
+    latent_shape = (count, int(codec.dim), int(codec.num_frames(num_samples)))
+    if "latents" in parts:
+        for name in LATENT_FILES:
+            arrays[name] = np.lib.format.open_memmap(out_dir / name, mode="w+", dtype=np.float32, shape=latent_shape)
+    if "audio" in parts:
+        for name in AUDIO_FILES:
+            arrays[name] = np.lib.format.open_memmap(out_dir / name, mode="w+", dtype=np.float32,
+                                                     shape=(count, 1, num_samples))
+    with torch.inference_mode(), tqdm(total=count, desc=desc, unit="pair") as bar:
+        for start in range(0, count, batch_size):
+            batch = pairs[start:start + batch_size]
+            stop = start + len(batch)
+            # Inputs and targets go through the codec as one batch: half the calls.
+            audio = np.stack([_read_mono(p.input_path, num_samples) for p in batch]
+                             + [_read_mono(p.output_path, num_samples) for p in batch])[:, None, :]
+            if "audio" in parts:
+                arrays["input_audio.npy"][start:stop] = audio[:len(batch)]
+                arrays["target_audio.npy"][start:stop] = audio[len(batch):]
+            if "latents" in parts:
+                latents = codec.encode(torch.from_numpy(audio).to(device))
+                if tuple(latents.shape) != (2 * len(batch),) + latent_shape[1:]:
+                    raise ValueError(f"codec {codec.name}: encode returned shape {tuple(latents.shape)}, expected "
+                                     f"{(2 * len(batch),) + latent_shape[1:]} from dim and num_frames({num_samples})")
+                latents = latents.float().cpu().numpy()
+                arrays["input_latents.npy"][start:stop] = latents[:len(batch)]
+                arrays["target_latents.npy"][start:stop] = latents[len(batch):]
+            bar.update(len(batch))
+    for array in arrays.values():
+        array.flush()  # msync: the data is on disk before meta.json says the cache is complete
+
+
+def _remove_stale(cache_root: Path, keep: Path, codec_hash: str, split: str) -> None:
+    """Delete caches of the same codec config and split built from older versions of the pair files."""
+    for meta_path in cache_root.glob(f"*/{split}/{META_NAME}"):
+        old = meta_path.parent
+        meta = _read_meta(old)
+        if old == keep or meta is None or meta.get("codec_hash") != codec_hash or meta.get("split") != split:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            old.parent.rmdir()  # only if no other split lives there
+        log.info("removed stale latent cache %s (pair files changed since it was built)", old)
+
+
+def ensure_cache(cache_dir: Path, pairs: list[WavPair], codec: Any, parts: set[str], *, split: str,
+                 identity: dict, files_fingerprint: str, batch_size: int = 16,
+                 timeout_s: float = 3 * 3600.0) -> tuple[dict, bool]:
+    """Return (meta, built_here). Builds under DATA/cache/.lock so one process builds, others wait."""
+    meta = _read_meta(cache_dir)
+    if _is_complete(meta, parts):
+        return meta, False
+    cache_root = cache_dir.parents[1]
+    with exclusive_lock(cache_root / LOCK_NAME, timeout_s):
+        meta = _read_meta(cache_dir)
+        if _is_complete(meta, parts):  # another process built it while we waited
+            return meta, False
+        if meta is not None and meta.get("format") != CACHE_FORMAT_VERSION:
+            meta = None
+        key_dir = cache_dir.parent
+        key_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in key_dir.glob(TMP_PREFIX + "*"):  # from a killed build; safe, we hold the lock
+            shutil.rmtree(leftover, ignore_errors=True)
+        have = set(meta["contents"]) if meta else set()
+        missing = parts - have
+        # Headers were checked when the existing part was built and the fingerprint is unchanged.
+        num_samples = int(meta["num_samples"]) if meta else validate_pairs(pairs, int(codec.sample_rate))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{split}-", dir=key_dir))
+        started = time.monotonic()
+        try:
+            _build_arrays(pairs, codec, num_samples, missing, tmp, batch_size,
+                          desc=f"caching {split} ({'+'.join(sorted(missing))}, {codec.name})")
+            new_meta = dict(meta) if meta else {
+                "format": CACHE_FORMAT_VERSION, "split": split, "codec_identity": identity,
+                "codec_hash": _json_hash(identity), "files_fingerprint": files_fingerprint,
+                "num_pairs": len(pairs), "num_samples": num_samples, "sample_rate": int(codec.sample_rate),
+                "dim": int(codec.dim), "frame_count": int(codec.num_frames(num_samples)),
+                "pair_numbers": [p.number for p in pairs]}
+            new_meta["contents"] = sorted(have | missing)
+            new_meta["build_seconds"] = round(time.monotonic() - started, 3)
+            if meta is None:
+                if cache_dir.exists():  # a directory without meta.json is incomplete
+                    shutil.rmtree(cache_dir)
+                _write_json(tmp / META_NAME, new_meta)
+                os.replace(tmp, cache_dir)
+            else:  # add a part (audio) to a complete cache: files first, meta.json last
+                for name in itertools.chain.from_iterable(PART_FILES[part] for part in missing):
+                    os.replace(tmp / name, cache_dir / name)
+                _write_json(tmp / META_NAME, new_meta)
+                os.replace(tmp / META_NAME, cache_dir / META_NAME)
+                tmp.rmdir()
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("built latent cache %s (%d pairs, %s) in %.1f s", cache_dir, len(pairs),
+                 "+".join(sorted(missing)), new_meta["build_seconds"])
+        _remove_stale(cache_root, cache_dir, new_meta["codec_hash"], split)
+        return new_meta, True
+
+
+def shuffled_target_order(count: int, seed: int, epoch: int) -> np.ndarray:
+    """A random permutation with no fixed point (count > 1), a function of (seed, epoch) only."""
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    order = rng.permutation(count)
+    if count < 2:
+        return order
+    for i in np.flatnonzero(order == np.arange(count)):
+        if order[i] != i:  # already fixed by an earlier swap
+            continue
+        j = int(rng.integers(count - 1))
+        j += j >= i  # any position but i; swapping a fixed point with it leaves neither fixed
+        order[i], order[j] = order[j], order[i]
+    return order
+
+
+# ----------------------------------------------------------------------------- dataset
+
+
+class WavPairsDataset(Dataset):
+    """Input/target latents (and optionally audio) of the continuation pairs of one split.
+
+    item: dict(input_latent [D,T] float32, target_latent [D,T], index int, target_index int,
+               input_audio [1,S], target_audio [1,S] when return_audio)
+
+    shuffle_targets pairs input i with target order[i], order drawn from (seed, epoch) with no
+    fixed point; call set_epoch(epoch) every epoch (it reaches DataLoader workers, persistent ones
+    included, through a shared-memory counter). Splits other than "train" always use matched pairs.
+    unity_test uses each input as its own target. rank/world_size only label log lines: the cache
+    lock, not torch.distributed, makes sure one process builds.
+    """
+
+    def __init__(self, folder: str | os.PathLike, codec: Any, split: str = "train",
+                 shuffle_targets: bool = False, unity_test: bool = False, return_audio: bool = False,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, batch_size_for_encoding: int = 16,
+                 cache_timeout_s: float = 3 * 3600.0):
+        if shuffle_targets and unity_test:
+            raise ValueError("shuffle_targets and unity_test exclude each other: pick one")
+        if batch_size_for_encoding < 1:
+            raise ValueError(f"batch_size_for_encoding must be >= 1, got {batch_size_for_encoding}")
+        if shuffle_targets and split != "train":
+            log.info("split %r: shuffle_targets ignored, validation always uses matched pairs", split)
+            shuffle_targets = False
+        self.folder = Path(folder)
+        self.split = split
+        self.shuffle_targets = shuffle_targets
+        self.unity_test = unity_test
+        self.return_audio = return_audio
+        self.seed = int(seed)
+        self.rank, self.world_size = rank, world_size
+
+        pairs = list_pairs(self.folder / split)
+        identity = dict(codec.identity())
+        fingerprint = fingerprint_pairs(pairs)
+        key = cache_key(identity, split, fingerprint)
+        codec_label = re.sub(r"[^A-Za-z0-9_.-]", "_", str(codec.name))
+        self.cache_dir = self.folder / "cache" / f"{codec_label}-{key}" / split
+        parts = {"latents", "audio"} if return_audio else {"latents"}
+        meta, self.built_cache = ensure_cache(self.cache_dir, pairs, codec, parts, split=split, identity=identity,
+                                              files_fingerprint=fingerprint, batch_size=batch_size_for_encoding,
+                                              timeout_s=cache_timeout_s)
+        self.codec_name = str(codec.name)
+        self.pair_numbers: list[int] = [p.number for p in pairs]
+        self.num_pairs = int(meta["num_pairs"])
+        self.num_samples = int(meta["num_samples"])
+        self.frame_count = int(meta["frame_count"])
+        self.dim = int(meta["dim"])
+        self.sample_rate = int(meta["sample_rate"])
+        # Shared memory so set_epoch in the main process reaches (persistent) DataLoader workers.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._order: np.ndarray | None = None
+        self._order_epoch = -1
+        self._arrays: dict[str, np.ndarray] | None = None
+        self._open_arrays()  # fail here, not in a worker, if the cache is damaged
+        log.info("rank %d/%d: %s split %s: %d pairs, latents [%d, %d], %d samples (%s)", rank, world_size,
+                 "built" if self.built_cache else "loaded", split, self.num_pairs, self.dim, self.frame_count,
+                 self.num_samples, self.cache_dir)
+
+    def _open_arrays(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            names = LATENT_FILES + (AUDIO_FILES if self.return_audio else ())
+            expected = {"latents": (self.num_pairs, self.dim, self.frame_count),
+                        "audio": (self.num_pairs, 1, self.num_samples)}
+            arrays = {}
+            for name in names:
+                shape = expected["audio" if name in AUDIO_FILES else "latents"]
+                try:
+                    arrays[name] = np.load(self.cache_dir / name, mmap_mode="r")
+                except (OSError, ValueError) as exc:
+                    raise ValueError(f"{self.cache_dir / name}: damaged latent cache ({exc}); delete "
+                                     f"{self.cache_dir} and retry") from None
+                if arrays[name].shape != shape or arrays[name].dtype != np.float32:
+                    raise ValueError(f"{self.cache_dir / name}: shape {arrays[name].shape} {arrays[name].dtype}, "
+                                     f"expected {shape} float32; delete {self.cache_dir} and retry")
+            self._arrays = arrays
+        return self._arrays
+
+    def __getstate__(self) -> dict:
+        # Workers reopen the memmaps themselves; pickling them would copy the whole array.
+        state = self.__dict__.copy()
+        state["_arrays"] = None
+        return state
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pick the epoch whose shuffled targets __getitem__ uses (no effect on matched pairs)."""
+        self._epoch.fill_(int(epoch))
+
+    def target_index(self, index: int) -> int:
+        if not self.shuffle_targets:
+            return index
+        epoch = int(self._epoch)
+        if self._order is None or self._order_epoch != epoch:
+            self._order = shuffled_target_order(self.num_pairs, self.seed, epoch)
+            self._order_epoch = epoch
+        return int(self._order[index])
+
+    def __len__(self) -> int:
+        return self.num_pairs
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.num_pairs:
+            raise IndexError(f"index {index} out of range for {self.num_pairs} pairs")
+        arrays = self._open_arrays()
+        target = self.target_index(index)
+        # np.array copies out of the read-only memmap, so each tensor owns writable memory.
+        item: dict[str, Any] = {"input_latent": torch.from_numpy(np.array(arrays["input_latents.npy"][index]))}
+        if self.unity_test:
+            item["target_latent"] = item["input_latent"].clone()
+        else:
+            item["target_latent"] = torch.from_numpy(np.array(arrays["target_latents.npy"][target]))
+        item["index"] = index
+        item["target_index"] = index if self.unity_test else target
+        if self.return_audio:
+            item["input_audio"] = torch.from_numpy(np.array(arrays["input_audio.npy"][index]))
+            if self.unity_test:
+                item["target_audio"] = item["input_audio"].clone()
+            else:
+                item["target_audio"] = torch.from_numpy(np.array(arrays["target_audio.npy"][target]))
+        return item
+
+
+def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool = True, num_workers: int = 0,
+                    rank: int = 0, world_size: int = 1, seed: int = 0, drop_last: bool = False,
+                    pin_memory: bool | None = None) -> tuple[DataLoader, DistributedSampler | None]:
+    """DataLoader (+ DistributedSampler when world_size > 1, else None).
+
+    Each epoch call sampler.set_epoch(epoch) (when not None) and dataset.set_epoch(epoch) before
+    iterating. Workers are persistent, so the memmaps are opened once per worker.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    per_rank = len(dataset) // world_size if drop_last else math.ceil(len(dataset) / world_size)
+    if drop_last and per_rank < batch_size:
+        raise ValueError(f"{len(dataset)} pairs over {world_size} rank(s) give {per_rank} per rank, fewer than "
+                         f"batch_size {batch_size} with drop_last: no batch at all (lower --batch_size)")
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    common: dict[str, Any] = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                                  persistent_workers=num_workers > 0, drop_last=drop_last)
+    if world_size > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
+                                     drop_last=drop_last)
+        return DataLoader(dataset, sampler=sampler, **common), sampler
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(dataset, shuffle=shuffle, generator=generator, **common), None
