@@ -81,6 +81,11 @@ def _mask_head(hidden_dim: int, encoding_dim: int) -> nn.Sequential:
     )
 
 
+def _logistic_noise(like: Tensor) -> Tensor:
+    uniform = torch.rand_like(like).clamp(1e-6, 1 - 1e-6)
+    return torch.log(uniform) - torch.log1p(-uniform)
+
+
 def straight_through_hard(soft_mask: Tensor) -> Tensor:
     """Binary mask in the forward pass, the soft mask's gradient in the backward pass."""
     hard_mask = (soft_mask > 0.5).to(soft_mask.dtype)
@@ -109,6 +114,8 @@ class AttentionMaskGenerator(nn.Module):
         temporal_diversity_weight: float = 0.5,
         temperature: float = 1.0,
         shared_weights: bool = True,
+        feature_floor: float = 0.01,
+        mask_noise: float = 0.0,
     ):
         super().__init__()
         if temperature <= 0:
@@ -120,6 +127,8 @@ class AttentionMaskGenerator(nn.Module):
         self.temporal_diversity_weight = temporal_diversity_weight
         self.temperature = temperature
         self.shared_weights = shared_weights
+        self.feature_floor = feature_floor
+        self.mask_noise = mask_noise
 
         self.input_analyzer = _analyzer(encoding_dim, hidden_dim)
         self.input_queries_target = CrossAttention(hidden_dim, num_heads)
@@ -136,14 +145,19 @@ class AttentionMaskGenerator(nn.Module):
         self.last_terms: dict[str, Tensor] = {}
         self.last_attention: Tensor | None = None
 
+    def compress(self, latents: Tensor) -> Tensor:
+        """Signed log compression: music latents span several decades (loud low bands, quiet high
+        ones), and which song should keep a cell depends on relative level, not on linear size."""
+        return torch.sign(latents) * torch.log1p(latents.abs() / self.feature_floor)
+
     def claims(self, encoded_input: Tensor, encoded_target: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor]:
         """Per-cell claim logits [B, D, T] of the input and of the target song."""
         if encoded_input.shape != encoded_target.shape:
             raise ValueError(f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs {tuple(encoded_target.shape)}")
         if encoded_input.dim() != 3 or encoded_input.shape[1] != self.encoding_dim:
             raise ValueError(f"expected latents [B, {self.encoding_dim}, T], got {tuple(encoded_input.shape)}")
-        input_features = self.input_analyzer(encoded_input).transpose(1, 2)  # [B, T, H]
-        target_features = self.target_analyzer(encoded_target).transpose(1, 2)
+        input_features = self.input_analyzer(self.compress(encoded_input)).transpose(1, 2)  # [B, T, H]
+        target_features = self.target_analyzer(self.compress(encoded_target)).transpose(1, 2)
         input_attended, attention = self.input_queries_target(input_features, target_features, need_weights)
         target_attended, _ = self.target_queries_input(target_features, input_features)
         self.last_attention = attention.detach() if attention is not None else None
@@ -155,6 +169,9 @@ class AttentionMaskGenerator(nn.Module):
         self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False, need_weights: bool = False
     ) -> tuple[Tensor, Tensor, Tensor]:
         input_claim, target_claim = self.claims(encoded_input, encoded_target, need_weights)
+        if self.training and self.mask_noise > 0:
+            input_claim = input_claim + self.mask_noise * _logistic_noise(input_claim)
+            target_claim = target_claim + self.mask_noise * _logistic_noise(target_claim)
         if self.shared_weights:
             input_mask = torch.sigmoid((input_claim - target_claim) / self.temperature)
             target_mask = 1.0 - input_mask

@@ -1,0 +1,345 @@
+"""Training end to end on CPU (gloo): 2-process run, metrics averaged over ranks, resume
+equivalence, SIGTERM, worker failure, non-finite steps, the seed's checkpoint snippet."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torch.multiprocessing as mp
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_RATE = 24000
+SEGMENT = SAMPLE_RATE // 4  # 0.25 s pairs
+
+# A tiny model on a 16-channel MDCT: every run below takes seconds on one core.
+TINY_ARGS = [
+    "--codec_option", "dim=16", "--encoding_dim", "16", "--nhead", "2", "--num_layers", "1",
+    "--num_transformer_layers", "2", "--model_option", "dim_feedforward=32",
+    "--model_option", "agent_hidden_dim=16", "--loss_domain", "latent", "--num_workers", "0",
+    "--device", "cpu", "--warmup_steps", "2", "--log_every", "1",
+]
+DESIGN_NAMES = ("complementarity", "coverage", "balance", "temporal_diversity", "pair_diversity")
+
+
+def make_tiny_dataset(root: Path, train_pairs: int = 8, val_pairs: int = 4, seed: int = 0) -> Path:
+    """DATA/{train,val}/pair_NNNNN_{input,output}.wav: 0.25 s tones plus noise at 24 kHz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(SEGMENT) / SAMPLE_RATE
+    for split, count in (("train", train_pairs), ("val", val_pairs)):
+        folder = root / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            for role in ("input", "output"):
+                tone = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t)
+                wav = tone + 0.05 * rng.standard_normal(SEGMENT)
+                sf.write(folder / f"pair_{index:05d}_{role}.wav", wav.astype(np.float32),
+                         SAMPLE_RATE)
+    return root
+
+
+def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 120,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "train_simple_ddp.py"), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=full_env)
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("data"))
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics averaged over ranks
+# --------------------------------------------------------------------------------------------
+
+def _reduce_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    from train_simple_worker import MetricSums, reduce_metric_sums
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    sums = MetricSums("cpu")
+    if rank == 0:  # two samples of loss 1.0
+        sums.add({"loss": torch.tensor(1.0), "complementarity": torch.tensor(0.9)}, weight=2)
+    else:          # one sample of loss 4.0, a non-finite value (left out), and a rank-1-only name
+        sums.add({"loss": torch.tensor(4.0), "complementarity": torch.tensor(0.6)}, weight=1)
+        sums.add({"loss": torch.tensor(float("nan"))}, weight=5)
+        sums.add({"only_rank1": torch.tensor(3.0)}, weight=1)
+    result = reduce_metric_sums(sums, sync_names=True)
+    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+def test_metrics_are_averaged_over_ranks(tmp_path):
+    from train_simple_ddp import find_free_port
+    mp.start_processes(_reduce_worker, args=(2, find_free_port(), str(tmp_path)), nprocs=2,
+                       start_method="spawn")
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert results[0] == results[1]  # every rank sees the same averages
+    assert results[0]["loss"] == pytest.approx((2 * 1.0 + 1 * 4.0) / 3)
+    assert results[0]["complementarity"] == pytest.approx((2 * 0.9 + 0.6) / 3)
+    assert results[0]["only_rank1"] == pytest.approx(3.0)
+
+
+# --------------------------------------------------------------------------------------------
+# A 2-process run end to end
+# --------------------------------------------------------------------------------------------
+
+def test_two_process_run_end_to_end(data, tmp_path):
+    from checkpoint import load_checkpoint
+    from model_simple_transformer import SimpleTransformer
+
+    run = tmp_path / "run"
+    result = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(run), *TINY_ARGS,
+                      "--use_creative_agent", "true", "--world_size", "2", "--epochs", "2",
+                      "--batch_size", "2", "--save_every", "1"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Creative Agent ENABLED" in result.stderr
+    assert "Creative Agent mask regularization loss:" in result.stderr
+    assert "(weight=0.1)" in result.stderr
+
+    records = read_metrics(run)
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert records[0]["complementarity"] == pytest.approx(0.75, abs=0.05)  # untrained agent
+    for record in records[1:]:
+        for key in ("train_loss", "val_loss", "train_reconstruction", "val_reconstruction",
+                    "train_rms_target", "val_rms_target", "train_mask_reg_loss", "grad_norm",
+                    "samples_per_s", "lr", "nonfinite_steps", *DESIGN_NAMES,
+                    *(f"train_{n}" for n in DESIGN_NAMES)):
+            assert key in record and record[key] is not None, key
+            if isinstance(record[key], float):
+                assert math.isfinite(record[key]), key
+        assert record["nonfinite_steps"] == 0
+
+    for name in ("checkpoint_best.pth", "checkpoint_last.pth", "checkpoint_epoch_1.pth",
+                 "checkpoint_epoch_2.pth"):
+        assert (run / name).exists(), name
+    assert not list(run.glob(".*.tmp-*"))  # no temporary file left behind
+    state = torch.load(run / "checkpoint_last.pth", weights_only=True)
+    for key in ("model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "epoch",
+                "best_val_loss", "model_config", "train_config", "rng_state", "rng_states"):
+        assert key in state, key
+    assert state["epoch"] == 2 and len(state["rng_states"]) == 2
+    assert set(state["rng_state"]) >= {"torch", "numpy", "python"}
+    model = SimpleTransformer(**state["model_config"])  # the checkpoint rebuilds its model
+    model.load_state_dict(load_checkpoint(run / "checkpoint_best.pth")["model_state_dict"])
+
+
+# --------------------------------------------------------------------------------------------
+# Resume equivalence (single process, in-process)
+# --------------------------------------------------------------------------------------------
+
+def _config(data: Path, folder: Path, **changes):
+    from train_simple_ddp import parse_config
+    cfg = parse_config(["--dataset_folder", str(data), "--checkpoint_dir", str(folder),
+                        *TINY_ARGS, "--use_creative_agent", "true", "--batch_size", "3",
+                        "--schedule", "plateau", "--plateau_patience", "0", "--dropout", "0.1",
+                        "--anti_cheating", "0.1", "--shuffle_targets", "true", "--save_every", "0",
+                        "--patience", "0"])
+    return dataclasses.replace(cfg, **changes)
+
+
+def test_resume_equals_straight_run(data, tmp_path):
+    from train_simple_worker import train_worker
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    train_worker(0, 1, _config(data, straight, epochs=4))
+    train_worker(0, 1, _config(data, split, epochs=2))
+    train_worker(0, 1, _config(data, split, epochs=4,
+                               resume=str(split / "checkpoint_last.pth")))
+
+    a = torch.load(straight / "checkpoint_last.pth", weights_only=True)
+    b = torch.load(split / "checkpoint_last.pth", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 4
+    for name, tensor in a["model_state_dict"].items():
+        torch.testing.assert_close(b["model_state_dict"][name], tensor, atol=1e-5, rtol=0,
+                                   msg=name)
+    assert a["scheduler_state_dict"] == b["scheduler_state_dict"]
+    assert [r["epoch"] for r in read_metrics(split)] == [0, 1, 2, 3, 4]
+    val_a = [r["val_loss"] for r in read_metrics(straight)]
+    val_b = [r["val_loss"] for r in read_metrics(split)]
+    assert val_a == pytest.approx(val_b, abs=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Signals and failures
+# --------------------------------------------------------------------------------------------
+
+def test_sigterm_to_launcher_writes_loadable_checkpoint(data, tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train_simple_ddp.py"), "--dataset_folder", str(data),
+         "--checkpoint_dir", str(run), *TINY_ARGS, "--world_size", "2", "--epochs", "1000",
+         "--batch_size", "1", "--sync_every", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            metrics = run / "metrics.jsonl"
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+                break  # epoch 1 done: training is under way
+            time.sleep(0.2)
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+        assert time.monotonic() - sent < 60
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output[-3000:]
+    assert "stopped by signal" in output
+    state = torch.load(run / "checkpoint_last.pth", weights_only=True)
+    assert state["epoch"] >= 1
+    assert all(torch.isfinite(t).all() for t in state["model_state_dict"].values())
+
+
+def test_worker_exception_fails_the_job_quickly(data, tmp_path):
+    started = time.monotonic()
+    result = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(tmp_path / "run"),
+                      *TINY_ARGS, "--world_size", "2", "--epochs", "3", "--batch_size", "1",
+                      "--fail_at_step", "1"], timeout=90)
+    assert result.returncode != 0
+    assert time.monotonic() - started < 90
+    assert "injected failure at step 1 on rank 1" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: worker 1 failed")
+
+
+# --------------------------------------------------------------------------------------------
+# Non-finite losses (unit level: train_epoch with a loss that returns NaN on some batches)
+# --------------------------------------------------------------------------------------------
+
+class _Toy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Conv1d(4, 4, 1)
+        self.config = {}
+
+    def forward(self, x, y):
+        return self.linear(x), None
+
+
+class _NanOnCalls(torch.nn.Module):
+    def __init__(self, bad_calls: set[int]):
+        super().__init__()
+        self.bad_calls, self.calls = bad_calls, 0
+
+    def forward(self, output, inputs, targets, input_audio=None, target_audio=None):
+        loss = (output - targets).pow(2).mean()
+        if self.calls in self.bad_calls:
+            loss = loss * float("nan")
+        self.calls += 1
+        return loss, {"rms_target": loss.detach()}
+
+
+def _toy_run(bad_calls: set[int], steps: int, max_nonfinite: int):
+    from train_simple_ddp import TrainConfig
+    from train_simple_worker import (LRSchedule, Progress, StepSync, StopRequest, build_optimizer,
+                                     train_epoch)
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=1, lr=0.1, warmup_steps=0, log_every=1, sync_every=1,
+                      max_nonfinite_steps=max_nonfinite)
+    model = _Toy()
+    optimizer = build_optimizer(model, cfg)
+    scheduler = LRSchedule(optimizer, "plateau", 0, steps)
+    batches = [{"input_latent": torch.randn(2, 4, 8), "target_latent": torch.randn(2, 4, 8)}
+               for _ in range(steps)]
+    progress = Progress()
+    snapshots = []
+
+    class Loader(list):
+        def __iter__(self):
+            for batch in list.__iter__(self):
+                snapshots.append(model.linear.weight.detach().clone())
+                yield batch
+
+    outcome = train_epoch(model, Loader(batches), optimizer, scheduler, _NanOnCalls(bad_calls),
+                          0.1, cfg=cfg, progress=progress, stop=StopRequest(),
+                          sync=StepSync(torch.device("cpu"), max_nonfinite))
+    snapshots.append(model.linear.weight.detach().clone())
+    return outcome, snapshots
+
+
+def test_nonfinite_loss_skips_the_step():
+    from train_simple_worker import means
+    outcome, weights = _toy_run({1}, steps=4, max_nonfinite=3)
+    assert torch.equal(weights[1], weights[2])        # step 1 (NaN) changed nothing
+    assert not torch.equal(weights[0], weights[1])    # finite steps do update
+    assert not torch.equal(weights[2], weights[3])
+    reduced = outcome.sums.reduce()
+    assert reduced["nonfinite_steps"][1] == 1         # counted
+    assert math.isfinite(means(reduced)["loss"])      # and kept out of the averages
+    assert reduced["loss"][1] == 3 * 2                # 3 finite steps of 2 samples
+
+
+def test_nonfinite_streak_stops_with_clear_message():
+    from train_simple_worker import NonFiniteError
+    with pytest.raises(NonFiniteError, match="non-finite for 3 steps in a row"):
+        _toy_run({1, 2, 3}, steps=6, max_nonfinite=3)
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path):
+    from train_simple_worker import NonFiniteError, check_finite_weights
+    model = _Toy()
+    with torch.no_grad():
+        model.linear.weight[0, 0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match="linear.weight"):
+        check_finite_weights(model, "test")
+
+
+# --------------------------------------------------------------------------------------------
+# The seed's "Test on Checkpoint" snippet, verbatim, on a checkpoint trained with default flags
+# --------------------------------------------------------------------------------------------
+
+SEED_SNIPPET = '''
+import torch
+from model_simple_transformer import SimpleTransformer
+
+model = SimpleTransformer(
+    encoding_dim=128,
+    num_transformer_layers=3,
+    use_creative_agent=True
+)
+checkpoint = torch.load('checkpoints_creative_agent/checkpoint_best.pth')
+model.load_state_dict(checkpoint['model_state_dict'])
+
+# Test complementarity
+with torch.no_grad():
+    input_mask, target_mask, _ = model.creative_agent.mask_generator(
+        torch.randn(1, 128, 300),
+        torch.randn(1, 128, 300)
+    )
+    overlap = (input_mask * target_mask).mean().item()
+    print(f"Complementarity: {(1 - overlap) * 100:.1f}%")
+'''
+
+
+def test_seed_checkpoint_snippet_runs_verbatim(data, tmp_path):
+    # Default model flags; only data, speed and device settings are given.
+    result = run_cli(["--dataset_folder", str(data), "--use_creative_agent", "true",
+                      "--epochs", "1", "--batch_size", "2", "--max_steps_per_epoch", "1",
+                      "--max_val_batches", "1", "--num_workers", "0", "--device", "cpu",
+                      "--loss_domain", "latent"], cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "checkpoints_creative_agent" / "checkpoint_best.pth").exists()
+    snippet = subprocess.run([sys.executable, "-c", SEED_SNIPPET], cwd=tmp_path, text=True,
+                             capture_output=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert snippet.returncode == 0, snippet.stderr[-3000:]
+    assert "Complementarity:" in snippet.stdout
