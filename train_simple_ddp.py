@@ -107,10 +107,12 @@ class TrainConfig:
     seed: int = _f(0, "random seed for init, data order and noise (integer)")
     max_steps_per_epoch: int = _f(0, "cap on optimizer steps per epoch, 0 = whole epoch (steps)")
     max_val_batches: int = _f(0, "cap on validation batches per process, 0 = all (batches)")
-    # --- adversarial training (issue 5; placeholders until implemented)
-    gan_weight: float = _f(0.0, "weight of the adversarial generator loss, 0 = off (factor)")
-    disc_lr: float = _f(1e-4, "discriminator learning rate (1/step)")
-    disc_update_freq: int = _f(1, "update the discriminator every N steps (steps)")
+    # --- adversarial training: a StyleDiscriminator judges target latents (real) against the
+    #     model's outputs (fake); built only when gan_weight > 0
+    gan_weight: float = _f(0.0, "weight of the adversarial generator loss added to the training "
+                                "loss; 0 = off, no discriminator is built (factor)")
+    disc_lr: float = _f(1e-4, "discriminator AdamW learning rate, constant (1/step)")
+    disc_update_freq: int = _f(1, "update the discriminator every N training steps (steps)")
     # --- checkpoints and logs
     checkpoint_dir: str = _f("checkpoints_creative_agent",
                              "folder for checkpoints, metrics.jsonl and TensorBoard logs (path; "
@@ -394,8 +396,6 @@ def validate_config(cfg: TrainConfig, cuda_device_count: int,
         errors.append("--codec_weights only applies to --codec encodec")
     if cfg.codec_weights and cfg.codec_weights != "random" and not Path(cfg.codec_weights).exists():
         errors.append(f"--codec_weights {cfg.codec_weights}: no such file or folder")
-    if cfg.gan_weight > 0:
-        errors.append("--gan_weight > 0: adversarial training is not implemented yet (issue 5)")
     if not cfg.demo:
         if not cfg.dataset_folder:
             errors.append("--dataset_folder is required (or use --demo)")

@@ -6,8 +6,9 @@
 2. data     -- WavPairsDataset train/val (cached latents), an epoch-seeded distributed sampler
 3. model    -- SimpleTransformer(**model_kwargs) wrapped in DDP
 4. loss     -- ReconstructionLoss (+ mask_reg_weight * the agent's mask regularization loss)
+               (+ gan_weight * the adversarial generator loss, with its own discriminator)
 5. optim    -- AdamW (decay on matrices only), linear warmup then cosine or plateau, grad clipping
-6. resume   -- weights, optimizer, schedule, epoch, best loss, RNG states
+6. resume   -- weights, optimizer, schedule, epoch, best loss, RNG states (+ discriminator)
 7. loop     -- train_epoch / validate / metrics.jsonl / checkpoints / early stopping
 
 Ranks stay in lock step without host syncs inside a step: a non-finite loss or gradient is agreed
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
@@ -243,8 +245,9 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     model = SimpleTransformer(**model_kwargs(cfg))
     agent = getattr(model, "creative_agent", None)
     discriminator = getattr(agent, "discriminator", None) if agent is not None else None
-    if discriminator is not None and cfg.gan_weight == 0:
-        # Unused in the forward pass: frozen so DDP (find_unused_parameters=False) ignores it.
+    if discriminator is not None:
+        # Never used in the forward pass (adversarial training has its own discriminator, see
+        # build_adversary): frozen so DDP (find_unused_parameters=False) ignores it.
         discriminator.requires_grad_(False)
     return model
 
@@ -256,21 +259,24 @@ def build_loss(cfg: TrainConfig, codec: nn.Module) -> nn.Module:
     return ReconstructionLoss(codec, loss_domain=cfg.loss_domain, weights=weights)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW, weight decay on matrices only (biases and norm gains are not decayed).
+def build_optimizer(model: nn.Module, cfg: TrainConfig, lr: float | None = None
+                    ) -> torch.optim.Optimizer:
+    """AdamW at ``lr`` (default --lr), weight decay on matrices only (biases and norm gains are
+    not decayed).
 
     Fused when the device supports it: its ``found_inf`` input skips a non-finite step on the
     device, so no host sync is needed to decide.
     """
+    lr = cfg.lr if lr is None else lr
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
     try:
-        return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
+        return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, ValueError) as error:
         log.info("fused AdamW unavailable (%s): non-finite steps are checked on the host", error)
-        return torch.optim.AdamW(groups, lr=cfg.lr)
+        return torch.optim.AdamW(groups, lr=lr)
 
 
 def optimizer_step(optimizer: torch.optim.Optimizer, found_inf: Tensor) -> None:
@@ -502,6 +508,97 @@ def mask_figures(model: nn.Module) -> dict[str, Tensor]:
     return figures
 
 
+# --------------------------------------------------------------------------------------------
+# Adversarial training (--gan_weight > 0)
+# --------------------------------------------------------------------------------------------
+
+GAN_METRICS = ("disc_accuracy_real", "disc_accuracy_fake", "disc_loss", "gen_loss")
+
+
+@dataclass
+class Adversary:
+    """A StyleDiscriminator that tells target latents (real) from the model's outputs (fake),
+    with its own AdamW at --disc_lr, updated every --disc_update_freq steps.
+
+    It is deliberately not a submodule of the generator model: the generator's DDP never sees
+    its parameters (no unused-parameter error, no generator gradients reaching it), and with
+    --gan_weight 0 it is not built at all. Distributed, it gets its own DDP wrapper.
+    """
+
+    module: nn.Module                  # the StyleDiscriminator (weights, checkpoints)
+    optimizer: torch.optim.Optimizer
+    weight: float                      # --gan_weight
+    update_every: int                  # --disc_update_freq
+    max_norm: float                    # --grad_clip (inf = off)
+    config: dict[str, int]             # StyleDiscriminator(**config) rebuilds it
+    ddp: nn.Module | None = None       # DDP wrapper when distributed (set after resume)
+
+    @property
+    def trainable(self) -> nn.Module:
+        return self.ddp if self.ddp is not None else self.module
+
+
+def build_adversary(cfg: TrainConfig, device: torch.device) -> Adversary | None:
+    """None when --gan_weight is 0. Built after the generator, so its initialization does not
+    change the generator's (same seed, same initial model with or without adversarial loss)."""
+    if cfg.gan_weight <= 0:
+        return None
+    import inspect
+    from creative_agent import StyleDiscriminator
+    from model_simple_transformer import SimpleTransformer
+    # Sized like the creative agent's own discriminator (agent_hidden_dim).
+    default_hidden = inspect.signature(SimpleTransformer).parameters["agent_hidden_dim"].default
+    config = {"encoding_dim": int(cfg.encoding_dim),
+              "hidden_dim": int(model_kwargs(cfg).get("agent_hidden_dim", default_hidden))}
+    module = StyleDiscriminator(**config).to(device)
+    return Adversary(module=module, optimizer=build_optimizer(module, cfg, lr=cfg.disc_lr),
+                     weight=cfg.gan_weight, update_every=cfg.disc_update_freq,
+                     max_norm=cfg.grad_clip if cfg.grad_clip > 0 else math.inf, config=config)
+
+
+def gan_bce(logits: tuple[Tensor, ...], real: bool) -> Tensor:
+    """Non-saturating GAN loss summed over both heads (real/fake and style), in fp32, as
+    CreativeAgent.adversarial_loss computes it."""
+    total = torch.zeros((), device=logits[0].device)
+    for logit in logits:
+        logit = logit.float()
+        total = total + F.binary_cross_entropy_with_logits(
+            logit, torch.full_like(logit, 1.0 if real else 0.0))
+    return total
+
+
+def generator_loss(adversary: Adversary, output: Tensor, precision: str = "fp32") -> Tensor:
+    """How far the discriminator is from calling ``output`` real. It runs on detached copies of
+    the discriminator's weights: the generator's backward reaches the output and stops there."""
+    frozen = {name: p.detach() for name, p in adversary.module.named_parameters()}
+    with autocast_for(output.device, precision):
+        logits = torch.func.functional_call(adversary.module, frozen, (output,))
+    return gan_bce(logits, real=True)
+
+
+def discriminator_step(adversary: Adversary, real: Tensor, fake: Tensor,
+                       precision: str = "fp32") -> dict[str, Tensor]:
+    """One discriminator update on real targets against (detached) model outputs; returns its
+    loss and accuracies, measured before the update (0-d tensors, no host sync).
+
+    Real and fake share one forward, so DDP sees one forward per backward. DDP averages the
+    gradients, so every rank computes the same norm and skips a non-finite update together.
+    """
+    count = real.shape[0]
+    with autocast_for(real.device, precision):
+        logits = adversary.trainable(torch.cat([real, fake.detach().to(real.dtype)]))
+    loss = gan_bce(tuple(l[:count] for l in logits), real=True) \
+        + gan_bce(tuple(l[count:] for l in logits), real=False)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(adversary.module.parameters(), adversary.max_norm)
+    optimizer_step(adversary.optimizer, (~torch.isfinite(grad_norm)).float())
+    adversary.optimizer.zero_grad(set_to_none=True)
+    judged_real = torch.sigmoid(logits[0].detach().float()) >= 0.5
+    return {"disc_loss": loss.detach(),
+            "disc_accuracy_real": judged_real[:count].float().mean(),
+            "disc_accuracy_fake": (~judged_real[count:]).float().mean()}
+
+
 class StepSync:
     """What all ranks must agree on each step, at the cost of one tiny all-reduce (no host sync):
     [non-finite loss or gradient on any rank, stop requested, stop wants requeue].
@@ -563,6 +660,12 @@ class Progress:
     epochs_without_improvement: int = 0
 
 
+# Progress-bar figures (metric name -> label), shown when present.
+BAR_FIGURES = {"loss": "loss", "complementarity": "complementarity", "balance": "balance",
+               "disc_accuracy_real": "D_acc_real", "disc_accuracy_fake": "D_acc_fake",
+               "disc_loss": "D_loss", "gen_loss": "G_loss"}
+
+
 @dataclass
 class EpochOutcome:
     sums: MetricSums
@@ -578,9 +681,12 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
                 max_steps: int | None = None, sums: MetricSums | None = None,
                 rng_state: dict[str, Any] | None = None, announce: bool = False,
                 on_interval: Callable[[dict[str, tuple[float, float]]], None] | None = None,
-                ) -> EpochOutcome:
+                adversary: Adversary | None = None) -> EpochOutcome:
     """Train over ``loader`` (already positioned for this epoch) until it ends, ``max_steps``
-    batches of the epoch are done, or all ranks agree to stop. Updates ``progress`` in place."""
+    batches of the epoch are done, or all ranks agree to stop. Updates ``progress`` in place.
+
+    With an ``adversary`` the generator's loss gains gan_weight * generator_loss and the
+    discriminator is updated after the generator every ``update_every`` steps."""
     device = sync.device
     model.train()
     sums = sums or MetricSums(device)
@@ -612,8 +718,13 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
         batch = to_device(batch, device)
         batch_size = int(batch["input_latent"].shape[0])
 
-        loss, values, mask_reg_loss, _output = compute_loss(model, batch, loss_fn,
-                                                            mask_reg_weight, cfg.precision)
+        loss, values, mask_reg_loss, output = compute_loss(model, batch, loss_fn,
+                                                           mask_reg_weight, cfg.precision)
+        if adversary is not None:
+            # values["loss"] stays reconstruction (+ mask reg): comparable with val_loss.
+            gen_loss = generator_loss(adversary, output, cfg.precision)
+            loss = loss + adversary.weight * gen_loss
+            values["gen_loss"] = gen_loss.detach()
         if announce and mask_reg_loss is not None:
             announce = False
             if rank == 0:
@@ -625,6 +736,11 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
         optimizer_step(optimizer, found_inf)
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
+        if adversary is not None and progress.global_step % adversary.update_every == 0:
+            # After the generator's backward: updating the discriminator in place earlier would
+            # invalidate the weights the generator loss was computed with.
+            values.update(discriminator_step(adversary, batch["target_latent"], output,
+                                             cfg.precision))
 
         kept = 1.0 - found_inf  # a skipped step contributes no loss figures
         values.update(mask_figures(model))
@@ -641,8 +757,8 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
             reduced = sums.reduce()  # collective: every rank reaches this at the same step
             if rank == 0:
                 current = means(reduced)
-                bar.set_postfix({k: f"{current[k]:.4g}" for k in
-                                 ("loss", "complementarity", "balance") if k in current})
+                bar.set_postfix({label: f"{current[k]:.4g}" for k, label in BAR_FIGURES.items()
+                                 if k in current})
                 if on_interval is not None:
                     on_interval(reduced)
         if progress.global_step % cfg.sync_every == 0:
@@ -695,19 +811,26 @@ def gather_rng_states() -> list[dict[str, Any]]:
     return gathered
 
 
-def check_finite_weights(model: nn.Module, where: str) -> None:
+def check_finite_weights(model: nn.Module, where: str, adversary: Adversary | None = None
+                         ) -> None:
     """Weights are identical on all ranks, so every rank reaches the same verdict."""
-    for name, tensor in unwrap(model).state_dict().items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise NonFiniteError(f"model weight {name} became non-finite ({where}); not writing "
-                                 f"a checkpoint. Resume from the last one with a lower --lr")
+    modules = [("model", unwrap(model))]
+    if adversary is not None:
+        modules.append(("discriminator", adversary.module))
+    for kind, module in modules:
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise NonFiniteError(f"{kind} weight {name} became non-finite ({where}); not "
+                                     f"writing a checkpoint. Resume from the last one with a "
+                                     f"lower --lr" + (" / --disc_lr" if kind != "model" else ""))
 
 
 def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: LRSchedule,
                      progress: Progress, cfg: TrainConfig, rng_states: list[dict[str, Any]],
-                     partial_epoch: dict[str, Any] | None = None) -> dict[str, Any]:
+                     partial_epoch: dict[str, Any] | None = None,
+                     adversary: Adversary | None = None) -> dict[str, Any]:
     net = unwrap(model)
-    return {
+    state = {
         "format_version": 1,
         "model_state_dict": net.state_dict(),
         "optimizer_state_dict": optimizer.state_dict(),
@@ -725,9 +848,12 @@ def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, schedul
         "partial_epoch": partial_epoch,
         "world_size": len(rng_states),
         "torch_version": torch.__version__,
-        # Issue 5: "discriminator_optimizer_state_dict" joins here when adversarial training is on
-        # (the discriminator's weights are already part of model_state_dict).
     }
+    if adversary is not None:  # absent with --gan_weight 0
+        state["discriminator_state_dict"] = adversary.module.state_dict()
+        state["discriminator_optimizer_state_dict"] = adversary.optimizer.state_dict()
+        state["discriminator_config"] = dict(adversary.config)
+    return state
 
 
 def copy_checkpoint(source: Path, destination: Path) -> None:
@@ -744,8 +870,10 @@ def copy_checkpoint(source: Path, destination: Path) -> None:
 
 
 def restore_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                       scheduler: LRSchedule, progress: Progress) -> dict[str, Any]:
-    """Load weights, optimizer, schedule and progress; returns the checkpoint (RNG, partial)."""
+                       scheduler: LRSchedule, progress: Progress,
+                       adversary: Adversary | None = None) -> dict[str, Any]:
+    """Load weights, optimizer, schedule, progress (and the discriminator with its optimizer);
+    returns the checkpoint (RNG, partial)."""
     state = load_checkpoint(path, map_location="cpu")
     require_keys(state, RESUME_KEYS, path)
     saved, current = state.get("model_config") or {}, dict(getattr(model, "config", {}))
@@ -761,6 +889,7 @@ def restore_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optim
     except (RuntimeError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path}: does not fit this model/optimizer "
                               f"({str(error).splitlines()[0]})") from None
+    restore_discriminator(path, state, adversary)
     if state.get("scheduler_state_dict"):
         scheduler.load_state_dict(state["scheduler_state_dict"])
     for item in dataclasses.fields(Progress):
@@ -770,6 +899,24 @@ def restore_checkpoint(path: str, model: nn.Module, optimizer: torch.optim.Optim
              progress.epoch, f" + {progress.batches_done} batch(es)" if progress.batches_done
              else "", progress.global_step, progress.best_val_loss)
     return state
+
+
+def restore_discriminator(path: str, state: dict[str, Any], adversary: Adversary | None) -> None:
+    """The discriminator and its optimizer from ``state`` when both sides have one."""
+    if adversary is None:
+        if "discriminator_state_dict" in state:
+            log.info("%s holds a discriminator: not used (--gan_weight 0)", path)
+        return
+    if "discriminator_state_dict" not in state:
+        log.warning("%s has no discriminator (trained with --gan_weight 0): the discriminator "
+                    "starts fresh", path)
+        return
+    try:
+        adversary.module.load_state_dict(state["discriminator_state_dict"])
+        adversary.optimizer.load_state_dict(state["discriminator_optimizer_state_dict"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path}: its discriminator does not fit this one "
+                              f"({str(error).splitlines()[0]})") from None
 
 
 class MetricsLog:
@@ -830,7 +977,7 @@ class MetricsLog:
 
 
 TRAIN_KEYS = {"loss": "train_loss", "reconstruction": "train_reconstruction",
-              "mask_reg_loss": "train_mask_reg_loss"}
+              "mask_reg_loss": "train_mask_reg_loss", **{name: name for name in GAN_METRICS}}
 
 
 def epoch_record(epoch: int, train: dict[str, float] | None, train_totals: dict[str, float],
@@ -867,7 +1014,9 @@ def summary_line(record: dict[str, Any], epochs: int, improved: bool) -> str:
     for key, label in (("train_loss", "train_loss"), ("val_loss", "val_loss"),
                        ("complementarity", "complementarity"), ("coverage", "coverage"),
                        ("balance", "balance"), ("temporal_diversity", "temporal_div"),
-                       ("pair_diversity", "pair_div"), ("grad_norm", "grad_norm"), ("lr", "lr")):
+                       ("pair_diversity", "pair_div"), ("disc_accuracy_real", "D_acc_real"),
+                       ("disc_accuracy_fake", "D_acc_fake"), ("gen_loss", "G_loss"),
+                       ("grad_norm", "grad_norm"), ("lr", "lr")):
         if record.get(key) is not None:
             parts.append(f"{label} {record[key]:.4g}")
     if record.get("samples_per_s"):
@@ -950,16 +1099,20 @@ def run_training(cfg: TrainConfig, rank: int, world_size: int, device: torch.dev
                            total_steps=cfg.epochs * steps_per_epoch,
                            plateau_factor=cfg.plateau_factor,
                            plateau_patience=cfg.plateau_patience)
+    adversary = build_adversary(cfg, device)
 
     # ---- resume
     progress = Progress()
     resumed: dict[str, Any] | None = None
     if cfg.resume:
-        resumed = restore_checkpoint(cfg.resume, model, optimizer, scheduler, progress)
+        resumed = restore_checkpoint(cfg.resume, model, optimizer, scheduler, progress,
+                                     adversary)
     elif rank == 0 and (folder / LAST_NAME).exists():
         log.warning("%s already holds checkpoints: a fresh run overwrites them (use --resume "
                     "auto to continue instead)", folder)
     ddp_model = wrap_ddp(model, device) if world_size > 1 else model
+    if adversary is not None and world_size > 1:
+        adversary.ddp = wrap_ddp(adversary.module, device)
 
     metrics_log = MetricsLog(folder, enabled=rank == 0,
                              resumed_epoch=progress.epoch if resumed else None,
@@ -972,6 +1125,11 @@ def run_training(cfg: TrainConfig, rank: int, world_size: int, device: torch.dev
                  device.type, steps_per_epoch)
         if cfg.use_creative_agent:
             log.info("Creative Agent ENABLED (mask_reg_weight=%g)", cfg.mask_reg_weight)
+        if adversary is not None:
+            log.info("Adversarial training ENABLED (gan_weight=%g): discriminator %.2fM "
+                     "parameters, lr %g, updated every %d step(s)", cfg.gan_weight,
+                     sum(p.numel() for p in adversary.module.parameters()) / 1e6, cfg.disc_lr,
+                     cfg.disc_update_freq)
 
     if resumed is None:
         # Epoch 0: the untrained model, so curves start where training starts.
@@ -1009,20 +1167,22 @@ def run_training(cfg: TrainConfig, rank: int, world_size: int, device: torch.dev
                 ddp_model, train_loader, optimizer, scheduler, loss_fn, cfg.mask_reg_weight,
                 cfg=cfg, progress=progress, stop=stop, sync=sync, max_steps=steps_per_epoch,
                 sums=sums, rng_state=rng_state, announce=announce,
-                on_interval=lambda reduced: metrics_log.interval(reduced, progress.global_step))
+                on_interval=lambda reduced: metrics_log.interval(reduced, progress.global_step),
+                adversary=adversary)
             announce = False
             elapsed = elapsed_before + outcome.elapsed_s
 
             if outcome.stopped and progress.batches_done < steps_per_epoch:
                 # ---- stopped mid-epoch: save where we are, resume continues this epoch
                 reduced = outcome.sums.reduce(sync_names=True)
-                check_finite_weights(ddp_model, f"epoch {epoch + 1}")
+                check_finite_weights(ddp_model, f"epoch {epoch + 1}", adversary)
                 rng_states = gather_rng_states()
                 if rank == 0:
                     partial = {"sums": {k: list(v) for k, v in reduced.items()},
                                "elapsed_s": elapsed}
                     save_checkpoint(folder / LAST_NAME, checkpoint_state(
-                        ddp_model, optimizer, scheduler, progress, cfg, rng_states, partial))
+                        ddp_model, optimizer, scheduler, progress, cfg, rng_states, partial,
+                        adversary))
                     log.warning("stopped by signal in epoch %d after %d batch(es): wrote %s; "
                                 "continue with --resume auto", epoch + 1, progress.batches_done,
                                 folder / LAST_NAME)
@@ -1047,13 +1207,13 @@ def run_training(cfg: TrainConfig, rank: int, world_size: int, device: torch.dev
             record = epoch_record(epoch + 1, train_means, train_totals, val,
                                   scheduler.get_last_lr()[0], elapsed, world_size)
 
-            check_finite_weights(ddp_model, f"end of epoch {epoch + 1}")
+            check_finite_weights(ddp_model, f"end of epoch {epoch + 1}", adversary)
             rng_states = gather_rng_states()
             if rank == 0:
                 metrics_log.write(record)
                 log.info(summary_line(record, cfg.epochs, improved))
                 state = checkpoint_state(ddp_model, optimizer, scheduler, progress, cfg,
-                                         rng_states)
+                                         rng_states, adversary=adversary)
                 save_checkpoint(folder / LAST_NAME, state)
                 if improved:
                     copy_checkpoint(folder / LAST_NAME, folder / BEST_NAME)

@@ -85,7 +85,7 @@ def test_valid_config_has_no_errors(dataset):
     (["--encoding_dim", "64"], 0, "--codec_option dim=64"),
     (["--loss_domain", "latent", "--loss_weight_mel", "1"], 0, "--loss_weight_mel"),
     (["--shuffle_targets", "true", "--unity_test", "true"], 0, "exclude each other"),
-    (["--gan_weight", "0.1"], 0, "not implemented yet"),
+    (["--gan_weight", "-1"], 0, "--gan_weight must be >= 0"),
     (["--lr", "0"], 0, "--lr must be > 0"),
     (["--resume", "/no/such/checkpoint.pth"], 0, "no such checkpoint"),
 ])
