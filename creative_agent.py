@@ -72,18 +72,13 @@ def _analyzer(encoding_dim: int, hidden_dim: int) -> nn.Sequential:
     )
 
 
-def _mask_head(hidden_dim: int, encoding_dim: int) -> nn.Sequential:
+def _mask_head(hidden_dim: int, encoding_dim: int, bias: bool = True) -> nn.Sequential:
     # Reads the song's own features next to what it attended to in the other song.
     return nn.Sequential(
         nn.Conv1d(2 * hidden_dim, hidden_dim, kernel_size=3, padding=1),
         nn.GELU(),
-        nn.Conv1d(hidden_dim, encoding_dim, kernel_size=1),
+        nn.Conv1d(hidden_dim, encoding_dim, kernel_size=1, bias=bias),
     )
-
-
-def _logistic_noise(like: Tensor) -> Tensor:
-    uniform = torch.rand_like(like).clamp(1e-6, 1 - 1e-6)
-    return torch.log(uniform) - torch.log1p(-uniform)
 
 
 def straight_through_hard(soft_mask: Tensor) -> Tensor:
@@ -108,14 +103,13 @@ class AttentionMaskGenerator(nn.Module):
         encoding_dim: int,
         hidden_dim: int = 256,
         num_heads: int = 4,
-        complementarity_weight: float = 1.0,
-        coverage_weight: float = 1.0,
-        balance_weight: float = 1.0,
-        temporal_diversity_weight: float = 0.5,
-        temperature: float = 1.0,
+        complementarity_weight: float = 10.0,
+        coverage_weight: float = 10.0,
+        balance_weight: float = 10.0,
+        temporal_diversity_weight: float = 5.0,
+        temperature: float = 0.1,
         shared_weights: bool = True,
         feature_floor: float = 0.01,
-        mask_noise: float = 0.0,
     ):
         super().__init__()
         if temperature <= 0:
@@ -128,11 +122,11 @@ class AttentionMaskGenerator(nn.Module):
         self.temperature = temperature
         self.shared_weights = shared_weights
         self.feature_floor = feature_floor
-        self.mask_noise = mask_noise
 
         self.input_analyzer = _analyzer(encoding_dim, hidden_dim)
         self.input_queries_target = CrossAttention(hidden_dim, num_heads)
-        self.input_mask_head = _mask_head(hidden_dim, encoding_dim)
+        # A shared head's last bias would cancel in the claim difference: leave it out.
+        self.input_mask_head = _mask_head(hidden_dim, encoding_dim, bias=not shared_weights)
         if shared_weights:
             self.target_analyzer = self.input_analyzer
             self.target_queries_input = self.input_queries_target
@@ -146,9 +140,14 @@ class AttentionMaskGenerator(nn.Module):
         self.last_attention: Tensor | None = None
 
     def compress(self, latents: Tensor) -> Tensor:
-        """Signed log compression: music latents span several decades (loud low bands, quiet high
-        ones), and which song should keep a cell depends on relative level, not on linear size."""
-        return torch.sign(latents) * torch.log1p(latents.abs() / self.feature_floor)
+        """Log magnitude of the latents, the analyzers' input.
+
+        Music latents span several decades (loud low bands, quiet high ones), and which song
+        should keep a cell depends on relative level, not on linear size. The sign is dropped:
+        for the MDCT codec it is phase-like and flips from frame to frame, and a mask that
+        followed it would look adaptive while only following noise.
+        """
+        return torch.log1p(latents.abs() / self.feature_floor)
 
     def claims(self, encoded_input: Tensor, encoded_target: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor]:
         """Per-cell claim logits [B, D, T] of the input and of the target song."""
@@ -169,9 +168,6 @@ class AttentionMaskGenerator(nn.Module):
         self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False, need_weights: bool = False
     ) -> tuple[Tensor, Tensor, Tensor]:
         input_claim, target_claim = self.claims(encoded_input, encoded_target, need_weights)
-        if self.training and self.mask_noise > 0:
-            input_claim = input_claim + self.mask_noise * _logistic_noise(input_claim)
-            target_claim = target_claim + self.mask_noise * _logistic_noise(target_claim)
         if self.shared_weights:
             input_mask = torch.sigmoid((input_claim - target_claim) / self.temperature)
             target_mask = 1.0 - input_mask
@@ -238,12 +234,12 @@ class StyleDiscriminator(nn.Module):
         return real_fake_logit, style_logit
 
 
-def _adversarial_bce(logits: tuple[Tensor, Tensor], is_real: bool) -> Tensor:
-    total = 0.0
+def adversarial_bce(logits: tuple[Tensor, ...], is_real: bool) -> Tensor:
+    """Binary cross-entropy of every discriminator head against one label, summed, in fp32."""
+    total = torch.zeros((), device=logits[0].device)
     for logit in logits:
         logit = logit.float()
-        label = torch.ones_like(logit) if is_real else torch.zeros_like(logit)
-        total = total + F.binary_cross_entropy_with_logits(logit, label)
+        total = total + F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, 1.0 if is_real else 0.0))
     return total
 
 
@@ -277,8 +273,8 @@ class CreativeAgent(nn.Module):
         generator loss flows into whatever produced `fake`.
         """
         discriminator = self._require_discriminator()
-        generator_loss = _adversarial_bce(discriminator(fake), is_real=True)
-        discriminator_loss = _adversarial_bce(discriminator(real), is_real=True) + _adversarial_bce(discriminator(fake.detach()), is_real=False)
+        generator_loss = adversarial_bce(discriminator(fake), is_real=True)
+        discriminator_loss = adversarial_bce(discriminator(real), is_real=True) + adversarial_bce(discriminator(fake.detach()), is_real=False)
         return generator_loss, discriminator_loss
 
 

@@ -96,9 +96,9 @@ class EncoderLayer(nn.TransformerEncoderLayer):
     math, computed faster in training:
 
     - self-attention straight from the packed in-projection ([B, T, 3C] -> heads, no transposes
-      to sequence-first layout) through the fused scaled-dot-product kernel when there is no
-      attention dropout, else softmax -> dropout -> values without the math path's extra passes
-      for fully masked rows (no masks are used here);
+      to sequence-first layout) through the fused scaled-dot-product kernel, except with attention
+      dropout on CPU (no fused kernel there): softmax -> dropout -> values, without the math
+      path's extra passes for fully masked rows (no masks are used here);
     - every dropout (attention weights, residual branches, feed-forward) by `fast_dropout`.
     Evaluation without gradients still takes PyTorch's fused inference fast path.
     """
@@ -116,11 +116,12 @@ class EncoderLayer(nn.TransformerEncoderLayer):
         qkv = F.linear(x, attention.in_proj_weight, attention.in_proj_bias)
         q, k, v = qkv.view(batch, frames, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, T, hd]
         p = attention.dropout if self.training else 0.0
-        if p > 0.0:
+        if p > 0.0 and x.device.type == "cpu" and not torch.compiler.is_compiling():
+            # PyTorch's fused CPU attention has no dropout (it would take the math path anyway).
             scores = torch.matmul(q * (1.0 / math.sqrt(width // heads)), k.transpose(-2, -1))
             attended = torch.matmul(fast_dropout(torch.softmax(scores, dim=-1), p, True), v)
-        else:
-            attended = F.scaled_dot_product_attention(q, k, v)
+        else:  # fused kernels, with their own dropout on GPUs
+            attended = F.scaled_dot_product_attention(q, k, v, dropout_p=p)
         attended = attended.transpose(1, 2).reshape(batch, frames, width)
         return self.dropout1(attention.out_proj(attended))
 
@@ -139,6 +140,11 @@ class CascadeStage(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.output_norm = nn.LayerNorm(in_channels)
         self.projection = nn.Linear(in_channels, out_channels)
+        # Zero-initialized so that an untrained stage passes its residual through unchanged: the
+        # cascade starts exactly at the masked mix of the two songs and learns corrections to it,
+        # instead of starting from random noise on top of it.
+        nn.init.zeros_(self.projection.weight)
+        nn.init.zeros_(self.projection.bias)
 
     def forward(self, stage_input: Tensor, residual: Tensor) -> Tensor:
         """stage_input [B, C, T], residual [B, D, T] -> [B, D, T]."""
@@ -170,10 +176,9 @@ class SimpleTransformer(nn.Module):
         mask_type: str = "none",
         dim_feedforward: int = 2048,
         agent_hidden_dim: int = 256,
-        agent_temperature: float = 1.0,
-        agent_temporal_diversity_weight: float = 0.5,
+        agent_temperature: float = 0.1,
+        agent_temporal_diversity_weight: float = 5.0,
         agent_shared_weights: bool = True,
-        agent_mask_noise: float = 0.0,
         hard_masks: bool = False,
         use_discriminator: bool = False,
         activation_checkpointing: bool = False,
@@ -195,7 +200,7 @@ class SimpleTransformer(nn.Module):
             use_creative_agent=use_creative_agent, mask_type=mask_type, dim_feedforward=dim_feedforward,
             agent_hidden_dim=agent_hidden_dim, agent_temperature=agent_temperature,
             agent_temporal_diversity_weight=agent_temporal_diversity_weight,
-            agent_shared_weights=agent_shared_weights, agent_mask_noise=agent_mask_noise, hard_masks=hard_masks, use_discriminator=use_discriminator,
+            agent_shared_weights=agent_shared_weights, hard_masks=hard_masks, use_discriminator=use_discriminator,
             activation_checkpointing=activation_checkpointing,
         )
         self.encoding_dim = encoding_dim
@@ -206,7 +211,7 @@ class SimpleTransformer(nn.Module):
             CreativeAgent(
                 encoding_dim, use_discriminator=use_discriminator, hidden_dim=agent_hidden_dim,
                 temperature=agent_temperature, temporal_diversity_weight=agent_temporal_diversity_weight,
-                shared_weights=agent_shared_weights, mask_noise=agent_mask_noise,
+                shared_weights=agent_shared_weights,
             )
             if use_creative_agent
             else None

@@ -41,11 +41,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
+from creative_agent import StyleDiscriminator, adversarial_bce
+from mask_metrics import METRIC_NAMES
 from checkpoint import (BEST_NAME, LAST_NAME, CheckpointError, capture_rng_state,
                         epoch_checkpoint_name, load_checkpoint, require_keys, restore_rng_state,
                         save_checkpoint, RESUME_KEYS)
@@ -54,7 +55,7 @@ from train_simple_ddp import TrainConfig, _TRUE, config_from_dict, model_kwargs,
 log = logging.getLogger("train")
 
 METRICS_NAME = "metrics.jsonl"
-MASK_METRICS = ("complementarity", "coverage", "balance", "temporal_diversity", "pair_diversity")
+MASK_METRICS = METRIC_NAMES
 
 
 class NonFiniteError(RuntimeError):
@@ -544,7 +545,6 @@ def build_adversary(cfg: TrainConfig, device: torch.device) -> Adversary | None:
     if cfg.gan_weight <= 0:
         return None
     import inspect
-    from creative_agent import StyleDiscriminator
     from model_simple_transformer import SimpleTransformer
     # Sized like the creative agent's own discriminator (agent_hidden_dim).
     default_hidden = inspect.signature(SimpleTransformer).parameters["agent_hidden_dim"].default
@@ -556,24 +556,13 @@ def build_adversary(cfg: TrainConfig, device: torch.device) -> Adversary | None:
                      max_norm=cfg.grad_clip if cfg.grad_clip > 0 else math.inf, config=config)
 
 
-def gan_bce(logits: tuple[Tensor, ...], real: bool) -> Tensor:
-    """Non-saturating GAN loss summed over both heads (real/fake and style), in fp32, as
-    CreativeAgent.adversarial_loss computes it."""
-    total = torch.zeros((), device=logits[0].device)
-    for logit in logits:
-        logit = logit.float()
-        total = total + F.binary_cross_entropy_with_logits(
-            logit, torch.full_like(logit, 1.0 if real else 0.0))
-    return total
-
-
 def generator_loss(adversary: Adversary, output: Tensor, precision: str = "fp32") -> Tensor:
     """How far the discriminator is from calling ``output`` real. It runs on detached copies of
     the discriminator's weights: the generator's backward reaches the output and stops there."""
     frozen = {name: p.detach() for name, p in adversary.module.named_parameters()}
     with autocast_for(output.device, precision):
         logits = torch.func.functional_call(adversary.module, frozen, (output,))
-    return gan_bce(logits, real=True)
+    return adversarial_bce(logits, is_real=True)
 
 
 def discriminator_step(adversary: Adversary, real: Tensor, fake: Tensor,
@@ -587,8 +576,8 @@ def discriminator_step(adversary: Adversary, real: Tensor, fake: Tensor,
     count = real.shape[0]
     with autocast_for(real.device, precision):
         logits = adversary.trainable(torch.cat([real, fake.detach().to(real.dtype)]))
-    loss = gan_bce(tuple(l[:count] for l in logits), real=True) \
-        + gan_bce(tuple(l[count:] for l in logits), real=False)
+    loss = adversarial_bce(tuple(l[:count] for l in logits), is_real=True) \
+        + adversarial_bce(tuple(l[count:] for l in logits), is_real=False)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(adversary.module.parameters(), adversary.max_norm)
     optimizer_step(adversary.optimizer, (~torch.isfinite(grad_norm)).float())

@@ -114,7 +114,8 @@ def test_untrained_masks_are_about_75_percent_complementary():
     with torch.no_grad():
         input_mask, target_mask, _ = generator(encoded_input, encoded_target)
     stats = mask_statistics(input_mask, target_mask)
-    assert 0.70 < stats["complementarity"].item() < 0.80
+    # Far from binary before training (the seed reports ~75%; disjoint binary masks give 100%).
+    assert 0.70 < stats["complementarity"].item() < 0.90
 
 
 def test_mismatched_latents_are_a_clear_error():
@@ -129,7 +130,7 @@ def test_self_test_passes_and_reports_a_nan_agent(capsys):
     agent = CreativeAgent(16, hidden_dim=32)
     assert self_test(agent, batch=2, frames=32) == []
     with torch.no_grad():
-        agent.mask_generator.input_mask_head[-1].bias[0] = float("nan")
+        agent.mask_generator.input_mask_head[-1].weight[0, 0, 0] = float("nan")
     failures = self_test(agent, batch=2, frames=32)
     assert any("non-finite" in failure or "not finite" in failure for failure in failures)
     assert "Complementarity" in capsys.readouterr().out
@@ -157,3 +158,12 @@ def test_self_test_script_exits_nonzero_on_broken_agent(tmp_path):
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "FAILED" in result.stdout
+
+
+def test_masks_follow_magnitude_not_the_sign_of_latents():
+    # MDCT signs are phase-like noise; a mask that followed them would be "adaptive" only to noise.
+    generator = AttentionMaskGenerator(16, hidden_dim=32).eval()
+    encoded_input, encoded_target = _latents()
+    input_mask, _, _ = generator(encoded_input, encoded_target)
+    flipped_mask, _, _ = generator(-encoded_input, encoded_target)
+    assert torch.allclose(input_mask, flipped_mask)

@@ -34,7 +34,7 @@ def test_number_of_cascade_stages_is_honoured(stages):
 
 
 def test_without_agent_reg_loss_is_none_and_single_stage_reads_input_alone():
-    model = SimpleTransformer(num_transformer_layers=1, **TINY).eval()
+    model = _trained_like(SimpleTransformer(num_transformer_layers=1, **TINY)).eval()
     encoded_input, encoded_target = _latents()
     output, mask_reg_loss = model(encoded_input, encoded_target)
     assert mask_reg_loss is None
@@ -57,7 +57,7 @@ def test_agent_exposes_mask_statistics_from_one_mask_computation(monkeypatch):
 
 @pytest.mark.parametrize("mask_type", ["temporal", "frequency", "spectral", "energy", "hybrid"])
 def test_fixed_masks_are_applied_inside_forward(mask_type):
-    model = SimpleTransformer(num_transformer_layers=2, mask_type=mask_type, **TINY).eval()
+    model = _trained_like(SimpleTransformer(num_transformer_layers=2, mask_type=mask_type, **TINY)).eval()
     encoded_input, encoded_target = _latents(frames=40)
     output, mask_reg_loss = model(encoded_input, encoded_target)
     assert mask_reg_loss is None
@@ -89,9 +89,25 @@ def test_silent_input_gives_finite_outputs_and_gradients():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
+def _trained_like(model):
+    # Stages start as identities (zero projections); give them weights as training would.
+    with torch.no_grad():
+        for stage in model.stages:
+            stage.projection.weight.normal_(0.0, 0.1)
+    return model
+
+
+def test_untrained_cascade_starts_at_the_masked_mix():
+    model = SimpleTransformer(num_transformer_layers=3, mask_type="temporal", **TINY).eval()
+    encoded_input, encoded_target = _latents(frames=40)
+    output, _ = model(encoded_input, encoded_target)
+    input_mask, target_mask = model.last_masks
+    assert torch.allclose(output, encoded_input * input_mask + encoded_target * target_mask)
+
+
 def test_anti_cheating_noise_only_in_training_and_eval_is_deterministic():
     torch.manual_seed(0)
-    model = SimpleTransformer(num_transformer_layers=2, anti_cheating=0.5, **{**TINY, "dropout": 0.0})
+    model = _trained_like(SimpleTransformer(num_transformer_layers=2, anti_cheating=0.5, **{**TINY, "dropout": 0.0}))
     encoded_input, encoded_target = _latents()
     model.train()
     first, _ = model(encoded_input, encoded_target)
@@ -104,7 +120,7 @@ def test_anti_cheating_noise_only_in_training_and_eval_is_deterministic():
 
 
 def test_config_rebuilds_an_identical_model():
-    model = SimpleTransformer(num_transformer_layers=2, use_creative_agent=True, **TINY).eval()
+    model = _trained_like(SimpleTransformer(num_transformer_layers=2, use_creative_agent=True, **TINY)).eval()
     rebuilt = SimpleTransformer(**model.config).eval()
     rebuilt.load_state_dict(model.state_dict())
     encoded_input, encoded_target = _latents()
@@ -121,7 +137,7 @@ def test_positional_encoding_has_no_length_cap():
 
 
 def test_gradients_reach_every_parameter_through_the_cascade():
-    model = SimpleTransformer(num_transformer_layers=3, use_creative_agent=True, **TINY)
+    model = _trained_like(SimpleTransformer(num_transformer_layers=3, use_creative_agent=True, **TINY))
     output, mask_reg_loss = model(*_latents())
     (output.pow(2).mean() + 0.1 * mask_reg_loss).backward()
-    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+    assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []

@@ -1,0 +1,449 @@
+"""Arrange two full songs with a trained model: sliding windows, batched, overlap-add.
+
+    python arrange.py --checkpoint runs/demo/checkpoint_best.pth \
+        --input song_a.ogg --target song_b.flac --output arrangement.wav
+
+A and B may have any length, format, sample rate and channel count: both are decoded, downmixed
+to mono and resampled to the codec's rate. The output has the input's length. Windows of the
+training segment length advance by segment * (1 - overlap); the target is looped when shorter than
+the input. Every window pair is encoded, combined by the model and decoded in batches, then the
+windows are overlap-added with raised-cosine crossfades normalized by the summed window, so the
+joins have no clicks (with an identity model the input comes back exactly). Also writes
+OUT_masks.png (the arrangement's input mask over time x channel) and prints the real-time factor.
+
+Library use: `arrange(model, codec, input_audio, target_audio, segment_samples, overlap,
+batch_size) -> (output_audio, input_mask_full, target_mask_full)` on arrays;
+`arrange_files(checkpoint, input, target, output, ...) -> ArrangeResult` on files (the CLI);
+`demo_outputs(checkpoint_dir, dataset_folder)` evaluates and arranges after the demo training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+if __name__ == "__main__":
+    # Before torch starts its OpenMP runtime: idle OpenMP threads sleep instead of spinning. On a
+    # machine whose cores are shared with other jobs, spinning threads fight the jobs for the
+    # cores; measured on 2 shared cores, a 3-minute arrangement went from 33 s to 11 s wall.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch import Tensor, nn
+
+from checkpoint import CheckpointError
+from codec import Codec
+from evaluate import inference, load_trained
+
+log = logging.getLogger("arrange")
+
+EXIT_OK, EXIT_USAGE = 0, 2
+DEFAULT_SEGMENT_SECONDS = 4.0
+DEFAULT_OVERLAP = 0.25
+# Below this summed window weight a sample counts as covered by no window (guards the division).
+_WEIGHT_EPS = 1e-8
+SUBTYPES = ("PCM_16", "FLOAT")
+
+
+class IdentityModel(nn.Module):
+    """Returns the input latents unchanged (no masks): checks windowing + overlap-add alone."""
+
+    last_masks = None
+
+    def forward(self, encoded_input: Tensor, encoded_target: Tensor | None = None) -> tuple[Tensor, None]:
+        return encoded_input, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Windowing
+
+
+def window_starts(num_samples: int, segment: int, hop: int) -> list[int]:
+    """Start of every window: every `hop` samples, plus one window ending exactly at the end.
+
+    The last window is shifted back to end at `num_samples` (instead of running into padding), so
+    the model never sees a half-empty window; normalization by the summed window absorbs the
+    irregular last overlap. One window at 0 when the audio is not longer than a segment.
+    """
+    if segment < 1 or hop < 1:
+        raise ValueError(f"segment ({segment}) and hop ({hop}) must be >= 1 sample")
+    if num_samples <= segment:
+        return [0]
+    starts = list(range(0, num_samples - segment, hop))
+    starts.append(num_samples - segment)
+    return starts
+
+
+def crossfade_window(segment: int, fade: int) -> Tensor:
+    """Flat window with sin^2 / cos^2 ramps of `fade` samples at both ends (float64).
+
+    At hop = segment - fade the ramps of neighbouring windows sum to exactly 1
+    (sin^2 + cos^2); the half-sample offset keeps every weight strictly positive.
+    """
+    window = torch.ones(segment, dtype=torch.float64)
+    fade = min(max(int(fade), 0), segment)
+    if fade > 0:
+        ramp = torch.sin(0.5 * math.pi * (torch.arange(fade, dtype=torch.float64) + 0.5) / fade) ** 2
+        window[:fade] *= ramp
+        window[segment - fade:] *= ramp.flip(0)
+    return window
+
+
+def loop_to_length(audio: Tensor, length: int) -> Tensor:
+    """Repeat (or crop) 1-D audio to `length` samples; silence when `audio` is empty."""
+    if audio.numel() == 0:
+        return audio.new_zeros(length)
+    repeats = math.ceil(length / audio.numel())
+    return audio.repeat(repeats)[:length]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _as_mono_tensor(audio: Any, name: str) -> Tensor:
+    if not isinstance(audio, Tensor):
+        audio = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    tensor = audio.detach().float().cpu()
+    if tensor.dim() > 1 and math.prod(tensor.shape[:-1]) != 1:
+        raise ValueError(f"{name}: expected mono audio [S], got shape {tuple(tensor.shape)} (downmix first)")
+    tensor = tensor.reshape(-1)
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name}: audio contains NaN or infinite samples")
+    return tensor
+
+
+def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segment_samples: int,
+            overlap: float = DEFAULT_OVERLAP, batch_size: int = 8, progress: bool = True
+            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Arrange mono `input_audio` [S] with `target_audio` (any length, looped) at codec.sample_rate.
+
+    Returns (output [S] float32, input_mask_full [D, T] or None, target_mask_full or None), masks
+    overlap-added over the whole arrangement in the latent frame domain (None when the model does
+    not mask). `model(encoded_input, encoded_target) -> (output_latent, _)`, as SimpleTransformer.
+    """
+    from tqdm import tqdm
+
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"--overlap must be a fraction in [0, 1), got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    segment = int(segment_samples)
+    if segment < 1:
+        raise ValueError(f"segment length must be >= 1 sample, got {segment_samples}")
+    source = _as_mono_tensor(input_audio, "input")
+    target = _as_mono_tensor(target_audio, "target")
+    num_samples = source.numel()
+    if num_samples == 0:
+        raise ValueError("input: no audio samples")
+    if target.numel() == 0:
+        raise ValueError("target: no audio samples")
+
+    hop = max(1, int(round(segment * (1.0 - overlap))))
+    fade = segment - hop
+    padded = max(num_samples, segment)  # a short input is zero-padded to one window
+    source = torch.nn.functional.pad(source, (0, padded - num_samples))
+    target = loop_to_length(target, padded)
+    starts = window_starts(padded, segment, hop)
+    # float32 accumulation keeps the identity round trip above 100 dB and halves the memory of
+    # long songs (one hour = 86 M samples).
+    window = crossfade_window(segment, fade).float()
+
+    device = _model_device(model) if isinstance(model, nn.Module) else torch.device("cpu")
+    if isinstance(model, nn.Module):
+        model.eval()
+    codec = codec.to(device).eval()
+    codec_hop = int(getattr(codec, "hop", 0) or round(codec.sample_rate / codec.frame_rate))
+    output = torch.zeros(padded)
+    weight_sum = torch.zeros(padded)
+    total_frames = codec.num_frames(padded)
+    input_mask_full = target_mask_full = mask_weight = None
+
+    bar = tqdm(total=len(starts), desc="arranging", unit="window", disable=not progress)
+    with inference(), bar:
+        for first in range(0, len(starts), batch_size):
+            batch_starts = starts[first:first + batch_size]
+            size = len(batch_starts)
+            frames = torch.stack([source[s:s + segment] for s in batch_starts]
+                                 + [target[s:s + segment] for s in batch_starts])[:, None]
+            latents = codec.encode(frames.to(device))
+            encoded_input, encoded_target = latents[:size], latents[size:]
+            result, _ = model(encoded_input, encoded_target)
+            audio = codec.decode(result.float())[:, 0, :segment].float().cpu()
+            masks = getattr(model, "last_masks", None)
+            for row, start in enumerate(batch_starts):
+                weights = window.clone()
+                # The song's own start and end have no neighbour to crossfade with.
+                if start == 0:
+                    weights[:fade] = 1.0
+                if start + segment >= padded:
+                    weights[segment - fade:] = 1.0
+                output[start:start + segment] += weights * audio[row]
+                weight_sum[start:start + segment] += weights
+            if masks is not None:
+                input_mask, target_mask = (m.expand_as(encoded_input).float().cpu() for m in masks)
+                if input_mask_full is None:
+                    input_mask_full = torch.zeros(encoded_input.shape[1], total_frames)
+                    target_mask_full = torch.zeros_like(input_mask_full)
+                    mask_weight = torch.zeros(total_frames)
+                _add_masks(input_mask_full, target_mask_full, mask_weight, input_mask, target_mask,
+                           batch_starts, window, codec_hop)
+            bar.update(size)
+
+    result_audio = output / weight_sum.clamp_min(_WEIGHT_EPS)
+    result_audio = result_audio[:num_samples].numpy()
+    if input_mask_full is not None:
+        norm = mask_weight.clamp_min(_WEIGHT_EPS)
+        input_mask_full = (input_mask_full / norm).numpy()
+        target_mask_full = (target_mask_full / norm).numpy()
+        frames_kept = min(codec.num_frames(num_samples), input_mask_full.shape[-1])
+        input_mask_full, target_mask_full = input_mask_full[:, :frames_kept], target_mask_full[:, :frames_kept]
+    return result_audio, input_mask_full, target_mask_full
+
+
+def _add_masks(input_full: Tensor, target_full: Tensor, weight_full: Tensor, input_mask: Tensor,
+               target_mask: Tensor, starts: list[int], window: Tensor, codec_hop: int) -> None:
+    """Overlap-add window masks [B, D, Tw] into the full masks [D, T] (for plots only)."""
+    window_frames = input_mask.shape[-1]
+    # Crossfade weight at each frame's position in the window (nearest sample).
+    positions = (torch.arange(window_frames) * codec_hop).clamp(max=window.numel() - 1)
+    frame_weights = window[positions]
+    total = input_full.shape[-1]
+    for row, start in enumerate(starts):
+        offset = int(round(start / codec_hop))
+        stop = min(offset + window_frames, total)
+        count = stop - offset
+        if count <= 0:
+            continue
+        w = frame_weights[:count]
+        input_full[:, offset:stop] += input_mask[row, :, :count] * w
+        target_full[:, offset:stop] += target_mask[row, :, :count] * w
+        weight_full[offset:stop] += w
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def read_song(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """Any audio file -> mono float32 at `sample_rate` (prepare_pairs.load_mono); one-line errors."""
+    from prepare_pairs import load_mono
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    try:
+        return load_mono(path, sample_rate)
+    except Exception as error:  # load_mono's skip reasons: unreadable, empty, non-finite
+        detail = getattr(error, "detail", None) or str(error)
+        raise ValueError(f"{path}: cannot use this audio file ({detail})") from None
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> float:
+    """Atomic WAV write (tmp + os.replace); returns the peak |sample| before any scaling.
+
+    PCM_16 cannot hold |x| > 1: a louder output is scaled down to peak 0.99 (not clipped).
+    """
+    if subtype not in SUBTYPES:
+        raise ValueError(f"--subtype must be one of {', '.join(SUBTYPES)}, got {subtype!r}")
+    path = Path(path)
+    audio = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if subtype == "PCM_16" and peak > 1.0:
+        log.warning("output peak %.3f exceeds full scale: scaled down by %.2f dB to avoid clipping",
+                    peak, 20 * math.log10(peak / 0.99))
+        audio = audio * (0.99 / peak)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        sf.write(str(tmp), audio, sample_rate, subtype=subtype, format="WAV")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return peak
+
+
+def training_segment_seconds(train_config: dict[str, Any]) -> float:
+    """Segment length the model was trained on: DATA/dataset_info.json, else 4.0 s."""
+    folder = train_config.get("dataset_folder")
+    if folder:
+        info_path = Path(folder) / "dataset_info.json"
+        try:
+            seconds = float(json.loads(info_path.read_text())["segment_seconds"])
+            if seconds > 0 and math.isfinite(seconds):
+                return seconds
+        except (OSError, ValueError, KeyError, TypeError):
+            log.info("no usable %s: using the default segment of %.1f s", info_path,
+                     DEFAULT_SEGMENT_SECONDS)
+    return DEFAULT_SEGMENT_SECONDS
+
+
+def masks_path(output: Path) -> Path:
+    return output.with_name(f"{output.stem}_masks.png")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint .pth written by training (path)")
+    parser.add_argument("--input", required=True, help="song A, any format/rate/channels (path)")
+    parser.add_argument("--target", required=True, help="song B, looped when shorter than A (path)")
+    parser.add_argument("--output", required=True, help="arrangement WAV, A's length (path)")
+    parser.add_argument("--segment_seconds", type=float, default=None,
+                        help="window length (s); default: the training segment length")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                        help="overlap of consecutive windows (fraction of a window)")
+    parser.add_argument("--batch_size", type=int, default=8, help="windows per model call (count)")
+    parser.add_argument("--subtype", default="PCM_16", choices=SUBTYPES, help="WAV sample format")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+@dataclass
+class ArrangeResult:
+    output: Path
+    masks_png: Path | None
+    seconds: float            # arranged audio duration
+    process_seconds: float    # wall time of arrange() alone
+    total_seconds: float      # including loading the checkpoint and decoding both songs
+    peak: float
+    subtype: str
+    sample_rate: int
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.seconds / max(self.process_seconds, 1e-9)
+
+    def summary(self, input_path: Any, target_path: Any) -> str:
+        scaled = ", scaled to 0.99" if self.subtype == "PCM_16" and self.peak > 1 else ""
+        lines = [f"arranged {self.seconds:.1f} s ({input_path} with {target_path}) in "
+                 f"{self.process_seconds:.2f} s: real-time factor {self.real_time_factor:.1f}x "
+                 f"({self.seconds / max(self.total_seconds, 1e-9):.1f}x including loading)",
+                 f"wrote {self.output} ({self.subtype}, {self.sample_rate} Hz, peak {self.peak:.3f}{scaled})"]
+        if self.masks_png is not None:
+            lines.append(f"wrote {self.masks_png}")
+        return "\n".join(lines)
+
+
+def arrange_files(checkpoint: str | os.PathLike, input_path: str | os.PathLike,
+                  target_path: str | os.PathLike, output: str | os.PathLike,
+                  segment_seconds: float | None = None, overlap: float = DEFAULT_OVERLAP,
+                  batch_size: int = 8, subtype: str = "PCM_16", device: str = "auto",
+                  progress: bool = True) -> ArrangeResult:
+    """The CLI as a function: read both songs, arrange, write OUT.wav and OUT_masks.png."""
+    import plots
+
+    if segment_seconds is not None and not segment_seconds > 0:
+        raise ValueError(f"--segment_seconds must be > 0, got {segment_seconds}")
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"--overlap must be a fraction in [0, 1), got {overlap}")
+    if subtype not in SUBTYPES:
+        raise ValueError(f"--subtype must be one of {', '.join(SUBTYPES)}, got {subtype!r}")
+    started = time.perf_counter()
+    trained = load_trained(checkpoint, device)
+    codec = trained.codec
+    seconds = segment_seconds or training_segment_seconds(trained.train_config)
+    segment = int(round(seconds * codec.sample_rate))
+    source = read_song(input_path, codec.sample_rate)
+    target = read_song(target_path, codec.sample_rate)
+    loaded = time.perf_counter()
+    audio, input_mask, _ = arrange(trained.model, codec, source, target, segment, overlap,
+                                   batch_size, progress=progress)
+    processed = time.perf_counter()
+    output = Path(output)
+    peak = write_wav(output, audio, codec.sample_rate, subtype)
+    masks_png = None
+    if input_mask is not None:
+        axis = plots.ChannelAxis.for_codec(codec.name, codec.dim, codec.sample_rate)
+        masks_png = plots.mask_heatmap(masks_path(output), input_mask, codec.frame_rate, axis,
+                                       title=f"input mask over the arrangement ({trained.mask_kind})")
+    else:
+        log.info("the model does not mask its inputs: no mask plot")
+    return ArrangeResult(output, masks_png, len(audio) / codec.sample_rate, processed - loaded,
+                         processed - started, peak, subtype, codec.sample_rate)
+
+
+def demo_songs(dataset_folder: str | os.PathLike) -> list[Path]:
+    """Full songs to arrange after the demo: the validation songs first (manifest.jsonl sources
+    found in DATA/songs_src, where demo_music keeps them), then any other song there."""
+    folder = Path(dataset_folder)
+    songs_dir = folder / "songs_src"
+    if not songs_dir.is_dir():
+        return []
+    preferred: list[Path] = []
+    manifest = folder / "manifest.jsonl"
+    if manifest.is_file():
+        for line in manifest.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            path = songs_dir / str(record.get("source", ""))
+            if record.get("split") == "val" and path.is_file() and path not in preferred:
+                preferred.append(path)
+    others = sorted(p for p in songs_dir.iterdir() if p.is_file() and p not in preferred
+                    and not p.name.startswith("."))
+    return preferred + others
+
+
+def demo_outputs(checkpoint_dir: str | os.PathLike, dataset_folder: str | os.PathLike,
+                 progress: bool = True) -> dict[str, Any]:
+    """What `train_simple_ddp.py --demo` shows at the end (issue 5, item 4).
+
+    Evaluates checkpoint_best.pth (else checkpoint_last.pth) on the validation split into
+    CHECKPOINT_DIR/eval/ and arranges two validation songs into CHECKPOINT_DIR/arrangement.wav
+    (+ arrangement_masks.png); prints the report table and the arrangement summary.
+    Returns {"report": dict, "eval_dir": Path, "arrangement": ArrangeResult | None}.
+    """
+    from evaluate import evaluate, format_report
+
+    folder = Path(checkpoint_dir)
+    checkpoint = next((folder / name for name in ("checkpoint_best.pth", "checkpoint_last.pth")
+                       if (folder / name).is_file()), None)
+    if checkpoint is None:
+        raise FileNotFoundError(f"no checkpoint_best.pth or checkpoint_last.pth in {folder}")
+    eval_dir = folder / "eval"
+    report = evaluate(checkpoint, dataset_folder, eval_dir, split="val", progress=progress)
+    print(format_report(report))
+    print(f"report and figures: {eval_dir}")
+    songs = demo_songs(dataset_folder)
+    result = None
+    if songs:
+        source, target = songs[0], songs[1] if len(songs) > 1 else songs[0]
+        result = arrange_files(checkpoint, source, target, folder / "arrangement.wav",
+                               progress=progress)
+        print(result.summary(source.name, target.name))
+    else:
+        log.info("no songs in %s/songs_src: no demo arrangement", dataset_folder)
+    return {"report": report, "eval_dir": eval_dir, "arrangement": result}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        result = arrange_files(args.checkpoint, args.input, args.target, args.output,
+                               args.segment_seconds, args.overlap, args.batch_size, args.subtype,
+                               args.device, progress=not args.no_progress)
+    except (CheckpointError, FileNotFoundError, ValueError, TimeoutError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(result.summary(args.input, args.target))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,516 @@
+"""Evaluate a trained checkpoint: mask figures, reconstruction against baselines, plots.
+
+    python evaluate.py --checkpoint runs/demo/checkpoint_best.pth --dataset_folder data/demo
+
+The model and the codec are rebuilt from the checkpoint's stored configs (`model_config`,
+`train_config`), so no training flag has to be repeated. Writes to DIR (default: `eval/` next to
+the checkpoint):
+
+- report.json: mask figures (DESIGN.md definitions) of the model's own masks and of every fixed
+  mask type on the same batches; reconstruction (multi-resolution STFT distance, SI-SDR) of the
+  model and of two trivial baselines against the target audio; envelope correlations; verdicts.
+- masks_pair_K.png, training_curves.png (from metrics.jsonl next to the checkpoint),
+  attention.png (creative agent only).
+
+Library use: `evaluate(checkpoint_path, dataset_folder, out_dir) -> dict` (the report), and
+`load_trained(checkpoint_path) -> TrainedModel` (also used by arrange.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+if __name__ == "__main__":
+    # Before torch starts its OpenMP runtime: idle OpenMP threads sleep instead of spinning. On a
+    # machine whose cores are shared with other jobs, spinning threads fight the jobs for the
+    # cores; measured on 2 shared cores, a 3-minute arrangement went from 33 s to 11 s wall.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from checkpoint import CheckpointError, load_checkpoint
+from codec import Codec, get_codec
+from complementary_masking import MASK_TYPES, complementary_masks
+from losses import multi_resolution_stft_distance, si_sdr
+from mask_metrics import METRIC_NAMES, mask_statistics
+from model_simple_transformer import SimpleTransformer
+
+log = logging.getLogger("evaluate")
+
+EXIT_OK, EXIT_USAGE = 0, 2
+REPORT_NAME = "report.json"
+METRICS_NAME = "metrics.jsonl"
+FIXED_MASK_TYPES = tuple(t for t in MASK_TYPES if t != "none")
+# Frame size (samples) of the RMS envelopes compared by the envelope correlation: ~21 ms at
+# 24 kHz, short enough to follow notes and beats.
+ENVELOPE_FRAME = 512
+# Prefixes that wrappers add to state-dict keys (DDP, torch.compile).
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+# Issue 5's "done when" thresholds, reported as verdicts.
+AGENT_MIN_COMPLEMENTARITY = 0.95
+AGENT_BALANCE_RANGE = (0.45, 0.55)
+AGENT_COVERAGE_RANGE = (0.9, 1.1)
+AGENT_MIN_DIVERSITY = 0.05
+TEMPORAL_MIN_COMPLEMENTARITY = 0.96
+
+PAIR_DIVERSITY_NOTE = ("pair_diversity is computed within each batch (variance over the pairs of "
+                       "the batch) and averaged over batches weighted by batch size; batches of "
+                       "one pair are left out of it. Every other figure is averaged over batches "
+                       "weighted by batch size. All mask types are measured on the same batches.")
+
+
+@dataclass
+class EvalConfig:
+    split: str = "val"
+    batch_size: int = 8
+    max_batches: int = 0          # 0 = the whole split
+    num_plot_pairs: int = 3
+    device: str = "auto"          # auto | cpu | cuda
+    progress: bool = True
+
+
+@dataclass
+class TrainedModel:
+    """A model and codec rebuilt from a checkpoint (eval mode, on `device`)."""
+
+    model: SimpleTransformer
+    codec: Codec
+    state: dict[str, Any]
+    train_config: dict[str, Any]
+    device: torch.device
+    path: Path
+
+    @property
+    def epoch(self) -> int | None:
+        epoch = self.state.get("epoch")
+        return int(epoch) if isinstance(epoch, (int, float)) else None
+
+    @property
+    def mask_kind(self) -> str | None:
+        """'learned_agent', the fixed mask type, or None when the model does not mask."""
+        if self.model.creative_agent is not None:
+            return "learned_agent"
+        if self.model.mask_type != "none" and self.model.num_stages > 1:
+            return self.model.mask_type
+        return None
+
+
+@contextlib.contextmanager
+def inference() -> Iterator[None]:
+    """torch.inference_mode with the TransformerEncoder "fast path" off (restored afterwards).
+
+    The fast path's native attention materializes every [T, T] score matrix with bmm + softmax;
+    off, nn.MultiheadAttention calls scaled_dot_product_attention (flash attention on CPU), which
+    measured 25-30% faster per 4 s window on 2 CPU cores (same outputs to ~1e-6).
+    """
+    previous = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(previous)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def _strip_wrapper_prefixes(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    cleaned = {}
+    for key, value in state_dict.items():
+        for prefix in _WRAPPER_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        cleaned[key] = value
+    return cleaned
+
+
+def build_codec(train_config: dict[str, Any], device: torch.device) -> Codec:
+    """The codec the model was trained with, from train_config (codec, codec_weights, codec_option)."""
+    name = train_config.get("codec") or "mdct"
+    options = dict(train_config.get("codec_option") or {})
+    try:
+        codec = get_codec(name, weights=train_config.get("codec_weights") or None, **options)
+    except RuntimeError as error:  # e.g. a failed EnCodec download: keep it to one line
+        raise ValueError(str(error).splitlines()[0]) from None
+    return codec.to(device).eval()
+
+
+def load_trained(checkpoint_path: str | os.PathLike, device: str | torch.device = "auto") -> TrainedModel:
+    """Rebuild model + codec from a checkpoint; raises FileNotFoundError / CheckpointError / ValueError."""
+    path = Path(checkpoint_path)
+    device = resolve_device(device) if isinstance(device, str) else device
+    state = load_checkpoint(path, map_location="cpu")
+    for key in ("model_state_dict", "model_config"):
+        if not isinstance(state.get(key), dict):
+            raise CheckpointError(f"{path}: not a training checkpoint (no {key})")
+    train_config = dict(state.get("train_config") or {})
+    try:
+        model = SimpleTransformer(**state["model_config"])
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: model_config does not build a SimpleTransformer "
+                              f"({str(error).splitlines()[0]})") from None
+    try:
+        model.load_state_dict(_strip_wrapper_prefixes(state["model_state_dict"]))
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit its model_config "
+                              f"({str(error).strip().splitlines()[0]})") from None
+    model.to(device).eval()
+    codec = build_codec(train_config, device)
+    if codec.dim != model.encoding_dim:
+        raise ValueError(f"{path}: the model expects {model.encoding_dim} latent channels, codec "
+                         f"{codec.name!r} gives {codec.dim}")
+    return TrainedModel(model, codec, state, train_config, device, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def envelope(audio: Tensor, frame: int = ENVELOPE_FRAME) -> Tensor:
+    """Frame RMS envelope [B, frames] of audio [B, 1, S] or [B, S] (non-overlapping frames)."""
+    audio = audio.reshape(audio.shape[0], -1).float()
+    frames = max(audio.shape[-1] // frame, 1)
+    audio = audio[:, : frames * frame] if audio.shape[-1] >= frame else audio
+    return audio.reshape(audio.shape[0], frames, -1).pow(2).mean(-1).sqrt()
+
+
+def pearson(a: Tensor, b: Tensor, eps: float = 1e-12) -> Tensor:
+    """Per-row Pearson correlation [B]; NaN where either row is constant (undefined)."""
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    denominator = a.norm(dim=-1) * b.norm(dim=-1)
+    value = (a * b).sum(-1) / denominator.clamp_min(eps)
+    return torch.where(denominator > eps, value, torch.full_like(value, float("nan")))
+
+
+@dataclass
+class _Mean:
+    """Weighted running means of named scalars; non-finite values are left out."""
+
+    totals: dict[str, float] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, value: float, weight: float = 1.0) -> None:
+        if weight > 0 and math.isfinite(value):
+            self.totals[name] = self.totals.get(name, 0.0) + value * weight
+            self.weights[name] = self.weights.get(name, 0.0) + weight
+
+    def add_items(self, name: str, values: Tensor) -> None:
+        for value in values.detach().float().cpu().tolist():
+            self.add(name, value)
+
+    def get(self, name: str) -> float | None:
+        weight = self.weights.get(name, 0.0)
+        return self.totals[name] / weight if weight > 0 else None
+
+
+def _crop(audio: Tensor, length: int) -> Tensor:
+    return audio[..., :length]
+
+
+def _add_mask_stats(means: _Mean, prefix: str, input_mask: Tensor, target_mask: Tensor, batch: int) -> None:
+    stats = mask_statistics(input_mask, target_mask)
+    for name in METRIC_NAMES:
+        weight = (batch if batch >= 2 else 0) if name == "pair_diversity" else batch
+        means.add(f"{prefix}/{name}", float(stats[name]), weight)
+
+
+def _expand(mask: Tensor, like: Tensor) -> Tensor:
+    return mask.expand_as(like) if mask.shape != like.shape else mask
+
+
+def evaluate(checkpoint_path: str | os.PathLike, dataset_folder: str | os.PathLike,
+             out_dir: str | os.PathLike | None = None, split: str = "val", batch_size: int = 8,
+             max_batches: int = 0, num_plot_pairs: int = 3, device: str = "auto",
+             progress: bool = True) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split; write report.json and PNGs to out_dir; return the report."""
+    from dataset_wav_pairs import WavPairsDataset, make_dataloader
+    import plots
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    if max_batches < 0:
+        raise ValueError(f"--max_batches must be >= 0, got {max_batches}")
+    started = time.perf_counter()
+    trained = load_trained(checkpoint_path, device)
+    model, codec, device_ = trained.model, trained.codec, trained.device
+    out = Path(out_dir) if out_dir is not None else trained.path.parent / "eval"
+    dataset_folder = Path(dataset_folder)
+    if not dataset_folder.is_dir():
+        raise FileNotFoundError(f"--dataset_folder {dataset_folder} does not exist")
+    dataset = WavPairsDataset(dataset_folder, codec, split=split, return_audio=True)
+    loader, _ = make_dataloader(dataset, batch_size, shuffle=False, num_workers=0, pin_memory=False)
+    out.mkdir(parents=True, exist_ok=True)
+
+    mask_kind = trained.mask_kind
+    axis = plots.ChannelAxis.for_codec(codec.name, codec.dim, codec.sample_rate)
+    means = _Mean()
+    num_pairs, plotted, figures = 0, 0, []
+    attention_item: tuple[Tensor, Tensor, int] | None = None
+    total_batches = len(loader) if max_batches == 0 else min(max_batches, len(loader))
+
+    with inference():
+        bar = tqdm(loader, total=total_batches, desc=f"evaluating {split}", unit="batch",
+                   disable=not progress)
+        for batch_index, batch in enumerate(bar):
+            if max_batches and batch_index >= max_batches:
+                break
+            encoded_input = batch["input_latent"].to(device_)
+            encoded_target = batch["target_latent"].to(device_)
+            input_audio = batch["input_audio"].to(device_)
+            target_audio = batch["target_audio"].to(device_)
+            size, length = encoded_input.shape[0], target_audio.shape[-1]
+            num_pairs += size
+
+            output, _ = model(encoded_input, encoded_target)
+            masks = model.last_masks
+            if mask_kind is not None and masks is not None:
+                input_mask, target_mask = (_expand(m, encoded_input) for m in masks)
+                _add_mask_stats(means, f"masks/{mask_kind}", input_mask, target_mask, size)
+                mixed = encoded_input * input_mask + encoded_target * target_mask
+            else:
+                input_mask = target_mask = None
+                mixed = encoded_input + encoded_target
+            for mask_type in FIXED_MASK_TYPES:
+                fixed = complementary_masks(mask_type, encoded_input, encoded_target)
+                _add_mask_stats(means, f"masks/{mask_type}", *fixed, size)
+
+            # All three candidates go through the same decoder, so the codec's own error is
+            # shared and the comparison is about what each one puts in the latents.
+            decoded = codec.decode(torch.cat([output, encoded_input, mixed]).float())
+            decoded = _crop(decoded, length).split(size)
+            for name, audio in zip(("model", "baseline_input_copy", "baseline_masked_mix"), decoded):
+                means.add_items(f"reconstruction/{name}/mr_stft",
+                                multi_resolution_stft_distance(audio, target_audio))
+                means.add_items(f"reconstruction/{name}/si_sdr_db", si_sdr(audio, target_audio))
+            output_envelope = envelope(decoded[0])
+            means.add_items("envelope/output_vs_input", pearson(output_envelope, envelope(input_audio)))
+            means.add_items("envelope/output_vs_target", pearson(output_envelope, envelope(target_audio)))
+
+            for item in range(size):
+                if plotted >= num_plot_pairs or input_mask is None:
+                    break
+                pair = int(batch["index"][item])
+                path = plots.mask_plot(
+                    out / f"masks_pair_{plotted}.png", input_mask[item], target_mask[item],
+                    codec.frame_rate, axis, title=f"{mask_kind} masks, {split} pair {pair}")
+                figures.append(path.name)
+                plotted += 1
+            if attention_item is None and model.creative_agent is not None:
+                attention_item = (encoded_input[:1].clone(), encoded_target[:1].clone(), int(batch["index"][0]))
+        bar.close()
+
+        if num_pairs == 0:
+            raise ValueError(f"{dataset_folder / split}: no pairs evaluated")
+        if mask_kind is None:
+            log.info("the model does not mask its inputs: no mask plots (masks_pair_K.png skipped)")
+        if attention_item is not None:
+            generator = model.creative_agent.mask_generator
+            generator(attention_item[0], attention_item[1], hard=model.hard_masks, need_weights=True)
+            if generator.last_attention is not None:
+                path = plots.attention_plot(
+                    out / "attention.png", generator.last_attention[0], codec.frame_rate,
+                    title=f"agent cross-attention (input queries target), {split} pair {attention_item[2]}")
+                figures.append(path.name)
+        else:
+            log.info("the model has no creative agent: attention.png skipped")
+
+    records = read_metrics(trained.path.parent / METRICS_NAME)
+    if records:
+        curves = plots.training_curves(out / "training_curves.png", records)
+        if curves is not None:
+            figures.append(curves.name)
+    else:
+        log.info("no %s next to the checkpoint: training_curves.png skipped", METRICS_NAME)
+
+    report = build_report(trained, means, split, num_pairs, mask_kind, figures, dataset_folder,
+                          time.perf_counter() - started)
+    write_json(out / REPORT_NAME, report)
+    log.info("wrote %s", out / REPORT_NAME)
+    return report
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Per-epoch records of metrics.jsonl; [] when absent; unreadable lines are skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s line %d is not JSON: skipped", path, number)
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def build_report(trained: TrainedModel, means: _Mean, split: str, num_pairs: int, mask_kind: str | None,
+                 figures: list[str], dataset_folder: Path, seconds: float) -> dict[str, Any]:
+    mask_names = ([mask_kind] if mask_kind is not None else []) + [t for t in FIXED_MASK_TYPES if t != mask_kind]
+    masks = {name: {metric: means.get(f"masks/{name}/{metric}") for metric in METRIC_NAMES}
+             for name in mask_names}
+    reconstruction = {
+        name: {metric: means.get(f"reconstruction/{name}/{metric}") for metric in ("mr_stft", "si_sdr_db")}
+        for name in ("model", "baseline_input_copy", "baseline_masked_mix")}
+    envelope_correlation = {name: means.get(f"envelope/{name}") for name in ("output_vs_input", "output_vs_target")}
+    return {
+        "checkpoint": str(trained.path),
+        "epoch": trained.epoch,
+        "split": split,
+        "dataset_folder": str(dataset_folder),
+        "num_pairs": num_pairs,
+        "codec": trained.codec.name,
+        "codec_identity": trained.codec.identity(),
+        "model_config": dict(trained.model.config),
+        "model_masks": mask_kind,
+        "masks": masks,
+        "masks_note": PAIR_DIVERSITY_NOTE,
+        "baseline_masked_mix_uses": (f"the model's own masks ({mask_kind})" if mask_kind
+                                     else "no masks: decode(input + target)"),
+        "reconstruction": reconstruction,
+        "envelope_correlation": envelope_correlation,
+        "verdicts": verdicts(masks, reconstruction, mask_kind),
+        "figures": figures,
+        "eval_seconds": round(seconds, 3),
+    }
+
+
+def _beats(model: dict[str, float | None], baseline: dict[str, float | None]) -> dict[str, bool]:
+    stft_ok = None not in (model["mr_stft"], baseline["mr_stft"]) and model["mr_stft"] < baseline["mr_stft"]
+    sdr_ok = None not in (model["si_sdr_db"], baseline["si_sdr_db"]) and model["si_sdr_db"] > baseline["si_sdr_db"]
+    return {"mr_stft": bool(stft_ok), "si_sdr": bool(sdr_ok)}
+
+
+def _within(value: float | None, low: float, high: float) -> bool:
+    return value is not None and low <= value <= high
+
+
+def verdicts(masks: dict[str, dict], reconstruction: dict[str, dict], mask_kind: str | None) -> dict[str, bool]:
+    """Booleans for the issue's "done when" checks (reconstruction: lower MR-STFT and higher SI-SDR)."""
+    result: dict[str, bool] = {}
+    model = reconstruction["model"]
+    for name in ("input_copy", "masked_mix"):
+        beats = _beats(model, reconstruction[f"baseline_{name}"])
+        result[f"model_beats_{name}_mr_stft"] = beats["mr_stft"]
+        result[f"model_beats_{name}_si_sdr"] = beats["si_sdr"]
+        result[f"model_beats_{name}"] = beats["mr_stft"] and beats["si_sdr"]
+    temporal = masks.get("temporal", {}).get("complementarity")
+    result["temporal_complementarity_ge_0.96"] = temporal is not None and temporal >= TEMPORAL_MIN_COMPLEMENTARITY
+    if mask_kind == "learned_agent":
+        agent = masks["learned_agent"]
+        result["agent_complementarity_ge_0.95"] = (agent["complementarity"] or 0.0) >= AGENT_MIN_COMPLEMENTARITY
+        result["agent_balance_in_0.45_0.55"] = _within(agent["balance"], *AGENT_BALANCE_RANGE)
+        result["agent_coverage_in_0.9_1.1"] = _within(agent["coverage"], *AGENT_COVERAGE_RANGE)
+        result["agent_adaptive"] = all((agent[name] or 0.0) >= AGENT_MIN_DIVERSITY
+                                       for name in ("temporal_diversity", "pair_diversity"))
+        result["agent_done"] = all(result[key] for key in (
+            "agent_complementarity_ge_0.95", "agent_balance_in_0.45_0.55",
+            "agent_coverage_in_0.9_1.1", "agent_adaptive"))
+    return result
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    """Atomic JSON write (tmp + os.replace); non-finite floats become null."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(_json_safe(value), indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Console
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    lines = [f"checkpoint {report['checkpoint']} (epoch {report['epoch']}), split {report['split']}, "
+             f"{report['num_pairs']} pairs, codec {report['codec']}", ""]
+    header = f"{'masks':<16}" + "".join(f"{name:>20}" for name in METRIC_NAMES)
+    lines += [header, "-" * len(header)]
+    for name, values in report["masks"].items():
+        label = f"{name}*" if name == report["model_masks"] else name
+        lines.append(f"{label:<16}" + "".join(f"{_fmt(values[m], 4):>20}" for m in METRIC_NAMES))
+    if report["model_masks"]:
+        lines.append("* the model's own masks. pair_diversity: within each batch, averaged over batches.")
+    lines += ["", f"{'reconstruction vs target':<26}{'MR-STFT (lower)':>18}{'SI-SDR dB (higher)':>20}"]
+    for name, values in report["reconstruction"].items():
+        lines.append(f"{name:<26}{_fmt(values['mr_stft']):>18}{_fmt(values['si_sdr_db'], 2):>20}")
+    envelope = report["envelope_correlation"]
+    lines += ["", f"envelope correlation: output vs input {_fmt(envelope['output_vs_input'])}, "
+                  f"output vs target {_fmt(envelope['output_vs_target'])}", "", "verdicts:"]
+    lines += [f"  {'yes' if ok else 'NO ':<4}{name}" for name, ok in report["verdicts"].items()]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint .pth written by training (path)")
+    parser.add_argument("--dataset_folder", required=True, help="DATA folder with the split's pairs (path)")
+    parser.add_argument("--out", default=None, help="output folder (default: eval/ next to the checkpoint)")
+    parser.add_argument("--split", default="val", help="subfolder of DATA to evaluate")
+    parser.add_argument("--batch_size", type=int, default=8, help="pairs per batch (count)")
+    parser.add_argument("--max_batches", type=int, default=0, help="cap on batches, 0 = all (count)")
+    parser.add_argument("--num_plot_pairs", type=int, default=3, help="mask figures to draw (count)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        report = evaluate(args.checkpoint, args.dataset_folder, args.out, split=args.split,
+                          batch_size=args.batch_size, max_batches=args.max_batches,
+                          num_plot_pairs=args.num_plot_pairs, device=args.device,
+                          progress=not args.no_progress)
+    except (CheckpointError, FileNotFoundError, ValueError, TimeoutError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(format_report(report))
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
+    print(f"\nreport and figures in {out} ({report['eval_seconds']:.1f} s)")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
