@@ -121,8 +121,8 @@ class TrainConfig:
     resume: str = _f("", "continue from a checkpoint: a path, or 'auto' for the newest in "
                          "--checkpoint_dir (starts fresh when it holds none); empty = fresh")
     log_every: int = _f(50, "progress-bar / TensorBoard update interval (steps)")
-    sync_every: int = _f(10, "how often ranks agree on stop requests and non-finite streaks; "
-                             "one host sync each (steps)")
+    sync_every: int = _f(10, "on GPUs, how often ranks read the agreed stop and non-finite "
+                             "flags, one host sync each; every step on CPU (steps)")
     tensorboard: bool = _f(True, "write TensorBoard scalars when tensorboard is installed")
     # --- launch
     world_size: int = _f(1, "processes to spawn on this machine: GPUs with CUDA, CPU processes "

@@ -750,7 +750,9 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
                                  if k in current})
                 if on_interval is not None:
                     on_interval(reduced)
-        if progress.global_step % cfg.sync_every == 0:
+        # Reading the agreed flags costs a device sync on GPUs only; on CPU read them every step,
+        # so a stop signal never waits for slow steps to add up.
+        if sync.device.type == "cpu" or progress.global_step % cfg.sync_every == 0:
             outcome_stop, outcome_requeue = sync.poll(
                 f"epoch {progress.epoch + 1}, step {progress.global_step}")
             if outcome_stop:

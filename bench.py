@@ -1,0 +1,727 @@
+"""Benchmark of the training step: time, FLOP utilization, time outside the model, peak memory.
+
+One command, one JSON object (the last line of stdout; also written to --json PATH), after a
+readable table. Defaults: batch 8 x 300 latent frames, two cascade stages of 4 layers, creative
+agent on, MDCT codec, fp32, CPU.
+
+    python bench.py                                   # step mode, defaults
+    python bench.py --precision bf16                  # bf16 autocast (losses stay fp32)
+    python bench.py --codec encodec --loss_domain latent --end_to_end
+    python bench.py --seq_frames 1200 --activation_checkpointing --steps 3 --warmup 1
+    python bench.py --profile 2                       # + torch.profiler table of 2 more steps
+
+What is timed is the training code's own loop: `train_simple_worker.train_epoch` (model forward
+under the chosen precision, ReconstructionLoss in the chosen domain + mask_reg_weight * the agent's
+regularization loss, backward, gradient clipping, the non-finite agreement, fused AdamW step,
+schedule, on-device metric sums). In step mode it is fed pre-built batches of codec latents (what
+the latent cache serves), so the steps measure the model, the loss and the optimizer; in
+--end_to_end mode it is fed by the real DataLoader over WavPairsDataset's latent cache, built
+from a synthetic on-disk dataset in a temporary folder, and whole epochs are timed.
+
+Step time i is the wall time between the loop asking for batch i and asking for batch i+1 (on CUDA
+the device is synchronized at that point, so each step's kernels are counted in that step). With
+--threads 1 on CPU the JSON also has "cpu_time": the same figures from the process's CPU time,
+which other users of a shared machine do not inflate (wall time counts their load too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+log = logging.getLogger("bench")
+
+PRECISIONS = ("fp32", "bf16")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@dataclass
+class BenchConfig:
+    batch_size: int = 8
+    seq_frames: int = 300
+    num_transformer_layers: int = 2
+    num_layers: int = 4
+    nhead: int = 8
+    dim_feedforward: int = 2048
+    agent_hidden_dim: int = 256
+    dropout: float = 0.1
+    use_creative_agent: bool = True
+    mask_reg_weight: float = 0.1
+    codec: str = "mdct"
+    loss_domain: str = "audio"
+    precision: str = "fp32"
+    compile: bool = False
+    activation_checkpointing: bool = False
+    device: str = "cpu"
+    steps: int = 10
+    warmup: int = 3
+    end_to_end: bool = False
+    epochs: int = 3
+    num_workers: int = 2
+    profile: int = 0
+    threads: int = 0
+    seed: int = 0
+    json: str = ""
+
+
+# =============================================================================================
+# Analytic FLOP count
+# =============================================================================================
+
+def transformer_layer_flops(tokens: int, batch: int, frames: int, width: int, feedforward: int) -> dict[str, int]:
+    """Forward FLOPs of one nn.TransformerEncoderLayer (a multiply-add = 2 FLOPs).
+
+    QKV projections 2*N*C*3C, output projection 2*N*C*C, attention scores Q.K^T 2*B*T*T*C and
+    attention-weighted values 2*B*T*T*C (summed over heads: heads * head_dim = C), feed-forward
+    2*N*C*F + 2*N*F*C; N = B*T tokens, C the stage width, F dim_feedforward.
+    """
+    return {
+        "qkv_out_projections": 2 * tokens * width * 3 * width + 2 * tokens * width * width,
+        "attention_scores_values": 2 * 2 * batch * frames * frames * width,
+        "feed_forward": 2 * 2 * tokens * width * feedforward,
+    }
+
+
+def agent_flops(tokens: int, batch: int, frames: int, dim: int, hidden: int) -> dict[str, int]:
+    """Forward FLOPs of AttentionMaskGenerator (both songs; shared or not, the work is the same).
+
+    Per song: analyzer Conv1d D->H (k=3) and H->H (k=3): 2*N*3*(D*H + H*H); mask head Conv1d
+    2H->H (k=3) and H->D (k=1): 2*N*(3*2H*H + H*D). Per direction of cross-attention: query
+    2*N*H*H, key/value 2*N*H*2H, output 2*N*H*H, scores and values 2*2*B*T*T*H.
+    """
+    per_song_convs = 2 * tokens * 3 * (dim * hidden + hidden * hidden) + 2 * tokens * (3 * 2 * hidden * hidden + hidden * dim)
+    per_direction_projections = 2 * tokens * hidden * hidden * 4
+    per_direction_attention = 2 * 2 * batch * frames * frames * hidden
+    return {
+        "agent_convs": 2 * per_song_convs,
+        "agent_cross_attention_projections": 2 * per_direction_projections,
+        "agent_cross_attention_scores_values": 2 * per_direction_attention,
+    }
+
+
+def step_flops(model_config: dict[str, Any], batch: int, frames: int) -> dict[str, int]:
+    """Analytic FLOPs of one training step of SimpleTransformer(**model_config).
+
+    forward = sum over stages (width C = D for one stage, else 2D for stage 0 and 3D after) of
+    num_layers * transformer_layer_flops + the stage's output projection 2*N*C*D, plus
+    agent_flops when the creative agent is on. training step = 3 * forward (the backward pass
+    computes the gradients of both the inputs and the weights of every matmul: 2 * forward).
+    Not counted: elementwise work (LayerNorm, GELU, softmax, dropout, masks, optimizer), the codec
+    and the loss, which are not matrix multiplies (the MDCT decode in the audio loss is one, of
+    2*N*D*2D FLOPs: under 0.3% of the default step).
+    """
+    dim = int(model_config["encoding_dim"])
+    stages = int(model_config["num_transformer_layers"])
+    layers = int(model_config["num_layers"])
+    feedforward = int(model_config["dim_feedforward"])
+    tokens = batch * frames
+    widths = [dim] if stages == 1 else [2 * dim] + [3 * dim] * (stages - 1)
+    forward: dict[str, int] = {}
+    for width in widths:
+        for name, value in transformer_layer_flops(tokens, batch, frames, width, feedforward).items():
+            forward[name] = forward.get(name, 0) + layers * value
+        forward["stage_output_projections"] = forward.get("stage_output_projections", 0) + 2 * tokens * width * dim
+    if model_config.get("use_creative_agent"):
+        forward.update(agent_flops(tokens, batch, frames, dim, int(model_config["agent_hidden_dim"])))
+    forward_total = sum(forward.values())
+    return {"forward": forward_total, "step": 3 * forward_total, **{f"forward_{k}": v for k, v in forward.items()}}
+
+
+# =============================================================================================
+# Machine figures: matmul peak, memory
+# =============================================================================================
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gemm_shapes(model_config: dict[str, Any], batch: int, frames: int) -> list[tuple[int, int, int]]:
+    """(M, K, N) of the model's largest GEMMs: QKV, feed-forward in and out, per stage width."""
+    dim = int(model_config["encoding_dim"])
+    stages = int(model_config["num_transformer_layers"])
+    feedforward = int(model_config["dim_feedforward"])
+    tokens = batch * frames
+    widths = sorted({dim} if stages == 1 else {2 * dim, 3 * dim})
+    shapes = []
+    for width in widths:
+        shapes += [(tokens, width, 3 * width), (tokens, width, feedforward), (tokens, feedforward, width)]
+    return shapes
+
+
+def _best_time(fn: Callable[[], Any], device: torch.device, repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
+    fn()  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        synchronize(device)
+        start = clock()
+        fn()
+        synchronize(device)
+        best = min(best, clock() - start)
+    return best
+
+
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int]],
+                        repeats: int = 5, budget_s: float = 8.0) -> dict[str, Any]:
+    """Best GFLOP/s over the given GEMM shapes in `dtype`, each the best of `repeats` runs of
+    torch.mm and of F.linear (the model's projections go through the latter, which takes a
+    different kernel for bf16 on CPU).
+
+    Rows are cut (never below 256) where a shape would take longer than the time budget allows,
+    e.g. bf16 on a CPU without native bf16 matmul, where the rate does not depend on the rows.
+    """
+    results = []
+    per_shape_s = budget_s / max(1, len(shapes)) / (2 * repeats + 2)
+    for rows, inner, cols in shapes:
+        a = torch.randn(rows, inner, device=device).to(dtype)
+        b = torch.randn(inner, cols, device=device).to(dtype)
+        weight, bias = b.t().contiguous(), torch.zeros(cols, device=device, dtype=dtype)
+        probe_rows = min(rows, 256)
+        probe_s = _best_time(lambda: torch.mm(a[:probe_rows], b), device, 1)
+        probe_rate = 2 * probe_rows * inner * cols / max(probe_s, 1e-9)
+        rows_used = int(max(min(256, rows), min(rows, probe_rate * per_shape_s / (2 * inner * cols))))
+        a = a[:rows_used].contiguous()
+        flop = 2 * rows_used * inner * cols
+        mm_s = _best_time(lambda: torch.mm(a, b), device, repeats)
+        linear_s = _best_time(lambda: torch.nn.functional.linear(a, weight, bias), device, repeats)
+        result = {"shape": [rows_used, inner, cols], "mm_gflops": flop / mm_s / 1e9, "linear_gflops": flop / linear_s / 1e9}
+        if device.type == "cpu":
+            cpu_s = min(_best_time(lambda: torch.mm(a, b), device, repeats, time.process_time),
+                        _best_time(lambda: torch.nn.functional.linear(a, weight, bias), device, repeats, time.process_time))
+            result["cpu_time_gflops"] = flop / max(cpu_s, 1e-9) / 1e9
+        results.append(result)
+    peak = max(max(r["mm_gflops"], r["linear_gflops"]) for r in results)
+    peak_cpu = max((r["cpu_time_gflops"] for r in results if "cpu_time_gflops" in r), default=None)
+    return {"peak_gflops": peak, "peak_cpu_time_gflops": peak_cpu, "shapes": results}
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start the peak-memory window here (setup allocations are not the step's)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux >= 4.0: writing 5 resets VmHWM (the peak resident set size) to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
+    """(bytes, what was measured): CUDA max allocated, else the process's peak RSS."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024, "peak RSS (VmHWM, reset before the timed steps)"
+    except OSError:
+        pass
+    # ru_maxrss is in KiB on Linux and covers the whole process lifetime.
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "peak RSS (ru_maxrss, whole process)"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+# =============================================================================================
+# The training loop, fed and timed
+# =============================================================================================
+
+class TimedLoader:
+    """Wraps any iterable of batches; records when the loop asks for each batch and how long the
+    batch took to arrive (data loading). Step i = time between asking for batch i and i+1."""
+
+    def __init__(self, batches: Any, device: torch.device, length: int | None = None):
+        self.batches = batches
+        self.device = device
+        self.length = len(batches) if length is None else length
+        self.ask_times: list[float] = []
+        self.ask_cpu_times: list[float] = []  # process CPU time (see step_cpu_times)
+        self.wait_times: list[float] = []
+        self.wait_cpu_times: list[float] = []
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = iter(self.batches)
+        while True:
+            synchronize(self.device)  # the previous step's kernels belong to the previous step
+            asked = time.perf_counter()
+            self.ask_times.append(asked)
+            asked_cpu = time.process_time()
+            self.ask_cpu_times.append(asked_cpu)
+            batch = next(iterator, None)
+            self.wait_times.append(time.perf_counter() - asked)
+            self.wait_cpu_times.append(time.process_time() - asked_cpu)
+            if batch is None:
+                return
+            yield batch
+
+    def step_times(self) -> list[float]:
+        return [b - a for a, b in zip(self.ask_times, self.ask_times[1:])]
+
+    def step_cpu_times(self) -> list[float]:
+        """CPU time of this process per step. With one thread and no worker processes this is the
+        step's compute time whatever else the machine runs: a figure that holds on a shared,
+        busy machine, where wall time measures the other users too."""
+        return [b - a for a, b in zip(self.ask_cpu_times, self.ask_cpu_times[1:])]
+
+
+@dataclass
+class Trainer:
+    """Everything the training code builds for a run, built the training code's way."""
+
+    cfg: Any  # train_simple_ddp.TrainConfig
+    device: torch.device
+    codec: Any
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    step_model: torch.nn.Module  # the model the loop calls (compiled or not)
+
+
+def train_config(bench: BenchConfig, dataset_folder: str = "") -> Any:
+    from train_simple_ddp import TrainConfig
+
+    model_option: dict[str, Any] = {"dim_feedforward": bench.dim_feedforward, "agent_hidden_dim": bench.agent_hidden_dim}
+    if bench.activation_checkpointing:
+        model_option["activation_checkpointing"] = True
+    return TrainConfig(
+        dataset_folder=dataset_folder, codec=bench.codec, codec_weights="random" if bench.codec == "encodec" else "",
+        num_workers=bench.num_workers, nhead=bench.nhead, num_layers=bench.num_layers,
+        num_transformer_layers=bench.num_transformer_layers, dropout=bench.dropout,
+        use_creative_agent=bench.use_creative_agent, mask_reg_weight=bench.mask_reg_weight,
+        model_option=model_option, loss_domain=bench.loss_domain, batch_size=bench.batch_size,
+        precision=bench.precision, seed=bench.seed, device=bench.device, log_every=10**9, tensorboard=False,
+        # No warm-up of the learning rate: the benchmark's steps should be ordinary steps.
+        warmup_steps=0,
+    )
+
+
+def build_trainer(bench: BenchConfig, device: torch.device, dataset_folder: str = "") -> Trainer:
+    from codec import get_codec
+    from train_simple_worker import LRSchedule, build_loss, build_model, build_optimizer
+
+    cfg = train_config(bench, dataset_folder)
+    cfg.epochs = bench.epochs if bench.end_to_end else 1  # only labels the progress bar
+    torch.manual_seed(bench.seed)
+    codec = get_codec(cfg.codec, weights=cfg.codec_weights or None, **cfg.codec_option)
+    model = build_model(cfg).to(device)
+    loss_fn = build_loss(cfg, codec.to(device)).to(device)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = LRSchedule(optimizer, cfg.schedule, cfg.warmup_steps, total_steps=10**6)
+    step_model = torch.compile(model) if bench.compile else model
+    return Trainer(cfg, device, codec, model, loss_fn, optimizer, scheduler, step_model)
+
+
+def run_epoch(trainer: Trainer, loader: TimedLoader, epoch: int = 0) -> Any:
+    """One pass of train_simple_worker.train_epoch over `loader`."""
+    from train_simple_worker import Progress, StepSync, StopRequest, train_epoch
+
+    sync = StepSync(trainer.device, trainer.cfg.max_nonfinite_steps)
+    progress = Progress(epoch=epoch)
+    return train_epoch(trainer.step_model, loader, trainer.optimizer, trainer.scheduler, trainer.loss_fn,
+                       trainer.cfg.mask_reg_weight, cfg=trainer.cfg, progress=progress, stop=StopRequest(),
+                       sync=sync)
+
+
+def synthetic_audio(batch: int, num_samples: int, sample_rate: int, seed: int) -> torch.Tensor:
+    """[B, 1, S] music-like test audio: a few decaying harmonic notes plus a little noise, RMS ~0.12."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_samples) / sample_rate
+    out = np.zeros((batch, num_samples), dtype=np.float64)
+    for b in range(batch):
+        for _ in range(4):
+            f0 = 110.0 * 2 ** (rng.integers(0, 36) / 12)
+            onset = rng.uniform(0, t[-1] / 2 if num_samples > 1 else 0)
+            envelope = np.where(t >= onset, np.exp(-3.0 * (t - onset)), 0.0)
+            for harmonic in range(1, 5):
+                out[b] += envelope * np.sin(2 * np.pi * f0 * harmonic * t + rng.uniform(0, 2 * np.pi)) / harmonic
+        out[b] += 0.01 * rng.standard_normal(num_samples)
+        out[b] *= 0.12 / max(np.sqrt(np.mean(out[b] ** 2)), 1e-9)
+    return torch.from_numpy(out.astype(np.float32))[:, None]
+
+
+def samples_for_frames(codec: Any, frames: int) -> int:
+    """Audio length whose latents have exactly `frames` frames."""
+    samples = int(codec.num_samples(frames))
+    while codec.num_frames(samples) > frames:
+        samples -= 1
+    if codec.num_frames(samples) != frames:
+        raise ValueError(f"--seq_frames {frames}: no audio length gives exactly that many {codec.name} frames")
+    return samples
+
+
+@torch.no_grad()
+def make_batch(trainer: Trainer, bench: BenchConfig, seed: int) -> dict[str, Any]:
+    """A batch as WavPairsDataset + the DataLoader serve it (CPU tensors, latents of real audio)."""
+    codec = trainer.codec
+    samples = samples_for_frames(codec, bench.seq_frames)
+    input_audio = synthetic_audio(bench.batch_size, samples, codec.sample_rate, seed)
+    target_audio = synthetic_audio(bench.batch_size, samples, codec.sample_rate, seed + 1)
+    latents = codec.encode(torch.cat([input_audio, target_audio]).to(trainer.device)).float().cpu()
+    batch: dict[str, Any] = {
+        "input_latent": latents[: bench.batch_size].contiguous(),
+        "target_latent": latents[bench.batch_size:].contiguous(),
+        "index": torch.arange(bench.batch_size),
+        "target_index": torch.arange(bench.batch_size),
+    }
+    if bench.loss_domain == "audio":
+        batch["input_audio"], batch["target_audio"] = input_audio, target_audio
+    return batch
+
+
+def measure_loss_time(trainer: Trainer, batch: dict[str, Any], repeats: int = 5) -> tuple[float, float]:
+    """Median (wall, process CPU) seconds of the reconstruction loss alone, forward + backward, on
+    a model-shaped output (a leaf): the codec work inside a step (decode of the output with
+    gradient for the audio domain) and the loss terms."""
+    from train_simple_worker import to_device
+
+    batch = to_device(batch, trainer.device)
+    output = (batch["target_latent"] + 0.1 * torch.randn_like(batch["target_latent"])).requires_grad_(True)
+    times, cpu_times = [], []
+    for _ in range(repeats + 1):
+        synchronize(trainer.device)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        loss, _ = trainer.loss_fn(output, batch["input_latent"], batch["target_latent"],
+                                  batch.get("input_audio"), batch.get("target_audio"))
+        loss.backward()
+        output.grad = None
+        synchronize(trainer.device)
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - start_cpu)
+    return statistics.median(times[1:]), statistics.median(cpu_times[1:])
+
+
+# =============================================================================================
+# End-to-end dataset
+# =============================================================================================
+
+def write_synthetic_dataset(folder: Path, codec: Any, bench: BenchConfig, num_pairs: int) -> None:
+    """DATA/train/pair_NNNNN_{input,output}.wav as prepare_pairs.py writes them."""
+    import soundfile as sf
+
+    split = folder / "train"
+    split.mkdir(parents=True, exist_ok=True)
+    samples = samples_for_frames(codec, bench.seq_frames)
+    for start in range(0, num_pairs, 16):
+        count = min(16, num_pairs - start)
+        inputs = synthetic_audio(count, samples, codec.sample_rate, bench.seed + 2 * start)
+        outputs = synthetic_audio(count, samples, codec.sample_rate, bench.seed + 2 * start + 1)
+        for i in range(count):
+            sf.write(split / f"pair_{start + i:05d}_input.wav", inputs[i, 0].numpy(), codec.sample_rate, subtype="FLOAT")
+            sf.write(split / f"pair_{start + i:05d}_output.wav", outputs[i, 0].numpy(), codec.sample_rate, subtype="FLOAT")
+
+
+def run_end_to_end(bench: BenchConfig, device: torch.device, workdir: Path) -> tuple[Trainer, dict[str, Any], list[float], list[float]]:
+    """Whole epochs through build_datasets/build_loaders (WavPairsDataset + latent cache + DataLoader)."""
+    from codec import get_codec
+    from train_simple_worker import build_datasets, build_loaders
+
+    num_pairs = bench.batch_size * bench.steps
+    data = workdir / "data"
+    codec = get_codec(bench.codec, weights="random" if bench.codec == "encodec" else None)
+    write_synthetic_dataset(data, codec, bench, num_pairs)
+    trainer = build_trainer(bench, device, str(data))
+    start = time.perf_counter()
+    train_set, _ = build_datasets(trainer.cfg, trainer.codec, 0, 1)
+    cache_build_s = time.perf_counter() - start
+    loader, sampler, _ = build_loaders(trainer.cfg, train_set, None, 0, 1)
+    epochs = []
+    step_times: list[float] = []
+    cpu_times: list[float] = []
+    wait_times: list[float] = []
+    wait_cpu_times: list[float] = []
+    reset_peak_memory(device)
+    for epoch in range(bench.epochs):
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        timed = TimedLoader(loader, device)
+        outcome = run_epoch(trainer, timed, epoch)
+        steps = timed.step_times()
+        waits = timed.wait_times[: len(steps)]
+        epochs.append({"epoch": epoch, "warm_up": epoch == 0, "epoch_s": outcome.elapsed_s, "steps": outcome.steps,
+                       "data_wait_s": sum(waits), "step_median_s": statistics.median(steps) if steps else None})
+        if epoch > 0:  # epoch 0 starts the workers and warms up the model
+            step_times += steps
+            cpu_times += timed.step_cpu_times()
+            wait_cpu_times += timed.wait_cpu_times[: len(steps)]
+            wait_times += waits
+    after = [e for e in epochs if not e["warm_up"]]
+    report = {
+        "num_pairs": num_pairs,
+        "num_workers": bench.num_workers,
+        "cache_build_s": cache_build_s,
+        "epochs": epochs,
+        "epoch_s_median": statistics.median(e["epoch_s"] for e in after) if after else None,
+        "data_wait_share": sum(wait_times) / max(sum(step_times), 1e-12) if step_times else None,
+        "batch_example": next(iter(TimedLoader(loader, device))),
+        "cpu_times": cpu_times,
+        "wait_cpu_times": wait_cpu_times,
+    }
+    return trainer, report, step_times, wait_times
+
+
+# =============================================================================================
+# Profile
+# =============================================================================================
+
+# Ops that are matrix multiplies (what the FLOP count counts); the rest is elementwise work,
+# reductions, copies, the optimizer, the codec and the loss.
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
+              "aten::convolution_backward", "aten::cudnn_convolution", "aten::_slow_conv2d_forward",
+              "aten::_slow_conv2d_backward", "aten::mkldnn_linear", "aten::_scaled_dot_product_flash_attention_for_cpu",
+              "aten::_scaled_dot_product_flash_attention_for_cpu_backward", "aten::_scaled_dot_product_flash_attention",
+              "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention",
+              "aten::_flash_attention_forward", "aten::_flash_attention_backward",
+              "aten::_efficient_attention_forward", "aten::_efficient_attention_backward")
+
+
+def profile_steps(trainer: Trainer, batch: dict[str, Any], steps: int, row_limit: int = 30) -> tuple[str, dict[str, Any]]:
+    """torch.profiler table (grouped by op, sorted by self time) of `steps` training steps, and
+    per step: time in matrix-multiply ops vs everything else, the largest other ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    run_epoch(trainer, TimedLoader([batch], trainer.device))  # leaves the profile free of first-call work
+    with profile(activities=activities) as prof:
+        run_epoch(trainer, TimedLoader([batch] * steps, trainer.device))
+        synchronize(trainer.device)
+    sort_by = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    events = prof.key_averages()
+    self_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+    matmul_us = sum(self_time(e) for e in events if e.key in MATMUL_OPS)
+    total_us = sum(self_time(e) for e in events)
+    others = sorted(((self_time(e), e.key) for e in events if e.key not in MATMUL_OPS), reverse=True)[:12]
+    summary = {
+        "profiled_steps": steps,
+        "matmul_ops_s_per_step": matmul_us / 1e6 / steps,
+        "other_ops_s_per_step": (total_us - matmul_us) / 1e6 / steps,
+        "top_other_ops_s_per_step": {name: us / 1e6 / steps for us, name in others},
+    }
+    return events.table(sort_by=sort_by, row_limit=row_limit), summary
+
+
+# =============================================================================================
+# Report
+# =============================================================================================
+
+def summarize(bench: BenchConfig, trainer: Trainer, device: torch.device, step_times: list[float],
+              wait_times: list[float], loss_s: float, peak: dict[str, Any], memory: tuple[int, str],
+              end_to_end: dict[str, Any] | None, loads: tuple[float, float], cpu_times: list[float],
+              wait_cpu_times: list[float], loss_cpu_s: float) -> dict[str, Any]:
+    flops = step_flops(trainer.model.config, bench.batch_size, bench.seq_frames)
+    median = statistics.median(step_times)
+    data_s = statistics.median(wait_times) if wait_times else 0.0
+    achieved = flops["step"] / median / 1e9
+    result: dict[str, Any] = {
+        "config": asdict(bench),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average_1min": {"start": loads[0], "end": loads[1]},
+        "model_parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "steps_timed": len(step_times),
+        "step_time_s": {"median": median, "min": min(step_times), "max": max(step_times)},
+        "samples_per_s": bench.batch_size / median,
+        "latent_frames_per_s": bench.batch_size * bench.seq_frames / median,
+        "flops_per_step": flops["step"],
+        "flops_breakdown": flops,
+        "achieved_gflops": achieved,
+        "peak_matmul_gflops": peak["peak_gflops"],
+        "peak_matmul_dtype": bench.precision,
+        "peak_matmul_shapes": peak["shapes"],
+        "mfu": achieved / peak["peak_gflops"],
+        "data_s_per_step": data_s,
+        "codec_and_loss_s_per_step": loss_s,
+        "outside_model_s_per_step": data_s + loss_s,
+        "outside_model_share": (data_s + loss_s) / median,
+        "peak_memory_bytes": memory[0],
+        "peak_memory_gib": memory[0] / 2**30,
+        "peak_memory_kind": memory[1],
+    }
+    # Process CPU time is the compute time only with one thread and no DataLoader workers.
+    if device.type == "cpu" and torch.get_num_threads() == 1 and not (bench.end_to_end and bench.num_workers):
+        cpu_median = statistics.median(cpu_times)
+        data_cpu_s = statistics.median(wait_cpu_times) if wait_cpu_times else 0.0
+        result["cpu_time"] = {
+            "step_s": {"median": cpu_median, "min": min(cpu_times), "max": max(cpu_times)},
+            "achieved_gflops": flops["step"] / cpu_median / 1e9,
+            "peak_matmul_gflops": peak["peak_cpu_time_gflops"],
+            "mfu": flops["step"] / cpu_median / 1e9 / peak["peak_cpu_time_gflops"],
+            "data_s_per_step": data_cpu_s,
+            "codec_and_loss_s_per_step": loss_cpu_s,
+            "outside_model_share": (data_cpu_s + loss_cpu_s) / cpu_median,
+        }
+    if end_to_end is not None:
+        result["end_to_end"] = {k: v for k, v in end_to_end.items() if k != "batch_example"}
+    return result
+
+
+def table(result: dict[str, Any]) -> str:
+    c = result["config"]
+    st = result["step_time_s"]
+    rows = [
+        ("configuration", f"batch {c['batch_size']} x {c['seq_frames']} frames, {c['num_transformer_layers']} stages x "
+                          f"{c['num_layers']} layers, agent {'on' if c['use_creative_agent'] else 'off'}, codec {c['codec']}, "
+                          f"loss {c['loss_domain']}, {c['precision']}{', compile' if c['compile'] else ''}"
+                          f"{', activation checkpointing' if c['activation_checkpointing'] else ''}"
+                          f"{', end to end' if c['end_to_end'] else ''}"),
+        ("device", f"{result['device']} (load avg {result['load_average_1min']['start']:.2f} -> {result['load_average_1min']['end']:.2f})"),
+        ("step time", f"median {st['median'] * 1e3:.1f} ms (min {st['min'] * 1e3:.1f}, max {st['max'] * 1e3:.1f}) over {result['steps_timed']} steps"),
+        ("throughput", f"{result['samples_per_s']:.2f} samples/s, {result['latent_frames_per_s']:.0f} latent frames/s"),
+        ("FLOP per step", f"{result['flops_per_step'] / 1e9:.1f} GFLOP (3 x forward matmul FLOPs)"),
+        ("achieved", f"{result['achieved_gflops']:.1f} GFLOP/s"),
+        ("matmul peak", f"{result['peak_matmul_gflops']:.1f} GFLOP/s ({result['peak_matmul_dtype']} torch.mm, measured now)"),
+        ("MFU", f"{result['mfu'] * 100:.1f} %"),
+        ("outside the model", f"{result['outside_model_share'] * 100:.1f} % of the step (data {result['data_s_per_step'] * 1e3:.1f} ms, "
+                              f"codec + loss fwd/bwd {result['codec_and_loss_s_per_step'] * 1e3:.1f} ms)"),
+        ("peak memory", f"{result['peak_memory_gib']:.2f} GiB ({result['peak_memory_kind']})"),
+    ]
+    if "cpu_time" in result:
+        ct = result["cpu_time"]
+        rows.append(("CPU time (1 thread)", f"step median {ct['step_s']['median'] * 1e3:.1f} ms, {ct['achieved_gflops']:.1f} GFLOP/s of "
+                                            f"{ct['peak_matmul_gflops']:.1f} peak: MFU {ct['mfu'] * 100:.1f} %, outside the model "
+                                            f"{ct['outside_model_share'] * 100:.1f} % (immune to other users' load)"))
+    e2e = result.get("end_to_end")
+    if e2e:
+        rows.append(("end to end", f"{e2e['num_pairs']} pairs, {e2e['num_workers']} workers, cache build {e2e['cache_build_s']:.1f} s, "
+                                   f"epoch median {e2e['epoch_s_median']:.2f} s, data wait {100 * (e2e['data_wait_share'] or 0):.1f} % of the steps"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+# =============================================================================================
+# CLI
+# =============================================================================================
+
+def parse_args(argv: list[str] | None = None) -> BenchConfig:
+    defaults = BenchConfig()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--batch_size", type=int, default=defaults.batch_size, help="pairs per step")
+    add("--seq_frames", type=int, default=defaults.seq_frames, help="latent frames per segment")
+    add("--num_transformer_layers", type=int, default=defaults.num_transformer_layers, help="cascade stages")
+    add("--num_layers", type=int, default=defaults.num_layers, help="transformer layers per stage")
+    add("--nhead", type=int, default=defaults.nhead, help="attention heads")
+    add("--dim_feedforward", type=int, default=defaults.dim_feedforward, help="transformer feed-forward width")
+    add("--agent_hidden_dim", type=int, default=defaults.agent_hidden_dim, help="creative agent width")
+    add("--dropout", type=float, default=defaults.dropout, help="transformer dropout")
+    add("--no_agent", dest="use_creative_agent", action="store_false", help="turn the creative agent off")
+    add("--mask_reg_weight", type=float, default=defaults.mask_reg_weight, help="weight of the agent's regularization loss")
+    add("--codec", choices=("mdct", "encodec"), default=defaults.codec, help="latent codec (encodec: random-init weights)")
+    add("--loss_domain", choices=("audio", "latent"), default=defaults.loss_domain, help="reconstruction loss on decoded audio or latents")
+    add("--precision", choices=PRECISIONS, default=defaults.precision, help="fp32, or bf16 autocast (loss in fp32)")
+    add("--compile", action="store_true", help="torch.compile the model")
+    add("--activation_checkpointing", action="store_true", help="recompute each transformer layer in the backward pass")
+    add("--device", choices=("cpu", "cuda"), default=defaults.device)
+    add("--steps", type=int, default=defaults.steps, help="timed steps (end to end: steps per epoch)")
+    add("--warmup", type=int, default=defaults.warmup, help="untimed steps first (end to end: the first epoch is the warm-up)")
+    add("--end_to_end", action="store_true", help="time whole epochs through the DataLoader and latent cache")
+    add("--epochs", type=int, default=defaults.epochs, help="end to end: epochs (the first one is warm-up)")
+    add("--num_workers", type=int, default=defaults.num_workers, help="end to end: DataLoader workers")
+    add("--profile", type=int, default=defaults.profile, help="print a torch.profiler table of this many extra steps")
+    add("--threads", type=int, default=defaults.threads, help="torch intra-op threads (0 = torch's default)")
+    add("--seed", type=int, default=defaults.seed)
+    add("--json", default=defaults.json, help="also write the JSON object to this file")
+    bench = BenchConfig(**vars(parser.parse_args(argv)))
+    problems = [f"--{name} must be >= {low}" for name, low in
+                (("batch_size", 1), ("seq_frames", 2), ("steps", 1), ("warmup", 0), ("num_layers", 1),
+                 ("num_transformer_layers", 1), ("epochs", 2), ("profile", 0), ("threads", 0))
+                if getattr(bench, name) < low]
+    if bench.steps < 10:
+        log.warning("--steps %d: fewer than 10 timed steps, the figures are rough", bench.steps)
+    if problems:
+        raise ValueError("; ".join(problems))
+    if bench.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return bench
+
+
+def run(bench: BenchConfig) -> dict[str, Any]:
+    device = torch.device(bench.device)
+    if bench.threads:
+        torch.set_num_threads(bench.threads)
+    load_start = load_average()
+    with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
+        if bench.end_to_end:
+            trainer, e2e, step_times, wait_times = run_end_to_end(bench, device, Path(workdir))
+            cpu_times, wait_cpu_times = e2e.pop("cpu_times"), e2e.pop("wait_cpu_times")
+            batch = e2e["batch_example"]
+            memory = peak_memory_bytes(device)
+        else:
+            e2e = None
+            trainer = build_trainer(bench, device)
+            batch = make_batch(trainer, bench, bench.seed)
+            reset_peak_memory(device)
+            loader = TimedLoader([batch] * (bench.warmup + bench.steps), device)
+            run_epoch(trainer, loader)
+            memory = peak_memory_bytes(device)
+            step_times = loader.step_times()[bench.warmup:]
+            cpu_times = loader.step_cpu_times()[bench.warmup:]
+            wait_cpu_times = loader.wait_cpu_times[bench.warmup: bench.warmup + bench.steps]
+            wait_times = loader.wait_times[bench.warmup: bench.warmup + bench.steps]
+        loss_s, loss_cpu_s = measure_loss_time(trainer, batch)
+        peak = measure_matmul_peak(device, DTYPES[bench.precision], gemm_shapes(trainer.model.config, bench.batch_size, bench.seq_frames))
+        result = summarize(bench, trainer, device, step_times, wait_times, loss_s, peak, memory, e2e, (load_start, load_average()),
+                           cpu_times, wait_cpu_times, loss_cpu_s)
+        if bench.profile:
+            profile_table, result["profile"] = profile_steps(trainer, batch, bench.profile)
+            print(profile_table)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The synthetic end-to-end dataset has no val/ split on purpose; the trainer's warning about it
+    # is noise here.
+    logging.getLogger("train").setLevel(logging.ERROR)
+    try:
+        bench = parse_args(argv)
+        result = run(bench)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(table(result))
+    line = json.dumps(result)
+    if bench.json:
+        Path(bench.json).write_text(line + "\n")
+    print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

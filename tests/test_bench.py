@@ -1,0 +1,163 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench import step_flops
+from model_simple_transformer import SimpleTransformer
+
+ROOT = Path(__file__).resolve().parents[1]
+# The codec's dim is 128, so the model keeps encoding_dim 128 and shrinks everything else.
+TINY_ARGS = ["--batch_size", "2", "--seq_frames", "16", "--num_layers", "1", "--dim_feedforward", "64",
+             "--agent_hidden_dim", "32", "--steps", "2", "--warmup", "1", "--threads", "1"]
+
+
+def _run_bench(tmp_path: Path, *extra: str) -> dict:
+    json_path = tmp_path / "bench.json"
+    completed = subprocess.run([sys.executable, str(ROOT / "bench.py"), *TINY_ARGS, "--json", str(json_path), *extra],
+                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    last_line = completed.stdout.strip().splitlines()[-1]
+    result = json.loads(last_line)
+    assert json.loads(json_path.read_text()) == result
+    assert "MFU" in completed.stdout  # the readable table comes first
+    return result
+
+
+def _check_fields(result: dict) -> None:
+    step = result["step_time_s"]
+    assert result["steps_timed"] == 2
+    assert 0 < step["min"] <= step["median"] <= step["max"]
+    assert result["samples_per_s"] > 0 and result["latent_frames_per_s"] == result["samples_per_s"] * 16
+    assert result["flops_per_step"] == 3 * result["flops_breakdown"]["forward"] > 0
+    assert result["achieved_gflops"] > 0 and result["peak_matmul_gflops"] > 0
+    assert abs(result["mfu"] - result["achieved_gflops"] / result["peak_matmul_gflops"]) < 1e-9
+    assert 0 <= result["outside_model_share"] and result["codec_and_loss_s_per_step"] > 0
+    assert result["peak_memory_bytes"] > 0
+    cpu = result["cpu_time"]  # --threads 1: the load-immune figures too
+    assert cpu["step_s"]["median"] > 0 and cpu["peak_matmul_gflops"] > 0 and 0 < cpu["mfu"]
+    assert 0 <= cpu["outside_model_share"]
+
+
+def test_bench_step_mode_json(tmp_path):
+    result = _run_bench(tmp_path)
+    _check_fields(result)
+    assert result["config"]["codec"] == "mdct" and result["config"]["loss_domain"] == "audio"
+    assert result["config"]["use_creative_agent"] and result["config"]["num_transformer_layers"] == 2
+
+
+def test_bench_end_to_end_latent_checkpointing(tmp_path):
+    result = _run_bench(tmp_path, "--end_to_end", "--epochs", "2", "--num_workers", "0", "--loss_domain", "latent",
+                        "--activation_checkpointing")
+    _check_fields(result)
+    e2e = result["end_to_end"]
+    assert e2e["num_pairs"] == 4 and len(e2e["epochs"]) == 2 and e2e["epochs"][1]["steps"] == 2
+    assert 0 <= e2e["data_wait_share"] < 1
+
+
+def test_bench_bad_flag_is_one_line_error():
+    completed = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--steps", "0"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1].startswith("error: --steps")
+
+
+def test_analytic_flops_match_torch_flop_counter():
+    """The documented formula counts exactly the matmuls and convolutions torch runs forward."""
+    config = dict(encoding_dim=16, nhead=4, num_layers=2, dim_feedforward=24, agent_hidden_dim=8, dropout=0.0,
+                  num_transformer_layers=3, use_creative_agent=True)
+    model = SimpleTransformer(**config).train()  # train mode: no fused inference fast path
+    batch, frames = 2, 10
+    with FlopCounterMode(display=False) as counter:
+        model(torch.randn(batch, 16, frames), torch.randn(batch, 16, frames))
+    flops = step_flops(model.config, batch, frames)
+    # FlopCounterMode has no formula for the CPU fused attention kernel, so the attention
+    # scores/values terms (2 * 2 * B * T * T * width each) are compared on their own.
+    attention = flops["forward_attention_scores_values"] + flops["forward_agent_cross_attention_scores_values"]
+    assert flops["forward"] - attention == counter.get_total_flops()
+    assert flops["forward_attention_scores_values"] == 2 * 2 * 2 * batch * frames * frames * (32 + 48 + 48)
+    assert flops["forward_agent_cross_attention_scores_values"] == 2 * 2 * 2 * batch * frames * frames * 8
+
+
+# ---- the performance edits in model_simple_transformer.py compute what they replace
+
+
+def _layer_pair(dropout_ref: float, dropout_new: float):
+    from model_simple_transformer import EncoderLayer
+
+    torch.manual_seed(0)
+    reference = torch.nn.TransformerEncoderLayer(32, 4, 48, dropout_ref, activation="gelu", batch_first=True)
+    fast = EncoderLayer(32, 4, 48, dropout_new, activation="gelu", batch_first=True)
+    fast.load_state_dict(reference.state_dict())
+    assert list(fast.state_dict()) == list(reference.state_dict())
+    return reference, fast
+
+
+def _outputs_and_grads(layer, x):
+    out = layer(x)
+    grads = torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])
+    return out, grads
+
+
+def test_encoder_layer_matches_torch_layer():
+    reference, fast = _layer_pair(0.0, 0.0)
+    x = torch.randn(2, 12, 32, requires_grad=True)
+    for mode in ("train", "eval"):
+        reference.train(mode == "train"), fast.train(mode == "train")
+        out_ref, grads_ref = _outputs_and_grads(reference, x)
+        out_fast, grads_fast = _outputs_and_grads(fast, x)
+        torch.testing.assert_close(out_fast, out_ref)
+        for a, b in zip(grads_fast, grads_ref):
+            torch.testing.assert_close(a, b)
+    with torch.no_grad():  # inference fast path untouched
+        torch.testing.assert_close(fast.eval()(x), reference.eval()(x))
+
+
+def test_encoder_layer_dropout_path_is_the_same_attention():
+    # p so small that every element is kept (threshold rounds to 0) and the scale is 1 + 1e-12:
+    # runs the explicit softmax -> dropout -> values path against torch's layer without dropout.
+    reference, fast = _layer_pair(0.0, 1e-12)
+    x = torch.randn(2, 12, 32, requires_grad=True)
+    out_ref, grads_ref = _outputs_and_grads(reference.train(), x)
+    out_fast, grads_fast = _outputs_and_grads(fast.train(), x)
+    torch.testing.assert_close(out_fast, out_ref)
+    for a, b in zip(grads_fast, grads_ref):
+        torch.testing.assert_close(a, b)
+
+
+def test_fast_dropout_is_dropout():
+    from model_simple_transformer import fast_dropout
+
+    x = torch.full((400_000,), 2.0, requires_grad=True)
+    torch.manual_seed(1)
+    out = fast_dropout(x, 0.1, True)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.9) < 3e-3  # 6 standard deviations
+    torch.testing.assert_close(out[kept], torch.full_like(out[kept], 2.0 / 0.9))
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.9)
+    torch.manual_seed(1)
+    assert torch.equal(fast_dropout(x.detach(), 0.1, True), out.detach())  # torch.manual_seed fixes the mask
+    assert fast_dropout(x, 0.1, False) is x and fast_dropout(x, 0.0, True) is x
+
+
+def test_activation_checkpointing_gives_the_same_step():
+    config = dict(encoding_dim=16, nhead=4, num_layers=2, dim_feedforward=24, agent_hidden_dim=8, dropout=0.1,
+                  num_transformer_layers=2, use_creative_agent=True)
+    results = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = SimpleTransformer(**config, activation_checkpointing=checkpointing).train()
+        assert model.config["activation_checkpointing"] is checkpointing
+        inputs = torch.randn(2, 16, 20), torch.randn(2, 16, 20)
+        torch.manual_seed(5)  # same dropout masks, replayed in the recomputation
+        output, reg_loss = model(*inputs)
+        (output.square().mean() + reg_loss).backward()
+        results.append((output.detach(), [p.grad for p in model.parameters()]))
+    (out_a, grads_a), (out_b, grads_b) = results
+    torch.testing.assert_close(out_a, out_b, rtol=0, atol=0)
+    for a, b in zip(grads_a, grads_b):
+        torch.testing.assert_close(a, b)
