@@ -49,9 +49,10 @@ def _cpu_keep_mask(shape: torch.Size, p: float) -> Tensor:
     count = math.prod(shape)
     seed = int(torch.randint(0, 2**62, (1,)).item())  # CPU tensor: no device sync
     words = np.random.SFC64(seed).random_raw((count + 1) // 2)
-    bits = torch.from_numpy(words.view(np.int32)[:count]).view(shape)
-    # bits is uniform on [-2**31, 2**31): P(bits < threshold) = round(p * 2**32) / 2**32.
-    return bits >= round(p * 2**32) - 2**31
+    # Each int32 word is uniform on [-2**31, 2**31): P(word < threshold) = round(p * 2**32) / 2**32.
+    # Compared in numpy: torch's comparison of this array is about twice as slow here.
+    keep = words.view(np.int32)[:count] >= round(p * 2**32) - 2**31
+    return torch.from_numpy(keep).view(shape)
 
 
 class _KeepMaskMultiply(torch.autograd.Function):
