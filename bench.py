@@ -9,6 +9,8 @@ agent on, MDCT codec, fp32, CPU.
     python bench.py --codec encodec --loss_domain latent --end_to_end
     python bench.py --seq_frames 1200 --activation_checkpointing --steps 3 --warmup 1
     python bench.py --profile 2                       # + torch.profiler table of 2 more steps
+    python bench.py --precision bf16 --val_loss_steps 40 --seq_frames 128 --num_layers 2 --dim_feedforward 512
+                                                      # + validation loss after 40 steps, bf16 vs fp32
 
 What is timed is the training code's own loop: `train_simple_worker.train_epoch` (model forward
 under the chosen precision, ReconstructionLoss in the chosen domain + mask_reg_weight * the agent's
@@ -36,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -66,6 +68,7 @@ class BenchConfig:
     precision: str = "fp32"
     compile: bool = False
     activation_checkpointing: bool = False
+    stock_layers: bool = False
     device: str = "cpu"
     steps: int = 10
     warmup: int = 3
@@ -73,6 +76,7 @@ class BenchConfig:
     epochs: int = 3
     num_workers: int = 2
     profile: int = 0
+    val_loss_steps: int = 0
     threads: int = 0
     seed: int = 0
     json: str = ""
@@ -351,12 +355,32 @@ def build_trainer(bench: BenchConfig, device: torch.device, dataset_folder: str 
     cfg.epochs = bench.epochs if bench.end_to_end else 1  # only labels the progress bar
     torch.manual_seed(bench.seed)
     codec = get_codec(cfg.codec, weights=cfg.codec_weights or None, **cfg.codec_option)
-    model = build_model(cfg).to(device)
+    model = build_model(cfg)
+    if bench.stock_layers:
+        use_stock_layers(model)
+    model = model.to(device)
     loss_fn = build_loss(cfg, codec.to(device)).to(device)
     optimizer = build_optimizer(model, cfg)
     scheduler = LRSchedule(optimizer, cfg.schedule, cfg.warmup_steps, total_steps=10**6)
     step_model = torch.compile(model) if bench.compile else model
     return Trainer(cfg, device, codec, model, loss_fn, optimizer, scheduler, step_model)
+
+
+def use_stock_layers(model: torch.nn.Module) -> None:
+    """Swap every model_simple_transformer.EncoderLayer for PyTorch's nn.TransformerEncoderLayer
+    with the same weights: the straightforward implementation, to compare the fast one with."""
+    from model_simple_transformer import EncoderLayer
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.TransformerEncoder):
+            for index, layer in enumerate(module.layers):
+                if isinstance(layer, EncoderLayer):
+                    attention = layer.self_attn
+                    stock = torch.nn.TransformerEncoderLayer(
+                        attention.embed_dim, attention.num_heads, layer.linear1.out_features, layer.dropout.p,
+                        activation="gelu", batch_first=True, norm_first=layer.norm_first)
+                    stock.load_state_dict(layer.state_dict())
+                    module.layers[index] = stock
 
 
 def run_epoch(trainer: Trainer, loader: TimedLoader, epoch: int = 0) -> Any:
@@ -508,6 +532,34 @@ def run_end_to_end(bench: BenchConfig, device: torch.device, workdir: Path) -> t
 
 
 # =============================================================================================
+# Precision check
+# =============================================================================================
+
+def compare_precisions(bench: BenchConfig, device: torch.device, steps: int) -> dict[str, Any]:
+    """Validation loss after `steps` training steps in fp32 and in bench.precision, from the same
+    initial weights, on the same batches, with the same dropout masks: what the lower precision
+    costs in quality (the losses themselves are always computed in fp32)."""
+    from train_simple_worker import compute_loss, to_device
+
+    losses: dict[str, float] = {}
+    for precision in ("fp32", bench.precision):
+        config = replace(bench, precision=precision)
+        trainer = build_trainer(config, device)  # seeded: the same initial weights
+        train_batches = [make_batch(trainer, config, bench.seed + 100 + 2 * i) for i in range(4)]
+        val_batches = [make_batch(trainer, config, bench.seed + 1000 + 2 * i) for i in range(2)]
+        torch.manual_seed(bench.seed)
+        run_epoch(trainer, TimedLoader([train_batches[i % len(train_batches)] for i in range(steps)], device))
+        trainer.model.eval()
+        with torch.no_grad():
+            values = [compute_loss(trainer.model, to_device(batch, device), trainer.loss_fn, config.mask_reg_weight,
+                                   precision).loss.item() for batch in val_batches]
+        losses[precision] = statistics.mean(values)
+    reference, lower = losses["fp32"], losses[bench.precision]
+    return {"train_steps": steps, "val_loss_fp32": reference, f"val_loss_{bench.precision}": lower,
+            "relative_difference": (lower - reference) / abs(reference)}
+
+
+# =============================================================================================
 # Profile
 # =============================================================================================
 
@@ -613,6 +665,7 @@ def table(result: dict[str, Any]) -> str:
                           f"{c['num_layers']} layers, agent {'on' if c['use_creative_agent'] else 'off'}, codec {c['codec']}, "
                           f"loss {c['loss_domain']}, {c['precision']}{', compile' if c['compile'] else ''}"
                           f"{', activation checkpointing' if c['activation_checkpointing'] else ''}"
+                          f"{', stock layers' if c['stock_layers'] else ''}"
                           f"{', end to end' if c['end_to_end'] else ''}"),
         ("device", f"{result['device']} (load avg {result['load_average_1min']['start']:.2f} -> {result['load_average_1min']['end']:.2f})"),
         ("step time", f"median {st['median'] * 1e3:.1f} ms (min {st['min'] * 1e3:.1f}, max {st['max'] * 1e3:.1f}) over {result['steps_timed']} steps"),
@@ -631,6 +684,11 @@ def table(result: dict[str, Any]) -> str:
                                             f"{ct['peak_matmul_gflops']:.1f} peak: MFU {ct['mfu'] * 100:.1f} %, outside the model "
                                             f"{ct['outside_model_share'] * 100:.1f} % (immune to other users' load)"))
     e2e = result.get("end_to_end")
+    check = result.get("precision_check")
+    if check:
+        lower = c["precision"]
+        rows.append(("val loss", f"after {check['train_steps']} steps: fp32 {check['val_loss_fp32']:.4f}, {lower} "
+                                 f"{check[f'val_loss_{lower}']:.4f} ({100 * check['relative_difference']:+.2f} %)"))
     if e2e:
         rows.append(("end to end", f"{e2e['num_pairs']} pairs, {e2e['num_workers']} workers, cache build {e2e['cache_build_s']:.1f} s, "
                                    f"epoch median {e2e['epoch_s_median']:.2f} s, data wait {100 * (e2e['data_wait_share'] or 0):.1f} % of the steps"))
@@ -668,6 +726,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     add("--precision", choices=PRECISIONS, default=defaults.precision, help="fp32, or bf16 autocast (loss in fp32)")
     add("--compile", action="store_true", help="torch.compile the model")
     add("--activation_checkpointing", action="store_true", help="recompute each transformer layer in the backward pass")
+    add("--stock_layers", action="store_true",
+        help="PyTorch's nn.TransformerEncoderLayer instead of the model's faster EncoderLayer (same weights and math)")
     add("--device", choices=("cpu", "cuda"), default=defaults.device)
     add("--steps", type=int, default=defaults.steps, help="timed steps (end to end: steps per epoch)")
     add("--warmup", type=int, default=defaults.warmup, help="untimed steps first (end to end: the first epoch is the warm-up)")
@@ -675,18 +735,22 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     add("--epochs", type=int, default=defaults.epochs, help="end to end: epochs (the first one is warm-up)")
     add("--num_workers", type=int, default=defaults.num_workers, help="end to end: DataLoader workers")
     add("--profile", type=int, default=defaults.profile, help="print a torch.profiler table of this many extra steps")
+    add("--val_loss_steps", type=int, default=defaults.val_loss_steps,
+        help="also train this many steps in fp32 and in --precision from one init and compare validation losses")
     add("--threads", type=int, default=defaults.threads, help="torch intra-op threads (0 = torch's default)")
     add("--seed", type=int, default=defaults.seed)
     add("--json", default=defaults.json, help="also write the JSON object to this file")
     bench = BenchConfig(**vars(parser.parse_args(argv)))
     problems = [f"--{name} must be >= {low}" for name, low in
                 (("batch_size", 1), ("seq_frames", 2), ("steps", 1), ("warmup", 0), ("num_layers", 1),
-                 ("num_transformer_layers", 1), ("epochs", 2), ("profile", 0), ("threads", 0))
+                 ("num_transformer_layers", 1), ("epochs", 2), ("profile", 0), ("val_loss_steps", 0), ("threads", 0))
                 if getattr(bench, name) < low]
     if bench.steps < 10:
         log.warning("--steps %d: fewer than 10 timed steps, the figures are rough", bench.steps)
     if problems:
         raise ValueError("; ".join(problems))
+    if bench.val_loss_steps and bench.precision == "fp32":
+        raise ValueError("--val_loss_steps compares a lower precision with fp32: add --precision bf16")
     if bench.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
     return bench
@@ -732,6 +796,8 @@ def run(bench: BenchConfig) -> dict[str, Any]:
         if bench.profile:
             profile_table, result["profile"] = profile_steps(trainer, batch, bench.profile)
             print(profile_table)
+        if bench.val_loss_steps:
+            result["precision_check"] = compare_precisions(bench, device, bench.val_loss_steps)
     return result
 
 

@@ -129,13 +129,16 @@ def test_encoder_layer_dropout_path_is_the_same_attention():
 
 
 def test_fast_dropout_is_dropout():
-    from model_simple_transformer import fast_dropout
+    from model_simple_transformer import _KEEP_MASK_CHUNK, fast_dropout
 
-    x = torch.full((400_000,), 2.0, requires_grad=True)
+    x = torch.full((3 * _KEEP_MASK_CHUNK + 7,), 2.0, requires_grad=True)  # several chunks of random words
     torch.manual_seed(1)
     out = fast_dropout(x, 0.1, True)
     kept = out != 0
     assert abs(kept.float().mean().item() - 0.9) < 3e-3  # 6 standard deviations
+    chunks = kept[: 3 * _KEEP_MASK_CHUNK].view(3, _KEEP_MASK_CHUNK)
+    assert not torch.equal(chunks[0], chunks[1]) and not torch.equal(chunks[1], chunks[2])  # one stream, not one chunk repeated
+    assert 0.85 < kept[-7 - 1000 :].float().mean().item() < 0.95  # the tail is drawn too
     torch.testing.assert_close(out[kept], torch.full_like(out[kept], 2.0 / 0.9))
     out.sum().backward()
     torch.testing.assert_close(x.grad, kept.float() / 0.9)
@@ -161,3 +164,58 @@ def test_activation_checkpointing_gives_the_same_step():
     torch.testing.assert_close(out_a, out_b, rtol=0, atol=0)
     for a, b in zip(grads_a, grads_b):
         torch.testing.assert_close(a, b)
+
+
+def test_bench_precision_check_compares_validation_losses(tmp_path):
+    result = _run_bench(tmp_path, "--precision", "bf16", "--val_loss_steps", "2", "--loss_domain", "latent")
+    check = result["precision_check"]
+    assert check["train_steps"] == 2
+    fp32, bf16 = check["val_loss_fp32"], check["val_loss_bf16"]
+    assert fp32 > 0 and bf16 > 0 and fp32 != bf16  # two real runs, not one reported twice
+    assert abs(check["relative_difference"] - (bf16 - fp32) / fp32) < 1e-12
+    assert abs(check["relative_difference"]) < 0.05  # bf16 autocast with fp32 losses stays close
+
+
+def test_bench_precision_check_needs_a_lower_precision():
+    completed = subprocess.run([sys.executable, str(ROOT / "bench.py"), "--val_loss_steps", "5"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines()[-1].startswith("error: --val_loss_steps")
+
+
+def test_dropout_mask_work_shows_in_profiles():
+    from torch.profiler import profile
+
+    from model_simple_transformer import fast_dropout
+
+    with profile() as prof:
+        fast_dropout(torch.ones(1000), 0.1, True)
+    assert "fast_dropout::keep_mask" in {event.key for event in prof.key_averages()}
+
+
+def test_stock_layers_are_the_same_model():
+    from bench import use_stock_layers
+
+    config = dict(encoding_dim=16, nhead=4, num_layers=2, dim_feedforward=24, agent_hidden_dim=8, dropout=0.0,
+                  num_transformer_layers=2, use_creative_agent=True)
+    torch.manual_seed(0)
+    model = SimpleTransformer(**config).train()  # train mode: the fast layers' own attention path
+    for stage in model.modules():  # non-zero stage projections, so the layers matter
+        if isinstance(stage, torch.nn.Linear) and not stage.weight.any():
+            torch.nn.init.normal_(stage.weight, std=0.1)
+    inputs, targets = torch.randn(2, 16, 12), torch.randn(2, 16, 12)
+    with torch.no_grad():
+        torch.manual_seed(1)  # the same anti-cheating noise on the target
+        fast_output = model(inputs, targets)[0]
+        use_stock_layers(model)
+        assert not any(type(m).__name__ == "EncoderLayer" for m in model.modules())
+        torch.manual_seed(1)
+        stock_output = model(inputs, targets)[0]
+    assert not torch.equal(fast_output, targets)
+    torch.testing.assert_close(stock_output, fast_output)
+
+
+def test_bench_stock_layers_runs(tmp_path):
+    result = _run_bench(tmp_path, "--stock_layers")
+    _check_fields(result)
+    assert result["config"]["stock_layers"]
