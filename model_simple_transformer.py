@@ -167,7 +167,9 @@ class CascadeStage(nn.Module):
     def forward(self, stage_input: Tensor, residual: Tensor) -> Tensor:
         """stage_input [B, C, T], residual [B, D, T] -> [B, D, T]."""
         hidden = stage_input.transpose(1, 2)
-        hidden = hidden + _sinusoidal_table(hidden.shape[1], hidden.shape[2], hidden.device, hidden.dtype)
+        # torch.compile traces the table into the graph itself (it warns about, and ignores, the cache).
+        table = _sinusoidal_table.__wrapped__ if torch.compiler.is_compiling() else _sinusoidal_table
+        hidden = hidden + table(hidden.shape[1], hidden.shape[2], hidden.device, hidden.dtype)
         hidden = self.input_norm(hidden)
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
             # Keep only each layer's input; its activations are recomputed in the backward pass

@@ -103,6 +103,9 @@ class TrainConfig:
                            "(epochs)")
     precision: str = _f("fp32", "fp32, or bf16 autocast for the model (losses stay fp32)",
                         ("fp32", "bf16"))
+    compile: bool = _f(False, "torch.compile the model for the training steps (validation and "
+                              "checkpoints use the same weights uncompiled); pays off on GPUs, "
+                              "slower on CPU")
     max_nonfinite_steps: int = _f(5, "stop after this many non-finite steps in a row (steps)")
     seed: int = _f(0, "random seed for init, data order and noise (integer)")
     max_steps_per_epoch: int = _f(0, "cap on optimizer steps per epoch, 0 = whole epoch (steps)")

@@ -152,6 +152,8 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside torch.compile's and DDP's wrappers."""
+    model = getattr(model, "_orig_mod", model)
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
@@ -1102,6 +1104,9 @@ def run_training(cfg: TrainConfig, rank: int, world_size: int, device: torch.dev
         log.warning("%s already holds checkpoints: a fresh run overwrites them (use --resume "
                     "auto to continue instead)", folder)
     ddp_model = wrap_ddp(model, device) if world_size > 1 else model
+    # Only the training steps run compiled: evaluation-mode graphs would be compiled anew, and
+    # validation is a small share of the time.
+    step_model = torch.compile(ddp_model) if cfg.compile else ddp_model
     if adversary is not None and world_size > 1:
         adversary.ddp = wrap_ddp(adversary.module, device)
 
@@ -1116,6 +1121,8 @@ def run_training(cfg: TrainConfig, rank: int, world_size: int, device: torch.dev
                  device.type, steps_per_epoch)
         if cfg.use_creative_agent:
             log.info("Creative Agent ENABLED (mask_reg_weight=%g)", cfg.mask_reg_weight)
+        if cfg.compile:
+            log.info("torch.compile: the training steps run compiled (the first steps compile)")
         if adversary is not None:
             log.info("Adversarial training ENABLED (gan_weight=%g): discriminator %.2fM "
                      "parameters, lr %g, updated every %d step(s)", cfg.gan_weight,
@@ -1155,7 +1162,7 @@ def run_training(cfg: TrainConfig, rank: int, world_size: int, device: torch.dev
             metrics_log.reset_interval()
 
             outcome = train_epoch(
-                ddp_model, train_loader, optimizer, scheduler, loss_fn, cfg.mask_reg_weight,
+                step_model, train_loader, optimizer, scheduler, loss_fn, cfg.mask_reg_weight,
                 cfg=cfg, progress=progress, stop=stop, sync=sync, max_steps=steps_per_epoch,
                 sums=sums, rng_state=rng_state, announce=announce,
                 on_interval=lambda reduced: metrics_log.interval(reduced, progress.global_step),

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,6 +139,29 @@ def test_two_process_run_end_to_end(data, tmp_path):
     assert set(state["rng_state"]) >= {"torch", "numpy", "python"}
     model = SimpleTransformer(**state["model_config"])  # the checkpoint rebuilds its model
     model.load_state_dict(load_checkpoint(run / "checkpoint_best.pth")["model_state_dict"])
+
+
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_training_steps(data, tmp_path):
+    """--compile true with DDP: the steps run compiled (a minute or two of compiling on CPU), the
+    mask figures still reach the metrics through both wrappers, and the checkpoint holds the
+    plain model's weights."""
+    from model_simple_transformer import SimpleTransformer
+
+    run = tmp_path / "run"
+    result = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(run), *TINY_ARGS,
+                      "--use_creative_agent", "true", "--epochs", "1", "--batch_size", "2",
+                      "--world_size", "2", "--compile", "true"], timeout=600,
+                     env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training steps run compiled" in result.stderr
+    record = read_metrics(run)[-1]
+    assert record["epoch"] == 1 and math.isfinite(record["train_loss"])
+    assert 0.5 < record["train_complementarity"] <= 1.0
+    state = torch.load(run / "checkpoint_last.pth", weights_only=True)
+    assert not any(key.startswith(("_orig_mod.", "module.")) for key in state["model_state_dict"])
+    SimpleTransformer(**state["model_config"]).load_state_dict(state["model_state_dict"])
 
 
 # --------------------------------------------------------------------------------------------
