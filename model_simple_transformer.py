@@ -37,6 +37,10 @@ def _sinusoidal_table(frames: int, channels: int, device: torch.device, dtype: t
     return table.to(dtype)
 
 
+# Elements per chunk of `_cpu_keep_mask`: 512 KiB of random words, about an L2 cache.
+_KEEP_MASK_CHUNK = 1 << 17
+
+
 def _cpu_keep_mask(shape: torch.Size, p: float) -> Tensor:
     """Bool keep mask, each element kept with probability 1 - p (to 2**-32).
 
@@ -66,10 +70,6 @@ def _draw_keep_mask(shape: torch.Size, p: float) -> Tensor:
         words = generator.random_raw((stop - start + 1) // 2).view(np.int32)[: stop - start]
         np.greater_equal(words, threshold, out=keep_array[start:stop])
     return keep.view(shape)
-
-
-# Elements per chunk of `_cpu_keep_mask`: 512 KiB of random words, about an L2 cache.
-_KEEP_MASK_CHUNK = 1 << 17
 
 
 class _KeepMaskMultiply(torch.autograd.Function):

@@ -1104,8 +1104,9 @@ def run_training(cfg: TrainConfig, rank: int, world_size: int, device: torch.dev
         log.warning("%s already holds checkpoints: a fresh run overwrites them (use --resume "
                     "auto to continue instead)", folder)
     ddp_model = wrap_ddp(model, device) if world_size > 1 else model
-    # Only the training steps run compiled: evaluation-mode graphs would be compiled anew, and
-    # validation is a small share of the time.
+    # Only the training steps run compiled: evaluation would compile graphs of its own for a small
+    # share of the time, and PyTorch's fused inference path of the encoder layers fails under
+    # compile (a fake-kernel stride error in torch 2.14).
     step_model = torch.compile(ddp_model) if cfg.compile else ddp_model
     if adversary is not None and world_size > 1:
         adversary.ddp = wrap_ddp(adversary.module, device)
