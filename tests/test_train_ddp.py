@@ -141,6 +141,35 @@ def test_two_process_run_end_to_end(data, tmp_path):
     model.load_state_dict(load_checkpoint(run / "checkpoint_best.pth")["model_state_dict"])
 
 
+def _slow_save_worker(rank: int, world_size: int, port: int, config: dict, out: str) -> None:
+    """train_worker, with rank 0's checkpoint writes slowed down; records when each rank's
+    last write ended (rank 0) and when train_worker returned (every rank)."""
+    import train_simple_worker
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    save = train_simple_worker.save_checkpoint
+
+    def slow_save(*args, **kwargs):
+        time.sleep(1.5)
+        save(*args, **kwargs)
+        Path(out, "rank0_saved").write_text(repr(time.time()))
+
+    train_simple_worker.save_checkpoint = slow_save
+    train_simple_worker.train_worker(rank, world_size, config)
+    Path(out, f"rank{rank}_returned").write_text(repr(time.time()))
+
+
+def test_ranks_leave_only_after_the_last_checkpoint(data, tmp_path):
+    """No rank finishes while rank 0 is still writing: a rank that left early would report
+    success before the run's files exist (and left gloo racing the interpreter's shutdown)."""
+    from train_simple_ddp import find_free_port
+    config = dataclasses.asdict(_config(data, tmp_path / "run", epochs=1))
+    mp.start_processes(_slow_save_worker, args=(2, find_free_port(), config, str(tmp_path)),
+                       nprocs=2, start_method="spawn")
+    saved = float((tmp_path / "rank0_saved").read_text())
+    for rank in (0, 1):
+        assert float((tmp_path / f"rank{rank}_returned").read_text()) >= saved, rank
+
+
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
                     reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_training_steps(data, tmp_path):
