@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 
 from complementary_masking import MASK_TYPES, complementary_masks
 from creative_agent import CreativeAgent
+from dropout_masks import compiled_dropout, scaled_keep_mask
 from mask_metrics import mask_statistics
 
 # Guards the per-item RMS used to scale the anti-cheating noise on silent targets.
@@ -37,69 +37,18 @@ def _sinusoidal_table(frames: int, channels: int, device: torch.device, dtype: t
     return table.to(dtype)
 
 
-# Elements per chunk of `_cpu_keep_mask`: 512 KiB of random words, about an L2 cache.
-_KEEP_MASK_CHUNK = 1 << 17
-
-
-def _cpu_keep_mask(shape: torch.Size, p: float) -> Tensor:
-    """Bool keep mask, each element kept with probability 1 - p (to 2**-32).
-
-    torch's CPU dropout draws every element one at a time from a single mt19937 stream (about
-    10 ns per element on a 2-core EPYC, serial, a third of a training step here); numpy's SFC64
-    gives 64 random bits per ~1 ns. Its seed is drawn from torch's CPU generator, so
-    torch.manual_seed fixes the masks and activation checkpointing, which replays torch's RNG
-    state, recomputes the same ones.
-    """
-    with torch.profiler.record_function("fast_dropout::keep_mask"):  # numpy work, invisible to the profiler otherwise
-        return _draw_keep_mask(shape, p)
-
-
-def _draw_keep_mask(shape: torch.Size, p: float) -> Tensor:
-    count = math.prod(shape)
-    seed = int(torch.randint(0, 2**62, (1,)).item())  # CPU tensor: no device sync
-    generator = np.random.SFC64(seed)
-    # Each int32 half-word is uniform on [-2**31, 2**31): P(word < threshold) = round(p * 2**32) / 2**32.
-    threshold = round(p * 2**32) - 2**31
-    keep = torch.empty(count, dtype=torch.bool)
-    keep_array = keep.numpy()
-    # In chunks that stay in cache, written straight into the mask: one array of random words
-    # for the whole mask (hundreds of MB per step) made numpy fault in fresh huge pages on every
-    # call, which tripled the mask's cost next to the model's matmuls.
-    for start in range(0, count, _KEEP_MASK_CHUNK):
-        stop = min(count, start + _KEEP_MASK_CHUNK)
-        words = generator.random_raw((stop - start + 1) // 2).view(np.int32)[: stop - start]
-        np.greater_equal(words, threshold, out=keep_array[start:stop])
-    return keep.view(shape)
-
-
-class _KeepMaskMultiply(torch.autograd.Function):
-    """x * keep * scale; saves only the bool mask (1 byte per element) for the backward pass."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, keep: Tensor, scale: float) -> Tensor:
-        ctx.save_for_backward(keep)
-        ctx.scale = scale
-        return x * _scaled_mask(keep, scale, x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        (keep,) = ctx.saved_tensors
-        return grad * _scaled_mask(keep, ctx.scale, grad.dtype), None, None
-
-
-def _scaled_mask(keep: Tensor, scale: float, dtype: torch.dtype) -> Tensor:
-    # Through uint8: converting a bool tensor takes twice as long on CPU.
-    return keep.view(torch.uint8).to(dtype).mul_(scale)
-
-
 def fast_dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """F.dropout(x, p, training): same Bernoulli(1 - p) keep mask and 1 / (1 - p) scaling; on CPU
-    the mask bits come from `_cpu_keep_mask` (other devices and torch.compile use F.dropout)."""
+    """F.dropout(x, p, training): same Bernoulli(1 - p) keep mask and 1 / (1 - p) scaling. On CPU
+    the masks come from `dropout_masks` (numpy, seeded from torch's generator): eagerly as a mask
+    in x's dtype, one multiply forward and one backward (autograd saves only the mask); inside
+    torch.compile as a uint8 custom op that inductor fuses. Other devices use F.dropout."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or p >= 1.0 or torch.compiler.is_compiling():
+    if x.device.type != "cpu" or p >= 1.0:
         return F.dropout(x, p, training)
-    return _KeepMaskMultiply.apply(x, _cpu_keep_mask(x.shape, p), 1.0 / (1.0 - p))
+    if torch.compiler.is_compiling():
+        return compiled_dropout(x, p)
+    return x * scaled_keep_mask(x.shape, p, x.dtype)
 
 
 class FastDropout(nn.Dropout):
@@ -117,7 +66,8 @@ class EncoderLayer(nn.TransformerEncoderLayer):
       to sequence-first layout) through the fused scaled-dot-product kernel, except with attention
       dropout on CPU (no fused kernel there): softmax -> dropout -> values, without the math
       path's extra passes for fully masked rows (no masks are used here);
-    - every dropout (attention weights, residual branches, feed-forward) by `fast_dropout`.
+    - every dropout (attention weights, residual branches, feed-forward) by `fast_dropout`, also
+      in torch.compile'd graphs (whose own CPU random numbers are about 30x slower).
     Evaluation without gradients still takes PyTorch's fused inference fast path.
     """
 
@@ -134,8 +84,8 @@ class EncoderLayer(nn.TransformerEncoderLayer):
         qkv = F.linear(x, attention.in_proj_weight, attention.in_proj_bias)
         q, k, v = qkv.view(batch, frames, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, T, hd]
         p = attention.dropout if self.training else 0.0
-        if p > 0.0 and x.device.type == "cpu" and not torch.compiler.is_compiling():
-            # PyTorch's fused CPU attention has no dropout (it would take the math path anyway).
+        if p > 0.0 and x.device.type == "cpu":
+            # PyTorch's fused CPU attention has no dropout; compiled, softmax and mask fuse.
             scores = torch.matmul(q * (1.0 / math.sqrt(width // heads)), k.transpose(-2, -1))
             attended = torch.matmul(fast_dropout(torch.softmax(scores, dim=-1), p, True), v)
         else:  # fused kernels, with their own dropout on GPUs

@@ -134,7 +134,8 @@ def test_encoder_layer_dropout_path_is_the_same_attention():
 
 
 def test_fast_dropout_is_dropout():
-    from model_simple_transformer import _KEEP_MASK_CHUNK, fast_dropout
+    from dropout_masks import MASK_CHUNK as _KEEP_MASK_CHUNK
+    from model_simple_transformer import fast_dropout
 
     x = torch.full((3 * _KEEP_MASK_CHUNK + 7,), 2.0, requires_grad=True)  # several chunks of random words
     torch.manual_seed(1)

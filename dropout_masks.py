@@ -1,0 +1,125 @@
+"""Dropout keep masks for CPU training, drawn with numpy's SFC64 generator.
+
+torch's CPU dropout draws every element one at a time from one mt19937 stream (about 10 ns per
+element, serial); SFC64 gives 64 random bits per call. Each mask's seed comes from torch's CPU
+generator, so torch.manual_seed fixes the masks, and activation checkpointing (which replays
+torch's RNG state) recomputes the same ones.
+
+Every element is kept with probability 1 - round(p * 2**32) / 2**32, as with a 32-bit uniform
+number U per element (keep when U >= round(p * 2**32)), but drawn 16 bits at a time: U's high
+half decides unless it ties with the threshold's high half (probability 2**-16), and only the
+ties draw their low half. Half the random bits of 32 per element, the same distribution.
+
+- `scaled_keep_mask(shape, p, dtype)`: the mask already in the activations' dtype, 0 or
+  1 / (1 - p) (rounded to dtype, as x * scale would be): applying it is one multiply, forward
+  and backward, instead of converting a bool mask and scaling it each time.
+- `keep_mask_u8(seed, shape, p)`: a 0/1 uint8 mask as a torch custom op, for compiled graphs:
+  inductor fuses its conversion and scaling into the neighbouring kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# Elements decided per chunk: the chunk's random words, decisions and mask values stay in cache.
+MASK_CHUNK = 1 << 16
+# Profiler label of the mask work (numpy work is invisible to torch.profiler otherwise).
+PROFILE_LABEL = "fast_dropout::keep_mask"
+
+_HALF = 1 << 16
+_UNSIGNED = {2: (torch.int16, np.uint16), 4: (torch.int32, np.uint32), 8: (torch.int64, np.uint64)}
+
+
+def drop_threshold(p: float) -> int:
+    """An element is dropped when its 32-bit uniform number is below this."""
+    return min(round(p * 2**32), 2**32)
+
+
+def keep_from_halves(high_words: np.ndarray, drop: int, low_words: Callable[[int], np.ndarray],
+                     out: np.ndarray) -> None:
+    """out[i] = (high_words[i] * 2**16 + low_i >= drop): the 16-bit low half low_i is drawn, by
+    `low_words(n)`, only for the n elements whose high half ties with drop's (the rest need none)."""
+    drop_high, drop_low = divmod(drop, _HALF)
+    if drop_high >= _HALF:  # p rounds to 1: everything dropped
+        out[...] = False
+        return
+    np.greater_equal(high_words, drop_high, out=out)
+    ties = np.flatnonzero(high_words == drop_high)
+    if ties.size:
+        out[ties] = low_words(ties.size) >= drop_low
+
+
+def _decide(generator: np.random.SFC64, drop: int, out: np.ndarray) -> None:
+    count = out.size
+    high_words = generator.random_raw((count + 3) // 4).view(np.uint16)[:count]
+    # The low 16 bits of one fresh 64-bit word per tie (uint64 -> uint16 keeps the low bits).
+    keep_from_halves(high_words, drop, lambda n: generator.random_raw(n).astype(np.uint16), out)
+
+
+def _seed_from_torch() -> int:
+    return int(torch.randint(0, 2**62, (1,)).item())  # CPU generator: no device sync
+
+
+def keep_mask(seed: int, count: int, p: float) -> np.ndarray:
+    """Flat bool keep decisions (True = kept) for `count` elements from `seed`."""
+    generator = np.random.SFC64(seed)
+    drop = drop_threshold(p)
+    keep = np.empty(count, dtype=bool)
+    for start in range(0, count, MASK_CHUNK):
+        _decide(generator, drop, keep[start:start + MASK_CHUNK])
+    return keep
+
+
+def scaled_keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype) -> Tensor:
+    """CPU tensor of `shape` and `dtype`: 1 / (1 - p) where kept, 0 where dropped (0 <= p < 1)."""
+    with torch.profiler.record_function(PROFILE_LABEL):
+        return _scaled_keep_mask(_seed_from_torch(), tuple(shape), p, dtype)
+
+
+def _scaled_keep_mask(seed: int, shape: tuple[int, ...], p: float, dtype: torch.dtype) -> Tensor:
+    count = math.prod(shape)
+    scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
+    if scale.element_size() not in _UNSIGNED or not dtype.is_floating_point:
+        keep = torch.from_numpy(keep_mask(seed, count, p))
+        return keep.view(torch.uint8).to(dtype).mul_(scale).view(shape)
+    signed, unsigned = _UNSIGNED[scale.element_size()]
+    # 0 or the bit pattern of the scale, written as unsigned integers into the tensor's memory.
+    scale_bits = unsigned(scale.view(signed).item() & ((1 << (8 * scale.element_size())) - 1))
+    mask = torch.empty(count, dtype=dtype)
+    values = mask.view(signed).numpy().view(unsigned)
+    generator = np.random.SFC64(seed)
+    drop = drop_threshold(p)
+    keep = np.empty(min(count, MASK_CHUNK), dtype=bool)
+    for start in range(0, count, MASK_CHUNK):
+        chunk = values[start:start + MASK_CHUNK]
+        decided = keep[: chunk.size]
+        _decide(generator, drop, decided)
+        np.copyto(chunk, decided, casting="unsafe")
+        np.multiply(chunk, scale_bits, out=chunk)
+    return mask.view(shape)
+
+
+@torch.library.custom_op("creative_agent::keep_mask_u8", mutates_args=())
+def keep_mask_u8(seed: Tensor, shape: list[int], p: float) -> Tensor:
+    """uint8 keep mask (1 = kept) of `shape` from a one-element int64 CPU `seed` tensor. The seed
+    is an input so that compiled graphs draw it from torch's generator and never merge two masks."""
+    with torch.profiler.record_function(PROFILE_LABEL):
+        keep = keep_mask(int(seed.item()), math.prod(shape), p)
+    return torch.from_numpy(keep).view(torch.uint8).view(shape)
+
+
+@keep_mask_u8.register_fake
+def _(seed: Tensor, shape: list[int], p: float) -> Tensor:
+    return seed.new_empty(shape, dtype=torch.uint8)
+
+
+def compiled_dropout(x: Tensor, p: float) -> Tensor:
+    """Dropout inside a torch.compile'd graph on CPU: inductor's own CPU random numbers cost about
+    30 ns per element (measured, a whole training step's worth of time), these masks about 1."""
+    seed = torch.randint(0, 2**62, (1,))
+    return x * keep_mask_u8(seed, list(x.shape), p).to(x.dtype) * (1.0 / (1.0 - p))
