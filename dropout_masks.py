@@ -20,7 +20,7 @@ ties draw their low half. Half the random bits of 32 per element, the same distr
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 import dropout_masks
-from dropout_masks import MASK_CHUNK, drop_threshold, keep_from_halves, keep_mask_u8, scaled_keep_mask
+from dropout_masks import (
+    MASK_CHUNK,
+    drop_threshold,
+    keep_from_halves,
+    keep_mask_u8,
+    scaled_keep_mask,
+)
 from model_simple_transformer import fast_dropout
 
 
