@@ -8,11 +8,13 @@ compute capability 8.0 or more (A100, H100, RTX 30xx and later). Elsewhere oneDN
 (measured 30x slower than fp32 on a Zen 3 EPYC), so "auto" keeps fp32 there.
 
 `choose_precision` returns the choice with a one-line reason for logs; `resolve_precision` returns
-the precision alone and logs the reason.
+the precision alone and logs the reason; `autocast_for(device, precision)` is the context to run
+a model in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,3 +103,13 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
             return True, f"this CPU has {' and '.join(flags)}"
         return False, f"this CPU has neither {' nor '.join(CPU_BF16_FLAGS)}"
     return False, f"no native bf16 check for device type {device.type!r}"
+
+
+def autocast_for(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device` for precision "bf16"; for "fp32" a context that changes nothing.
+    The caller keeps losses and codecs in fp32 (outside this context or with autocast disabled)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import precision
-from precision import choose_precision, cpu_bf16_flags, resolve_precision
+from precision import autocast_for, choose_precision, cpu_bf16_flags, resolve_precision
 
 CPU = torch.device("cpu")
 
@@ -87,3 +87,13 @@ def test_auto_bf16_on_this_cpu_only_where_onednn_has_bf16():
     if precision.native_bf16(CPU)[0]:
         assert onednn
     assert (choose_precision("auto", CPU).precision == "bf16") == precision.native_bf16(CPU)[0]
+
+
+def test_autocast_for_bf16_runs_matmuls_in_bf16_and_fp32_changes_nothing():
+    a, b = torch.randn(4, 4), torch.randn(4, 4)
+    with autocast_for(CPU, "bf16"):
+        assert (a @ b).dtype == torch.bfloat16
+    with autocast_for("cpu", "fp32"):
+        assert torch.equal(a @ b, a @ b) and (a @ b).dtype == torch.float32
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'auto'"):
+        autocast_for(CPU, "auto")  # resolve "auto" first
