@@ -39,19 +39,28 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
-def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES) -> str:
+def tune_malloc(
+    mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES
+) -> str:
     """Have glibc malloc keep tensor-sized blocks for reuse (see the module doc). Returns one line
     saying what was set, or why nothing was (not glibc, or glibc refused a value)."""
     libc = _glibc()
     if libc is None:
         return "malloc unchanged: not glibc on Linux"
     version = libc.gnu_get_libc_version().decode()
-    refused = [name for name, parameter, value in (("mmap threshold", _M_MMAP_THRESHOLD, mmap_threshold),
-                                                   ("trim threshold", _M_TRIM_THRESHOLD, trim_threshold))
-               if libc.mallopt(parameter, value) != 1]
+    refused = [
+        name
+        for name, parameter, value in (
+            ("mmap threshold", _M_MMAP_THRESHOLD, mmap_threshold),
+            ("trim threshold", _M_TRIM_THRESHOLD, trim_threshold),
+        )
+        if libc.mallopt(parameter, value) != 1
+    ]
     if refused:
         return f"malloc partly unchanged: glibc {version} refused the {' and '.join(refused)}"
-    line = (f"glibc {version} malloc: blocks up to {mmap_threshold >> 20} MiB from the heap, up to "
-            f"{trim_threshold >> 20} MiB of freed heap kept for reuse")
+    line = (
+        f"glibc {version} malloc: blocks up to {mmap_threshold >> 20} MiB from the heap, up to "
+        f"{trim_threshold >> 20} MiB of freed heap kept for reuse"
+    )
     log.info(line)
     return line

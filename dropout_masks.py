@@ -40,10 +40,11 @@ def drop_threshold(p: float) -> int:
     return min(round(p * 2**32), 2**32)
 
 
-def keep_from_halves(high_words: np.ndarray, drop: int, low_words: Callable[[int], np.ndarray],
-                     out: np.ndarray) -> None:
-    """out[i] = (high_words[i] * 2**16 + low_i >= drop): the 16-bit low half low_i is drawn, by
-    `low_words(n)`, only for the n elements whose high half ties with drop's (the rest need none)."""
+def keep_from_halves(
+    high_words: np.ndarray, drop: int, low_words: Callable[[int], np.ndarray], out: np.ndarray
+) -> None:
+    """out[i] = (high_words[i] * 2**16 + low_i >= drop): the 16-bit low halves low_i are drawn,
+    by `low_words(n)`, only for the n elements whose high half ties with drop's."""
     drop_high, drop_low = divmod(drop, _HALF)
     if drop_high >= _HALF:  # p rounds to 1: everything dropped
         out[...] = False
@@ -71,7 +72,7 @@ def keep_mask(seed: int, count: int, p: float) -> np.ndarray:
     drop = drop_threshold(p)
     keep = np.empty(count, dtype=bool)
     for start in range(0, count, MASK_CHUNK):
-        _decide(generator, drop, keep[start:start + MASK_CHUNK])
+        _decide(generator, drop, keep[start : start + MASK_CHUNK])
     return keep
 
 
@@ -96,7 +97,7 @@ def _scaled_keep_mask(seed: int, shape: tuple[int, ...], p: float, dtype: torch.
     drop = drop_threshold(p)
     keep = np.empty(min(count, MASK_CHUNK), dtype=bool)
     for start in range(0, count, MASK_CHUNK):
-        chunk = values[start:start + MASK_CHUNK]
+        chunk = values[start : start + MASK_CHUNK]
         decided = keep[: chunk.size]
         _decide(generator, drop, decided)
         np.copyto(chunk, decided, casting="unsafe")

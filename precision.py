@@ -1,6 +1,6 @@
 """Which precision to compute in: "auto" picks bf16 where the hardware runs it natively.
 
-    >>> resolve_precision("auto", torch.device("cpu"))     # "bf16" on AMX / avx512_bf16, else "fp32"
+    >>> resolve_precision("auto", torch.device("cpu"))  # "bf16" on AMX / avx512_bf16, else "fp32"
 
 bf16 pays only where matrix multiplies run natively in it: on CPUs with AMX (amx_bf16, Intel
 Sapphire Rapids and later) or AVX-512 BF16 (avx512_bf16, e.g. AMD Zen 4), and on NVIDIA GPUs of
@@ -34,7 +34,7 @@ MIN_CUDA_BF16_CAPABILITY = (8, 0)
 @dataclass(frozen=True)
 class PrecisionChoice:
     precision: str  # "fp32" or "bf16"
-    reason: str     # one line: why, for logs and benchmark records
+    reason: str  # one line: why, for logs and benchmark records
 
 
 def cpu_bf16_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, ...]:
@@ -76,11 +76,13 @@ def choose_precision(requested: str, device: torch.device | str) -> PrecisionCho
     if requested == "bf16":
         note = "" if native else " (slow here: no native bf16 matrix multiply)"
         return PrecisionChoice("bf16", f"bf16 as requested: {why}{note}")
-    return PrecisionChoice("bf16" if native else "fp32", f"auto -> {'bf16' if native else 'fp32'}: {why}")
+    return PrecisionChoice(
+        "bf16" if native else "fp32", f"auto -> {'bf16' if native else 'fp32'}: {why}"
+    )
 
 
 def resolve_precision(requested: str, device: torch.device | str) -> str:
-    """"fp32" or "bf16" for `device` ("auto": bf16 where native, see the module doc); logs why."""
+    """ "fp32" or "bf16" for `device` ("auto": bf16 where native, see the module doc); logs why."""
     choice = choose_precision(requested, device)
     log.info("precision %s (%s)", choice.precision, choice.reason)
     return choice.precision

@@ -22,7 +22,8 @@ STEP_FAULTS = textwrap.dedent("""
         import cpu_runtime
         print(cpu_runtime.tune_malloc(), file=sys.stderr)
     torch.manual_seed(0)
-    block = torch.nn.Sequential(torch.nn.Linear(256, 2048), torch.nn.GELU(), torch.nn.Linear(2048, 256))
+    block = torch.nn.Sequential(torch.nn.Linear(256, 2048), torch.nn.GELU(),
+                                torch.nn.Linear(2048, 256))
     x = torch.randn(2400, 256)
     def step():
         block(x).square().mean().backward()
@@ -37,15 +38,22 @@ STEP_FAULTS = textwrap.dedent("""
 
 def _faults_per_step(tune: bool) -> float:
     code = STEP_FAULTS.format(root=str(ROOT), tune=tune)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     return float(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only"
+)
 def test_tuned_malloc_removes_the_page_faults_of_a_training_step():
     untuned = _faults_per_step(tune=False)
     if untuned < 1000:
-        pytest.skip(f"this C library does not fault in fresh pages here even untuned ({untuned:.0f} per step)")
+        pytest.skip(
+            f"this C library does not fault in fresh pages here, even untuned "
+            f"({untuned:.0f} per step)"
+        )
     tuned = _faults_per_step(tune=True)
     assert tuned < untuned / 10, (untuned, tuned)
 
@@ -73,4 +81,7 @@ def test_refused_values_are_reported(monkeypatch):
             return 0 if parameter == cpu_runtime._M_MMAP_THRESHOLD else 1
 
     monkeypatch.setattr(cpu_runtime, "_glibc", RefusingLibc)
-    assert cpu_runtime.tune_malloc() == "malloc partly unchanged: glibc 2.99 refused the mmap threshold"
+    assert (
+        cpu_runtime.tune_malloc()
+        == "malloc partly unchanged: glibc 2.99 refused the mmap threshold"
+    )

@@ -17,7 +17,9 @@ from dropout_masks import (
 from model_simple_transformer import fast_dropout
 
 
-@pytest.mark.parametrize("drop", [0, 1, 12345, 0x1999999A, 0x7FFF0000, 0x7FFFFFFF, 0xFFFF0000, 2**32 - 1])
+@pytest.mark.parametrize(
+    "drop", [0, 1, 12345, 0x1999999A, 0x7FFF0000, 0x7FFFFFFF, 0xFFFF0000, 2**32 - 1]
+)
 def test_high_halves_and_tie_low_halves_decide_as_the_32_bit_number(drop):
     rng = np.random.default_rng(drop % 1000)
     count = 50_000
@@ -65,7 +67,10 @@ def test_scaled_mask_holds_zero_or_the_scale_in_its_dtype(dtype):
 
 def test_masks_follow_torch_manual_seed_and_differ_per_draw():
     torch.manual_seed(3)
-    first, second = scaled_keep_mask((1000,), 0.5, torch.float32), scaled_keep_mask((1000,), 0.5, torch.float32)
+    first, second = (
+        scaled_keep_mask((1000,), 0.5, torch.float32),
+        scaled_keep_mask((1000,), 0.5, torch.float32),
+    )
     torch.manual_seed(3)
     assert torch.equal(scaled_keep_mask((1000,), 0.5, torch.float32), first)
     assert not torch.equal(first, second)
@@ -92,7 +97,9 @@ def test_uint8_custom_op_matches_the_bool_draw_and_its_fake():
     mask = keep_mask_u8(seed, [5, 40_000], 0.1)
     assert mask.dtype == torch.uint8 and mask.shape == (5, 40_000)
     np.testing.assert_array_equal(mask.view(-1).numpy(), dropout_masks.keep_mask(11, 200_000, 0.1))
-    torch.library.opcheck(keep_mask_u8, (seed, [3, 7], 0.1), test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(
+        keep_mask_u8, (seed, [3, 7], 0.1), test_utils=("test_schema", "test_faketensor")
+    )
 
 
 def test_dropout_inside_a_compiled_graph_uses_the_masks():

@@ -18,11 +18,14 @@ def _cpu_with(monkeypatch, **flags):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities, raising=False)
 
 
-@pytest.mark.parametrize("flags, expected", [
-    ({"amx_bf16": True, "avx512_bf16": True}, "bf16"),
-    ({"avx512_bf16": True}, "bf16"),   # e.g. AMD Zen 4: no AMX, native bf16 dot products
-    ({}, "fp32"),                      # e.g. AMD Zen 3: bf16 would be emulated
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ({"amx_bf16": True, "avx512_bf16": True}, "bf16"),
+        ({"avx512_bf16": True}, "bf16"),  # e.g. AMD Zen 4: no AMX, native bf16 dot products
+        ({}, "fp32"),  # e.g. AMD Zen 3: bf16 would be emulated
+    ],
+)
 def test_auto_on_cpu_follows_the_bf16_flags(monkeypatch, flags, expected):
     _cpu_with(monkeypatch, **flags)
     choice = choose_precision("auto", CPU)
@@ -50,7 +53,9 @@ def test_cpuinfo_is_read_when_torch_cannot_tell(monkeypatch, tmp_path):
     assert cpu_bf16_flags(tmp_path / "missing") == ()
 
 
-@pytest.mark.parametrize("capability, expected", [((8, 0), "bf16"), ((9, 0), "bf16"), ((7, 5), "fp32")])
+@pytest.mark.parametrize(
+    "capability, expected", [((8, 0), "bf16"), ((9, 0), "bf16"), ((7, 5), "fp32")]
+)
 def test_auto_on_cuda_follows_the_compute_capability(monkeypatch, capability, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
