@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +88,23 @@ def straight_through_hard(soft_mask: Tensor) -> Tensor:
     return hard_mask + (soft_mask - soft_mask.detach())
 
 
+@dataclass
+class MaskDecision:
+    """What the mask generator decided for one pair of latents.
+
+    input_mask, target_mask: [B, D, T] in [0, 1] (with gradient); reg_loss: 0-d regularizer (with
+    gradient; None only for masks that have no regularizer, i.e. fixed strategies); terms: the
+    regularizer's parts as detached 0-d tensors; attention: [B, T, T] cross-attention of the input
+    querying the target (head average), only when asked for (need_weights=True).
+    """
+
+    input_mask: Tensor
+    target_mask: Tensor
+    reg_loss: Tensor | None
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    attention: Tensor | None = None
+
+
 class AttentionMaskGenerator(nn.Module):
     """Cross-attention mask generator: `forward(input, target) -> (input_mask, target_mask, reg_loss)`.
 
@@ -95,7 +113,8 @@ class AttentionMaskGenerator(nn.Module):
              + balance_weight * ((mean(input_mask) - 0.5)^2 + (mean(target_mask) - 0.5)^2)
              - temporal_diversity_weight * temporal_diversity
     where temporal_diversity is the mean over B, D of the variance over T of the masks (at most
-    0.25, so the reward is bounded). The terms of the last call are kept in `last_terms`.
+    0.25, so the reward is bounded). `decide` returns the masks with these terms and (on request)
+    the attention map; `forward` returns the seed's tuple.
     """
 
     def __init__(
@@ -136,9 +155,6 @@ class AttentionMaskGenerator(nn.Module):
             self.target_queries_input = CrossAttention(hidden_dim, num_heads)
             self.target_mask_head = _mask_head(hidden_dim, encoding_dim)
 
-        self.last_terms: dict[str, Tensor] = {}
-        self.last_attention: Tensor | None = None
-
     def compress(self, latents: Tensor) -> Tensor:
         """Log magnitude of the latents, the analyzers' input.
 
@@ -149,8 +165,11 @@ class AttentionMaskGenerator(nn.Module):
         """
         return torch.log1p(latents.abs() / self.feature_floor)
 
-    def claims(self, encoded_input: Tensor, encoded_target: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor]:
-        """Per-cell claim logits [B, D, T] of the input and of the target song."""
+    def claims(
+        self, encoded_input: Tensor, encoded_target: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Per-cell claim logits [B, D, T] of the input and of the target song, and the detached
+        attention map [B, T, T] of the input querying the target when need_weights=True."""
         if encoded_input.shape != encoded_target.shape:
             raise ValueError(f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs {tuple(encoded_target.shape)}")
         if encoded_input.dim() != 3 or encoded_input.shape[1] != self.encoding_dim:
@@ -159,15 +178,24 @@ class AttentionMaskGenerator(nn.Module):
         target_features = self.target_analyzer(self.compress(encoded_target)).transpose(1, 2)
         input_attended, attention = self.input_queries_target(input_features, target_features, need_weights)
         target_attended, _ = self.target_queries_input(target_features, input_features)
-        self.last_attention = attention.detach() if attention is not None else None
         input_claim = self.input_mask_head(torch.cat([input_features, input_attended], dim=-1).transpose(1, 2))
         target_claim = self.target_mask_head(torch.cat([target_features, target_attended], dim=-1).transpose(1, 2))
-        return input_claim, target_claim
+        attention = attention.detach() if attention is not None else None
+        return input_claim, target_claim, attention
 
     def forward(
-        self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False, need_weights: bool = False
+        self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False
     ) -> tuple[Tensor, Tensor, Tensor]:
-        input_claim, target_claim = self.claims(encoded_input, encoded_target, need_weights)
+        """Seed API: (input_mask, target_mask, reg_loss); see `decide`."""
+        decision = self.decide(encoded_input, encoded_target, hard=hard)
+        return decision.input_mask, decision.target_mask, decision.reg_loss
+
+    def decide(
+        self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False,
+        need_weights: bool = False,
+    ) -> MaskDecision:
+        """Masks, regularizer and its terms (and the attention map if need_weights) for a pair."""
+        input_claim, target_claim, attention = self.claims(encoded_input, encoded_target, need_weights)
         if self.shared_weights:
             input_mask = torch.sigmoid((input_claim - target_claim) / self.temperature)
             target_mask = 1.0 - input_mask
@@ -177,10 +205,11 @@ class AttentionMaskGenerator(nn.Module):
         if hard:
             input_mask = straight_through_hard(input_mask)
             target_mask = 1.0 - input_mask
-        reg_loss = self.regularization(input_mask, target_mask)
-        return input_mask, target_mask, reg_loss
+        reg_loss, terms = self.regularization(input_mask, target_mask)
+        return MaskDecision(input_mask, target_mask, reg_loss, terms, attention)
 
-    def regularization(self, input_mask: Tensor, target_mask: Tensor) -> Tensor:
+    def regularization(self, input_mask: Tensor, target_mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """(reg_loss with gradient, its terms as detached 0-d tensors)."""
         # In fp32 so that the squared means stay accurate under bf16 autocast.
         input_mask, target_mask = input_mask.float(), target_mask.float()
         overlap = (input_mask * target_mask).mean()
@@ -193,14 +222,14 @@ class AttentionMaskGenerator(nn.Module):
             + self.balance_weight * imbalance
             - self.temporal_diversity_weight * temporal_diversity
         )
-        self.last_terms = {
+        terms = {
             "overlap": overlap.detach(),
             "coverage_error": coverage_error.detach(),
             "imbalance": imbalance.detach(),
             "temporal_diversity": temporal_diversity.detach(),
             "reg_loss": reg_loss.detach(),
         }
-        return reg_loss
+        return reg_loss, terms
 
 
 class StyleDiscriminator(nn.Module):

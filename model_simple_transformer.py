@@ -10,6 +10,7 @@ evaluation and inference.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from complementary_masking import MASK_TYPES, complementary_masks
-from creative_agent import CreativeAgent
+from creative_agent import CreativeAgent, MaskDecision
 from mask_metrics import mask_statistics
 
 # Guards the per-item RMS used to scale the anti-cheating noise on silent targets.
@@ -183,6 +184,23 @@ class CascadeStage(nn.Module):
         return residual + self.projection(hidden).transpose(1, 2)
 
 
+@dataclass
+class ForwardRecord:
+    """What one forward pass did with the masks (for logs, evaluation, plots); all detached.
+
+    input_mask, target_mask: [B or 1, D, T] (1 for content-independent fixed masks), None when
+    nothing is masked. statistics: 0-d mask figures (see `mask_metrics.all_mask_statistics`),
+    empty when nothing is masked. regularizer_terms: the agent's regularizer parts (empty for
+    fixed masks). attention: [B, T, T] agent cross-attention when asked for (need_attention).
+    """
+
+    input_mask: Tensor | None = None
+    target_mask: Tensor | None = None
+    statistics: dict[str, Tensor] = field(default_factory=dict)
+    regularizer_terms: dict[str, Tensor] = field(default_factory=dict)
+    attention: Tensor | None = None
+
+
 class SimpleTransformer(nn.Module):
     def __init__(
         self,
@@ -214,15 +232,16 @@ class SimpleTransformer(nn.Module):
             raise ValueError("masking (creative agent or fixed mask) needs a cascade: set num_transformer_layers >= 2")
         if anti_cheating < 0:
             raise ValueError(f"anti_cheating must be >= 0, got {anti_cheating}")
-        self.config = dict(
-            encoding_dim=encoding_dim, nhead=nhead, num_layers=num_layers, dropout=dropout,
-            num_transformer_layers=num_transformer_layers, anti_cheating=anti_cheating,
-            use_creative_agent=use_creative_agent, mask_type=mask_type, dim_feedforward=dim_feedforward,
-            agent_hidden_dim=agent_hidden_dim, agent_temperature=agent_temperature,
-            agent_temporal_diversity_weight=agent_temporal_diversity_weight,
-            agent_shared_weights=agent_shared_weights, hard_masks=hard_masks, use_discriminator=use_discriminator,
-            activation_checkpointing=activation_checkpointing,
-        )
+        self.config = {
+            "encoding_dim": encoding_dim, "nhead": nhead, "num_layers": num_layers, "dropout": dropout,
+            "num_transformer_layers": num_transformer_layers, "anti_cheating": anti_cheating,
+            "use_creative_agent": use_creative_agent, "mask_type": mask_type,
+            "dim_feedforward": dim_feedforward, "agent_hidden_dim": agent_hidden_dim,
+            "agent_temperature": agent_temperature,
+            "agent_temporal_diversity_weight": agent_temporal_diversity_weight,
+            "agent_shared_weights": agent_shared_weights, "hard_masks": hard_masks,
+            "use_discriminator": use_discriminator, "activation_checkpointing": activation_checkpointing,
+        }
         self.encoding_dim = encoding_dim
         self.anti_cheating = anti_cheating
         self.mask_type = mask_type
@@ -238,20 +257,22 @@ class SimpleTransformer(nn.Module):
         )
         stage_channels = [encoding_dim] if num_transformer_layers == 1 else [2 * encoding_dim] + [3 * encoding_dim] * (num_transformer_layers - 1)
         self.stages = nn.ModuleList(CascadeStage(c, encoding_dim, nhead, num_layers, dropout, dim_feedforward, activation_checkpointing) for c in stage_channels)
-        self.last_mask_stats: dict[str, Tensor] = {}
-        self.last_masks: tuple[Tensor, Tensor] | None = None
 
     @property
     def num_stages(self) -> int:
         return len(self.stages)
 
-    def compute_masks(self, encoded_input: Tensor, encoded_target: Tensor) -> tuple[Tensor, Tensor, Tensor | None] | None:
-        """(input_mask, target_mask, mask_reg_loss) for this pair, or None when nothing is masked."""
+    def compute_masks(
+        self, encoded_input: Tensor, encoded_target: Tensor, need_attention: bool = False
+    ) -> MaskDecision | None:
+        """The masks for this pair (reg_loss None for fixed masks), or None when nothing is masked."""
         if self.creative_agent is not None:
-            return self.creative_agent.mask_generator(encoded_input, encoded_target, hard=self.hard_masks)
+            return self.creative_agent.mask_generator.decide(
+                encoded_input, encoded_target, hard=self.hard_masks, need_weights=need_attention
+            )
         if self.mask_type != "none":
             input_mask, target_mask = complementary_masks(self.mask_type, encoded_input, encoded_target)
-            return input_mask, target_mask, None
+            return MaskDecision(input_mask, target_mask, reg_loss=None)
         return None
 
     def _with_anti_cheating_noise(self, target: Tensor) -> Tensor:
@@ -260,30 +281,45 @@ class SimpleTransformer(nn.Module):
         rms = target.detach().float().pow(2).mean(dim=(1, 2), keepdim=True).add(_RMS_EPS**2).sqrt().to(target.dtype)
         return target + self.anti_cheating * rms * torch.randn_like(target)
 
-    def forward(self, encoded_input: Tensor, encoded_target: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Return (output latents [B, D, T], mask_reg_loss or None)."""
+    def forward(
+        self, encoded_input: Tensor, encoded_target: Tensor | None = None, *,
+        return_record: bool = False, need_attention: bool = False,
+    ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, ForwardRecord]:
+        """(output latents [B, D, T], mask_reg_loss or None), plus a ForwardRecord when
+        return_record=True. The record's statistics are only computed when it is asked for."""
         if encoded_input.dim() != 3 or encoded_input.shape[1] != self.encoding_dim:
             raise ValueError(f"expected input latents [B, {self.encoding_dim}, T], got {tuple(encoded_input.shape)}")
         if self.num_stages == 1:
-            self.last_masks, self.last_mask_stats = None, {}
-            return self.stages[0](encoded_input, encoded_input), None
+            output = self.stages[0](encoded_input, encoded_input)
+            return (output, None, ForwardRecord()) if return_record else (output, None)
         if encoded_target is None:
             raise ValueError("a cascade model (num_transformer_layers >= 2) needs encoded_target")
         if encoded_target.shape != encoded_input.shape:
             raise ValueError(f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs {tuple(encoded_target.shape)}")
 
-        masks = self.compute_masks(encoded_input, encoded_target)
+        decision = self.compute_masks(encoded_input, encoded_target, need_attention and return_record)
+        record = ForwardRecord() if return_record else None
         mask_reg_loss = None
-        if masks is None:
-            self.last_masks, self.last_mask_stats = None, {}
-        else:
-            input_mask, target_mask, mask_reg_loss = masks
-            encoded_input, encoded_target = encoded_input * input_mask, encoded_target * target_mask
-            self.last_masks = (input_mask.detach(), target_mask.detach())
-            self.last_mask_stats = mask_statistics(input_mask, target_mask)
+        if decision is not None:
+            mask_reg_loss = decision.reg_loss
+            if record is not None:
+                record = self._record(decision, encoded_input, encoded_target)
+            encoded_input = encoded_input * decision.input_mask
+            encoded_target = encoded_target * decision.target_mask
 
         output = self.stages[0](torch.cat([encoded_input, encoded_target], dim=1), encoded_input + encoded_target)
         for stage in self.stages[1:]:
             noisy_target = self._with_anti_cheating_noise(encoded_target)
             output = stage(torch.cat([encoded_input, output, noisy_target], dim=1), output)
-        return output, mask_reg_loss
+        return (output, mask_reg_loss, record) if record is not None else (output, mask_reg_loss)
+
+    @staticmethod
+    def _record(decision: MaskDecision, encoded_input: Tensor, encoded_target: Tensor) -> ForwardRecord:
+        input_mask, target_mask = decision.input_mask.detach(), decision.target_mask.detach()
+        return ForwardRecord(
+            input_mask=input_mask,
+            target_mask=target_mask,
+            statistics=mask_statistics(input_mask, target_mask),
+            regularizer_terms=dict(decision.terms),
+            attention=decision.attention,
+        )

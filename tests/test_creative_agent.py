@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import creative_agent
 from creative_agent import AttentionMaskGenerator, CreativeAgent, StyleDiscriminator, self_test
 from mask_metrics import mask_statistics
 
@@ -26,20 +25,39 @@ def test_masks_have_shape_and_range(shared):
     for mask in (input_mask, target_mask):
         assert torch.all((mask >= 0) & (mask <= 1))
     assert reg_loss.dim() == 0 and torch.isfinite(reg_loss)
-    assert set(generator.last_terms) == {"overlap", "coverage_error", "imbalance", "temporal_diversity", "reg_loss"}
-    assert torch.allclose(generator.last_terms["reg_loss"], reg_loss.detach())
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_decide_returns_the_forward_masks_terms_and_attention_on_request(shared):
+    generator = AttentionMaskGenerator(16, hidden_dim=32, shared_weights=shared).eval()
+    encoded_input, encoded_target = _latents()
+    input_mask, target_mask, reg_loss = generator(encoded_input, encoded_target)
+    decision = generator.decide(encoded_input, encoded_target)
+    assert torch.equal(decision.input_mask, input_mask) and torch.equal(decision.target_mask, target_mask)
+    assert torch.equal(decision.reg_loss, reg_loss)
+    assert set(decision.terms) == {"overlap", "coverage_error", "imbalance", "temporal_diversity", "reg_loss"}
+    assert all(t.dim() == 0 and not t.requires_grad for t in decision.terms.values())
+    assert torch.allclose(decision.terms["reg_loss"], reg_loss.detach())
+    assert decision.attention is None
+    with_attention = generator.decide(encoded_input, encoded_target, need_weights=True)
+    assert with_attention.attention.shape == (2, 24, 24) and not with_attention.attention.requires_grad
+    assert torch.allclose(with_attention.attention.sum(-1), torch.ones(2, 24))
+    assert torch.allclose(with_attention.input_mask, input_mask, atol=1e-5)
 
 
 def test_regularization_matches_hand_computation():
     generator = AttentionMaskGenerator(4, hidden_dim=8, complementarity_weight=1.0, coverage_weight=2.0, balance_weight=3.0, temporal_diversity_weight=0.5)
     input_mask = torch.tensor([[[1.0, 0.0, 1.0, 0.0]]]).expand(1, 4, 4)
     target_mask = torch.full((1, 4, 4), 0.5)
-    loss = generator.regularization(input_mask, target_mask)
+    loss, terms = generator.regularization(input_mask, target_mask)
     overlap = 0.25  # mean of [0.5, 0, 0.5, 0]
     coverage_error = 0.25  # (1.5-1)^2 and (0.5-1)^2 both 0.25
     imbalance = 0.0
     temporal_diversity = 0.5 * (0.25 + 0.0)
     assert loss.item() == pytest.approx(overlap + 2.0 * coverage_error + 3.0 * imbalance - 0.5 * temporal_diversity)
+    assert terms["overlap"].item() == pytest.approx(overlap)
+    assert terms["coverage_error"].item() == pytest.approx(coverage_error)
+    assert terms["temporal_diversity"].item() == pytest.approx(temporal_diversity)
 
 
 def test_shared_generator_swaps_masks_when_songs_swap():
@@ -137,7 +155,7 @@ def test_self_test_passes_and_reports_a_nan_agent(capsys):
 
 
 def test_self_test_script_exits_zero_and_prints_figures():
-    result = subprocess.run([sys.executable, "creative_agent.py"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "creative_agent.py"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Complementarity:" in result.stdout and "Coverage:" in result.stdout and "Gradient norm:" in result.stdout
 
@@ -150,12 +168,12 @@ def test_self_test_script_exits_nonzero_on_broken_agent(tmp_path):
         "import creative_agent\n"
         "original = creative_agent.AttentionMaskGenerator.claims\n"
         "def broken(self, *args, **kwargs):\n"
-        "    input_claim, target_claim = original(self, *args, **kwargs)\n"
-        "    return input_claim * float('nan'), target_claim\n"
+        "    input_claim, target_claim, attention = original(self, *args, **kwargs)\n"
+        "    return input_claim * float('nan'), target_claim, attention\n"
         "creative_agent.AttentionMaskGenerator.claims = broken\n"
         "sys.exit(creative_agent.main())\n"
     )
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode != 0
     assert "FAILED" in result.stdout
 

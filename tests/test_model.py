@@ -4,7 +4,10 @@ import torch
 from mask_metrics import METRIC_NAMES
 from model_simple_transformer import SimpleTransformer
 
-TINY = dict(encoding_dim=16, nhead=4, num_layers=1, dim_feedforward=32, agent_hidden_dim=16, dropout=0.0)
+TINY = {
+    "encoding_dim": 16, "nhead": 4, "num_layers": 1, "dim_feedforward": 32, "agent_hidden_dim": 16,
+    "dropout": 0.0,
+}
 
 
 def _latents(batch=2, dim=16, frames=20, seed=0):
@@ -45,28 +48,52 @@ def test_without_agent_reg_loss_is_none_and_single_stage_reads_input_alone():
 def test_agent_exposes_mask_statistics_from_one_mask_computation(monkeypatch):
     model = SimpleTransformer(num_transformer_layers=3, use_creative_agent=True, **TINY)
     calls = []
-    original = model.creative_agent.mask_generator.forward
-    monkeypatch.setattr(model.creative_agent.mask_generator, "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
-    output, mask_reg_loss = model(*_latents())
+    original = model.creative_agent.mask_generator.claims
+    monkeypatch.setattr(model.creative_agent.mask_generator, "claims", lambda *a, **k: calls.append(1) or original(*a, **k))
+    output, mask_reg_loss, record = model(*_latents(), return_record=True)
     assert len(calls) == 1
-    assert set(model.last_mask_stats) == set(METRIC_NAMES)
-    assert all(value.dim() == 0 and not value.requires_grad for value in model.last_mask_stats.values())
-    input_mask, target_mask = model.last_masks
-    assert input_mask.shape == output.shape
+    assert set(METRIC_NAMES) <= set(record.statistics)
+    assert all(value.dim() == 0 and not value.requires_grad for value in record.statistics.values())
+    assert record.input_mask.shape == record.target_mask.shape == output.shape
+    assert not record.input_mask.requires_grad and not record.target_mask.requires_grad
+    assert set(record.regularizer_terms) == {"overlap", "coverage_error", "imbalance", "temporal_diversity", "reg_loss"}
+    assert torch.allclose(record.regularizer_terms["reg_loss"], mask_reg_loss.detach())
+    assert record.attention is None
 
 
 @pytest.mark.parametrize("mask_type", ["temporal", "frequency", "spectral", "energy", "hybrid"])
 def test_fixed_masks_are_applied_inside_forward(mask_type):
     model = _trained_like(SimpleTransformer(num_transformer_layers=2, mask_type=mask_type, **TINY)).eval()
     encoded_input, encoded_target = _latents(frames=40)
-    output, mask_reg_loss = model(encoded_input, encoded_target)
+    output, mask_reg_loss, record = model(encoded_input, encoded_target, return_record=True)
     assert mask_reg_loss is None
-    assert model.last_mask_stats["complementarity"].item() > 0.95
-    input_mask, target_mask = model.last_masks
+    assert record.statistics["complementarity"].item() > 0.95
+    assert record.regularizer_terms == {} and record.attention is None
     # The target is hidden where its mask is zero: changing it there changes nothing.
-    hidden = target_mask.expand_as(encoded_target) == 0
+    hidden = record.target_mask.expand_as(encoded_target) == 0
     changed_target = torch.where(hidden, encoded_target + 5.0, encoded_target)
     assert torch.allclose(model(encoded_input, changed_target)[0], output, atol=1e-5)
+
+
+@pytest.mark.parametrize("stages", [1, 2])
+def test_record_without_masks_is_empty(stages):
+    model = SimpleTransformer(num_transformer_layers=stages, **TINY)
+    output, mask_reg_loss, record = model(*_latents(), return_record=True, need_attention=True)
+    assert mask_reg_loss is None
+    assert record.input_mask is None and record.target_mask is None and record.attention is None
+    assert record.statistics == {} and record.regularizer_terms == {}
+    assert torch.equal(output, model(*_latents())[0])
+
+
+def test_record_carries_agent_attention_on_request():
+    model = SimpleTransformer(num_transformer_layers=2, use_creative_agent=True, **TINY).eval()
+    encoded_input, encoded_target = _latents()
+    plain_output, plain_loss = model(encoded_input, encoded_target)
+    output, mask_reg_loss, record = model(encoded_input, encoded_target, return_record=True, need_attention=True)
+    assert record.attention.shape == (2, 20, 20) and not record.attention.requires_grad
+    assert torch.allclose(output, plain_output, atol=1e-5) and torch.allclose(mask_reg_loss, plain_loss)
+    # Attention is only materialized for a record.
+    assert model.compute_masks(encoded_input, encoded_target).attention is None
 
 
 def test_masking_with_one_stage_is_a_clear_error():
@@ -100,8 +127,8 @@ def _trained_like(model):
 def test_untrained_cascade_starts_at_the_masked_mix():
     model = SimpleTransformer(num_transformer_layers=3, mask_type="temporal", **TINY).eval()
     encoded_input, encoded_target = _latents(frames=40)
-    output, _ = model(encoded_input, encoded_target)
-    input_mask, target_mask = model.last_masks
+    output, _, record = model(encoded_input, encoded_target, return_record=True)
+    input_mask, target_mask = record.input_mask, record.target_mask
     assert torch.allclose(output, encoded_input * input_mask + encoded_target * target_mask)
 
 
