@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mask_metrics import mask_statistics
+from band_layout import BandLayout, describe_layout
+from codec import SAMPLE_RATE
+from mask_metrics import band_mask_statistics, mask_statistics
 
 
 class CrossAttention(nn.Module):
@@ -106,15 +108,23 @@ class MaskDecision:
 
 
 class AttentionMaskGenerator(nn.Module):
-    """Cross-attention mask generator: `forward(input, target) -> (input_mask, target_mask, reg_loss)`.
+    """Cross-attention mask generator that decides per band and window, not per latent cell.
 
-    reg_loss = complementarity_weight * mean(input_mask * target_mask)
-             + coverage_weight * mean((input_mask + target_mask - 1)^2)
-             + balance_weight * ((mean(input_mask) - 0.5)^2 + (mean(target_mask) - 0.5)^2)
+    Claims are scored per cell [B, D, T] (analyzers, cross-attention, claim head), pooled with the
+    `BandLayout` to band-windows [B, K, W] (mean over a band's channels and a window's frames),
+    turned into band masks there and spread back to [B, D, T] with the layout's short crossfades
+    between windows. A mask is therefore constant within a band-window (up to the crossfades): a
+    comb of alternating bins, which keeps both songs audible in every band, cannot be produced.
+
+    The regularizer works on the band masks m_in, m_tg [B, K, W], the units the band figures of
+    `mask_metrics` measure:
+    reg_loss = complementarity_weight * mean(m_in * m_tg)
+             + coverage_weight * mean((m_in + m_tg - 1)^2)
+             + balance_weight * ((mean(m_in) - 0.5)^2 + (mean(m_tg) - 0.5)^2)
              - temporal_diversity_weight * temporal_diversity
-    where temporal_diversity is the mean over B, D of the variance over T of the masks (at most
-    0.25, so the reward is bounded). `decide` returns the masks with these terms and (on request)
-    the attention map; `forward` returns the seed's tuple.
+    where temporal_diversity is the mean over B, K of the variance over windows of the band masks
+    (at most 0.25, so the reward is bounded). `decide` returns the masks with these terms and (on
+    request) the attention map; `forward` returns the seed's tuple.
     """
 
     def __init__(
@@ -129,11 +139,19 @@ class AttentionMaskGenerator(nn.Module):
         temperature: float = 0.1,
         shared_weights: bool = True,
         feature_floor: float = 0.01,
+        layout: BandLayout | None = None,
     ):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        # Default: the MDCT codec's mel bands (channels = frequency bins at 24 kHz).
+        layout = layout if layout is not None else BandLayout.mel(encoding_dim, SAMPLE_RATE)
+        if layout.dim != encoding_dim:
+            raise ValueError(
+                f"the mask layout covers {layout.dim} channels, the latents have {encoding_dim}"
+            )
         self.encoding_dim = encoding_dim
+        self.layout = layout
         self.complementarity_weight = complementarity_weight
         self.coverage_weight = coverage_weight
         self.balance_weight = balance_weight
@@ -171,15 +189,27 @@ class AttentionMaskGenerator(nn.Module):
         """Per-cell claim logits [B, D, T] of the input and of the target song, and the detached
         attention map [B, T, T] of the input querying the target when need_weights=True."""
         if encoded_input.shape != encoded_target.shape:
-            raise ValueError(f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs {tuple(encoded_target.shape)}")
+            raise ValueError(
+                f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs "
+                f"{tuple(encoded_target.shape)}"
+            )
         if encoded_input.dim() != 3 or encoded_input.shape[1] != self.encoding_dim:
-            raise ValueError(f"expected latents [B, {self.encoding_dim}, T], got {tuple(encoded_input.shape)}")
-        input_features = self.input_analyzer(self.compress(encoded_input)).transpose(1, 2)  # [B, T, H]
+            raise ValueError(
+                f"expected latents [B, {self.encoding_dim}, T], got {tuple(encoded_input.shape)}"
+            )
+        # Features [B, T, H].
+        input_features = self.input_analyzer(self.compress(encoded_input)).transpose(1, 2)
         target_features = self.target_analyzer(self.compress(encoded_target)).transpose(1, 2)
-        input_attended, attention = self.input_queries_target(input_features, target_features, need_weights)
+        input_attended, attention = self.input_queries_target(
+            input_features, target_features, need_weights
+        )
         target_attended, _ = self.target_queries_input(target_features, input_features)
-        input_claim = self.input_mask_head(torch.cat([input_features, input_attended], dim=-1).transpose(1, 2))
-        target_claim = self.target_mask_head(torch.cat([target_features, target_attended], dim=-1).transpose(1, 2))
+        input_claim = self.input_mask_head(
+            torch.cat([input_features, input_attended], dim=-1).transpose(1, 2)
+        )
+        target_claim = self.target_mask_head(
+            torch.cat([target_features, target_attended], dim=-1).transpose(1, 2)
+        )
         attention = attention.detach() if attention is not None else None
         return input_claim, target_claim, attention
 
@@ -194,28 +224,47 @@ class AttentionMaskGenerator(nn.Module):
         self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False,
         need_weights: bool = False,
     ) -> MaskDecision:
-        """Masks, regularizer and its terms (and the attention map if need_weights) for a pair."""
-        input_claim, target_claim, attention = self.claims(encoded_input, encoded_target, need_weights)
+        """Masks, regularizer and its terms (and the attention map if need_weights) for a pair.
+
+        hard=True: binary band masks in the forward pass (straight-through gradient of the soft
+        band masks), still crossfaded between windows when spread to cells.
+        """
+        input_claim, target_claim, attention = self.claims(
+            encoded_input, encoded_target, need_weights
+        )
+        pool = self.layout.pool
         if self.shared_weights:
-            input_mask = torch.sigmoid((input_claim - target_claim) / self.temperature)
-            target_mask = 1.0 - input_mask
+            # Pooling is linear: pooling the difference is the difference of the band claims.
+            band_claim = pool(input_claim - target_claim, drop_incomplete=False)
+            band_input = torch.sigmoid(band_claim / self.temperature)
+            band_target = 1.0 - band_input
         else:
-            input_mask = torch.sigmoid(input_claim / self.temperature)
-            target_mask = torch.sigmoid(target_claim / self.temperature)
+            band_input = torch.sigmoid(pool(input_claim, drop_incomplete=False) / self.temperature)
+            band_target = torch.sigmoid(
+                pool(target_claim, drop_incomplete=False) / self.temperature
+            )
         if hard:
-            input_mask = straight_through_hard(input_mask)
-            target_mask = 1.0 - input_mask
-        reg_loss, terms = self.regularization(input_mask, target_mask)
+            band_input = straight_through_hard(band_input)
+            band_target = 1.0 - band_input
+        reg_loss, terms = self.regularization(band_input, band_target)
+        num_frames = encoded_input.shape[-1]
+        input_mask = self.layout.spread(band_input, num_frames)
+        target_mask = self.layout.spread(band_target, num_frames)
         return MaskDecision(input_mask, target_mask, reg_loss, terms, attention)
 
-    def regularization(self, input_mask: Tensor, target_mask: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """(reg_loss with gradient, its terms as detached 0-d tensors)."""
+    def regularization(
+        self, input_mask: Tensor, target_mask: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """(reg_loss with gradient, its terms as detached 0-d tensors), for masks [B, K, W]."""
         # In fp32 so that the squared means stay accurate under bf16 autocast.
         input_mask, target_mask = input_mask.float(), target_mask.float()
         overlap = (input_mask * target_mask).mean()
         coverage_error = ((input_mask + target_mask - 1.0) ** 2).mean()
         imbalance = (input_mask.mean() - 0.5) ** 2 + (target_mask.mean() - 0.5) ** 2
-        temporal_diversity = 0.5 * (input_mask.var(dim=-1, unbiased=False).mean() + target_mask.var(dim=-1, unbiased=False).mean())
+        temporal_diversity = 0.5 * (
+            input_mask.var(dim=-1, unbiased=False).mean()
+            + target_mask.var(dim=-1, unbiased=False).mean()
+        )
         reg_loss = (
             self.complementarity_weight * overlap
             + self.coverage_weight * coverage_error
@@ -327,10 +376,14 @@ def self_test(agent: CreativeAgent | None = None, batch: int = 4, encoding_dim: 
     print(f"Parameters: mask generator {count_parameters(agent.mask_generator):,}, "
           f"discriminator {count_parameters(agent.discriminator):,}, total {count_parameters(agent):,}")
 
-    input_mask, target_mask, reg_loss = agent.mask_generator(encoded_input, encoded_target)
+    generator = agent.mask_generator
+    input_mask, target_mask, reg_loss = generator(encoded_input, encoded_target)
     stats = mask_statistics(input_mask, target_mask)
+    band_stats = band_mask_statistics(input_mask, target_mask, generator.layout)
+    print(f"Mask layout: {describe_layout(generator.layout)}")
     print(f"Mask regularization loss: {reg_loss.item():.6f}")
-    print(f"Complementarity: {stats['complementarity'].item() * 100:.1f}% (untrained, random latents)")
+    print(f"Complementarity: {stats['complementarity'].item() * 100:.1f}% "
+          f"(band {band_stats['band_complementarity'].item() * 100:.1f}%; untrained, random latents)")
     print(f"Coverage: {stats['coverage'].item() * 100:.1f}%")
     print(f"Balance: {stats['balance'].item():.3f}")
     expected_shape = (batch, encoding_dim, frames)

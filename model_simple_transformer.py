@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from band_layout import LAYOUT_KINDS, BandLayout, build_layout
+from codec import SAMPLE_RATE
 from complementary_masking import MASK_TYPES, complementary_masks
 from creative_agent import CreativeAgent, MaskDecision
-from mask_metrics import mask_statistics
+from mask_metrics import all_mask_statistics
 
 # Guards the per-item RMS used to scale the anti-cheating noise on silent targets.
 _RMS_EPS = 1e-5
@@ -220,6 +222,10 @@ class SimpleTransformer(nn.Module):
         hard_masks: bool = False,
         use_discriminator: bool = False,
         activation_checkpointing: bool = False,
+        mask_layout: str = "mel",
+        mask_bands: int = 24,
+        mask_window_frames: int = 9,
+        sample_rate: int = SAMPLE_RATE,
     ):
         super().__init__()
         if num_transformer_layers < 1:
@@ -232,6 +238,10 @@ class SimpleTransformer(nn.Module):
             raise ValueError("masking (creative agent or fixed mask) needs a cascade: set num_transformer_layers >= 2")
         if anti_cheating < 0:
             raise ValueError(f"anti_cheating must be >= 0, got {anti_cheating}")
+        if mask_layout not in LAYOUT_KINDS:
+            raise ValueError(
+                f"unknown mask_layout {mask_layout!r}; choose one of {', '.join(LAYOUT_KINDS)}"
+            )
         self.config = {
             "encoding_dim": encoding_dim, "nhead": nhead, "num_layers": num_layers, "dropout": dropout,
             "num_transformer_layers": num_transformer_layers, "anti_cheating": anti_cheating,
@@ -241,16 +251,23 @@ class SimpleTransformer(nn.Module):
             "agent_temporal_diversity_weight": agent_temporal_diversity_weight,
             "agent_shared_weights": agent_shared_weights, "hard_masks": hard_masks,
             "use_discriminator": use_discriminator, "activation_checkpointing": activation_checkpointing,
+            "mask_layout": mask_layout, "mask_bands": mask_bands,
+            "mask_window_frames": mask_window_frames, "sample_rate": sample_rate,
         }
         self.encoding_dim = encoding_dim
         self.anti_cheating = anti_cheating
         self.mask_type = mask_type
         self.hard_masks = hard_masks
+        # The band-window grid of the masks (agent, band_energy) and of the band figures.
+        self.mask_layout: BandLayout = build_layout(
+            mask_layout, encoding_dim, sample_rate, mask_bands, mask_window_frames
+        )
         self.creative_agent = (
             CreativeAgent(
                 encoding_dim, use_discriminator=use_discriminator, hidden_dim=agent_hidden_dim,
-                temperature=agent_temperature, temporal_diversity_weight=agent_temporal_diversity_weight,
-                shared_weights=agent_shared_weights,
+                temperature=agent_temperature,
+                temporal_diversity_weight=agent_temporal_diversity_weight,
+                shared_weights=agent_shared_weights, layout=self.mask_layout,
             )
             if use_creative_agent
             else None
@@ -271,7 +288,9 @@ class SimpleTransformer(nn.Module):
                 encoded_input, encoded_target, hard=self.hard_masks, need_weights=need_attention
             )
         if self.mask_type != "none":
-            input_mask, target_mask = complementary_masks(self.mask_type, encoded_input, encoded_target)
+            input_mask, target_mask = complementary_masks(
+                self.mask_type, encoded_input, encoded_target, layout=self.mask_layout
+            )
             return MaskDecision(input_mask, target_mask, reg_loss=None)
         return None
 
@@ -313,13 +332,16 @@ class SimpleTransformer(nn.Module):
             output = stage(torch.cat([encoded_input, output, noisy_target], dim=1), output)
         return (output, mask_reg_loss, record) if record is not None else (output, mask_reg_loss)
 
-    @staticmethod
-    def _record(decision: MaskDecision, encoded_input: Tensor, encoded_target: Tensor) -> ForwardRecord:
+    def _record(
+        self, decision: MaskDecision, encoded_input: Tensor, encoded_target: Tensor
+    ) -> ForwardRecord:
         input_mask, target_mask = decision.input_mask.detach(), decision.target_mask.detach()
         return ForwardRecord(
             input_mask=input_mask,
             target_mask=target_mask,
-            statistics=mask_statistics(input_mask, target_mask),
+            statistics=all_mask_statistics(
+                input_mask, target_mask, encoded_input, encoded_target, self.mask_layout
+            ),
             regularizer_terms=dict(decision.terms),
             attention=decision.attention,
         )

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from band_layout import BandLayout
 from creative_agent import AttentionMaskGenerator, CreativeAgent, StyleDiscriminator, self_test
-from mask_metrics import mask_statistics
+from mask_metrics import band_mask_statistics, mask_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +83,13 @@ def test_hard_masks_are_binary_complementary_and_pass_gradients():
     generator = AttentionMaskGenerator(16, hidden_dim=32)
     encoded_input, encoded_target = _latents()
     input_mask, target_mask, _ = generator(encoded_input, encoded_target, hard=True)
-    assert set(input_mask.unique().tolist()) <= {0.0, 1.0}
+    layout = generator.layout
+    # Binary band values, spread with the layout's crossfades between windows.
+    window_centres = torch.arange(layout.window_frames // 2, input_mask.shape[-1], layout.window_frames)
+    first_channels = [layout.band_of_channel.index(band) for band in range(layout.num_bands)]
+    values = input_mask[:, first_channels][..., window_centres]
+    assert set(values.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(input_mask, layout.spread(values, input_mask.shape[-1]))
     assert torch.equal(target_mask, 1 - input_mask)
     (input_mask * encoded_input).sum().backward()
     assert generator.input_mask_head[-1].weight.grad.abs().sum() > 0
@@ -185,3 +192,70 @@ def test_masks_follow_magnitude_not_the_sign_of_latents():
     input_mask, _, _ = generator(encoded_input, encoded_target)
     flipped_mask, _, _ = generator(-encoded_input, encoded_target)
     assert torch.allclose(input_mask, flipped_mask)
+
+
+def _band_channels(layout):
+    return [[c for c, b in enumerate(layout.band_of_channel) if b == band] for band in range(layout.num_bands)]
+
+
+def _comb_claims(original):
+    # The strongest possible push towards a within-band comb: alternate +5 / -5 claims per bin.
+    def claims(*args, **kwargs):
+        input_claim, target_claim, attention = original(*args, **kwargs)
+        comb = torch.where(torch.arange(input_claim.shape[1]) % 2 == 0, 5.0, -5.0)[None, :, None]
+        return input_claim + comb, target_claim - comb, attention
+    return claims
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("hard", [False, True])
+def test_agent_cannot_produce_a_within_band_comb(monkeypatch, shared, hard):
+    generator = AttentionMaskGenerator(64, hidden_dim=32, shared_weights=shared)
+    encoded_input, encoded_target = _latents(dim=64, frames=40)
+    plain = generator.decide(encoded_input, encoded_target, hard=hard)
+    monkeypatch.setattr(generator, "claims", _comb_claims(generator.claims))
+    decision = generator.decide(encoded_input, encoded_target, hard=hard)
+    layout = generator.layout
+    for mask in (decision.input_mask, decision.target_mask):
+        for channels in _band_channels(layout):
+            band = mask[:, channels]
+            assert torch.equal(band, band[:, :1].expand_as(band))  # no variation within a band
+    # Between window boundaries the mask is constant in time, too.
+    for window in range(5):
+        start, stop = window * 9 + (1 if window else 0), min(window * 9 + 8, 40)
+        inside = decision.input_mask[..., start:stop]
+        assert torch.equal(inside, inside[..., :1].expand_as(inside))
+    # The comb only moves bands of an odd number of bins; in the others it cancels out.
+    for channels in _band_channels(layout):
+        if len(channels) % 2 == 0:
+            assert torch.allclose(decision.input_mask[:, channels], plain.input_mask[:, channels], atol=1e-5)
+    # Bands of one bin follow its claim, which the comb saturates.
+    singles = [channels[0] for channels in _band_channels(layout) if len(channels) == 1]
+    assert {0, 1} <= set(singles)
+    assert torch.all(decision.input_mask[:, [c for c in singles if c % 2 == 0]] > 0.99)
+    assert torch.all(decision.input_mask[:, [c for c in singles if c % 2 == 1]] < 0.01)
+
+
+def test_regularizer_penalizes_what_the_band_figures_measure():
+    layout = BandLayout.mel(32, 24_000, window_frames=5, transition_frames=0)
+    generator = AttentionMaskGenerator(32, hidden_dim=32, temperature=0.01, layout=layout)
+    encoded_input, encoded_target = _latents(dim=32, frames=40)
+    decision = generator.decide(encoded_input, encoded_target)
+    band = band_mask_statistics(decision.input_mask, decision.target_mask, layout)
+    assert decision.terms["overlap"].item() == pytest.approx(1 - band["band_complementarity"].item(), abs=1e-6)
+    assert decision.terms["temporal_diversity"].item() == pytest.approx(band["band_temporal_diversity"].item(), abs=1e-6)
+    balance_error = (band["band_balance"].item() - 0.5) ** 2 * 2  # coverage is exactly 1 here
+    assert decision.terms["imbalance"].item() == pytest.approx(balance_error, abs=1e-6)
+
+
+def test_time_layout_masks_are_constant_over_channels():
+    generator = AttentionMaskGenerator(16, hidden_dim=32, temperature=0.01, layout=BandLayout.time(16, 4))
+    input_mask, _, _ = generator(*_latents())
+    assert torch.equal(input_mask, input_mask[:, :1].expand_as(input_mask))
+    assert input_mask.std() > 0  # still varies over windows
+
+
+def test_default_layout_is_mdct_mel_and_a_mismatched_layout_is_a_clear_error():
+    assert AttentionMaskGenerator(128, hidden_dim=32).layout == BandLayout.mel(128, 24_000)
+    with pytest.raises(ValueError, match="covers 16 channels, the latents have 32"):
+        AttentionMaskGenerator(32, hidden_dim=32, layout=BandLayout.time(16))

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from mask_metrics import METRIC_NAMES
+from band_layout import BandLayout
+from mask_metrics import METRIC_NAMES, STATISTIC_NAMES, band_mask_statistics
 from model_simple_transformer import SimpleTransformer
 
 TINY = {
@@ -168,3 +169,35 @@ def test_gradients_reach_every_parameter_through_the_cascade():
     output, mask_reg_loss = model(*_latents())
     (output.pow(2).mean() + 0.1 * mask_reg_loss).backward()
     assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0] == []
+
+
+@pytest.mark.parametrize(("options", "kind"), [({"use_creative_agent": True}, "agent"),
+                                               ({"mask_type": "band_energy"}, "fixed"),
+                                               ({"mask_type": "frequency"}, "fixed")])
+def test_record_statistics_hold_cell_band_and_alignment_figures(options, kind):
+    model = SimpleTransformer(num_transformer_layers=2, **options, **TINY).eval()
+    encoded_input, encoded_target = _latents(frames=27)
+    output, mask_reg_loss, record = model(encoded_input, encoded_target, return_record=True)
+    assert tuple(record.statistics) == STATISTIC_NAMES
+    assert all(v.dim() == 0 and not v.requires_grad and torch.isfinite(v) for v in record.statistics.values())
+    assert (mask_reg_loss is not None) == (kind == "agent") == bool(record.regularizer_terms)
+    band = band_mask_statistics(record.input_mask, record.target_mask, model.mask_layout)
+    assert all(torch.equal(band[name], record.statistics[name]) for name in band)
+    # Untrained stages pass the masked mix through: the recorded masks are the applied ones.
+    mix = encoded_input * record.input_mask + encoded_target * record.target_mask
+    assert torch.allclose(output, mix, atol=1e-6)
+
+
+def test_mask_layout_options_reach_the_agent_and_the_config():
+    model = SimpleTransformer(num_transformer_layers=2, use_creative_agent=True, mask_layout="time",
+                              mask_window_frames=4, sample_rate=16_000, **TINY)
+    assert model.mask_layout == BandLayout.time(16, window_frames=4)
+    assert model.creative_agent.mask_generator.layout is model.mask_layout
+    assert {k: model.config[k] for k in ("mask_layout", "mask_bands", "mask_window_frames", "sample_rate")} \
+        == {"mask_layout": "time", "mask_bands": 24, "mask_window_frames": 4, "sample_rate": 16_000}
+    _, _, record = model(*_latents(), return_record=True)
+    assert torch.equal(record.input_mask, record.input_mask[:, :1].expand_as(record.input_mask))
+    mel = SimpleTransformer(num_transformer_layers=2, mask_bands=8, **TINY)
+    assert mel.mask_layout == BandLayout.mel(16, 24_000, bands=8)
+    with pytest.raises(ValueError, match="unknown mask_layout 'bark'"):
+        SimpleTransformer(num_transformer_layers=2, mask_layout="bark", **TINY)
