@@ -75,12 +75,21 @@ class BandLayout:
                 f"({self.window_frames})"
             )
         bands = self.band_of_channel
-        if not bands or bands[0] != 0 or any(b - a not in (0, 1) for a, b in itertools.pairwise(bands)):
-            raise ValueError("band_of_channel must number bands 0, 1, ... in channel order, none empty")
+        if (
+            not bands
+            or bands[0] != 0
+            or any(b - a not in (0, 1) for a, b in itertools.pairwise(bands))
+        ):
+            raise ValueError(
+                "band_of_channel must number bands 0, 1, ... in channel order, none empty"
+            )
 
     @classmethod
     def mel(
-        cls, dim: int, sample_rate: int, bands: int = DEFAULT_BANDS,
+        cls,
+        dim: int,
+        sample_rate: int,
+        bands: int = DEFAULT_BANDS,
         window_frames: int = DEFAULT_WINDOW_FRAMES,
         transition_frames: int = DEFAULT_TRANSITION_FRAMES,
     ) -> BandLayout:
@@ -98,7 +107,9 @@ class BandLayout:
 
     @classmethod
     def time(
-        cls, dim: int, window_frames: int = DEFAULT_WINDOW_FRAMES,
+        cls,
+        dim: int,
+        window_frames: int = DEFAULT_WINDOW_FRAMES,
         transition_frames: int = DEFAULT_TRANSITION_FRAMES,
     ) -> BandLayout:
         """One band holding all `dim` channels: masks vary over windows only."""
@@ -181,11 +192,16 @@ class BandLayout:
     def _check_cells(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[1] != self.dim:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"expected [B, {self.dim}, T] for this {self.kind} layout, got {shape}")
+            raise ValueError(
+                f"expected [B, {self.dim}, T] for this {self.kind} layout, got {shape}"
+            )
 
 
 def build_layout(
-    kind: str, dim: int, sample_rate: int, bands: int = DEFAULT_BANDS,
+    kind: str,
+    dim: int,
+    sample_rate: int,
+    bands: int = DEFAULT_BANDS,
     window_frames: int = DEFAULT_WINDOW_FRAMES,
     transition_frames: int = DEFAULT_TRANSITION_FRAMES,
 ) -> BandLayout:
@@ -207,10 +223,13 @@ def layout_kind_for_codec(codec_name: str) -> str:
 
 
 def layout_for_codec(
-    codec_name: str, dim: int, sample_rate: int, bands: int = DEFAULT_BANDS,
+    codec_name: str,
+    dim: int,
+    sample_rate: int,
+    bands: int = DEFAULT_BANDS,
     window_frames: int = DEFAULT_WINDOW_FRAMES,
 ) -> BandLayout:
-    """The layout for a codec's latents (e.g. layout_for_codec(codec.name, codec.dim, codec.sample_rate))."""
+    """The layout for a codec's latents, e.g. (codec.name, codec.dim, codec.sample_rate)."""
     return build_layout(layout_kind_for_codec(codec_name), dim, sample_rate, bands, window_frames)
 
 
@@ -227,7 +246,7 @@ def _cached(build, cached):
 def _band_averaging(layout: BandLayout, device: torch.device, dtype: torch.dtype) -> Tensor:
     """[K, D] matrix whose row k averages the channels of band k."""
     band = torch.tensor(layout.band_of_channel, device=device)
-    membership = (band[None, :] == torch.arange(layout.num_bands, device=device)[:, None])
+    membership = band[None, :] == torch.arange(layout.num_bands, device=device)[:, None]
     membership = membership.to(torch.float32)
     return (membership / membership.sum(dim=1, keepdim=True)).to(dtype)
 
@@ -237,7 +256,10 @@ def _channel_band_index(layout: BandLayout, device: torch.device) -> Tensor:
 
 
 def _frame_interpolation(
-    window_frames: int, transition_frames: int, num_frames: int, device: torch.device,
+    window_frames: int,
+    transition_frames: int,
+    num_frames: int,
+    device: torch.device,
     dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per frame: (window, next window, weight of the next window), each [T].
@@ -293,4 +315,3 @@ def describe_layout(layout: BandLayout, frame_rate: float | None = None) -> str:
     if layout.kind == "time":
         return f"time: all {layout.dim} channels as one band, windows of {window}"
     return f"mel: {layout.num_bands} bands over {layout.dim} channels, windows of {window}"
-

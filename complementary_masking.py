@@ -44,9 +44,10 @@ _DESCRIPTIONS = {
     "none": "no masking: both masks are all ones (input and target are blended, not complementary)",
     "temporal": "alternating time segments: input keeps segments 0,2,4,..., target the others, "
     "with short linear crossfades at the boundaries",
-    "frequency": "frequency split: input keeps the low freq_split_ratio of channels, target the rest",
-    "spectral": "fixed random channel split (seeded): input keeps channel_keep_ratio of the channels, "
+    "frequency": "frequency split: input keeps the low freq_split_ratio of channels, "
     "target the rest",
+    "spectral": "fixed random channel split (seeded): input keeps channel_keep_ratio of the "
+    "channels, target the rest",
     "energy": "content-dependent: input keeps its high-energy frames (above the energy_threshold "
     "quantile), target keeps the other frames",
     "hybrid": "time-frequency checkerboard: in the input's segments input keeps the low band and "
@@ -89,7 +90,11 @@ class MaskOptions:
             )
         for name in ("freq_split_ratio", "channel_keep_ratio", "energy_threshold"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < value < 1.0:
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not 0.0 < value < 1.0
+            ):
                 raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
         a = self.attenuation
         if not isinstance(a, (int, float)) or isinstance(a, bool) or not 0.0 <= a < 1.0:
@@ -210,7 +215,9 @@ def _static_masks(
             target_keep = 1.0 - input_keep
         input_mask = _soften(input_keep, opts.attenuation).to(device, dtype).contiguous()[None]
         target_mask = _soften(target_keep, opts.attenuation).to(device, dtype).contiguous()[None]
-    logger.debug("built %s masks D=%d T=%d on %s (%s)", mask_type, num_channels, num_frames, device, dtype)
+    logger.debug(
+        "built %s masks D=%d T=%d on %s (%s)", mask_type, num_channels, num_frames, device, dtype
+    )
     return input_mask, target_mask
 
 
@@ -247,22 +254,33 @@ def _band_energy_masks(
 
 def _check_latents(encoded_input: Tensor, encoded_target: Tensor | None) -> None:
     if not isinstance(encoded_input, Tensor) or encoded_input.dim() != 3:
-        shape = tuple(encoded_input.shape) if isinstance(encoded_input, Tensor) else type(encoded_input)
+        shape = (
+            tuple(encoded_input.shape) if isinstance(encoded_input, Tensor) else type(encoded_input)
+        )
         raise ValueError(f"encoded_input must be a [B, D, T] tensor, got {shape}")
     if encoded_target is not None and (
         not isinstance(encoded_target, Tensor) or encoded_target.shape != encoded_input.shape
     ):
-        shape = tuple(encoded_target.shape) if isinstance(encoded_target, Tensor) else type(encoded_target)
+        shape = (
+            tuple(encoded_target.shape)
+            if isinstance(encoded_target, Tensor)
+            else type(encoded_target)
+        )
         raise ValueError(
-            f"encoded_target must have the shape of encoded_input {tuple(encoded_input.shape)}, got {shape}"
+            f"encoded_target must have the shape of encoded_input {tuple(encoded_input.shape)}, "
+            f"got {shape}"
         )
     if not encoded_input.is_floating_point():
         raise ValueError(f"latents must be floating point, got {encoded_input.dtype}")
 
 
 def complementary_masks(
-    mask_type: str, encoded_input: Tensor, encoded_target: Tensor | None = None, *,
-    layout: BandLayout | None = None, **options: object,
+    mask_type: str,
+    encoded_input: Tensor,
+    encoded_target: Tensor | None = None,
+    *,
+    layout: BandLayout | None = None,
+    **options: object,
 ) -> tuple[Tensor, Tensor]:
     """Masks (input_mask, target_mask) for a pair of latents [B, D, T].
 
@@ -295,8 +313,12 @@ def complementary_masks(
 
 
 def apply_complementary_mask(
-    encoded_input: Tensor, encoded_target: Tensor, mask_type: str = "temporal", *,
-    layout: BandLayout | None = None, **options: object,
+    encoded_input: Tensor,
+    encoded_target: Tensor,
+    mask_type: str = "temporal",
+    *,
+    layout: BandLayout | None = None,
+    **options: object,
 ) -> tuple[Tensor, Tensor]:
     """Seed-era API: (encoded_input * input_mask, encoded_target * target_mask), both [B, D, T]."""
     if encoded_target is None:

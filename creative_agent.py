@@ -43,7 +43,9 @@ class CrossAttention(nn.Module):
     def __init__(self, hidden_dim: int, num_heads: int):
         super().__init__()
         if hidden_dim % num_heads != 0:
-            raise ValueError(f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})")
+            raise ValueError(
+                f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})"
+            )
         self.num_heads = num_heads
         self.query = nn.Linear(hidden_dim, hidden_dim)
         self.key_value = nn.Linear(hidden_dim, 2 * hidden_dim)
@@ -53,7 +55,9 @@ class CrossAttention(nn.Module):
         batch, frames, hidden = x.shape
         return x.view(batch, frames, self.num_heads, hidden // self.num_heads).transpose(1, 2)
 
-    def forward(self, query: Tensor, context: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, query: Tensor, context: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         q = self._split_heads(self.query(query))
         k, v = (self._split_heads(t) for t in self.key_value(context).chunk(2, dim=-1))
         weights = None
@@ -221,7 +225,10 @@ class AttentionMaskGenerator(nn.Module):
         return decision.input_mask, decision.target_mask, decision.reg_loss
 
     def decide(
-        self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False,
+        self,
+        encoded_input: Tensor,
+        encoded_target: Tensor,
+        hard: bool = False,
         need_weights: bool = False,
     ) -> MaskDecision:
         """Masks, regularizer and its terms (and the attention map if need_weights) for a pair.
@@ -299,7 +306,11 @@ class StyleDiscriminator(nn.Module):
             nn.LeakyReLU(0.2),
         )
         self.real_fake_head = nn.Conv1d(hidden_dim, 1, kernel_size=3, padding=1)
-        self.style_head = nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim // 2), nn.LeakyReLU(0.2), nn.Linear(hidden_dim // 2, 1))
+        self.style_head = nn.Sequential(
+            nn.Linear(2 * hidden_dim, hidden_dim // 2),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden_dim // 2, 1),
+        )
 
     def forward(self, pattern: Tensor) -> tuple[Tensor, Tensor]:
         """Return (real_fake_logit [B], style_logit [B])."""
@@ -307,7 +318,9 @@ class StyleDiscriminator(nn.Module):
         real_fake_logit = self.real_fake_head(features).mean(dim=(1, 2))
         # Statistics in fp32: a variance in bf16 loses most of its digits.
         features = features.float()
-        statistics = torch.cat([features.mean(dim=-1), features.std(dim=-1, unbiased=False)], dim=-1)
+        statistics = torch.cat(
+            [features.mean(dim=-1), features.std(dim=-1, unbiased=False)], dim=-1
+        )
         style_logit = self.style_head(statistics.to(self.style_head[0].weight.dtype)).squeeze(-1)
         return real_fake_logit, style_logit
 
@@ -317,26 +330,46 @@ def adversarial_bce(logits: tuple[Tensor, ...], is_real: bool) -> Tensor:
     total = torch.zeros((), device=logits[0].device)
     for logit in logits:
         logit = logit.float()
-        total = total + F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, 1.0 if is_real else 0.0))
+        total = total + F.binary_cross_entropy_with_logits(
+            logit, torch.full_like(logit, 1.0 if is_real else 0.0)
+        )
     return total
 
 
 class CreativeAgent(nn.Module):
     """The mask generator plus (optionally) the style discriminator."""
 
-    def __init__(self, encoding_dim: int, use_discriminator: bool = True, hidden_dim: int = 256, num_heads: int = 4, **mask_options):
+    def __init__(
+        self,
+        encoding_dim: int,
+        use_discriminator: bool = True,
+        hidden_dim: int = 256,
+        num_heads: int = 4,
+        **mask_options,
+    ):
         super().__init__()
-        self.mask_generator = AttentionMaskGenerator(encoding_dim, hidden_dim, num_heads, **mask_options)
-        self.discriminator = StyleDiscriminator(encoding_dim, hidden_dim) if use_discriminator else None
+        self.mask_generator = AttentionMaskGenerator(
+            encoding_dim, hidden_dim, num_heads, **mask_options
+        )
+        self.discriminator = (
+            StyleDiscriminator(encoding_dim, hidden_dim) if use_discriminator else None
+        )
 
-    def generate_creative_masks(self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    def generate_creative_masks(
+        self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Return (masked_input, masked_target, reg_loss)."""
-        input_mask, target_mask, reg_loss = self.mask_generator(encoded_input, encoded_target, hard=hard)
+        input_mask, target_mask, reg_loss = self.mask_generator(
+            encoded_input, encoded_target, hard=hard
+        )
         return encoded_input * input_mask, encoded_target * target_mask, reg_loss
 
     def _require_discriminator(self) -> StyleDiscriminator:
         if self.discriminator is None:
-            raise RuntimeError("this CreativeAgent was built with use_discriminator=False; build it with use_discriminator=True for adversarial training")
+            raise RuntimeError(
+                "this CreativeAgent was built with use_discriminator=False; build it with "
+                "use_discriminator=True for adversarial training"
+            )
         return self.discriminator
 
     def judge_quality(self, pattern: Tensor) -> tuple[Tensor, Tensor]:
@@ -352,7 +385,9 @@ class CreativeAgent(nn.Module):
         """
         discriminator = self._require_discriminator()
         generator_loss = adversarial_bce(discriminator(fake), is_real=True)
-        discriminator_loss = adversarial_bce(discriminator(real), is_real=True) + adversarial_bce(discriminator(fake.detach()), is_real=False)
+        discriminator_loss = adversarial_bce(discriminator(real), is_real=True) + adversarial_bce(
+            discriminator(fake.detach()), is_real=False
+        )
         return generator_loss, discriminator_loss
 
 
@@ -360,7 +395,13 @@ def count_parameters(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-def self_test(agent: CreativeAgent | None = None, batch: int = 4, encoding_dim: int = 128, frames: int = 300, seed: int = 0) -> list[str]:
+def self_test(
+    agent: CreativeAgent | None = None,
+    batch: int = 4,
+    encoding_dim: int = 128,
+    frames: int = 300,
+    seed: int = 0,
+) -> list[str]:
     """Run the checks of `python creative_agent.py`; print the figures, return the failures."""
     torch.manual_seed(seed)
     agent = agent if agent is not None else CreativeAgent(encoding_dim, use_discriminator=True)
@@ -373,8 +414,11 @@ def self_test(agent: CreativeAgent | None = None, batch: int = 4, encoding_dim: 
         if not condition:
             failures.append(message)
 
-    print(f"Parameters: mask generator {count_parameters(agent.mask_generator):,}, "
-          f"discriminator {count_parameters(agent.discriminator):,}, total {count_parameters(agent):,}")
+    print(
+        f"Parameters: mask generator {count_parameters(agent.mask_generator):,}, "
+        f"discriminator {count_parameters(agent.discriminator):,}, "
+        f"total {count_parameters(agent):,}"
+    )
 
     generator = agent.mask_generator
     input_mask, target_mask, reg_loss = generator(encoded_input, encoded_target)
@@ -382,27 +426,51 @@ def self_test(agent: CreativeAgent | None = None, batch: int = 4, encoding_dim: 
     band_stats = band_mask_statistics(input_mask, target_mask, generator.layout)
     print(f"Mask layout: {describe_layout(generator.layout)}")
     print(f"Mask regularization loss: {reg_loss.item():.6f}")
-    print(f"Complementarity: {stats['complementarity'].item() * 100:.1f}% "
-          f"(band {band_stats['band_complementarity'].item() * 100:.1f}%; untrained, random latents)")
+    print(
+        f"Complementarity: {stats['complementarity'].item() * 100:.1f}% "
+        f"(band {band_stats['band_complementarity'].item() * 100:.1f}%; untrained, random latents)"
+    )
     print(f"Coverage: {stats['coverage'].item() * 100:.1f}%")
     print(f"Balance: {stats['balance'].item():.3f}")
     expected_shape = (batch, encoding_dim, frames)
-    check(tuple(input_mask.shape) == expected_shape and tuple(target_mask.shape) == expected_shape, f"mask shapes {tuple(input_mask.shape)}, {tuple(target_mask.shape)} != {expected_shape}")
+    check(
+        tuple(input_mask.shape) == expected_shape and tuple(target_mask.shape) == expected_shape,
+        f"mask shapes {tuple(input_mask.shape)}, {tuple(target_mask.shape)} != {expected_shape}",
+    )
     for name, mask in (("input_mask", input_mask), ("target_mask", target_mask)):
         check(bool(torch.isfinite(mask).all()), f"{name} has non-finite values")
         check(bool(((mask >= 0) & (mask <= 1)).all()), f"{name} leaves [0, 1]")
     check(bool(torch.isfinite(reg_loss)), f"regularization loss is not finite: {reg_loss.item()}")
 
     masked_input, masked_target, _ = agent.generate_creative_masks(encoded_input, encoded_target)
-    check(masked_input.shape == encoded_input.shape and masked_target.shape == encoded_target.shape, "masked latents change shape")
+    check(
+        masked_input.shape == encoded_input.shape and masked_target.shape == encoded_target.shape,
+        "masked latents change shape",
+    )
     total = reg_loss
     if agent.discriminator is not None:
         real_fake_score, style_score = agent.judge_quality(encoded_target)
-        print(f"Discriminator scores: real/fake {real_fake_score.mean().item():.3f}, style {style_score.mean().item():.3f}")
-        check(tuple(real_fake_score.shape) == (batch,) and tuple(style_score.shape) == (batch,), "discriminator scores are not [B]")
-        generator_loss, discriminator_loss = agent.adversarial_loss(masked_input + masked_target, encoded_target)
-        print(f"Adversarial losses: generator {generator_loss.item():.4f}, discriminator {discriminator_loss.item():.4f}")
-        for name, value in (("real/fake score", real_fake_score), ("style score", style_score), ("generator loss", generator_loss), ("discriminator loss", discriminator_loss)):
+        print(
+            f"Discriminator scores: real/fake {real_fake_score.mean().item():.3f}, "
+            f"style {style_score.mean().item():.3f}"
+        )
+        check(
+            tuple(real_fake_score.shape) == (batch,) and tuple(style_score.shape) == (batch,),
+            "discriminator scores are not [B]",
+        )
+        generator_loss, discriminator_loss = agent.adversarial_loss(
+            masked_input + masked_target, encoded_target
+        )
+        print(
+            f"Adversarial losses: generator {generator_loss.item():.4f}, "
+            f"discriminator {discriminator_loss.item():.4f}"
+        )
+        for name, value in (
+            ("real/fake score", real_fake_score),
+            ("style score", style_score),
+            ("generator loss", generator_loss),
+            ("discriminator loss", discriminator_loss),
+        ):
             check(bool(torch.isfinite(value).all()), f"{name} is not finite")
         total = total + generator_loss + discriminator_loss
 
@@ -410,7 +478,11 @@ def self_test(agent: CreativeAgent | None = None, batch: int = 4, encoding_dim: 
     total.backward()
     missing = [name for name, p in agent.named_parameters() if p.grad is None]
     grads = [p.grad for p in agent.parameters() if p.grad is not None]
-    grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else torch.tensor(0.0)
+    grad_norm = (
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if grads
+        else torch.tensor(0.0)
+    )
     print(f"Gradient norm: {grad_norm.item():.6f}")
     check(not missing, f"parameters without gradient: {', '.join(missing[:5])}")
     check(bool(torch.isfinite(grad_norm)), "gradient norm is not finite")

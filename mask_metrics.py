@@ -24,9 +24,9 @@ P(input_mask) - 0.5 and log(P(z_input^2) + eps) - log(P(z_target^2) + eps), aver
 when the loudness difference is two-valued: for a binary mask and a continuous, Gaussian-like
 difference the ceiling is the point-biserial sqrt(2 / pi) ~ 0.80), 0 for masks unrelated to
 loudness and for a constant mask (standard deviation < 1e-6, e.g. a 50/50 blend: the correlation
-is undefined there), -1 when the quieter song keeps every band-window. eps is 1e-4 times the pair's mean band energy (40 dB down), so that digital
-silence in one song does not dominate the correlation and the figure does not depend on the
-latents' scale.
+is undefined there), -1 when the quieter song keeps every band-window. eps is 1e-4 times the
+pair's mean band energy (40 dB down), so that digital silence in one song does not dominate the
+correlation and the figure does not depend on the latents' scale.
 
 Every value is a detached fp32 0-d tensor so that callers decide when to synchronise with the
 host (logging intervals only).
@@ -88,7 +88,8 @@ def _figures(input_mask: Tensor, target_mask: Tensor) -> dict[str, Tensor]:
         "complementarity": 1.0 - (input_mask * target_mask).mean(),
         "coverage": input_mean + target_mean,
         "balance": input_mean / (input_mean + target_mean).clamp_min(_EPS),
-        "temporal_diversity": 0.5 * (_temporal_diversity(input_mask) + _temporal_diversity(target_mask)),
+        "temporal_diversity": 0.5
+        * (_temporal_diversity(input_mask) + _temporal_diversity(target_mask)),
         "pair_diversity": 0.5 * (_pair_diversity(input_mask) + _pair_diversity(target_mask)),
     }
 
@@ -130,16 +131,25 @@ def content_alignment(
             f"{tuple(encoded_target.shape)}"
         )
     batch = encoded_input.shape[0]
-    if input_mask.dim() != 3 or input_mask.shape[0] not in (1, batch) \
-            or input_mask.shape[1:] != encoded_input.shape[1:]:
+    if (
+        input_mask.dim() != 3
+        or input_mask.shape[0] not in (1, batch)
+        or input_mask.shape[1:] != encoded_input.shape[1:]
+    ):
         raise ValueError(
-            f"input_mask {tuple(input_mask.shape)} does not fit latents {tuple(encoded_input.shape)}"
+            f"input_mask {tuple(input_mask.shape)} does not fit latents "
+            f"{tuple(encoded_input.shape)}"
         )
     mask = layout.pool(input_mask.detach().float(), drop_incomplete=True) - 0.5
     input_energy = layout.pool(encoded_input.detach().float().square(), drop_incomplete=True)
     target_energy = layout.pool(encoded_target.detach().float().square(), drop_incomplete=True)
-    floor = _RELATIVE_ENERGY_FLOOR * 0.5 * (
-        input_energy.mean(dim=(1, 2), keepdim=True) + target_energy.mean(dim=(1, 2), keepdim=True)
+    floor = (
+        _RELATIVE_ENERGY_FLOOR
+        * 0.5
+        * (
+            input_energy.mean(dim=(1, 2), keepdim=True)
+            + target_energy.mean(dim=(1, 2), keepdim=True)
+        )
     )
     floor = floor.clamp_min(torch.finfo(torch.float32).tiny)
     louder = torch.log(input_energy + floor) - torch.log(target_energy + floor)
@@ -158,7 +168,10 @@ def content_alignment(
 
 @torch.no_grad()
 def all_mask_statistics(
-    input_mask: Tensor, target_mask: Tensor, encoded_input: Tensor, encoded_target: Tensor,
+    input_mask: Tensor,
+    target_mask: Tensor,
+    encoded_input: Tensor,
+    encoded_target: Tensor,
     layout: BandLayout,
 ) -> dict[str, Tensor]:
     """Every statistic of STATISTIC_NAMES: band figures, content_alignment, cell figures."""

@@ -30,10 +30,15 @@ _RMS_EPS = 1e-5
 
 
 @lru_cache(maxsize=32)
-def _sinusoidal_table(frames: int, channels: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+def _sinusoidal_table(
+    frames: int, channels: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
     """[frames, channels] sinusoidal positions, computed for any length (no cap) and cached."""
     position = torch.arange(frames, dtype=torch.float32, device=device)[:, None]
-    frequency = torch.exp(torch.arange(0, channels, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / channels))
+    frequency = torch.exp(
+        torch.arange(0, channels, 2, dtype=torch.float32, device=device)
+        * (-math.log(10000.0) / channels)
+    )
     table = torch.zeros(frames, channels, device=device)
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency[: channels // 2])
@@ -53,7 +58,9 @@ def _cpu_keep_mask(shape: torch.Size, p: float) -> Tensor:
     torch.manual_seed fixes the masks and activation checkpointing, which replays torch's RNG
     state, recomputes the same ones.
     """
-    with torch.profiler.record_function("fast_dropout::keep_mask"):  # numpy work, invisible to the profiler otherwise
+    with torch.profiler.record_function(
+        "fast_dropout::keep_mask"
+    ):  # numpy work, invisible to the profiler otherwise
         return _draw_keep_mask(shape, p)
 
 
@@ -61,7 +68,8 @@ def _draw_keep_mask(shape: torch.Size, p: float) -> Tensor:
     count = math.prod(shape)
     seed = int(torch.randint(0, 2**62, (1,)).item())  # CPU tensor: no device sync
     generator = np.random.SFC64(seed)
-    # Each int32 half-word is uniform on [-2**31, 2**31): P(word < threshold) = round(p * 2**32) / 2**32.
+    # Each int32 half-word is uniform on [-2**31, 2**31):
+    # P(word < threshold) = round(p * 2**32) / 2**32.
     threshold = round(p * 2**32) - 2**31
     keep = torch.empty(count, dtype=torch.bool)
     keep_array = keep.numpy()
@@ -126,16 +134,31 @@ class EncoderLayer(nn.TransformerEncoderLayer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.dropout, self.dropout1, self.dropout2 = (FastDropout(m.p) for m in (self.dropout, self.dropout1, self.dropout2))
+        self.dropout, self.dropout1, self.dropout2 = (
+            FastDropout(m.p) for m in (self.dropout, self.dropout1, self.dropout2)
+        )
 
-    def _sa_block(self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool = False) -> Tensor:
+    def _sa_block(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        is_causal: bool = False,
+    ) -> Tensor:
         attention = self.self_attn
-        if attn_mask is not None or key_padding_mask is not None or is_causal or not attention._qkv_same_embed_dim:
+        if (
+            attn_mask is not None
+            or key_padding_mask is not None
+            or is_causal
+            or not attention._qkv_same_embed_dim
+        ):
             return super()._sa_block(x, attn_mask, key_padding_mask, is_causal)
         batch, frames, width = x.shape
         heads = attention.num_heads
         qkv = F.linear(x, attention.in_proj_weight, attention.in_proj_bias)
-        q, k, v = qkv.view(batch, frames, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, T, hd]
+        q, k, v = (
+            qkv.view(batch, frames, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        )  # [B, H, T, hd]
         p = attention.dropout if self.training else 0.0
         if p > 0.0 and x.device.type == "cpu" and not torch.compiler.is_compiling():
             # PyTorch's fused CPU attention has no dropout (it would take the math path anyway).
@@ -150,14 +173,27 @@ class EncoderLayer(nn.TransformerEncoderLayer):
 class CascadeStage(nn.Module):
     """Positional encoding, LayerNorm, TransformerEncoder, LayerNorm, projection to D, residual."""
 
-    def __init__(self, in_channels: int, out_channels: int, nhead: int, num_layers: int, dropout: float, dim_feedforward: int,
-                 activation_checkpointing: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        nhead: int,
+        num_layers: int,
+        dropout: float,
+        dim_feedforward: int,
+        activation_checkpointing: bool = False,
+    ):
         super().__init__()
         self.activation_checkpointing = activation_checkpointing
         if in_channels % nhead != 0:
-            raise ValueError(f"a stage with {in_channels} input channels cannot be split into nhead={nhead} attention heads")
+            raise ValueError(
+                f"a stage with {in_channels} input channels cannot be split into nhead={nhead} "
+                "attention heads"
+            )
         self.input_norm = nn.LayerNorm(in_channels)
-        layer = EncoderLayer(in_channels, nhead, dim_feedforward, dropout, activation="gelu", batch_first=True)
+        layer = EncoderLayer(
+            in_channels, nhead, dim_feedforward, dropout, activation="gelu", batch_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.output_norm = nn.LayerNorm(in_channels)
         self.projection = nn.Linear(in_channels, out_channels)
@@ -170,8 +206,11 @@ class CascadeStage(nn.Module):
     def forward(self, stage_input: Tensor, residual: Tensor) -> Tensor:
         """stage_input [B, C, T], residual [B, D, T] -> [B, D, T]."""
         hidden = stage_input.transpose(1, 2)
-        # torch.compile traces the table into the graph itself (it warns about, and ignores, the cache).
-        table = _sinusoidal_table.__wrapped__ if torch.compiler.is_compiling() else _sinusoidal_table
+        # torch.compile traces the table into the graph itself (it warns about, and ignores, the
+        # cache).
+        table = (
+            _sinusoidal_table.__wrapped__ if torch.compiler.is_compiling() else _sinusoidal_table
+        )
         hidden = hidden + table(hidden.shape[1], hidden.shape[2], hidden.device, hidden.dtype)
         hidden = self.input_norm(hidden)
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
@@ -229,13 +268,22 @@ class SimpleTransformer(nn.Module):
     ):
         super().__init__()
         if num_transformer_layers < 1:
-            raise ValueError(f"num_transformer_layers must be at least 1, got {num_transformer_layers}")
+            raise ValueError(
+                f"num_transformer_layers must be at least 1, got {num_transformer_layers}"
+            )
         if mask_type not in MASK_TYPES:
-            raise ValueError(f"unknown mask_type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
+            raise ValueError(
+                f"unknown mask_type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}"
+            )
         if use_creative_agent and mask_type != "none":
-            raise ValueError(f"use either the creative agent or a fixed mask (mask_type={mask_type!r}), not both")
+            raise ValueError(
+                f"use either the creative agent or a fixed mask (mask_type={mask_type!r}), not both"
+            )
         if (use_creative_agent or mask_type != "none") and num_transformer_layers < 2:
-            raise ValueError("masking (creative agent or fixed mask) needs a cascade: set num_transformer_layers >= 2")
+            raise ValueError(
+                "masking (creative agent or fixed mask) needs a cascade: "
+                "set num_transformer_layers >= 2"
+            )
         if anti_cheating < 0:
             raise ValueError(f"anti_cheating must be >= 0, got {anti_cheating}")
         if mask_layout not in LAYOUT_KINDS:
@@ -243,16 +291,26 @@ class SimpleTransformer(nn.Module):
                 f"unknown mask_layout {mask_layout!r}; choose one of {', '.join(LAYOUT_KINDS)}"
             )
         self.config = {
-            "encoding_dim": encoding_dim, "nhead": nhead, "num_layers": num_layers, "dropout": dropout,
-            "num_transformer_layers": num_transformer_layers, "anti_cheating": anti_cheating,
-            "use_creative_agent": use_creative_agent, "mask_type": mask_type,
-            "dim_feedforward": dim_feedforward, "agent_hidden_dim": agent_hidden_dim,
+            "encoding_dim": encoding_dim,
+            "nhead": nhead,
+            "num_layers": num_layers,
+            "dropout": dropout,
+            "num_transformer_layers": num_transformer_layers,
+            "anti_cheating": anti_cheating,
+            "use_creative_agent": use_creative_agent,
+            "mask_type": mask_type,
+            "dim_feedforward": dim_feedforward,
+            "agent_hidden_dim": agent_hidden_dim,
             "agent_temperature": agent_temperature,
             "agent_temporal_diversity_weight": agent_temporal_diversity_weight,
-            "agent_shared_weights": agent_shared_weights, "hard_masks": hard_masks,
-            "use_discriminator": use_discriminator, "activation_checkpointing": activation_checkpointing,
-            "mask_layout": mask_layout, "mask_bands": mask_bands,
-            "mask_window_frames": mask_window_frames, "sample_rate": sample_rate,
+            "agent_shared_weights": agent_shared_weights,
+            "hard_masks": hard_masks,
+            "use_discriminator": use_discriminator,
+            "activation_checkpointing": activation_checkpointing,
+            "mask_layout": mask_layout,
+            "mask_bands": mask_bands,
+            "mask_window_frames": mask_window_frames,
+            "sample_rate": sample_rate,
         }
         self.encoding_dim = encoding_dim
         self.anti_cheating = anti_cheating
@@ -264,16 +322,34 @@ class SimpleTransformer(nn.Module):
         )
         self.creative_agent = (
             CreativeAgent(
-                encoding_dim, use_discriminator=use_discriminator, hidden_dim=agent_hidden_dim,
+                encoding_dim,
+                use_discriminator=use_discriminator,
+                hidden_dim=agent_hidden_dim,
                 temperature=agent_temperature,
                 temporal_diversity_weight=agent_temporal_diversity_weight,
-                shared_weights=agent_shared_weights, layout=self.mask_layout,
+                shared_weights=agent_shared_weights,
+                layout=self.mask_layout,
             )
             if use_creative_agent
             else None
         )
-        stage_channels = [encoding_dim] if num_transformer_layers == 1 else [2 * encoding_dim] + [3 * encoding_dim] * (num_transformer_layers - 1)
-        self.stages = nn.ModuleList(CascadeStage(c, encoding_dim, nhead, num_layers, dropout, dim_feedforward, activation_checkpointing) for c in stage_channels)
+        stage_channels = (
+            [encoding_dim]
+            if num_transformer_layers == 1
+            else [2 * encoding_dim] + [3 * encoding_dim] * (num_transformer_layers - 1)
+        )
+        self.stages = nn.ModuleList(
+            CascadeStage(
+                c,
+                encoding_dim,
+                nhead,
+                num_layers,
+                dropout,
+                dim_feedforward,
+                activation_checkpointing,
+            )
+            for c in stage_channels
+        )
 
     @property
     def num_stages(self) -> int:
@@ -282,7 +358,7 @@ class SimpleTransformer(nn.Module):
     def compute_masks(
         self, encoded_input: Tensor, encoded_target: Tensor, need_attention: bool = False
     ) -> MaskDecision | None:
-        """The masks for this pair (reg_loss None for fixed masks), or None when nothing is masked."""
+        """The masks for this pair (reg_loss None for fixed masks); None when nothing is masked."""
         if self.creative_agent is not None:
             return self.creative_agent.mask_generator.decide(
                 encoded_input, encoded_target, hard=self.hard_masks, need_weights=need_attention
@@ -297,26 +373,46 @@ class SimpleTransformer(nn.Module):
     def _with_anti_cheating_noise(self, target: Tensor) -> Tensor:
         if not (self.training and self.anti_cheating > 0):
             return target
-        rms = target.detach().float().pow(2).mean(dim=(1, 2), keepdim=True).add(_RMS_EPS**2).sqrt().to(target.dtype)
+        rms = (
+            target.detach()
+            .float()
+            .pow(2)
+            .mean(dim=(1, 2), keepdim=True)
+            .add(_RMS_EPS**2)
+            .sqrt()
+            .to(target.dtype)
+        )
         return target + self.anti_cheating * rms * torch.randn_like(target)
 
     def forward(
-        self, encoded_input: Tensor, encoded_target: Tensor | None = None, *,
-        return_record: bool = False, need_attention: bool = False,
+        self,
+        encoded_input: Tensor,
+        encoded_target: Tensor | None = None,
+        *,
+        return_record: bool = False,
+        need_attention: bool = False,
     ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, ForwardRecord]:
         """(output latents [B, D, T], mask_reg_loss or None), plus a ForwardRecord when
         return_record=True. The record's statistics are only computed when it is asked for."""
         if encoded_input.dim() != 3 or encoded_input.shape[1] != self.encoding_dim:
-            raise ValueError(f"expected input latents [B, {self.encoding_dim}, T], got {tuple(encoded_input.shape)}")
+            raise ValueError(
+                f"expected input latents [B, {self.encoding_dim}, T], "
+                f"got {tuple(encoded_input.shape)}"
+            )
         if self.num_stages == 1:
             output = self.stages[0](encoded_input, encoded_input)
             return (output, None, ForwardRecord()) if return_record else (output, None)
         if encoded_target is None:
             raise ValueError("a cascade model (num_transformer_layers >= 2) needs encoded_target")
         if encoded_target.shape != encoded_input.shape:
-            raise ValueError(f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs {tuple(encoded_target.shape)}")
+            raise ValueError(
+                f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs "
+                f"{tuple(encoded_target.shape)}"
+            )
 
-        decision = self.compute_masks(encoded_input, encoded_target, need_attention and return_record)
+        decision = self.compute_masks(
+            encoded_input, encoded_target, need_attention and return_record
+        )
         record = ForwardRecord() if return_record else None
         mask_reg_loss = None
         if decision is not None:
@@ -326,7 +422,9 @@ class SimpleTransformer(nn.Module):
             encoded_input = encoded_input * decision.input_mask
             encoded_target = encoded_target * decision.target_mask
 
-        output = self.stages[0](torch.cat([encoded_input, encoded_target], dim=1), encoded_input + encoded_target)
+        output = self.stages[0](
+            torch.cat([encoded_input, encoded_target], dim=1), encoded_input + encoded_target
+        )
         for stage in self.stages[1:]:
             noisy_target = self._with_anti_cheating_noise(encoded_target)
             output = stage(torch.cat([encoded_input, output, noisy_target], dim=1), output)

@@ -75,7 +75,9 @@ def test_pool_undoes_spread_without_transitions(num_frames):
     assert cells.shape == (2, 64, num_frames)
     assert torch.allclose(layout.pool(cells, drop_incomplete=False), values, atol=1e-6)
     # ... and spread undoes pool for masks that are constant per band-window.
-    assert torch.allclose(layout.spread(layout.pool(cells, drop_incomplete=False), num_frames), cells)
+    assert torch.allclose(
+        layout.spread(layout.pool(cells, drop_incomplete=False), num_frames), cells
+    )
 
 
 def test_spread_crossfades_linearly_at_inner_window_boundaries_only():
@@ -121,7 +123,10 @@ def test_codec_layouts_and_descriptions():
     assert mdct == BandLayout.mel(128, 24_000)
     assert layout_for_codec("encodec", 128, 24_000, window_frames=4) == BandLayout.time(128, 4)
     assert build_layout("time", 8, 24_000).num_bands == 1
-    assert describe_layout(mdct, 187.5) == "mel: 24 bands over 128 channels, windows of 9 frames (48 ms)"
+    assert (
+        describe_layout(mdct, 187.5)
+        == "mel: 24 bands over 128 channels, windows of 9 frames (48 ms)"
+    )
     assert hash(mdct) == hash(BandLayout.mel(128, 24_000))
 
 

@@ -207,7 +207,9 @@ def test_bad_options_raise_one_line(options: dict) -> None:
 
 def test_bad_type_and_shapes_raise() -> None:
     x, y = latents(frames=20)
-    with pytest.raises(ValueError, match="valid: none, temporal, frequency, spectral, energy, hybrid, band_energy"):
+    with pytest.raises(
+        ValueError, match="valid: none, temporal, frequency, spectral, energy, hybrid, band_energy"
+    ):
         complementary_masks("random", x, y)
     with pytest.raises(ValueError):
         describe_mask("bogus")
@@ -217,7 +219,9 @@ def test_bad_type_and_shapes_raise() -> None:
         complementary_masks("temporal", x[0], y[0])
 
 
-def _louder_in(pattern: torch.Tensor, frames: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def _louder_in(
+    pattern: torch.Tensor, frames: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents [B, D, T] where the input is 10x louder in the band-windows where pattern is True."""
     g = torch.Generator().manual_seed(seed)
     louder = LAYOUT.spread(pattern.float(), frames) > 0.5

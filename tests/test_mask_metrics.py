@@ -66,7 +66,9 @@ def test_a_blend_and_a_shared_mask():
     # A [1, D, T] mask gives the figures of its expansion to the batch (pair diversity 0).
     input_mask = torch.rand(1, 128, 45)
     shared = band_mask_statistics(input_mask, 1 - input_mask, MDCT)
-    expanded = band_mask_statistics(input_mask.expand(3, -1, -1), 1 - input_mask.expand(3, -1, -1), MDCT)
+    expanded = band_mask_statistics(
+        input_mask.expand(3, -1, -1), 1 - input_mask.expand(3, -1, -1), MDCT
+    )
     for name in BAND_METRIC_NAMES:
         assert shared[name].item() == pytest.approx(expanded[name].item(), abs=1e-6)
 
@@ -98,7 +100,7 @@ def test_content_alignment_is_one_for_band_energy_and_zero_for_a_blend():
     assert content_alignment(1 - input_mask, encoded_input, encoded_target, MDCT).item() < -0.97
     blend = torch.full((1, 128, 90), 0.5)
     assert content_alignment(blend, encoded_input, encoded_target, MDCT).item() == 0.0
-    unrelated = (torch.rand(3, MDCT.num_bands, 10, generator=torch.Generator().manual_seed(1)) < 0.5)
+    unrelated = torch.rand(3, MDCT.num_bands, 10, generator=torch.Generator().manual_seed(1)) < 0.5
     unrelated = MDCT.spread(unrelated.float(), 90)
     assert abs(content_alignment(unrelated, encoded_input, encoded_target, MDCT).item()) < 0.15
 
