@@ -1,7 +1,10 @@
 """The creative agent: a learned mask generator and a style discriminator.
 
 Given the latents of two songs (`encoded_input`, `encoded_target`, both [B, D, T]), the
-`AttentionMaskGenerator` decides, for every channel and frame, which song keeps that cell.
+`AttentionMaskGenerator` decides, for every band and window of a `band_layout.BandLayout` (24 mel
+bands x 48 ms for the MDCT codec), which song keeps it. Deciding per cell let the agent learn a
+comb of alternating frequency bins: complementary cell by cell, yet both songs audible in every
+band (a blend). Per band-window a comb cannot be expressed.
 
 Why the default generator is *competitive* (``shared_weights=True``): in the seed's design two
 independent analyzers and two independent sigmoid heads are regularized towards complementary,
@@ -9,7 +12,8 @@ covering and balanced masks. A per-channel bias in one head already satisfies th
 training collapses within a few dozen steps to a static split of channels (a fixed frequency mask in
 disguise: complementarity 1.0, both diversities 0). Here each song's *claim* on a cell is scored by
 the same analyzer, the same cross-attention (each song querying the other) and the same claim head,
-and the input keeps a cell with probability ``sigmoid((claim_input - claim_target) / temperature)``.
+and the input keeps a band-window with probability
+``sigmoid((claim_input - claim_target) / temperature)``, the claims pooled over the band-window.
 Anything that does not depend on the songs' content (biases, channel priors) cancels in the
 difference, so the masks can only be a function of what differs between the two songs: they are
 adaptive per pair and per moment by construction, and swapping the songs swaps the masks.

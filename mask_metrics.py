@@ -15,18 +15,19 @@ P(target_mask) [B, K, W] of a `band_layout.BandLayout` (mean over each band's ch
 window's frames; the incomplete last window is dropped). For the MDCT codec the bands are 24
 mel-spaced bands and the windows 9 frames (48 ms); for EnCodec latents (channels are not
 frequencies) the one "band" is all channels, so band figures pool over time only. A mask that
-alternates single bins scores cell complementarity 1 but band complementarity near 0.75 (both
-songs in every band: a blend); a band split scores 1 at both.
+alternates single bins scores cell complementarity 1 but band complementarity 0.75 where every
+band holds an even number of bins (0.80 at D = 128, whose four lowest one-bin bands stay whole):
+both songs in every band, a blend. A split at a band edge scores 1 at both.
 
 content_alignment: per pair, the Pearson correlation over all band-windows between
 P(input_mask) - 0.5 and log(P(z_input^2) + eps) - log(P(z_target^2) + eps), averaged over pairs:
-1 when each band-window goes to the song that is louder there (exactly 1 for a binary mask only
-when the loudness difference is two-valued: for a binary mask and a continuous, Gaussian-like
-difference the ceiling is the point-biserial sqrt(2 / pi) ~ 0.80), 0 for masks unrelated to
-loudness and for a constant mask (standard deviation < 1e-6, e.g. a 50/50 blend: the correlation
-is undefined there), -1 when the quieter song keeps every band-window. eps is 1e-4 times the
-pair's mean band energy (40 dB down), so that digital silence in one song does not dominate the
-correlation and the figure does not depend on the latents' scale.
+1 when each band-window goes to the song that is louder there (for a binary mask exactly 1 only
+when the loudness difference takes two values; for a binary mask and a continuous difference the
+ceiling is lower, e.g. the point-biserial sqrt(2 / pi) ~ 0.80 for a Gaussian one), 0 for masks
+unrelated to loudness and for a constant mask (standard deviation < 1e-6, e.g. a 50/50 blend:
+the correlation is undefined there), -1 when the quieter song keeps every band-window. eps is
+1e-4 times the pair's mean band energy (40 dB down), so that digital silence in one song does not
+dominate the correlation and the figure does not depend on the latents' scale.
 
 Every value is a detached fp32 0-d tensor so that callers decide when to synchronise with the
 host (logging intervals only).

@@ -4,7 +4,10 @@ Stage 0 reads concat(input, target) and starts from their (masked) sum; stage k 
 concat(input, previous output, target) and refines the previous output. With one stage the model
 reads the input alone. Masks (the learned creative agent, or a fixed strategy from
 `complementary_masking`) are computed once per forward and applied the same way in training,
-evaluation and inference.
+evaluation and inference; the agent and `band_energy` decide per band-window of `mask_layout`
+(see `band_layout`).
+`forward(..., return_record=True)` also returns a `ForwardRecord`: the applied masks, their
+statistics (`mask_metrics.all_mask_statistics`) and the agent's regularizer terms.
 """
 
 from __future__ import annotations
@@ -393,7 +396,9 @@ class SimpleTransformer(nn.Module):
         need_attention: bool = False,
     ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, ForwardRecord]:
         """(output latents [B, D, T], mask_reg_loss or None), plus a ForwardRecord when
-        return_record=True. The record's statistics are only computed when it is asked for."""
+        return_record=True. The record's statistics are only computed when it is asked for (its
+        band figures need at least mask_window_frames frames); need_attention=True (with
+        return_record) adds the agent's attention map."""
         if encoded_input.dim() != 3 or encoded_input.shape[1] != self.encoding_dim:
             raise ValueError(
                 f"expected input latents [B, {self.encoding_dim}, T], "
