@@ -11,6 +11,7 @@ Public API:
     load_checkpoint(path, map_location)     weights_only load; CheckpointError names the file
     find_resume_checkpoint(directory)       for ``--resume auto``
     capture_rng_state() / restore_rng_state(state)
+    build_checkpoint / restore_training_state / copy_checkpoint   a training run's checkpoints
     CheckpointError
 """
 
@@ -23,6 +24,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +296,93 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         else:
             log.warning("checkpoint has CUDA RNG states for %d devices, this machine has %d: "
                         "CUDA RNG not restored", len(cuda_states), torch.cuda.device_count())
+
+
+# --------------------------------------------------------------------------------------------
+# Training checkpoints: what a run saves and restores
+# --------------------------------------------------------------------------------------------
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0                       # completed epochs
+    batches_done: int = 0                # batches already trained in epoch `epoch` (mid-epoch stop)
+    global_step: int = 0                 # batches trained so far, skipped ones included
+    best_val_loss: float = float("inf")
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+
+
+def build_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler_state: dict[str, Any], progress: Progress,
+                     train_config: dict[str, Any], rng_states: list[dict[str, Any]],
+                     partial_epoch: dict[str, Any] | None = None,
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The checkpoint of a training run: ``model`` is the plain model (no DDP/compile wrapper);
+    ``rng_states`` holds every rank's RNG state in rank order; ``extra`` adds entries (the
+    adversary's)."""
+    state = {
+        "format_version": FORMAT_VERSION,
+        "model_state_dict": model.state_dict(),
+        "optimizer_state_dict": optimizer.state_dict(),
+        "scheduler_state_dict": scheduler_state,
+        **dataclasses.asdict(progress),
+        "model_config": dict(getattr(model, "config", {})),
+        "train_config": dict(train_config),
+        "rng_state": rng_states[0],
+        "rng_states": rng_states,
+        "partial_epoch": partial_epoch,
+        "world_size": len(rng_states),
+        "torch_version": torch.__version__,
+    }
+    state.update(extra or {})
+    return state
+
+
+def check_model_config(path: str | os.PathLike, state: dict[str, Any],
+                       model_config: dict[str, Any]) -> None:
+    """One line naming the first model setting that differs between a checkpoint and the model
+    built from the current flags."""
+    saved = state.get("model_config") or {}
+    different = sorted(k for k in set(saved) | set(model_config)
+                       if saved.get(k) != model_config.get(k))
+    if saved and different:
+        key = different[0]
+        raise CheckpointError(
+            f"{path} was trained with {key}={saved.get(key)!r}, these flags give "
+            f"{model_config.get(key)!r} (and {len(different) - 1} more difference(s)): pass the "
+            f"same model flags to resume")
+
+
+def restore_training_state(path: str | os.PathLike, state: dict[str, Any],
+                           model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           progress: Progress) -> None:
+    """Weights, optimizer and progress from a loaded checkpoint (in place)."""
+    check_model_config(path, state, dict(getattr(model, "config", {})))
+    try:
+        model.load_state_dict(state["model_state_dict"])
+        optimizer.load_state_dict(state["optimizer_state_dict"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path}: does not fit this model/optimizer "
+                              f"({str(error).splitlines()[0]})") from None
+    for item in dataclasses.fields(Progress):
+        if item.name in state:
+            setattr(progress, item.name, type(getattr(progress, item.name))(state[item.name]))
+
+
+def copy_checkpoint(source: Path, destination: Path) -> None:
+    """Atomic copy (tmp + fsync + os.replace), cheaper than serializing the state again."""
+    tmp = destination.with_name(f".{destination.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, destination)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_directory(destination.parent)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from train_simple_ddp import (DEMO_OVERRIDES, LaunchEnv, TrainConfig, build_parser,
-                              detect_launch_env, expand_nodelist, model_kwargs, parse_config,
-                              port_from_job_id, validate_config)
+from launch_env import LaunchEnv, detect_launch_env, expand_nodelist, port_from_job_id
+from train_config import (DEMO_OVERRIDES, TrainConfig, build_parser, model_kwargs, parse_config,
+                          validate_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 
