@@ -24,9 +24,9 @@ Every segment must be mono at the codec's rate, and all segments of a split the 
 
 A hand-written example (two songs crossed both ways, paths relative to DATA and absolute):
 
-    {"split": "train", "input_file": "a/seg0.wav", "output_file": "b/seg3.wav", "pairing": "cross_song"}
-    {"split": "train", "input_file": "b/seg3.wav", "output_file": "/music/cuts/a_seg1.wav"}
-    {"split": "val", "input_file": "c/seg0.wav", "output_file": "c/seg1.wav"}
+    {"split": "train", "input_file": "a/s0.wav", "output_file": "b/s3.wav", "pairing": "cross_song"}
+    {"split": "train", "input_file": "b/s3.wav", "output_file": "/music/cuts/a_s1.wav"}
+    {"split": "val", "input_file": "c/s0.wav", "output_file": "c/s1.wav"}
 
 Library use: `read_manifest(folder, split) -> list[ManifestPair]` (raises ManifestError naming
 the file and line), `write_manifest(path, records)`.
@@ -79,7 +79,8 @@ def _parse_line(text: str, where: str, folder: Path, line: int) -> ManifestPair:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ManifestError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+        raise ManifestError(f"{where}: not valid JSON ({error.msg} at column {error.colno})"
+                            ) from None
     if not isinstance(record, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(record).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in record]

@@ -26,7 +26,8 @@ TINY = {"encoding_dim": 128, "nhead": 4, "num_layers": 1, "dim_feedforward": 64,
 def segment(path: Path, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     t = np.arange(SAMPLES) / RATE
-    audio = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t) + 0.01 * rng.standard_normal(SAMPLES)
+    audio = (0.3 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t)
+             + 0.01 * rng.standard_normal(SAMPLES))
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, audio.astype(np.float32), RATE, subtype="FLOAT")
     return path
