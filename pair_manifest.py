@@ -13,10 +13,10 @@ One JSON object per line; blank lines are ignored. Keys:
       target_source  song the target segment comes from
       input_start    seconds into input_source where the input segment starts
       target_start   seconds into target_source where the target segment starts
+      source         shorthand for input_source = target_source (continuation pairs)
       index          the NNNNN of pair_NNNNN_{input,output}.wav, when the files are named so
       ...            anything else (prepare_pairs.py also writes duration, num_samples,
-                     sample_rate, input_rms, target_rms, and source/source_pair for continuation
-                     pairs)
+                     sample_rate, input_rms, target_rms, and source_pair for continuation pairs)
 
 The pairs of a split are its lines in file order. The same file may appear in several pairs.
 Every segment must be mono at the codec's rate, and all segments of a split the same length
@@ -45,7 +45,7 @@ from typing import Any
 MANIFEST_NAME = "manifest.jsonl"
 REQUIRED_KEYS = ("split", "input_file", "output_file")
 PAIRINGS = ("continuation", "cross_song")
-_TEXT_KEYS = ("pairing", "input_source", "target_source")
+_TEXT_KEYS = ("pairing", "input_source", "target_source", "source")
 _SECONDS_KEYS = ("input_start", "target_start")
 
 
@@ -106,8 +106,9 @@ def _parse_line(text: str, where: str, folder: Path, line: int) -> ManifestPair:
     return ManifestPair(
         split=record["split"], input_path=_resolve(folder, record["input_file"]),
         output_path=_resolve(folder, record["output_file"]), line=line,
-        pairing=record.get("pairing"), input_source=record.get("input_source"),
-        target_source=record.get("target_source"), **seconds)
+        pairing=record.get("pairing"),
+        input_source=record.get("input_source", record.get("source")),
+        target_source=record.get("target_source", record.get("source")), **seconds)
 
 
 def read_manifest(folder: str | os.PathLike, split: str | None = None,
