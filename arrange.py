@@ -527,10 +527,12 @@ def demo_outputs(checkpoint_dir: str | os.PathLike, dataset_folder: str | os.Pat
     """What `train_simple_ddp.py --demo` shows at the end (issue 5, item 4).
 
     Evaluates checkpoint_best.pth (else checkpoint_last.pth) on the validation split into
-    CHECKPOINT_DIR/eval/ and arranges two validation songs into CHECKPOINT_DIR/arrangement.wav
-    (+ arrangement_masks.png); prints the report table and the arrangement summary.
-    Returns {"report": dict, "eval_dir": Path, "arrangement": ArrangeResult | None}.
+    CHECKPOINT_DIR/eval/ (report, figures and the listening page index.html) and arranges two
+    validation songs into CHECKPOINT_DIR/arrangement.wav (+ arrangement_masks.png); prints the
+    report table and the arrangement summary.
+    Returns {"report": dict, "eval_dir": Path, "page": Path, "arrangement": ArrangeResult | None}.
     """
+    from demo_page import write_eval_demo
     from evaluate import evaluate, format_report
 
     folder = Path(checkpoint_dir)
@@ -540,8 +542,9 @@ def demo_outputs(checkpoint_dir: str | os.PathLike, dataset_folder: str | os.Pat
         raise FileNotFoundError(f"no checkpoint_best.pth or checkpoint_last.pth in {folder}")
     eval_dir = folder / "eval"
     report = evaluate(checkpoint, dataset_folder, eval_dir, split="val", progress=progress)
+    page = write_eval_demo(checkpoint, dataset_folder, eval_dir, split="val")
     print(format_report(report))
-    print(f"report and figures: {eval_dir}")
+    print(f"report and figures: {eval_dir}; listen: {page}")
     songs = demo_songs(dataset_folder)
     result = None
     if songs:
@@ -551,7 +554,7 @@ def demo_outputs(checkpoint_dir: str | os.PathLike, dataset_folder: str | os.Pat
         print(result.summary(source.name, target.name))
     else:
         log.info("no songs in %s/songs_src: no demo arrangement", dataset_folder)
-    return {"report": report, "eval_dir": eval_dir, "arrangement": result}
+    return {"report": report, "eval_dir": eval_dir, "page": page, "arrangement": result}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -191,6 +191,7 @@ def test_demo_outputs_evaluates_and_arranges(tmp_path, tiny_model, capsys):
     result = arrange.demo_outputs(run, data, progress=False)
     printed = capsys.readouterr().out
     assert result["report"]["num_pairs"] == 2 and (run / "eval" / "report.json").is_file()
+    assert result["page"] == run / "eval" / "index.html" and result["page"].is_file()
     assert (run / "eval" / "attention.png").stat().st_size > 1000
     arranged = result["arrangement"]
     assert sf.info(str(run / "arrangement.wav")).frames == int(1.5 * SAMPLE_RATE)
