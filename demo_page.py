@@ -51,7 +51,7 @@ table { border-collapse: collapse; margin: 0.6em 0; }
 th, td { border: 1px solid #ccc; padding: 0.35em 0.6em; text-align: left; vertical-align: middle; }
 th { background: #f2f2f2; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-audio { width: 210px; display: block; }
+audio { width: 185px; display: block; }
 .pair-name { font-weight: 600; } .songs { color: #555; font-size: 0.85em; }
 img.mask { width: 230px; display: block; } img.figure { max-width: 100%; display: block; }
 .yes { color: #176117; font-weight: 600; } .no { color: #a11; font-weight: 600; }
