@@ -88,6 +88,17 @@ def list_pairs(split_dir: Path) -> list[WavPair]:
     return _file_name_pairs(split_dir)
 
 
+def split_has_pairs(folder: str | os.PathLike, split: str) -> bool:
+    """Whether DATA has pairs of `split`: manifest lines of it, else pair_*_input.wav files.
+
+    Cheap (no audio opened, no file checked); a bad manifest line raises ManifestError here.
+    """
+    folder = Path(folder)
+    if manifest_path(folder).is_file():
+        return bool(read_manifest(folder, split, check_files=False))
+    return any((folder / split).glob("pair_*_input.wav"))
+
+
 def _manifest_pairs(folder: Path, split: str) -> list[WavPair]:
     entries = read_manifest(folder, split)
     if not entries:

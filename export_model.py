@@ -136,6 +136,8 @@ def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
         # save_model (not save_file) also handles weights that share memory.
         safetensors_torch.save_model(trained.model, str(partial / WEIGHTS_NAME),
                                      metadata={"format": "pt", "export": EXPORT_FORMAT})
+        # safetensors creates the file owner-only; a release is meant to be read by others.
+        os.chmod(partial / WEIGHTS_NAME, 0o644)
         (partial / CONFIG_NAME).write_text(json.dumps(_json_safe(config), indent=2) + "\n")
         card = model_card(config, report_data, dataset_info, trained.path,
                           sum(p.numel() for p in trained.model.parameters()))
@@ -247,10 +249,10 @@ def _data_section(dataset_info: tuple[Path | None, dict[str, Any] | None]) -> li
         where = f" ({path} is not readable here)" if path else ""
         return [f"No dataset_info.json found{where}: no summary of the training data."]
     pairs, songs = info.get("pairs") or {}, info.get("songs") or {}
-    lines = [f"Made by prepare_pairs.py ({path}):", ""]
+    lines = [f"Made by prepare_pairs.py ({path}); no song is in two splits:", ""]
     for split in sorted(set(pairs) | set(songs)):
         lines.append(f"- {split}: {pairs.get(split, 'n/a')} pairs from {songs.get(split, 'n/a')} "
-                     "songs (no song is in two splits)")
+                     "songs")
     lines.append(f"- segments of {_fmt(info.get('segment_seconds'), 2)} s, mono, "
                  f"{info.get('sample_rate', 'n/a')} Hz; pairing: "
                  f"{info.get('pairing', 'continuation')}; split seed {info.get('seed', 'n/a')}")
@@ -270,8 +272,16 @@ def _recipe_section(config: dict[str, Any], num_parameters: int) -> list[str]:
              (f"- codec: {codec.get('codec') or 'mdct'} at {config.get('sample_rate')} Hz; "
               f"windows of {_fmt(config.get('segment_seconds'), 2)} s"),
              f"- trained for {config.get('epoch', 'n/a')} epoch(s)"]
-    lines += [f"- {label}: {_fmt(train[key], 6)}" for key, label in RECIPE_KEYS if key in train]
+    shown = [(key, label) for key, label in RECIPE_KEYS if key in train
+             and not (key == "mask_type" and train.get("use_creative_agent"))]
+    lines += [f"- {label}: {_recipe_value(train[key])}" for key, label in shown]
     return lines
+
+
+def _recipe_value(value: Any) -> str:
+    if isinstance(value, float) and not isinstance(value, bool):
+        return f"{value:g}"
+    return _fmt(value)
 
 
 def _evaluation_section(report: dict[str, Any] | None, epoch: Any) -> list[str]:

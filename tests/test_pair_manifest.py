@@ -12,7 +12,7 @@ import soundfile as sf
 import torch
 
 from codec import get_codec
-from dataset_wav_pairs import WavPairsDataset, list_pairs, make_dataloader
+from dataset_wav_pairs import WavPairsDataset, list_pairs, make_dataloader, split_has_pairs
 from model_simple_transformer import SimpleTransformer
 from pair_manifest import ManifestError, read_manifest, write_manifest
 
@@ -111,6 +111,8 @@ def test_dataset_without_manifest_pairs_by_file_name(tmp_path: Path, caplog) -> 
     assert [(p.number, p.input_path.name) for p in pairs] == [(1, "pair_00001_input.wav"),
                                                                (3, "pair_00003_input.wav")]
     assert any("no manifest.jsonl" in record.message for record in caplog.records)
+    assert split_has_pairs(tmp_path / "DATA", "train")
+    assert not split_has_pairs(tmp_path / "DATA", "val")
 
 
 GOOD = {"split": "train", "input_file": "songs/a/seg0.wav", "output_file": "songs/a/seg1.wav"}
@@ -139,8 +141,11 @@ def test_bad_manifest_line_is_refused_naming_file_and_line(cross_song_data: dict
 
 
 def test_split_without_pairs_and_write_manifest(cross_song_data: dict, tmp_path: Path) -> None:
+    data = cross_song_data["data"]
+    assert split_has_pairs(data, "train") and split_has_pairs(data, "val")
+    assert not split_has_pairs(data, "test") and not (data / "train").exists()
     with pytest.raises(ValueError, match="no pairs of split 'test'"):
-        list_pairs(cross_song_data["data"] / "test")
+        list_pairs(data / "test")
     with pytest.raises(ValueError, match="lacks output_file"):
         write_manifest(tmp_path / "m.jsonl", [{"split": "train", "input_file": "x.wav"}])
     assert not (tmp_path / "m.jsonl").exists()

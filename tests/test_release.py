@@ -130,6 +130,7 @@ def test_export_is_slim_and_its_card_tells_the_recipe(run, tmp_path, capsys):
     out = tmp_path / "release"
     assert export_model.main(["--checkpoint", str(run["checkpoint"]), "--out", str(out)]) == 0
     assert "exported epoch 5" in capsys.readouterr().out
+    assert (out / "model.safetensors").stat().st_mode & 0o444 == 0o444  # readable by all
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors",
                                                      "model_card.md"]
     config = json.loads((out / "config.json").read_text())
@@ -144,7 +145,7 @@ def test_export_is_slim_and_its_card_tells_the_recipe(run, tmp_path, capsys):
     assert set(weights) <= set(state)
     assert {state[k].data_ptr() for k in weights} == {t.data_ptr() for t in state.values()}
     card = (out / "model_card.md").read_text()
-    for text in ("epoch 5", "train: 40 pairs from 9 songs", "pairing: both", "learning rate",
+    for text in ("epoch 5", "train: 40 pairs from 9 songs", "pairing: both", "learning rate: 0.001",
                  "| model | 1.234 | -3.21 |", "complementarity 0.9712", "MIT"):
         assert text in card, text
     # An existing export is kept unless --overwrite true.
