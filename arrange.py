@@ -19,6 +19,8 @@ any work. `--sample_rate` writes at the codec's rate (default), at the input fil
 Library use: `arrange(model, codec, input_audio, target_audio, segment_samples, overlap,
 batch_size) -> (output_audio, input_mask_full, target_mask_full)` on arrays;
 `arrange_files(checkpoint, input, target, output, ...) -> ArrangeResult` on files (the CLI);
+`write_audio(path, audio, sample_rate, subtype)` writes the format the name asks for;
+`check_output(output, inputs)` and `output_format(path)` refuse bad outputs before any work;
 `demo_outputs(checkpoint_dir, dataset_folder)` evaluates and arranges after the demo training.
 """
 
@@ -440,8 +442,8 @@ class ArrangeResult:
         lines = [f"arranged {self.seconds:.1f} s ({input_path} with {target_path}) in "
                  f"{self.process_seconds:.2f} s: real-time factor {self.real_time_factor:.1f}x "
                  f"({self.seconds / max(self.total_seconds, 1e-9):.1f}x including loading)",
-                 f"wrote {self.output} ({self.subtype}, {self.sample_rate} Hz, "
-                 f"peak {self.peak:.3f}{scaled})"]
+                 (f"wrote {self.output} ({self.subtype}, {self.sample_rate} Hz, "
+                  f"peak {self.peak:.3f}{scaled})")]
         if self.masks_png is not None:
             lines.append(f"wrote {self.masks_png}")
         return "\n".join(lines)

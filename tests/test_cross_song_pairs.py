@@ -1,4 +1,4 @@
-"""prepare_pairs --pairing cross_song|both: pairs across the songs of a split, read by the dataset."""
+"""prepare_pairs --pairing cross_song|both: pairs across the songs of a split, read back."""
 
 from __future__ import annotations
 
