@@ -48,6 +48,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from pair_manifest import MANIFEST_NAME, manifest_path, read_manifest
+
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 1
@@ -62,7 +64,7 @@ PART_FILES = {"latents": LATENT_FILES, "audio": AUDIO_FILES}
 
 @dataclass(frozen=True)
 class WavPair:
-    number: int  # the NNNNN of the file names
+    number: int  # the NNNNN of the file names; with a manifest, the position in the split
     input_path: Path
     output_path: Path
 
@@ -71,7 +73,41 @@ class WavPair:
 
 
 def list_pairs(split_dir: Path) -> list[WavPair]:
-    """Pairs in `split_dir`, sorted by number. Looks only at names: opens no file."""
+    """Pairs of one split (DATA/<split>), in order. Opens no audio file.
+
+    With DATA/manifest.jsonl (pair_manifest.py): its lines of this split, in file order, number =
+    position among them; any file anywhere may be paired with any other. Without one (datasets
+    older than the manifest): pair_NNNNN_input.wav with pair_NNNNN_output.wav in DATA/<split>,
+    sorted by NNNNN.
+    """
+    folder, split = split_dir.parent, split_dir.name
+    if manifest_path(folder).is_file():
+        return _manifest_pairs(folder, split)
+    log.info("%s: no %s, pairing pair_NNNNN_input.wav with pair_NNNNN_output.wav by file name",
+             folder, MANIFEST_NAME)
+    return _file_name_pairs(split_dir)
+
+
+def split_has_pairs(folder: str | os.PathLike, split: str) -> bool:
+    """Whether DATA has pairs of `split`: manifest lines of it, else pair_*_input.wav files.
+
+    Cheap (no audio opened, no file checked); a bad manifest line raises ManifestError here.
+    """
+    folder = Path(folder)
+    if manifest_path(folder).is_file():
+        return bool(read_manifest(folder, split, check_files=False))
+    return any((folder / split).glob("pair_*_input.wav"))
+
+
+def _manifest_pairs(folder: Path, split: str) -> list[WavPair]:
+    entries = read_manifest(folder, split)
+    if not entries:
+        raise ValueError(f"{manifest_path(folder)}: no pairs of split {split!r}")
+    return [WavPair(number, entry.input_path, entry.output_path)
+            for number, entry in enumerate(entries)]
+
+
+def _file_name_pairs(split_dir: Path) -> list[WavPair]:
     if not split_dir.is_dir():
         raise FileNotFoundError(
             f"split folder {split_dir} does not exist (make it with prepare_pairs.py --out {split_dir.parent})")

@@ -11,6 +11,7 @@ the checkpoint):
   model and of two trivial baselines against the target audio; envelope correlations; verdicts.
 - masks_pair_K.png, training_curves.png (from metrics.jsonl next to the checkpoint),
   attention.png (creative agent only).
+- index.html, samples/: a listening page with a few validation pairs (demo_page.py).
 
 Library use: `evaluate(checkpoint_path, dataset_folder, out_dir) -> dict` (the report), and
 `load_trained(checkpoint_path) -> TrainedModel` (also used by arrange.py).
@@ -481,34 +482,51 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint .pth written by training (path)")
-    parser.add_argument("--dataset_folder", required=True, help="DATA folder with the split's pairs (path)")
-    parser.add_argument("--out", default=None, help="output folder (default: eval/ next to the checkpoint)")
-    parser.add_argument("--split", default="val", help="subfolder of DATA to evaluate")
+    from cli_flags import OneLineParser, add_bool_flag, add_device_flag
+
+    parser = OneLineParser(description=__doc__.split("\n\n")[0],
+                           epilog="Booleans accept true/false, 1/0, yes/no (a bare flag means "
+                                  "true).")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint .pth written by training (path)")
+    parser.add_argument("--dataset_folder", required=True,
+                        help="DATA folder with the split's pairs (path)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (path); default: eval/ next to the checkpoint")
+    parser.add_argument("--split", default="val", help="split of DATA to evaluate")
     parser.add_argument("--batch_size", type=int, default=8, help="pairs per batch (count)")
-    parser.add_argument("--max_batches", type=int, default=0, help="cap on batches, 0 = all (count)")
-    parser.add_argument("--num_plot_pairs", type=int, default=3, help="mask figures to draw (count)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--max_batches", type=int, default=0,
+                        help="cap on batches, 0 = all (count)")
+    parser.add_argument("--num_plot_pairs", type=int, default=3,
+                        help="mask figures to draw (count)")
+    parser.add_argument("--demo_pairs", type=int, default=4,
+                        help="pairs with audio on the listening page OUT/index.html, spread over "
+                             "the split; 0 = a page without audio (count)")
+    add_device_flag(parser)
+    add_bool_flag(parser, "--progress", True, "show a progress bar")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from demo_page import write_eval_demo
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
     try:
+        if args.demo_pairs < 0:
+            raise ValueError(f"--demo_pairs must be >= 0, got {args.demo_pairs}")
         report = evaluate(args.checkpoint, args.dataset_folder, args.out, split=args.split,
                           batch_size=args.batch_size, max_batches=args.max_batches,
                           num_plot_pairs=args.num_plot_pairs, device=args.device,
-                          progress=not args.no_progress)
+                          progress=args.progress)
+        page = write_eval_demo(args.checkpoint, args.dataset_folder, out, split=args.split,
+                               num_pairs=args.demo_pairs, device=args.device)
     except (CheckpointError, FileNotFoundError, ValueError, TimeoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     print(format_report(report))
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
-    print(f"\nreport and figures in {out} ({report['eval_seconds']:.1f} s)")
+    print(f"\nreport and figures in {out} ({report['eval_seconds']:.1f} s); listen: {page}")
     return EXIT_OK
 
 

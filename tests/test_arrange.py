@@ -118,7 +118,8 @@ def test_cli_output_has_input_length(checkpoint, tmp_path, capsys, a_rate, a_cha
         paths.append(tmp_path / name)
     output = tmp_path / "out" / "arranged.wav"
     code = arrange.main(["--checkpoint", str(checkpoint), "--input", str(paths[0]), "--target",
-                         str(paths[1]), "--output", str(output), "--overlap", "0.5", "--no_progress"])
+                         str(paths[1]), "--output", str(output), "--overlap", "0.5",
+                         "--progress", "false"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "real-time factor" in printed and "peak" in printed
@@ -139,9 +140,9 @@ def test_segment_length_from_training_config(checkpoint):
 
 def test_pcm16_is_scaled_not_clipped(tmp_path):
     loud = np.array([0.0, 2.0, -1.0, 0.5], dtype=np.float32)
-    peak = arrange.write_wav(tmp_path / "loud.wav", loud, SAMPLE_RATE, "PCM_16")
+    peak, subtype = arrange.write_audio(tmp_path / "loud.wav", loud, SAMPLE_RATE)
     back, _ = sf.read(str(tmp_path / "loud.wav"), dtype="float32")
-    assert peak == pytest.approx(2.0)
+    assert peak == pytest.approx(2.0) and subtype == "PCM_16"
     assert np.abs(back).max() <= 1.0 and back[2] == pytest.approx(-0.495, abs=1e-3)
 
 
@@ -158,7 +159,8 @@ def test_cli_errors_are_one_line(checkpoint, tmp_path, capsys, case):
         extra = ["--overlap", "1.0"]
     else:
         args["--checkpoint"] = str(tmp_path / "missing.pth")
-    code = arrange.main([item for pair in args.items() for item in pair] + extra + ["--no_progress"])
+    code = arrange.main([item for pair in args.items() for item in pair] + extra
+                        + ["--progress", "false"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: ")
     assert not (tmp_path / "out.wav").exists()
@@ -172,9 +174,12 @@ def test_demo_outputs_evaluates_and_arranges(tmp_path, tiny_model, capsys):
     for index, song in enumerate(("song_b.wav", "song_a.wav")):
         audio = music_like(1.5, SAMPLE_RATE, seed=10 + index)
         sf.write(data / "songs_src" / song, audio, SAMPLE_RATE)
+        names = {}
         for role, part in (("input", audio[:12000]), ("output", audio[12000:24000])):
-            sf.write(data / "val" / f"pair_{index:05d}_{role}.wav", part, SAMPLE_RATE, subtype="FLOAT")
-        records.append({"split": "val", "index": index, "source": song})
+            names[role] = f"val/pair_{index:05d}_{role}.wav"
+            sf.write(data / names[role], part, SAMPLE_RATE, subtype="FLOAT")
+        records.append({"split": "val", "index": index, "source": song,
+                        "input_file": names["input"], "output_file": names["output"]})
     (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (data / "dataset_info.json").write_text(json.dumps({"segment_seconds": 0.5}))
     run = tmp_path / "run"
@@ -186,6 +191,7 @@ def test_demo_outputs_evaluates_and_arranges(tmp_path, tiny_model, capsys):
     result = arrange.demo_outputs(run, data, progress=False)
     printed = capsys.readouterr().out
     assert result["report"]["num_pairs"] == 2 and (run / "eval" / "report.json").is_file()
+    assert result["page"] == run / "eval" / "index.html" and result["page"].is_file()
     assert (run / "eval" / "attention.png").stat().st_size > 1000
     arranged = result["arrangement"]
     assert sf.info(str(run / "arrangement.wav")).frames == int(1.5 * SAMPLE_RATE)
