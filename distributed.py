@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from checkpoint import capture_rng_state
-from train_config import TRUE_WORDS
+from cli_flags import TRUE_WORDS
 
 log = logging.getLogger("train")
 

@@ -84,8 +84,8 @@ def collect_samples(model: torch.nn.Module, codec: Any, dataset: Any, indices: S
                     max_seconds: float | None = None, name_prefix: str = "val") -> list[SamplePair]:
     """Run `model` on dataset[i] for each index and decode input, target, masked mix and output.
 
-    `model(encoded_input, encoded_target) -> (output, _)` with `model.last_masks` as
-    SimpleTransformer (pass the unwrapped module, not DDP). Audio comes from the dataset items
+    `model` is a SimpleTransformer (the unwrapped module, not DDP); the masks come from its
+    forward record. Audio comes from the dataset items
     when they carry it (return_audio=True), else from decoding their latents. The model's
     train/eval mode is restored afterwards; nothing is computed with gradients.
     """
@@ -99,10 +99,10 @@ def collect_samples(model: torch.nn.Module, codec: Any, dataset: Any, indices: S
     model.eval()
     try:
         with torch.no_grad():
-            output, _ = model(encoded_input, encoded_target)
-            masks = getattr(model, "last_masks", None)
-            if masks is not None:
-                input_mask, target_mask = (m.expand_as(encoded_input).float() for m in masks)
+            output, _, record = model(encoded_input, encoded_target, return_record=True)
+            if record.input_mask is not None:
+                input_mask = record.input_mask.expand_as(encoded_input).float()
+                target_mask = record.target_mask.expand_as(encoded_input).float()
                 mixed = encoded_input * input_mask + encoded_target * target_mask
             else:
                 input_mask = target_mask = None

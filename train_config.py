@@ -11,17 +11,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from cli_flags import FALSE_WORDS, TRUE_WORDS, OneLineParser, parse_bool, show_default
 from codec import CODECS
 from complementary_masking import MASK_TYPES
 from launch_env import LaunchEnv
 
 CODEC_CHOICES = tuple(CODECS)
-EXIT_USAGE = 2
 # The resolved configuration of a run, written into its folder at start.
 CONFIG_NAME = "config.json"
 # Flags of one invocation, never stored in or read from a config file.
@@ -163,21 +162,6 @@ DEMO_OVERRIDES: dict[str, Any] = dict(
     resume="",
 )
 
-TRUE_WORDS = {"true", "1", "yes", "y", "on", "t"}
-FALSE_WORDS = {"false", "0", "no", "n", "off", "f"}
-
-
-def parse_bool(text: str | bool) -> bool:
-    if isinstance(text, bool):
-        return text
-    value = str(text).strip().lower()
-    if value in TRUE_WORDS:
-        return True
-    if value in FALSE_WORDS:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false (or 1/0, yes/no), got {text!r}")
-
-
 def parse_key_value(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
@@ -187,14 +171,6 @@ def parse_key_value(text: str) -> tuple[str, Any]:
     except json.JSONDecodeError:
         value = parse_bool(raw) if raw.lower() in TRUE_WORDS | FALSE_WORDS else raw
     return key.strip(), value
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (`error: ...`) with exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
 
 
 class KeyValueAction(argparse.Action):
@@ -232,12 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
             kind = {"int": int, "float": float, "str": str}.get(str(item.type), item.type)
             parser.add_argument(flag, type=kind, choices=meta.get("choices"), help=help_text)
     return parser
-
-
-def show_default(value: Any) -> str:
-    if value == "" or value == {}:
-        return "none"
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
@@ -375,9 +345,8 @@ def validate_config(cfg: TrainConfig, cuda_device_count: int,
             errors.append("--dataset_folder is required (or use --demo)")
         elif not Path(cfg.dataset_folder).is_dir():
             errors.append(f"--dataset_folder {cfg.dataset_folder}: no such folder")
-        elif not (Path(cfg.dataset_folder) / "train").is_dir():
-            errors.append(f"--dataset_folder {cfg.dataset_folder} has no train/ subfolder (run "
-                          f"prepare_pairs.py --out {cfg.dataset_folder} first)")
+        else:
+            errors += dataset_problems(cfg.dataset_folder)
     if cfg.resume and cfg.resume != "auto" and not Path(cfg.resume).is_file():
         errors.append(f"--resume {cfg.resume}: no such checkpoint file")
     if env.mode == "invalid":
@@ -401,6 +370,19 @@ def validate_config(cfg: TrainConfig, cuda_device_count: int,
         if key in {f.name for f in dataclasses.fields(TrainConfig)}:
             errors.append(f"--model_option {key}=...: use the --{key} flag instead")
     return errors
+
+
+def dataset_problems(folder: str) -> list[str]:
+    """Why ``folder`` cannot be trained on (its manifest or its train/ pairs), if anything."""
+    from dataset_wav_pairs import split_has_pairs
+
+    try:
+        if split_has_pairs(folder, "train"):
+            return []
+    except ValueError as error:  # a bad manifest line, named with its line number
+        return [str(error)]
+    return [f"--dataset_folder {folder} has no training pairs (no train/pair_*_input.wav and no "
+            f"train lines in manifest.jsonl): run prepare_pairs.py --out {folder} first"]
 
 
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 from checkpoint import LAST_NAME
 from launch_env import LaunchEnv, detect_launch_env, find_free_port
-from train_config import (CONFIG_NAME, DEMO_SEGMENT_SECONDS, EXIT_USAGE, ConfigFileError,
+from cli_flags import EXIT_USAGE
+from train_config import (CONFIG_NAME, DEMO_SEGMENT_SECONDS, ConfigFileError,
                           TrainConfig,
                           check_model_options, parse_config, validate_config,
                           write_config_file)
@@ -218,8 +219,9 @@ def demo_finish(cfg: TrainConfig) -> None:
 
     folder = Path(cfg.checkpoint_dir)
     print("\nDemo training finished: evaluating and arranging two validation songs.")
+    page = None
     try:
-        demo_outputs(folder, cfg.dataset_folder)
+        page = demo_outputs(folder, cfg.dataset_folder).get("page")
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"evaluation/arrangement skipped: {error}", file=sys.stderr)
     print("\nDemo outputs:")
@@ -228,6 +230,9 @@ def demo_finish(cfg: TrainConfig) -> None:
     print(f"  config:      {folder / CONFIG_NAME}")
     print(f"  report:      {folder / 'eval' / 'report.json'} (+ mask, curve and attention PNGs)")
     print(f"  listen:      {folder / 'arrangement.wav'}")
+    if page:
+        print(f"  demo page:   {page} (open it in a browser)")
+    print(f"  tensorboard: tensorboard --logdir {folder / 'tensorboard'}")
     print(f"  dataset:     {cfg.dataset_folder}")
 
 

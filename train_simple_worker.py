@@ -36,10 +36,15 @@ from precision import autocast_for
 from train_config import TrainConfig, config_from_dict
 from training_log import (MetricsLog, MetricSums, bar_postfix, epoch_record, means,
                           reduce_metric_sums, setup_logging, summary_line)
+from tracking import collect_samples, sample_indices
 from training_setup import (TrainingRun, build_run, distribute, epoch_seed, seed_everything,
                             to_device)
 
 log = logging.getLogger("train")
+
+# Validation pairs logged to TensorBoard each epoch, and how much of each.
+LISTENING_PAIRS = 4
+LISTENING_SECONDS = 4.0
 
 
 @dataclass
@@ -194,6 +199,7 @@ def log_initial_validation(run: TrainingRun, metrics_log: MetricsLog) -> None:
                               run.world_size)
         metrics_log.write(record)
         log.info(summary_line(record, run.cfg.epochs, improved=False))
+        log_listening_samples(run, metrics_log, 0)
 
 
 def start_epoch(run: TrainingRun, progress: Progress, resumed: dict[str, Any] | None
@@ -372,6 +378,18 @@ def finish_epoch(run: TrainingRun, progress: Progress, outcome: EpochOutcome, el
                      train_means["mask_reg_loss"], run.cfg.mask_reg_weight)
         log.info(summary_line(record, run.cfg.epochs, improved))
         save_epoch_checkpoints(run, progress, rng_states, improved)
+        log_listening_samples(run, metrics_log, epoch)
+
+
+def log_listening_samples(run: TrainingRun, metrics_log: MetricsLog, epoch: int) -> None:
+    """Input, target, masked mix and output of a few fixed validation pairs, with their masks,
+    to TensorBoard (rank 0, after the epoch's checkpoint is safe)."""
+    if not metrics_log.tracker.enabled:
+        return
+    dataset = run.val_set if run.val_set is not None else run.train_set
+    indices = sample_indices(len(dataset), LISTENING_PAIRS)
+    metrics_log.samples(epoch, collect_samples(run.model, run.codec, dataset, indices,
+                                               max_seconds=LISTENING_SECONDS))
 
 
 def save_epoch_checkpoints(run: TrainingRun, progress: Progress,

@@ -22,6 +22,7 @@ from torch import Tensor
 from adversary import GAN_METRICS
 from distributed import is_distributed
 from mask_metrics import METRIC_NAMES
+from tracking import SamplePair, TensorBoardTracker
 
 log = logging.getLogger("train")
 
@@ -171,7 +172,8 @@ def read_metrics_log(path: Path, up_to_epoch: int | None = None) -> list[dict[st
 
 
 class MetricsLog:
-    """metrics.jsonl (one JSON object per epoch) and TensorBoard scalars; rank 0 only.
+    """metrics.jsonl (one JSON object per epoch) and TensorBoard (scalars, and the sound and masks
+    of a few validation pairs); rank 0 only.
 
     Each record is appended with a single write and flushed, so a crash leaves at most one torn
     last line, which a resume drops.
@@ -181,7 +183,7 @@ class MetricsLog:
                  tensorboard: bool) -> None:
         self.path = folder / METRICS_NAME
         self.enabled = enabled
-        self.writer = None
+        self.tracker = TensorBoardTracker(folder, enabled=enabled and tensorboard)
         self._last_interval: dict[str, tuple[float, float]] = {}
         if not enabled:
             return
@@ -193,12 +195,6 @@ class MetricsLog:
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         tmp.write_text("".join(json.dumps(record) + "\n" for record in kept))
         os.replace(tmp, self.path)
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(folder / "tensorboard"))
-            except ImportError:
-                log.info("tensorboard not installed: metrics go to %s only", self.path)
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
@@ -209,29 +205,28 @@ class MetricsLog:
             handle.write(json.dumps(clean) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        if self.writer is not None:
-            for key, value in clean.items():
-                if key != "epoch" and isinstance(value, (int, float)):
-                    self.writer.add_scalar(f"epoch/{key}", value, record["epoch"])
-            self.writer.flush()
+        self.tracker.log_scalars(clean, record["epoch"])
 
     def interval(self, reduced: dict[str, tuple[float, float]], step: int) -> None:
         """TensorBoard scalars averaged over the last log interval (differences of sums)."""
-        if self.writer is None:
+        if not self.tracker.enabled:
             return
+        averages = {}
         for name, (total, weight) in reduced.items():
             last_total, last_weight = self._last_interval.get(name, (0.0, 0.0))
             if weight - last_weight > 0:
-                self.writer.add_scalar(f"train/{name}", (total - last_total) /
-                                       (weight - last_weight), step)
+                averages[name] = (total - last_total) / (weight - last_weight)
+        self.tracker.log_scalars(averages, step, prefix="train")
         self._last_interval = dict(reduced)
 
     def reset_interval(self) -> None:
         self._last_interval = {}
 
+    def samples(self, epoch: int, samples: list[SamplePair]) -> None:
+        self.tracker.log_samples(epoch, samples)
+
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self.tracker.close()
 
 
 TRAIN_KEYS = {"loss": "train_loss", "reconstruction": "train_reconstruction",

@@ -11,7 +11,6 @@ import logging
 import math
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -74,7 +73,7 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def build_datasets(cfg: TrainConfig, codec: Codec, rank: int, world_size: int
                    ) -> tuple[Dataset, Dataset | None]:
     """Train and validation pairs as cached latents (one process builds the cache)."""
-    from dataset_wav_pairs import WavPairsDataset
+    from dataset_wav_pairs import WavPairsDataset, split_has_pairs
 
     common = dict(return_audio=cfg.loss_domain == "audio", seed=cfg.seed, rank=rank,
                   world_size=world_size)
@@ -84,7 +83,7 @@ def build_datasets(cfg: TrainConfig, codec: Codec, rank: int, world_size: int
     if len(train_set) == 0:
         raise ValueError(f"{cfg.dataset_folder}/train holds no pairs")
     val_set = None
-    if any((Path(cfg.dataset_folder) / "val").glob("pair_*_input.wav")):
+    if split_has_pairs(cfg.dataset_folder, "val"):
         val_set = WavPairsDataset(cfg.dataset_folder, codec, split="val",
                                   unity_test=cfg.unity_test, **common)
     if val_set is None or len(val_set) == 0:
