@@ -73,6 +73,7 @@ def test_gan_weight_zero_builds_no_discriminator(tmp_path):
 def test_gan_flags_are_validated(tmp_path):
     from train_config import parse_config, validate_config
     (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "pair_00000_input.wav").touch()  # found by name; never opened here
     base = ["--dataset_folder", str(tmp_path)]
     assert validate_config(parse_config([*base, "--gan_weight", "0.1"]), 0) == []
     for argv, fragment in ((["--gan_weight", "-1"], "--gan_weight must be >= 0"),

@@ -62,8 +62,9 @@ def test_collect_samples_decodes_the_four_roles(setup):
         item = dataset[index]
         with torch.no_grad():
             model.eval()
-            model(item["input_latent"][None], item["target_latent"][None])
-            mask_in, mask_tg = (m[0] for m in model.last_masks)
+            record = model(item["input_latent"][None], item["target_latent"][None],
+                           return_record=True)[2]
+            mask_in, mask_tg = record.input_mask[0], record.target_mask[0]
             mixed = item["input_latent"] * mask_in + item["target_latent"] * mask_tg
             mixed = codec.decode(mixed[None])
         np.testing.assert_allclose(sample.masked_mix_audio, mixed[0, 0, :keep].numpy(), atol=1e-5)
