@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import step_flops
+from bench_measure import step_flops
 from model_simple_transformer import SimpleTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
