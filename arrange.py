@@ -526,7 +526,7 @@ def demo_songs(dataset_folder: str | os.PathLike) -> list[Path]:
 
 def demo_outputs(checkpoint_dir: str | os.PathLike, dataset_folder: str | os.PathLike,
                  progress: bool = True) -> dict[str, Any]:
-    """What `train_simple_ddp.py --demo` shows at the end (issue 5, item 4).
+    """What `train_simple_ddp.py --demo` shows at the end.
 
     Evaluates checkpoint_best.pth (else checkpoint_last.pth) on the validation split into
     CHECKPOINT_DIR/eval/ (report, figures and the listening page index.html) and arranges two

@@ -22,7 +22,7 @@ def latents(batch: int = 3, frames: int = 300, seed: int = 0) -> tuple[torch.Ten
 
 
 def complementarity(input_mask: torch.Tensor, target_mask: torch.Tensor) -> float:
-    # DESIGN.md: 1 - mean(input_mask * target_mask)
+    # complementarity = 1 - mean(input_mask * target_mask) (docs/design.md)
     return float(1.0 - (input_mask * target_mask).mean())
 
 
