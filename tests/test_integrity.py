@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import logging
 import os
 import socket
@@ -12,7 +13,9 @@ import zipfile
 from collections import namedtuple
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 import checkpoint
@@ -27,6 +30,7 @@ from checkpoint import (
     save_training_checkpoints,
     verify_checkpoint_file,
 )
+from dataset_wav_pairs import WavPairsDataset
 
 HOST = socket.gethostname()
 
@@ -278,3 +282,110 @@ def test_remove_stale_temporaries(tmp_path):
         alive.kill()
         alive.wait()
     assert remove_stale_temporaries(tmp_path / "absent") == []
+
+
+# ----------------------------------------------------------------------------- latent cache
+
+class _FramesCodec(torch.nn.Module):
+    """Latents are the audio cut into frames of ``dim`` samples (optionally NaN for one pair)."""
+
+    name = "frames"
+    sample_rate = 8000
+    dim = 8
+    frame_rate = 1000.0
+
+    def __init__(self, nan_row: int | None = None):
+        super().__init__()
+        self.nan_row = nan_row
+        self.encode_calls = 0
+
+    def num_frames(self, num_samples: int) -> int:
+        return num_samples // self.dim
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        self.encode_calls += 1
+        frames = self.num_frames(wav.shape[-1])
+        latents = wav[:, 0, :frames * self.dim].reshape(len(wav), frames, self.dim)
+        latents = latents.transpose(1, 2).clone()
+        if self.nan_row is not None:
+            latents[self.nan_row, 0, 0] = float("nan")
+        return latents
+
+    def identity(self) -> dict:
+        return {"name": self.name, "dim": self.dim}
+
+
+@pytest.fixture
+def pairs_data(tmp_path) -> Path:
+    folder = tmp_path / "DATA" / "train"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for number in range(4):
+        for role in ("input", "output"):
+            sf.write(str(folder / f"pair_{number:05d}_{role}.wav"),
+                     (0.1 * rng.standard_normal(800)).astype(np.float32), 8000, subtype="FLOAT")
+    return tmp_path / "DATA"
+
+
+def _damage(path: Path, how: str) -> str:
+    data = path.read_bytes()
+    if how == "empty":
+        path.write_bytes(b"")
+        return "empty file (0 bytes)"
+    if how == "truncated":
+        path.write_bytes(data[:-100])
+        return "truncated: "
+    if how == "garbage":  # same size, finite values, header intact
+        header = len(data) - 4 * 4 * 8 * 100
+        noise = np.random.default_rng(1).uniform(-1, 1, (len(data) - header) // 4)
+        path.write_bytes(data[:header] + noise.astype("<f4").tobytes())
+        return "checksum mismatch (its contents changed after the cache was built)"
+    if how == "nan":
+        array = np.load(path, mmap_mode="r+")
+        array[2, 3, 4] = np.nan
+        array.flush()
+        return "1 non-finite values (NaN/Inf)"
+    path.write_bytes(b"\x93NUMPY garbage" + data[14:])  # header
+    return "not a .npy array (header unreadable"
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "garbage", "nan", "header"])
+def test_damaged_cache_file_is_named_and_rebuilt(pairs_data, caplog, how):
+    first = WavPairsDataset(pairs_data, _FramesCodec())
+    meta = json.loads((first.cache_dir / "meta.json").read_text())
+    assert set(meta["checksums"]) == {"input_latents.npy", "target_latents.npy"}
+    original = first[2]["input_latent"].clone()
+    del first._arrays  # release the memmaps before damaging the file
+    damaged = first.cache_dir / "input_latents.npy"
+    phrase = _damage(damaged, how)
+
+    codec = _FramesCodec()
+    with caplog.at_level(logging.WARNING, logger="dataset_wav_pairs"):
+        second = WavPairsDataset(pairs_data, codec)
+    assert second.built_cache and codec.encode_calls > 0
+    assert f"damaged latent cache: {damaged}: {phrase}" in caplog.text
+    assert torch.equal(second[2]["input_latent"], original)
+    assert not WavPairsDataset(pairs_data, _FramesCodec()).built_cache  # repaired for good
+
+
+def test_cache_without_checksums_still_opens(pairs_data, caplog):
+    first = WavPairsDataset(pairs_data, _FramesCodec())
+    meta_path = first.cache_dir / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["checksums"]  # built by an older version
+    meta_path.write_text(json.dumps(meta))
+    with caplog.at_level(logging.DEBUG, logger="dataset_wav_pairs"):
+        assert not WavPairsDataset(pairs_data, _FramesCodec()).built_cache
+    assert "no checksum in meta.json" in caplog.text
+    _damage(first.cache_dir / "target_latents.npy", "nan")  # values are still checked
+    assert WavPairsDataset(pairs_data, _FramesCodec()).built_cache
+
+
+def test_codec_producing_nan_is_refused_naming_the_pair(pairs_data):
+    # Row 5 of a batch of 4 pairs encoded as [4 inputs, 4 targets]: the target of pair 1.
+    with pytest.raises(ValueError) as info:
+        WavPairsDataset(pairs_data, _FramesCodec(nan_row=5))
+    message = str(info.value)
+    assert message.startswith(str(pairs_data / "train" / "pair_00001_output.wav"))
+    assert "non-finite latents from codec frames" in message and "\n" not in message
+    assert not list((pairs_data / "cache").glob("*/train/meta.json"))
