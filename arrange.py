@@ -49,6 +49,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
+from audio_io import read_mono
 from checkpoint import CheckpointError
 from cli_flags import OneLineParser, add_bool_flag, add_device_flag
 from codec import Codec
@@ -268,17 +269,12 @@ def _add_masks(input_full: Tensor, target_full: Tensor, weight_full: Tensor, inp
 
 
 def read_song(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
-    """Any audio file -> mono float32 at `sample_rate` (prepare_pairs.load_mono); one-line errors."""
-    from prepare_pairs import load_mono
+    """Any audio file -> mono float32 at `sample_rate`, read block by block (audio_io.read_mono).
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    try:
-        return load_mono(path, sample_rate)
-    except Exception as error:  # load_mono's skip reasons: unreadable, empty, non-finite
-        detail = getattr(error, "detail", None) or str(error)
-        raise ValueError(f"{path}: cannot use this audio file ({detail})") from None
+    Raises AudioFileError (a ValueError; one line naming the file and what is wrong: missing, a
+    folder, a symlink loop, unreadable, empty, non-finite samples).
+    """
+    return read_mono(path, sample_rate)
 
 
 def output_format(path: str | os.PathLike) -> OutputFormat:

@@ -5,9 +5,10 @@
         [--subtype FLOAT] [--pairing continuation|cross_song|both] [--overwrite true]
 
 Every audio file under DIR (recursively, any format libsndfile reads, any rate, any channel
-count) is decoded once, downmixed to mono, resampled once to the target rate with torchaudio's
-windowed-sinc (anti-aliased) resampler and cut into consecutive, non-overlapping segments of
-``segment_seconds``. Pair i of a song is (segment i, segment i + 1): the model sees a segment
+count) is decoded, downmixed to mono and resampled to the target rate with torchaudio's
+windowed-sinc (anti-aliased) resampler, block by block so a long multichannel file needs little
+more memory than its mono result (audio_io.read_mono), then cut into consecutive,
+non-overlapping segments of ``segment_seconds``. Pair i of a song is (segment i, segment i + 1): the model sees a segment
 and learns its continuation.
 
 ``--pairing cross_song`` pairs each input segment with a segment of another song of the same
@@ -63,10 +64,9 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 from tqdm import tqdm
 
+from audio_io import AudioFileError, read_mono
 from cli_flags import OneLineParser, add_bool_flag
 from pair_manifest import MANIFEST_NAME, write_manifest
 
@@ -273,33 +273,16 @@ class _Skip(Exception):
 
 
 def load_mono(path: Path, sample_rate: int) -> np.ndarray:
-    """Decode once, downmix to mono, resample once (anti-aliased windowed sinc) to sample_rate.
+    """Decode, downmix to mono and resample (anti-aliased windowed sinc) to sample_rate, block
+    by block in bounded memory (audio_io.read_mono).
 
     Raises _Skip with a reason key when the file cannot be used.
     """
     try:
-        size = path.stat().st_size
-    except OSError as exc:  # e.g. a dangling symlink
-        raise _Skip("unreadable", _one_line(exc)) from None
-    if size == 0:
-        raise _Skip("empty", "0 bytes")
-    try:
-        with sf.SoundFile(str(path)) as f:
-            source_rate = f.samplerate
-            data = f.read(dtype="float32", always_2d=True)
-    except Exception as exc:  # libsndfile raises several types; any of them means unusable
-        # libsndfile messages repeat the full path; the summary already names the file.
-        raise _Skip("unreadable", _one_line(exc).replace(str(path), path.name)) from None
-    if data.size == 0:
-        raise _Skip("empty", "no audio frames")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.isfinite(mono).all():
-        bad = int((~np.isfinite(mono)).sum())
-        raise _Skip("non-finite", f"{bad} NaN/inf samples")
-    if source_rate != sample_rate:
-        mono = AF.resample(torch.from_numpy(np.ascontiguousarray(mono)), source_rate,
-                           sample_rate).numpy()
-    return np.ascontiguousarray(mono, dtype=np.float32)
+        return read_mono(path, sample_rate)
+    except AudioFileError as error:
+        reason = error.reason if error.reason in SKIP_REASONS else "unreadable"
+        raise _Skip(reason, error.detail) from None
 
 
 def _try_load(path: Path, sample_rate: int) -> np.ndarray | _Skip:

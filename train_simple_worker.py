@@ -24,9 +24,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from adversary import discriminator_step
-from checkpoint import (BEST_NAME, LAST_NAME, RESUME_KEYS, Progress, build_checkpoint,
-                        copy_checkpoint, epoch_checkpoint_name, load_checkpoint, require_keys,
-                        restore_rng_state, restore_training_state, save_checkpoint)
+from checkpoint import (LAST_NAME, RESUME_KEYS, Progress, build_checkpoint, load_checkpoint,
+                        require_keys, restore_rng_state, restore_training_state, save_checkpoint,
+                        save_training_checkpoints)
 from distributed import (NonFiniteError, StepSync, StopRequest, gather_rng_states,
                          init_distributed, leave_together, pick_device, rank_and_world_size,
                          requeue_slurm_job, unwrap)
@@ -394,17 +394,12 @@ def log_listening_samples(run: TrainingRun, metrics_log: MetricsLog, epoch: int)
 
 def save_epoch_checkpoints(run: TrainingRun, progress: Progress,
                            rng_states: list[dict[str, Any]], improved: bool) -> None:
-    """checkpoint_best (when improved) is written before checkpoint_last records it, so last
-    never names a best epoch that is not on disk; checkpoint_epoch_N every --save_every."""
-    folder = Path(run.cfg.checkpoint_dir)
-    state = checkpoint_of(run, progress, rng_states)
-    if improved:
-        save_checkpoint(folder / BEST_NAME, state)
-        copy_checkpoint(folder / BEST_NAME, folder / LAST_NAME)
-    else:
-        save_checkpoint(folder / LAST_NAME, state)
-    if run.cfg.save_every and progress.epoch % run.cfg.save_every == 0:
-        copy_checkpoint(folder / LAST_NAME, folder / epoch_checkpoint_name(progress.epoch))
+    """checkpoint_best (when improved) and checkpoint_epoch_N (every --save_every) first,
+    checkpoint_last last, so last never names a best epoch that is not on disk."""
+    every = run.cfg.save_every
+    save_training_checkpoints(
+        run.cfg.checkpoint_dir, checkpoint_of(run, progress, rng_states), best=improved,
+        epoch_copy=progress.epoch if every and progress.epoch % every == 0 else None)
 
 
 def save_partial_epoch(run: TrainingRun, progress: Progress, outcome: EpochOutcome,

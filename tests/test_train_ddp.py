@@ -146,14 +146,14 @@ def _slow_save_worker(rank: int, world_size: int, port: int, config: dict, out: 
     last write ended (rank 0) and when train_worker returned (every rank)."""
     import train_simple_worker
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    save = train_simple_worker.save_checkpoint
+    save = train_simple_worker.save_training_checkpoints
 
     def slow_save(*args, **kwargs):
         time.sleep(1.5)
         save(*args, **kwargs)
         Path(out, "rank0_saved").write_text(repr(time.time()))
 
-    train_simple_worker.save_checkpoint = slow_save
+    train_simple_worker.save_training_checkpoints = slow_save
     train_simple_worker.train_worker(rank, world_size, config)
     Path(out, f"rank{rank}_returned").write_text(repr(time.time()))
 
