@@ -24,16 +24,25 @@ import shutil
 import signal
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
-from checkpoint import LAST_NAME
-from launch_env import LaunchEnv, detect_launch_env, find_free_port
+from checkpoint import LAST_NAME, remove_stale_temporaries
 from cli_flags import EXIT_USAGE
-from train_config import (CONFIG_NAME, DEMO_SEGMENT_SECONDS, ConfigFileError,
-                          TrainConfig,
-                          check_model_options, parse_config, validate_config,
-                          write_config_file)
+from launch_env import LaunchEnv, detect_launch_env, find_free_port
+from run_lock import RunLock, RunLockError
+from train_config import (
+    CONFIG_NAME,
+    DEMO_SEGMENT_SECONDS,
+    ConfigFileError,
+    TrainConfig,
+    check_model_options,
+    model_kwargs,
+    parse_config,
+    validate_config,
+    write_config_file,
+)
 from training_log import METRICS_NAME, setup_logging
 
 log = logging.getLogger("train")
@@ -44,6 +53,10 @@ EXIT_OK, EXIT_FAILED = 0, 1
 EXIT_STOPPED = -1
 # After a stop signal, how long workers get to finish their step and save before being killed.
 STOP_GRACE_S = 50.0
+# Failures a worker reports in one line (bad data, files, checkpoints, a diverged run, a full
+# disk); other exceptions are bugs and keep their traceback.
+EXPECTED_ERRORS = ("CheckpointError", "NonFiniteError", "FileNotFoundError", "ValueError",
+                   "ManifestError", "AudioFileError", "OSError", "PermissionError")
 # What a run leaves in its folder (besides evaluation outputs).
 RUN_FILE_PATTERNS = ("checkpoint_*.pth", METRICS_NAME, CONFIG_NAME, "tensorboard")
 
@@ -58,7 +71,13 @@ class ResumePoint:
 
 def resolve_resume(cfg: TrainConfig) -> ResumePoint:
     """--resume auto -> a concrete checkpoint (or a fresh start); any path is checked to load."""
-    from checkpoint import RESUME_KEYS, find_resume_checkpoint, load_checkpoint, require_keys
+    from checkpoint import (
+        RESUME_KEYS,
+        check_model_config,
+        find_resume_checkpoint,
+        load_checkpoint,
+        require_keys,
+    )
     if not cfg.resume:
         return ResumePoint()
     path = cfg.resume
@@ -67,11 +86,23 @@ def resolve_resume(cfg: TrainConfig) -> ResumePoint:
         if found is None:
             log.info("--resume auto: no checkpoint in %s, starting fresh", cfg.checkpoint_dir)
             return ResumePoint()
-        log.info("--resume auto: continuing from %s", found)
-        path = str(found)
+        (log.warning if found.skipped else log.info)("--resume auto: %s", found.describe())
+        path = str(found.path)
     state = load_checkpoint(path, map_location="cpu", mmap=True)
     require_keys(state, RESUME_KEYS, path)
+    check_model_config(path, state, expected_model_config(cfg))
     return ResumePoint(path=path, epoch=int(state["epoch"]))
+
+
+def expected_model_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The model_config a model built from these flags records, without building it."""
+    import inspect
+
+    from model_simple_transformer import SimpleTransformer
+
+    parameters = inspect.signature(SimpleTransformer.__init__).parameters
+    defaults = {name: p.default for name, p in parameters.items() if name != "self"}
+    return {**defaults, **model_kwargs(cfg)}
 
 
 def earlier_run_files(folder: Path) -> list[Path]:
@@ -121,6 +152,7 @@ def run_in_process(cfg: TrainConfig, env: LaunchEnv) -> int:
 def spawn_workers(cfg: TrainConfig) -> int:
     """Start --world_size workers, forward stop signals, and fail fast when one fails."""
     import torch.multiprocessing as mp
+
     from train_simple_worker import train_worker
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -159,9 +191,12 @@ def spawn_workers(cfg: TrainConfig) -> int:
                 if context.join(timeout=1.0, grace_period=5.0):
                     break
             except mp.ProcessRaisedException as error:
-                log.error("worker %d failed:\n%s", error.error_index, error)
-                print(f"error: worker {error.error_index} failed: {_last_line(str(error))}",
-                      file=sys.stderr)
+                last = _last_line(str(error))
+                # Expected failures are one line; anything else keeps its traceback for a report.
+                expected = last.split(":", 1)[0].rsplit(".", 1)[-1] in EXPECTED_ERRORS
+                (log.debug if expected else log.error)("worker %d failed:\n%s",
+                                                       error.error_index, error)
+                print(f"error: worker {error.error_index} failed: {last}", file=sys.stderr)
                 return EXIT_FAILED
             except mp.ProcessExitedException as error:
                 print(f"error: worker {error.error_index} exited with status {error.exit_code}"
@@ -280,11 +315,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nothing to do: {resume.path} already holds {resume.epoch} epoch(s) and --epochs "
               f"is {cfg.epochs}; raise --epochs to train further", file=sys.stderr)
         return EXIT_OK
-    if env.rank == 0:
-        problem = prepare_run_folder(cfg, resume)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            return EXIT_USAGE
+    lock = RunLock(cfg.checkpoint_dir, " ".join(sys.argv)) if env.rank == 0 else nullcontext()
+    try:
+        with lock:
+            if env.rank == 0:
+                remove_stale_temporaries(cfg.checkpoint_dir, run_lock_held=True)
+                problem = prepare_run_folder(cfg, resume)
+                if problem:
+                    print(f"error: {problem}", file=sys.stderr)
+                    return EXIT_USAGE
+            status = launch(cfg, env)
+            if status == EXIT_OK and env.rank == 0:
+                demo_finish(cfg) if cfg.demo else print_summary(cfg)
+    except RunLockError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK if status == EXIT_STOPPED else status
+
+
+def launch(cfg: TrainConfig, env: LaunchEnv) -> int:
+    """Spawn the workers, or run this rank's worker here; returns the exit status."""
+    from checkpoint import CheckpointError
+
     if env.mode != "spawn":
         log.info("%s launch: rank %d of %d (local rank %d), master %s:%s", env.mode, env.rank,
                  env.world_size, env.local_rank, env.master_addr, env.master_port)
@@ -293,21 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         env.mode, env.world_size)
     try:
         if env.mode == "spawn" and cfg.world_size > 1:
-            status = spawn_workers(cfg)
-        else:
-            status = run_in_process(cfg, env)
+            return spawn_workers(cfg)
+        return run_in_process(cfg, env)
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         # Expected failures (bad data, incompatible checkpoint): one line, no traceback.
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
-    if status == EXIT_STOPPED:
-        return EXIT_OK
-    if status == EXIT_OK and env.rank == 0:
-        if cfg.demo:
-            demo_finish(cfg)
-        else:
-            print_summary(cfg)
-    return status
 
 
 if __name__ == "__main__":
