@@ -278,8 +278,8 @@ def print_summary(cfg: TrainConfig) -> None:
     records = read_metrics_log(folder / METRICS_NAME)
     if records:
         last = records[-1]
-        shown = {k: last[k] for k in ("epoch", "train_loss", "val_loss", "complementarity",
-                                      "balance") if k in last}
+        shown = {k: last[k] for k in ("epoch", "train_loss", "val_loss", "band_complementarity",
+                                      "band_balance", "content_alignment") if k in last}
         print("last epoch: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in shown.items()))
     print(f"checkpoints and {METRICS_NAME} in {folder}")

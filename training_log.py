@@ -21,28 +21,28 @@ from torch import Tensor
 
 from adversary import GAN_METRICS
 from distributed import is_distributed
-from mask_metrics import METRIC_NAMES
+from mask_metrics import METRIC_LABELS, STATISTIC_NAMES
 from tracking import SamplePair, TensorBoardTracker
 
 log = logging.getLogger("train")
 
 METRICS_NAME = "metrics.jsonl"
 
-# Display labels, in the order summaries show them.
+# Display labels of every figure a run shows: the mask figures' own, then the training ones.
 LABELS: dict[str, str] = {
+    **METRIC_LABELS,
     "train_loss": "train_loss", "val_loss": "val_loss", "loss": "loss",
-    "complementarity": "complementarity", "coverage": "coverage", "balance": "balance",
-    "temporal_diversity": "temporal_div", "pair_diversity": "pair_div",
     "disc_accuracy_real": "D_acc_real", "disc_accuracy_fake": "D_acc_fake",
     "disc_loss": "D_loss", "gen_loss": "G_loss", "grad_norm": "grad_norm", "lr": "lr",
 }
 # Shown on the progress bar (running means over the epoch) when present.
-BAR_FIGURES = ("loss", "complementarity", "balance", "disc_accuracy_real", "disc_accuracy_fake",
-               "disc_loss", "gen_loss")
-# Shown in the one-line epoch summary when present.
-SUMMARY_FIGURES = ("train_loss", "val_loss", "complementarity", "coverage", "balance",
-                   "temporal_diversity", "pair_diversity", "disc_accuracy_real",
-                   "disc_accuracy_fake", "gen_loss", "grad_norm", "lr")
+BAR_FIGURES = ("loss", "band_complementarity", "band_balance", "disc_accuracy_real",
+               "disc_accuracy_fake", "disc_loss", "gen_loss")
+# Shown in the one-line epoch summary when present: band figures lead.
+SUMMARY_FIGURES = ("train_loss", "val_loss", "band_complementarity", "band_balance",
+                   "band_temporal_diversity", "band_pair_diversity", "content_alignment",
+                   "complementarity", "balance", "disc_accuracy_real", "disc_accuracy_fake",
+                   "gen_loss", "grad_norm", "lr")
 
 
 def setup_logging(rank: int = 0) -> None:
@@ -244,7 +244,7 @@ def epoch_record(epoch: int, train: dict[str, float] | None, train_totals: dict[
     if train is not None:
         record["train_loss"] = train.get("loss")
     record["val_loss"] = val.get("loss")
-    record.update({name: val[name] for name in METRIC_NAMES if name in val})
+    record.update({name: val[name] for name in STATISTIC_NAMES if name in val})
     for name, value in (train or {}).items():
         if name in STEP_COUNTERS:
             continue
@@ -266,7 +266,7 @@ def epoch_record(epoch: int, train: dict[str, float] | None, train_totals: dict[
 
 def summary_line(record: dict[str, Any], epochs: int, improved: bool) -> str:
     parts = [f"epoch {record['epoch']}/{epochs}"]
-    parts += [f"{LABELS[key]} {record[key]:.4g}" for key in SUMMARY_FIGURES
+    parts += [f"{LABELS[key]} {record[key]:.3g}" for key in SUMMARY_FIGURES
               if record.get(key) is not None]
     if record.get("samples_per_s"):
         parts.append(f"{record['samples_per_s']:.1f} samples/s")
