@@ -159,6 +159,9 @@ class BandLayout:
         averaging = _cached(_band_averaging, _band_averaging_cached)(self, x.device, x.dtype)
         return torch.matmul(averaging, windows)
 
+    # Left out of torch.compile graphs: inductor's CPU backend fuses the backward of these
+    # index_selects (an index_add) into a kernel that indexes out of bounds (torch 2.14).
+    @torch.compiler.disable
     def spread(self, values: Tensor, num_frames: int) -> Tensor:
         """Band-window values [B, K, W] -> cells [B, D, T], W = ceil(T / window_frames).
 
