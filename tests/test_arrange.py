@@ -13,7 +13,7 @@ import torch
 import arrange
 from checkpoint import save_checkpoint
 from codec import get_codec
-from model_simple_transformer import SimpleTransformer
+from model_simple_transformer import ForwardRecord, SimpleTransformer
 from prepare_pairs import load_mono
 
 SAMPLE_RATE = 24000
@@ -29,10 +29,18 @@ def snr_db(estimate: np.ndarray, reference: np.ndarray) -> float:
 class TargetModel(torch.nn.Module):
     """Returns the target latents: the output must be the (looped) target song."""
 
-    last_masks = None
+    def forward(self, encoded_input, encoded_target, *, return_record=False, need_attention=False):
+        return (encoded_target, None, ForwardRecord()) if return_record else (encoded_target, None)
 
-    def forward(self, encoded_input, encoded_target):
-        return encoded_target, None
+
+class QuarterMaskModel(torch.nn.Module):
+    """Returns the input and records an input mask of 0.25 (target 0.75) broadcast over [1, D, T],
+    as fixed masks are: the arrangement's masks must come from the record."""
+
+    def forward(self, encoded_input, encoded_target, *, return_record=False, need_attention=False):
+        input_mask = torch.full_like(encoded_input[:1], 0.25)
+        record = ForwardRecord(input_mask=input_mask, target_mask=1.0 - input_mask)
+        return (encoded_input, None, record) if return_record else (encoded_input, None)
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +100,15 @@ def test_shorter_target_is_looped(codec):
     looped = np.resize(target, source.shape)  # np.resize repeats the array
     assert output.shape == source.shape
     assert snr_db(output, looped) >= 60.0
+
+
+def test_masks_come_from_the_forward_record(codec):
+    source = music_like(1.7, SAMPLE_RATE, seed=8)
+    _, input_mask, target_mask = arrange.arrange(QuarterMaskModel(), codec, source, source, 12000,
+                                                 0.25, 3, progress=False)
+    assert input_mask.shape == (128, codec.num_frames(source.size)) == target_mask.shape
+    np.testing.assert_allclose(input_mask, 0.25, atol=1e-6)
+    np.testing.assert_allclose(target_mask, 0.75, atol=1e-6)
 
 
 def test_silence_stays_finite_and_masks_cover_the_song(codec, tiny_model):
