@@ -387,6 +387,8 @@ def evaluate(checkpoint_path: str | os.PathLike, dataset_folder: str | os.PathLi
 
     report = build_report(trained, means, split, num_pairs, mask_kind, figures, dataset_folder,
                           time.perf_counter() - started)
+    # Pair diversities depend on which pairs share a batch: comparisons need the same batching.
+    report.update(batch_size=batch_size, max_batches=max_batches)
     write_json(out / REPORT_NAME, report)
     log.info("wrote %s", out / REPORT_NAME)
     return report

@@ -11,6 +11,7 @@ import re
 import socket
 from dataclasses import dataclass
 
+
 @dataclass
 class LaunchEnv:
     """Where this process sits in the job. mode: spawn (we start the workers), torchrun, slurm."""
