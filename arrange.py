@@ -35,13 +35,13 @@ import sys
 import time
 
 if __name__ == "__main__":
-    # Before torch starts its OpenMP runtime: idle OpenMP threads sleep instead of spinning. On a
-    # machine whose cores are shared with other jobs, spinning threads fight the jobs for the
-    # cores; measured on 2 shared cores, a 3-minute arrangement went from 33 s to 11 s wall.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from launch_env import prefer_passive_openmp_wait
+
+    prefer_passive_openmp_wait()
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -54,6 +54,7 @@ from checkpoint import CheckpointError
 from cli_flags import OneLineParser, add_bool_flag, add_device_flag
 from codec import Codec
 from evaluate import inference
+from model_simple_transformer import ForwardRecord
 
 log = logging.getLogger("arrange")
 
@@ -89,10 +90,10 @@ SAMPLE_RATE_WORDS = ("codec", "source")
 class IdentityModel(nn.Module):
     """Returns the input latents unchanged (no masks): checks windowing + overlap-add alone."""
 
-    last_masks = None
-
-    def forward(self, encoded_input: Tensor, encoded_target: Tensor | None = None) -> tuple[Tensor, None]:
-        return encoded_input, None
+    def forward(self, encoded_input: Tensor, encoded_target: Tensor | None = None, *,
+                return_record: bool = False, need_attention: bool = False
+                ) -> tuple[Tensor, None] | tuple[Tensor, None, ForwardRecord]:
+        return (encoded_input, None, ForwardRecord()) if return_record else (encoded_input, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,7 +164,8 @@ def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segme
 
     Returns (output [S] float32, input_mask_full [D, T] or None, target_mask_full or None), masks
     overlap-added over the whole arrangement in the latent frame domain (None when the model does
-    not mask). `model(encoded_input, encoded_target) -> (output_latent, _)`, as SimpleTransformer.
+    not mask). `model(encoded_input, encoded_target, return_record=True) -> (output_latent, _,
+    ForwardRecord)`, as SimpleTransformer; the masks come from the record.
     """
     from tqdm import tqdm
 
@@ -211,9 +213,8 @@ def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segme
                                  + [target[s:s + segment] for s in batch_starts])[:, None]
             latents = codec.encode(frames.to(device))
             encoded_input, encoded_target = latents[:size], latents[size:]
-            result, _ = model(encoded_input, encoded_target)
+            result, _, record = model(encoded_input, encoded_target, return_record=True)
             audio = codec.decode(result.float())[:, 0, :segment].float().cpu()
-            masks = getattr(model, "last_masks", None)
             for row, start in enumerate(batch_starts):
                 weights = window.clone()
                 # The song's own start and end have no neighbour to crossfade with.
@@ -223,8 +224,9 @@ def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segme
                     weights[segment - fade:] = 1.0
                 output[start:start + segment] += weights * audio[row]
                 weight_sum[start:start + segment] += weights
-            if masks is not None:
-                input_mask, target_mask = (m.expand_as(encoded_input).float().cpu() for m in masks)
+            if record.input_mask is not None:
+                input_mask, target_mask = (m.expand_as(encoded_input).float().cpu()
+                                           for m in (record.input_mask, record.target_mask))
                 if input_mask_full is None:
                     input_mask_full = torch.zeros(encoded_input.shape[1], total_frames)
                     target_mask_full = torch.zeros_like(input_mask_full)

@@ -11,6 +11,7 @@ import re
 import socket
 from dataclasses import dataclass
 
+
 @dataclass
 class LaunchEnv:
     """Where this process sits in the job. mode: spawn (we start the workers), torchrun, slurm."""
@@ -84,3 +85,13 @@ def detect_launch_env(environ: dict[str, str] | os._Environ, launcher: str = "au
     return LaunchEnv(mode="spawn")
 
 
+
+
+def prefer_passive_openmp_wait(environ: dict[str, str] | os._Environ = os.environ) -> None:
+    """Let idle OpenMP threads sleep instead of spin (unless OMP_WAIT_POLICY is already set).
+
+    Call it before torch is first imported: the OpenMP runtime reads the variable once, at
+    start. On cores shared with other jobs, spinning threads fight those jobs for the cores;
+    measured on 2 shared cores, a 3-minute arrangement went from 33 s to 11 s wall.
+    """
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
