@@ -389,3 +389,28 @@ def test_codec_producing_nan_is_refused_naming_the_pair(pairs_data):
     assert message.startswith(str(pairs_data / "train" / "pair_00001_output.wav"))
     assert "non-finite latents from codec frames" in message and "\n" not in message
     assert not list((pairs_data / "cache").glob("*/train/meta.json"))
+
+
+def test_ranks_opening_together_share_one_check(pairs_data, monkeypatch):
+    import dataset_wav_pairs
+
+    first = WavPairsDataset(pairs_data, _FramesCodec())  # builds: nothing to check
+    scans = []
+    real_scan = dataset_wav_pairs.scan_cache_file
+    monkeypatch.setattr(dataset_wav_pairs, "scan_cache_file",
+                        lambda path: scans.append(path.name) or real_scan(path))
+    WavPairsDataset(pairs_data, _FramesCodec())
+    assert sorted(scans) == ["input_latents.npy", "target_latents.npy"]
+    WavPairsDataset(pairs_data, _FramesCodec())  # another rank, moments later: no reading
+    assert len(scans) == 2
+    target = first.cache_dir / "target_latents.npy"
+    stamp = target.stat().st_mtime_ns + 10**9
+    os.utime(target, ns=(stamp, stamp))  # a file changed since: checked again
+    WavPairsDataset(pairs_data, _FramesCodec())
+    assert len(scans) == 4
+    record_path = first.cache_dir / "verified.json"
+    record = json.loads(record_path.read_text())
+    record["at"] -= 3600  # a later run: checked again
+    record_path.write_text(json.dumps(record))
+    WavPairsDataset(pairs_data, _FramesCodec())
+    assert len(scans) == 6
