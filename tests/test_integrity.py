@@ -240,7 +240,7 @@ def test_unwritable_destination_is_one_line(tmp_path, monkeypatch, number, text)
 def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: usage(10**9, 10**9, 1000))
-    with pytest.raises(CheckpointError, match=r"no space left on device \(needs about .* KB, "
+    with pytest.raises(CheckpointError, match=r"no space left on device \(needs about .* KiB, "
                                               r"1000 B free\)"):
         save_checkpoint(tmp_path / LAST_NAME, _state())
     assert list(tmp_path.iterdir()) == []
@@ -414,3 +414,9 @@ def test_ranks_opening_together_share_one_check(pairs_data, monkeypatch):
     record_path.write_text(json.dumps(record))
     WavPairsDataset(pairs_data, _FramesCodec())
     assert len(scans) == 6
+
+
+def test_byte_counts_are_readable():
+    sizes = (5, 2048, 5 << 20, 3 << 30)
+    assert [checkpoint._format_bytes(n) for n in sizes] == ["5 B", "2.0 KiB", "5.0 MiB",
+                                                             "3.0 GiB"]
