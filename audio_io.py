@@ -213,8 +213,9 @@ def read_mono(path: str | os.PathLike, sample_rate: int,
         if handle.frames == 0:
             raise AudioFileError(path, "empty", "no audio frames")
         resampler = StreamResampler(handle.samplerate, sample_rate)
-        expected = math.ceil(handle.frames * resampler.new / resampler.orig)
-        output = _Output(expected)
+        # Streams without a known length report a huge frame count: grow instead.
+        known = handle.seekable() and handle.frames < 1 << 40
+        output = _Output(math.ceil(handle.frames * resampler.new / resampler.orig) if known else 0)
         buffer = np.empty((block_frames, handle.channels), dtype=np.float32)
         non_finite = 0
         decoded = 0

@@ -188,11 +188,11 @@ def estimate_checkpoint_bytes(plain: Any) -> int:
 
 
 def _format_bytes(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(size) < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB"):
+        if abs(size) < 1024:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
-    return f"{size:.1f} GB"
+    return f"{size:.1f} GiB"
 
 
 def _free_bytes(folder: Path) -> int | None:
@@ -559,7 +559,9 @@ def find_resume_checkpoint(directory: str | os.PathLike) -> ResumeChoice | None:
     Candidates are checkpoint_last.pth, checkpoint_best.pth and every checkpoint_epoch_N.pth,
     ordered by the progress stored inside them (epoch, batches done, step); on a tie last comes
     before best before the epoch copies. The first one whose checksums verify and which holds
-    a training state is taken. None when the folder holds no checkpoint (a fresh start). When
+    a training state is taken; ``ResumeChoice.describe()`` says which and why others were
+    skipped, in one line for the launcher to log (a warning when ``skipped`` is not empty).
+    None when the folder holds no checkpoint (a fresh start). When
     checkpoints exist but none is usable, raises CheckpointError listing why: silently starting
     from scratch would throw away a long run.
     """
@@ -588,8 +590,6 @@ def find_resume_checkpoint(directory: str | os.PathLike) -> ResumeChoice | None:
         except CheckpointError as error:
             skipped.append(SkippedCheckpoint(candidate, _reason(error, candidate)))
             continue
-        for item in skipped:
-            log.warning("--resume auto: skipping %s: %s", item.path, item.reason)
         return ResumeChoice(candidate, progress[0], progress[1], tuple(skipped))
     shown = "; ".join(f"{item.path.name}: {item.reason}" for item in skipped[:3])
     more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""

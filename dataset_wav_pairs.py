@@ -23,8 +23,9 @@ DATA/cache to reclaim all of it.
 
 A complete cache is used without opening any wav: the header checks (sample rate, mono, equal
 lengths, partner present) run when a cache is built, which is always at construction, never
-mid-epoch. Its files are checked every time it is opened, in one sequential pass each (CRC-32
-against meta.json, size against the .npy header, every value finite; about 0.5 s of CPU per GB):
+mid-epoch. Its files are checked whenever a run opens it, in one sequential pass each (CRC-32 against
+meta.json, size against the .npy header, every value finite; about 0.55 s of CPU per GB, once
+for all the ranks that open it together, see check_cache):
 an empty, truncated, overwritten or NaN-holding file is named in a warning and the cache is
 rebuilt from the wav files (the damaged one is replaced only once the new one is complete).
 Caches built before checksums existed are checked for size, shape and finite values only.
@@ -63,6 +64,9 @@ PAIR_PATTERN = re.compile(r"^pair_(\d+)_(input|output)\.wav$")
 META_NAME = "meta.json"
 LOCK_NAME = ".lock"
 TMP_PREFIX = ".tmp-"
+VERIFIED_NAME = "verified.json"
+# Processes opening a cache within this long of its last full check share that check.
+VERIFIED_FRESH_S = 600.0
 LATENT_FILES = ("input_latents.npy", "target_latents.npy")
 AUDIO_FILES = ("input_audio.npy", "target_audio.npy")
 PART_FILES = {"latents": LATENT_FILES, "audio": AUDIO_FILES}
@@ -324,6 +328,58 @@ def find_cache_damage(cache_dir: Path, meta: dict, parts: set[str]) -> str | Non
     return None
 
 
+def _check_lock(cache_dir: Path) -> Path:
+    """Lock of check_cache: beside the cache folder, which a rebuild replaces."""
+    return cache_dir.parent / f".verify-{cache_dir.name}.lock"
+
+
+def _file_stats(cache_dir: Path, names: list[str]) -> dict[str, list[int]]:
+    stats = {}
+    for name in names:
+        info = (cache_dir / name).stat()
+        stats[name] = [info.st_size, info.st_mtime_ns, info.st_ino]
+    return stats
+
+
+def check_cache(cache_dir: Path, meta: dict, parts: set[str], timeout_s: float) -> str | None:
+    """find_cache_damage, done once for the processes that open a cache at about the same time.
+
+    The ranks of a run open the same cache together: the first checks it under a per-cache lock
+    and records the files' size, mtime and inode in verified.json; the others find that record
+    fresh (under VERIFIED_FRESH_S old) for unchanged files and skip reading the cache again. A
+    later run checks again. Read-only caches are checked by every process.
+    """
+    names = list(itertools.chain.from_iterable(PART_FILES[part] for part in sorted(parts)))
+    try:
+        with exclusive_lock(_check_lock(cache_dir), timeout_s):
+            try:
+                stats = _file_stats(cache_dir, names)
+                record = json.loads((cache_dir / VERIFIED_NAME).read_text())
+                if (time.time() - float(record["at"]) < VERIFIED_FRESH_S
+                        and all(record["stats"].get(name) == stats[name] for name in names)
+                        and record.get("checksums") == meta.get("checksums")):
+                    return None
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass  # no usable record: check the files
+            damage = find_cache_damage(cache_dir, meta, parts)
+            if damage is None:
+                _record_check(cache_dir, names, meta)
+            return damage
+    except OSError:  # read-only cache folder: no lock, no record
+        return find_cache_damage(cache_dir, meta, parts)
+
+
+def _record_check(cache_dir: Path, names: list[str], meta: dict) -> None:
+    tmp = cache_dir / f"{TMP_PREFIX}{VERIFIED_NAME}-{os.getpid()}"
+    try:
+        _write_json(tmp, {"at": time.time(), "stats": _file_stats(cache_dir, names),
+                          "checksums": meta.get("checksums")})
+        os.replace(tmp, cache_dir / VERIFIED_NAME)
+    except OSError as exc:  # the next process checks the files itself
+        tmp.unlink(missing_ok=True)
+        log.debug("cannot record the cache check in %s: %s", cache_dir, exc)
+
+
 def _checksums(folder: Path, names: tuple[str, ...]) -> dict[str, dict]:
     checksums = {}
     for name in names:
@@ -403,6 +459,7 @@ def _remove_stale(cache_root: Path, keep: Path, codec_hash: str, split: str) -> 
         if old == keep or meta is None or meta.get("codec_hash") != codec_hash or meta.get("split") != split:
             continue
         shutil.rmtree(old, ignore_errors=True)
+        _check_lock(old).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             old.parent.rmdir()  # only if no other split lives there
         log.info("removed stale latent cache %s (pair files changed since it was built)", old)
@@ -414,7 +471,7 @@ def ensure_cache(cache_dir: Path, pairs: list[WavPair], codec: Any, parts: set[s
     """Return (meta, built_here). Builds under DATA/cache/.lock so one process builds, others wait."""
     meta = _read_meta(cache_dir)
     # Every opening checks the files: a damaged cache would otherwise train on garbage silently.
-    if _is_complete(meta, parts) and find_cache_damage(cache_dir, meta, parts) is None:
+    if _is_complete(meta, parts) and check_cache(cache_dir, meta, parts, timeout_s) is None:
         return meta, False
     cache_root = cache_dir.parents[1]
     with exclusive_lock(cache_root / LOCK_NAME, timeout_s):

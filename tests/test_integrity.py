@@ -240,7 +240,7 @@ def test_unwritable_destination_is_one_line(tmp_path, monkeypatch, number, text)
 def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: usage(10**9, 10**9, 1000))
-    with pytest.raises(CheckpointError, match=r"no space left on device \(needs about .* KB, "
+    with pytest.raises(CheckpointError, match=r"no space left on device \(needs about .* KiB, "
                                               r"1000 B free\)"):
         save_checkpoint(tmp_path / LAST_NAME, _state())
     assert list(tmp_path.iterdir()) == []
@@ -389,3 +389,34 @@ def test_codec_producing_nan_is_refused_naming_the_pair(pairs_data):
     assert message.startswith(str(pairs_data / "train" / "pair_00001_output.wav"))
     assert "non-finite latents from codec frames" in message and "\n" not in message
     assert not list((pairs_data / "cache").glob("*/train/meta.json"))
+
+
+def test_ranks_opening_together_share_one_check(pairs_data, monkeypatch):
+    import dataset_wav_pairs
+
+    first = WavPairsDataset(pairs_data, _FramesCodec())  # builds: nothing to check
+    scans = []
+    real_scan = dataset_wav_pairs.scan_cache_file
+    monkeypatch.setattr(dataset_wav_pairs, "scan_cache_file",
+                        lambda path: scans.append(path.name) or real_scan(path))
+    WavPairsDataset(pairs_data, _FramesCodec())
+    assert sorted(scans) == ["input_latents.npy", "target_latents.npy"]
+    WavPairsDataset(pairs_data, _FramesCodec())  # another rank, moments later: no reading
+    assert len(scans) == 2
+    target = first.cache_dir / "target_latents.npy"
+    stamp = target.stat().st_mtime_ns + 10**9
+    os.utime(target, ns=(stamp, stamp))  # a file changed since: checked again
+    WavPairsDataset(pairs_data, _FramesCodec())
+    assert len(scans) == 4
+    record_path = first.cache_dir / "verified.json"
+    record = json.loads(record_path.read_text())
+    record["at"] -= 3600  # a later run: checked again
+    record_path.write_text(json.dumps(record))
+    WavPairsDataset(pairs_data, _FramesCodec())
+    assert len(scans) == 6
+
+
+def test_byte_counts_are_readable():
+    sizes = (5, 2048, 5 << 20, 3 << 30)
+    assert [checkpoint._format_bytes(n) for n in sizes] == ["5 B", "2.0 KiB", "5.0 MiB",
+                                                             "3.0 GiB"]
