@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +96,7 @@ class MachineResources:
 class ModelSize:
     """What the RAM estimate needs to know about one training process."""
 
-    parameters: int      # count_parameters(...) of the model being trained
+    parameters: int      # of the model being trained
     encoding_dim: int    # D
     nhead: int
     num_layers: int      # encoder layers per cascade stage
@@ -118,15 +117,6 @@ class RamEstimate:
 
     def total(self, processes: int) -> int:
         return self.shared + processes * self.per_process
-
-
-def count_parameters(build: Callable[[], object]) -> int:
-    """Parameters of the module ``build()`` returns, built on the meta device (no memory)."""
-    import torch
-
-    with torch.device("meta"):
-        module = build()
-    return sum(p.numel() for p in module.parameters())
 
 
 def stage_widths(encoding_dim: int, num_stages: int) -> list[int]:
@@ -190,7 +180,11 @@ def check_resources(world_size: int, device_kind: str, num_workers: int,
     elif not ram.lower_bound and needed > TIGHT_FRACTION * machine.ram_available:
         findings.append(Finding("warning", f"memory is tight: {usage}; the run may be killed "
                                            f"for memory, consider to {advice}"))
-    if device_kind == "cpu":
+    if device_kind == "cpu" and world_size > machine.cores:
+        findings.append(Finding("error", f"--world_size {world_size} CPU processes on "
+                                         f"{machine.cores} core(s): use --world_size "
+                                         f"{machine.cores} or fewer"))
+    elif device_kind == "cpu":
         processes = world_size * (1 + num_workers)
         if processes > machine.cores:
             findings.append(Finding("warning", f"{world_size} training process(es) with "

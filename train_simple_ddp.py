@@ -105,6 +105,39 @@ def expected_model_config(cfg: TrainConfig) -> dict[str, Any]:
     return {**defaults, **model_kwargs(cfg)}
 
 
+def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
+    """What this machine cannot hold (processes, memory) or what will run badly, before any
+    process starts: errors first, then warnings."""
+    import soundfile as sf
+
+    from dataset_wav_pairs import list_pairs
+    from resources import (ModelSize, check_batch_size, check_resources, estimate_process_ram,
+                           probe_resources)
+    from training_setup import build_model
+
+    pairs = list_pairs(Path(cfg.dataset_folder) / "train")
+    info = sf.info(str(pairs[0].input_path))
+    frame_rate = info.samplerate / int(cfg.codec_option.get("dim", 128)) \
+        if cfg.codec == "mdct" else 75.0
+    segment_samples = int(info.frames)
+    size = ModelSize(
+        parameters=sum(p.numel() for p in build_model(cfg).parameters()),
+        encoding_dim=cfg.encoding_dim,
+        nhead=cfg.nhead, num_layers=cfg.num_layers, num_stages=cfg.num_transformer_layers,
+        dim_feedforward=int(model_kwargs(cfg).get("dim_feedforward", 2048)),
+        # A batch never holds more than a process's share of the data.
+        dropout=cfg.dropout,
+        batch_size=min(cfg.batch_size, -(-len(pairs) // cfg.world_size)),
+        latent_frames=int(segment_samples / info.samplerate * frame_rate) + 1,
+        audio_samples=segment_samples if cfg.loss_domain == "audio" else 0)
+    device_kind = "cuda" if cfg.device != "cpu" and cuda_count else "cpu"
+    machine = probe_resources(gpus_visible=cuda_count)
+    findings = check_resources(cfg.world_size, device_kind, cfg.num_workers, machine,
+                               estimate_process_ram(size, device_kind, cfg.world_size))
+    batch = check_batch_size(len(pairs), cfg.batch_size, cfg.world_size)
+    return findings + ([batch] if batch is not None else [])
+
+
 def earlier_run_files(folder: Path) -> list[Path]:
     """What an earlier run left in ``folder`` (checkpoints, logs, config)."""
     if not folder.is_dir():
@@ -315,6 +348,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nothing to do: {resume.path} already holds {resume.epoch} epoch(s) and --epochs "
               f"is {cfg.epochs}; raise --epochs to train further", file=sys.stderr)
         return EXIT_OK
+    if env.mode == "spawn":
+        findings = resource_findings(cfg, cuda_count)
+        for finding in findings:
+            (log.warning if finding.level == "warning" else log.debug)("%s", finding.message)
+        errors = [f.message for f in findings if f.level == "error"]
+        if errors:
+            for message in errors:
+                print(f"error: {message}", file=sys.stderr)
+            return EXIT_USAGE
     lock = RunLock(cfg.checkpoint_dir, " ".join(sys.argv)) if env.rank == 0 else nullcontext()
     try:
         with lock:
