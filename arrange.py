@@ -49,7 +49,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
-from audio_io import read_mono
+from audio_io import check_output_path, read_mono
 from checkpoint import CheckpointError
 from cli_flags import OneLineParser, add_bool_flag, add_device_flag
 from codec import Codec
@@ -300,11 +300,14 @@ def output_subtype(fmt: OutputFormat, subtype: str | None) -> str:
 
 
 def check_output(output: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
-    """Refuse an output that would overwrite one of the inputs (same file, any spelling)."""
+    """Refuse, before any work, an output that would overwrite one of the inputs (same file, any
+    spelling), or that cannot be written (a folder, an unwritable place: see
+    audio_io.check_output_path)."""
     target = Path(output).expanduser().resolve()
     for song in inputs:
         if Path(song).expanduser().resolve() == target:
             raise ValueError(f"--output {output} is the input file {song}: choose another name")
+    check_output_path(output)
 
 
 def parse_sample_rate(text: str) -> int | str:
