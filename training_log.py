@@ -201,10 +201,16 @@ class MetricsLog:
             return
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
                  for k, v in record.items()}
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(clean) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with open(self.path, "a") as handle:
+                handle.write(json.dumps(clean) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as error:
+            # A failed write (a full disk) names no file: say which, and what is left of it.
+            raise OSError(error.errno, f"cannot append epoch {record['epoch']} to {self.path}: "
+                          f"{error.strerror or error}; the earlier records are intact (a torn "
+                          f"last line is dropped on resume)") from None
         self.tracker.log_scalars(clean, record["epoch"])
 
     def interval(self, reduced: dict[str, tuple[float, float]], step: int) -> None:
