@@ -145,17 +145,26 @@ def earlier_run_files(folder: Path) -> list[Path]:
     return sorted(path for pattern in RUN_FILE_PATTERNS for path in folder.glob(pattern))
 
 
-def prepare_run_folder(cfg: TrainConfig, resume: ResumePoint) -> str | None:
+def prepare_run_folder(cfg: TrainConfig, resume: ResumePoint, resume_asked: bool) -> str | None:
     """Refuse a fresh run into a folder holding an earlier one (unless --overwrite), clear it
-    when overwriting, and write the resolved config.json. Returns an error message or None."""
+    when overwriting, and write the resolved config.json. Returns an error message or None.
+
+    ``resume_asked``: --resume auto found no checkpoint. An earlier run killed before its first
+    checkpoint then starts over, since there is nothing of it to continue.
+    """
     folder = Path(cfg.checkpoint_dir)
     earlier = earlier_run_files(folder)
     if not resume.path and earlier:
         names = ", ".join(path.name for path in earlier[:3])
-        if not cfg.overwrite:
+        no_checkpoint = not any(path.suffix == ".pth" for path in earlier)
+        if resume_asked and no_checkpoint:
+            log.info("--resume auto: %s holds no checkpoint of the earlier run (%s): starting "
+                     "over", folder, names)
+        elif not cfg.overwrite:
             return (f"{folder} holds an earlier run ({names}): continue it with --resume auto, "
                     f"or pass --overwrite true to replace it")
-        log.warning("--overwrite: removing the earlier run in %s (%s)", folder, names)
+        else:
+            log.warning("--overwrite: removing the earlier run in %s (%s)", folder, names)
         for path in earlier:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     write_config_file(cfg, folder)
@@ -343,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    asked_resume = cfg.resume
     cfg = dataclasses.replace(cfg, resume=resume.path)
     if resume.path and resume.epoch >= cfg.epochs:
         print(f"nothing to do: {resume.path} already holds {resume.epoch} epoch(s) and --epochs "
@@ -362,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with lock:
             if env.rank == 0:
                 remove_stale_temporaries(cfg.checkpoint_dir, run_lock_held=True)
-                problem = prepare_run_folder(cfg, resume)
+                problem = prepare_run_folder(cfg, resume, resume_asked=asked_resume == "auto")
                 if problem:
                     print(f"error: {problem}", file=sys.stderr)
                     return EXIT_USAGE
@@ -389,8 +399,8 @@ def launch(cfg: TrainConfig, env: LaunchEnv) -> int:
         if env.mode == "spawn" and cfg.world_size > 1:
             return spawn_workers(cfg)
         return run_in_process(cfg, env)
-    except (CheckpointError, FileNotFoundError, ValueError) as error:
-        # Expected failures (bad data, incompatible checkpoint): one line, no traceback.
+    except (CheckpointError, OSError, ValueError) as error:
+        # Expected failures (bad data, incompatible checkpoint, a full disk): one line.
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILED
 
