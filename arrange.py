@@ -11,9 +11,16 @@ windows are overlap-added with raised-cosine crossfades normalized by the summed
 joins have no clicks (with an identity model the input comes back exactly). Also writes
 OUT_masks.png (the arrangement's input mask over time x channel) and prints the real-time factor.
 
+The output's extension picks its format: .wav (PCM_16, PCM_24 or FLOAT), .flac (PCM_16 or
+PCM_24) or .ogg (Vorbis); anything else, or an output that is one of the inputs, is refused before
+any work. `--sample_rate` writes at the codec's rate (default), at the input file's own rate
+(`source`) or at any rate in Hz, resampled with torchaudio's windowed sinc as in prepare_pairs.
+
 Library use: `arrange(model, codec, input_audio, target_audio, segment_samples, overlap,
 batch_size) -> (output_audio, input_mask_full, target_mask_full)` on arrays;
 `arrange_files(checkpoint, input, target, output, ...) -> ArrangeResult` on files (the CLI);
+`write_audio(path, audio, sample_rate, subtype)` writes the format the name asks for;
+`check_output(output, inputs)` and `output_format(path)` refuse bad outputs before any work;
 `demo_outputs(checkpoint_dir, dataset_folder)` evaluates and arranges after the demo training.
 """
 
@@ -28,22 +35,26 @@ import sys
 import time
 
 if __name__ == "__main__":
-    # Before torch starts its OpenMP runtime: idle OpenMP threads sleep instead of spinning. On a
-    # machine whose cores are shared with other jobs, spinning threads fight the jobs for the
-    # cores; measured on 2 shared cores, a 3-minute arrangement went from 33 s to 11 s wall.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from launch_env import prefer_passive_openmp_wait
+
+    prefer_passive_openmp_wait()
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 import torch
+import torchaudio.functional as AF
 from torch import Tensor, nn
 
+from audio_io import check_output_path, read_mono
 from checkpoint import CheckpointError
+from cli_flags import OneLineParser, add_bool_flag, add_device_flag
 from codec import Codec
-from evaluate import inference, load_trained
+from evaluate import inference
+from model_simple_transformer import ForwardRecord
 from precision import autocast_for, resolve_precision
 
 log = logging.getLogger("arrange")
@@ -53,16 +64,37 @@ DEFAULT_SEGMENT_SECONDS = 4.0
 DEFAULT_OVERLAP = 0.25
 # Below this summed window weight a sample counts as covered by no window (guards the division).
 _WEIGHT_EPS = 1e-8
-SUBTYPES = ("PCM_16", "FLOAT")
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """An audio format arrange can write: soundfile's container name and its subtypes."""
+
+    extension: str
+    container: str
+    subtypes: tuple[str, ...]  # the first is the default
+
+    @property
+    def default_subtype(self) -> str:
+        return self.subtypes[0]
+
+
+OUTPUT_FORMATS = {fmt.extension: fmt for fmt in (
+    OutputFormat(".wav", "WAV", ("PCM_16", "PCM_24", "FLOAT")),
+    OutputFormat(".flac", "FLAC", ("PCM_16", "PCM_24")),
+    OutputFormat(".ogg", "OGG", ("VORBIS",)),
+)}
+SUBTYPES = tuple(dict.fromkeys(t for fmt in OUTPUT_FORMATS.values() for t in fmt.subtypes))
+SAMPLE_RATE_WORDS = ("codec", "source")
 
 
 class IdentityModel(nn.Module):
     """Returns the input latents unchanged (no masks): checks windowing + overlap-add alone."""
 
-    last_masks = None
-
-    def forward(self, encoded_input: Tensor, encoded_target: Tensor | None = None) -> tuple[Tensor, None]:
-        return encoded_input, None
+    def forward(self, encoded_input: Tensor, encoded_target: Tensor | None = None, *,
+                return_record: bool = False, need_attention: bool = False
+                ) -> tuple[Tensor, None] | tuple[Tensor, None, ForwardRecord]:
+        return (encoded_input, None, ForwardRecord()) if return_record else (encoded_input, None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +165,8 @@ def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segme
 
     Returns (output [S] float32, input_mask_full [D, T] or None, target_mask_full or None), masks
     overlap-added over the whole arrangement in the latent frame domain (None when the model does
-    not mask). `model(encoded_input, encoded_target) -> (output_latent, _)`, as SimpleTransformer.
+    not mask). `model(encoded_input, encoded_target, return_record=True) -> (output_latent, _,
+    ForwardRecord)`, as SimpleTransformer; the masks come from the record.
     `precision` ("auto", "fp32", "bf16"; see precision.py) is the model's: "auto" runs it under
     bf16 autocast where the device multiplies bf16 natively (measured 2.3x faster per window on an
     AMX CPU, outputs within 0.5% of fp32). The codec always runs in fp32.
@@ -186,9 +219,8 @@ def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segme
             latents = codec.encode(frames.to(device))
             encoded_input, encoded_target = latents[:size], latents[size:]
             with autocast_for(device, model_precision):
-                result, _ = model(encoded_input, encoded_target)
+                result, _, record = model(encoded_input, encoded_target, return_record=True)
             audio = codec.decode(result.float())[:, 0, :segment].float().cpu()
-            masks = getattr(model, "last_masks", None)
             for row, start in enumerate(batch_starts):
                 weights = window.clone()
                 # The song's own start and end have no neighbour to crossfade with.
@@ -198,8 +230,9 @@ def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segme
                     weights[segment - fade:] = 1.0
                 output[start:start + segment] += weights * audio[row]
                 weight_sum[start:start + segment] += weights
-            if masks is not None:
-                input_mask, target_mask = (m.expand_as(encoded_input).float().cpu() for m in masks)
+            if record.input_mask is not None:
+                input_mask, target_mask = (m.expand_as(encoded_input).float().cpu()
+                                           for m in (record.input_mask, record.target_mask))
                 if input_mask_full is None:
                     input_mask_full = torch.zeros(encoded_input.shape[1], total_frames)
                     target_mask_full = torch.zeros_like(input_mask_full)
@@ -244,45 +277,114 @@ def _add_masks(input_full: Tensor, target_full: Tensor, weight_full: Tensor, inp
 
 
 def read_song(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
-    """Any audio file -> mono float32 at `sample_rate` (prepare_pairs.load_mono); one-line errors."""
-    from prepare_pairs import load_mono
+    """Any audio file -> mono float32 at `sample_rate`, read block by block (audio_io.read_mono).
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    try:
-        return load_mono(path, sample_rate)
-    except Exception as error:  # load_mono's skip reasons: unreadable, empty, non-finite
-        detail = getattr(error, "detail", None) or str(error)
-        raise ValueError(f"{path}: cannot use this audio file ({detail})") from None
-
-
-def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> float:
-    """Atomic WAV write (tmp + os.replace); returns the peak |sample| before any scaling.
-
-    PCM_16 cannot hold |x| > 1: a louder output is scaled down to peak 0.99 (not clipped).
+    Raises AudioFileError (a ValueError; one line naming the file and what is wrong: missing, a
+    folder, a symlink loop, unreadable, empty, non-finite samples).
     """
-    if subtype not in SUBTYPES:
-        raise ValueError(f"--subtype must be one of {', '.join(SUBTYPES)}, got {subtype!r}")
+    return read_mono(path, sample_rate)
+
+
+def output_format(path: str | os.PathLike) -> OutputFormat:
+    """The format an output name asks for; ValueError for an extension arrange cannot write."""
+    extension = Path(path).suffix.lower()
+    if extension not in OUTPUT_FORMATS:
+        shown = extension or "(no extension)"
+        raise ValueError(f"--output {path}: unknown audio format {shown!r}; "
+                         f"use {', '.join(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[extension]
+
+
+def output_subtype(fmt: OutputFormat, subtype: str | None) -> str:
+    """`subtype`, or the format's default when None; ValueError when the format cannot hold it."""
+    if subtype is None:
+        return fmt.default_subtype
+    if subtype.upper() not in fmt.subtypes:
+        raise ValueError(f"--subtype {subtype}: {fmt.extension} files hold "
+                         f"{' or '.join(fmt.subtypes)}")
+    return subtype.upper()
+
+
+def check_output(output: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
+    """Refuse, before any work, an output that would overwrite one of the inputs (same file, any
+    spelling), or that cannot be written (a folder, an unwritable place: see
+    audio_io.check_output_path)."""
+    target = Path(output).expanduser().resolve()
+    for song in inputs:
+        if Path(song).expanduser().resolve() == target:
+            raise ValueError(f"--output {output} is the input file {song}: choose another name")
+    check_output_path(output)
+
+
+def parse_sample_rate(text: str) -> int | str:
+    """'codec', 'source' or a rate in Hz (argparse type)."""
+    value = str(text).strip().lower()
+    if value in SAMPLE_RATE_WORDS:
+        return value
+    try:
+        rate = int(value)
+    except ValueError:
+        rate = 0
+    if rate < 1:
+        raise argparse.ArgumentTypeError(f"expected codec, source or a rate in Hz, got {text!r}")
+    return rate
+
+
+def output_rate(sample_rate: int | str, codec_rate: int, source_rate: int) -> int:
+    """The rate to write: the codec's ('codec'), the input's own ('source'), or the Hz given."""
+    if sample_rate == "codec":
+        return int(codec_rate)
+    if sample_rate == "source":
+        return int(source_rate)
+    if isinstance(sample_rate, int) and not isinstance(sample_rate, bool) and sample_rate > 0:
+        return sample_rate
+    raise ValueError(f"--sample_rate must be codec, source or a rate in Hz, got {sample_rate!r}")
+
+
+def resample_output(audio: np.ndarray, from_rate: int, to_rate: int,
+                    length: int | None = None) -> np.ndarray:
+    """Resample (torchaudio windowed sinc) to `to_rate`; crop or zero-pad to `length` if given."""
+    if to_rate != from_rate:
+        tensor = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+        audio = AF.resample(tensor, int(from_rate), int(to_rate)).numpy()
+    if length is not None and len(audio) != length:
+        audio = np.pad(audio[:length], (0, max(0, length - len(audio))))
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
+                subtype: str | None = None) -> tuple[float, str]:
+    """Atomic write (tmp + os.replace) in the format the name asks for.
+
+    Returns (peak |sample| before any scaling, subtype written). Integer and Vorbis subtypes
+    cannot hold |x| > 1: a louder output is scaled down to peak 0.99 (not clipped).
+    """
     path = Path(path)
+    fmt = output_format(path)
+    subtype = output_subtype(fmt, subtype)
     audio = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     peak = float(np.abs(audio).max()) if audio.size else 0.0
-    if subtype == "PCM_16" and peak > 1.0:
+    if subtype != "FLOAT" and peak > 1.0:
         log.warning("output peak %.3f exceeds full scale: scaled down by %.2f dB to avoid clipping",
                     peak, 20 * math.log10(peak / 0.99))
         audio = audio * (0.99 / peak)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        sf.write(str(tmp), audio, sample_rate, subtype=subtype, format="WAV")
+        sf.write(str(tmp), audio, sample_rate, subtype=subtype, format=fmt.container)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return peak
+    return peak, subtype
 
 
 def training_segment_seconds(train_config: dict[str, Any]) -> float:
-    """Segment length the model was trained on: DATA/dataset_info.json, else 4.0 s."""
+    """Segment length the model was trained on: train_config's segment_seconds (an export stores
+    it), else DATA/dataset_info.json, else 4.0 s."""
+    stored = train_config.get("segment_seconds")
+    if isinstance(stored, (int, float)) and not isinstance(stored, bool) and stored > 0 \
+            and math.isfinite(stored):
+        return float(stored)
     folder = train_config.get("dataset_folder")
     if folder:
         info_path = Path(folder) / "dataset_info.json"
@@ -301,20 +403,29 @@ def masks_path(output: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint .pth written by training (path)")
+    parser = OneLineParser(description=__doc__.split("\n\n")[0],
+                           epilog="Booleans accept true/false, 1/0, yes/no (a bare flag means "
+                                  "true).")
+    parser.add_argument("--checkpoint", required=True,
+                        help="checkpoint .pth written by training, or a folder written by "
+                             "export_model.py (path)")
     parser.add_argument("--input", required=True, help="song A, any format/rate/channels (path)")
     parser.add_argument("--target", required=True, help="song B, looped when shorter than A (path)")
-    parser.add_argument("--output", required=True, help="arrangement WAV, A's length (path)")
+    parser.add_argument("--output", required=True,
+                        help="the arrangement, A's length; its extension picks the format: "
+                             f"{', '.join(OUTPUT_FORMATS)} (path)")
+    parser.add_argument("--sample_rate", type=parse_sample_rate, default="codec",
+                        help="rate of the output: codec (the model's), source (the input file's) "
+                             "or a rate in Hz such as 44100 or 48000")
     parser.add_argument("--segment_seconds", type=float, default=None,
                         help="window length (s); default: the training segment length")
     parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
                         help="overlap of consecutive windows (fraction of a window)")
     parser.add_argument("--batch_size", type=int, default=8, help="windows per model call (count)")
-    parser.add_argument("--subtype", default="PCM_16", choices=SUBTYPES, help="WAV sample format")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--subtype", default=None, type=str.upper, choices=SUBTYPES,
+                        help="sample format; default: PCM_16 for .wav and .flac, VORBIS for .ogg")
+    add_device_flag(parser)
+    add_bool_flag(parser, "--progress", True, "show a progress bar")
     return parser
 
 
@@ -327,18 +438,19 @@ class ArrangeResult:
     total_seconds: float      # including loading the checkpoint and decoding both songs
     peak: float
     subtype: str
-    sample_rate: int
+    sample_rate: int          # of the written file
 
     @property
     def real_time_factor(self) -> float:
         return self.seconds / max(self.process_seconds, 1e-9)
 
     def summary(self, input_path: Any, target_path: Any) -> str:
-        scaled = ", scaled to 0.99" if self.subtype == "PCM_16" and self.peak > 1 else ""
+        scaled = ", scaled to 0.99" if self.subtype != "FLOAT" and self.peak > 1 else ""
         lines = [f"arranged {self.seconds:.1f} s ({input_path} with {target_path}) in "
                  f"{self.process_seconds:.2f} s: real-time factor {self.real_time_factor:.1f}x "
                  f"({self.seconds / max(self.total_seconds, 1e-9):.1f}x including loading)",
-                 f"wrote {self.output} ({self.subtype}, {self.sample_rate} Hz, peak {self.peak:.3f}{scaled})"]
+                 (f"wrote {self.output} ({self.subtype}, {self.sample_rate} Hz, "
+                  f"peak {self.peak:.3f}{scaled})")]
         if self.masks_png is not None:
             lines.append(f"wrote {self.masks_png}")
         return "\n".join(lines)
@@ -347,58 +459,72 @@ class ArrangeResult:
 def arrange_files(checkpoint: str | os.PathLike, input_path: str | os.PathLike,
                   target_path: str | os.PathLike, output: str | os.PathLike,
                   segment_seconds: float | None = None, overlap: float = DEFAULT_OVERLAP,
-                  batch_size: int = 8, subtype: str = "PCM_16", device: str = "auto",
-                  progress: bool = True) -> ArrangeResult:
-    """The CLI as a function: read both songs, arrange, write OUT.wav and OUT_masks.png."""
+                  batch_size: int = 8, subtype: str | None = None, device: str = "auto",
+                  progress: bool = True, sample_rate: int | str = "codec") -> ArrangeResult:
+    """The CLI as a function: read both songs, arrange, write OUTPUT and OUT_masks.png.
+
+    `checkpoint` is a training checkpoint or a folder written by export_model.py.
+    """
     import plots
+    from export_model import load_model
 
     if segment_seconds is not None and not segment_seconds > 0:
         raise ValueError(f"--segment_seconds must be > 0, got {segment_seconds}")
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"--overlap must be a fraction in [0, 1), got {overlap}")
-    if subtype not in SUBTYPES:
-        raise ValueError(f"--subtype must be one of {', '.join(SUBTYPES)}, got {subtype!r}")
+    output = Path(output)
+    subtype = output_subtype(output_format(output), subtype)
+    check_output(output, [input_path, target_path])
     started = time.perf_counter()
-    trained = load_trained(checkpoint, device)
+    trained = load_model(checkpoint, device)
     codec = trained.codec
     seconds = segment_seconds or training_segment_seconds(trained.train_config)
     segment = int(round(seconds * codec.sample_rate))
     source = read_song(input_path, codec.sample_rate)
     target = read_song(target_path, codec.sample_rate)
+    info = sf.info(str(input_path))
+    rate = output_rate(sample_rate, codec.sample_rate, info.samplerate)
     loaded = time.perf_counter()
     audio, input_mask, _ = arrange(trained.model, codec, source, target, segment, overlap,
                                    batch_size, progress=progress)
     processed = time.perf_counter()
-    output = Path(output)
-    peak = write_wav(output, audio, codec.sample_rate, subtype)
+    seconds_out = len(audio) / codec.sample_rate
+    # At the input's own rate, the output has exactly the input file's length.
+    length = info.frames if sample_rate == "source" else None
+    audio = resample_output(audio, codec.sample_rate, rate, length)
+    peak, subtype = write_audio(output, audio, rate, subtype)
     masks_png = None
     if input_mask is not None:
         axis = plots.ChannelAxis.for_codec(codec.name, codec.dim, codec.sample_rate)
+        title = f"input mask over the arrangement ({trained.mask_kind})"
         masks_png = plots.mask_heatmap(masks_path(output), input_mask, codec.frame_rate, axis,
-                                       title=f"input mask over the arrangement ({trained.mask_kind})")
+                                       title=title)
     else:
         log.info("the model does not mask its inputs: no mask plot")
-    return ArrangeResult(output, masks_png, len(audio) / codec.sample_rate, processed - loaded,
-                         processed - started, peak, subtype, codec.sample_rate)
+    return ArrangeResult(output, masks_png, seconds_out, processed - loaded,
+                         processed - started, peak, subtype, rate)
 
 
 def demo_songs(dataset_folder: str | os.PathLike) -> list[Path]:
-    """Full songs to arrange after the demo: the validation songs first (manifest.jsonl sources
-    found in DATA/songs_src, where demo_music keeps them), then any other song there."""
+    """Full songs to arrange after the demo: the validation songs first (the songs manifest.jsonl
+    names for the val split, found in DATA/songs_src where demo_music keeps them), then any other
+    song there."""
+    from pair_manifest import read_manifest
+
     folder = Path(dataset_folder)
     songs_dir = folder / "songs_src"
     if not songs_dir.is_dir():
         return []
+    try:
+        entries = read_manifest(folder, "val", check_files=False)
+    except (FileNotFoundError, ValueError) as error:
+        log.info("no validation songs from the manifest (%s)", error)
+        entries = []
     preferred: list[Path] = []
-    manifest = folder / "manifest.jsonl"
-    if manifest.is_file():
-        for line in manifest.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            path = songs_dir / str(record.get("source", ""))
-            if record.get("split") == "val" and path.is_file() and path not in preferred:
+    for entry in entries:
+        for name in (entry.input_source, entry.target_source):
+            path = songs_dir / str(name)
+            if name and path.is_file() and path not in preferred:
                 preferred.append(path)
     others = sorted(p for p in songs_dir.iterdir() if p.is_file() and p not in preferred
                     and not p.name.startswith("."))
@@ -407,13 +533,15 @@ def demo_songs(dataset_folder: str | os.PathLike) -> list[Path]:
 
 def demo_outputs(checkpoint_dir: str | os.PathLike, dataset_folder: str | os.PathLike,
                  progress: bool = True) -> dict[str, Any]:
-    """What `train_simple_ddp.py --demo` shows at the end (issue 5, item 4).
+    """What `train_simple_ddp.py --demo` shows at the end.
 
     Evaluates checkpoint_best.pth (else checkpoint_last.pth) on the validation split into
-    CHECKPOINT_DIR/eval/ and arranges two validation songs into CHECKPOINT_DIR/arrangement.wav
-    (+ arrangement_masks.png); prints the report table and the arrangement summary.
-    Returns {"report": dict, "eval_dir": Path, "arrangement": ArrangeResult | None}.
+    CHECKPOINT_DIR/eval/ (report, figures and the listening page index.html) and arranges two
+    validation songs into CHECKPOINT_DIR/arrangement.wav (+ arrangement_masks.png); prints the
+    report table and the arrangement summary.
+    Returns {"report": dict, "eval_dir": Path, "page": Path, "arrangement": ArrangeResult | None}.
     """
+    from demo_page import write_eval_demo
     from evaluate import evaluate, format_report
 
     folder = Path(checkpoint_dir)
@@ -423,8 +551,9 @@ def demo_outputs(checkpoint_dir: str | os.PathLike, dataset_folder: str | os.Pat
         raise FileNotFoundError(f"no checkpoint_best.pth or checkpoint_last.pth in {folder}")
     eval_dir = folder / "eval"
     report = evaluate(checkpoint, dataset_folder, eval_dir, split="val", progress=progress)
+    page = write_eval_demo(checkpoint, dataset_folder, eval_dir, split="val")
     print(format_report(report))
-    print(f"report and figures: {eval_dir}")
+    print(f"report and figures: {eval_dir}; listen: {page}")
     songs = demo_songs(dataset_folder)
     result = None
     if songs:
@@ -434,7 +563,7 @@ def demo_outputs(checkpoint_dir: str | os.PathLike, dataset_folder: str | os.Pat
         print(result.summary(source.name, target.name))
     else:
         log.info("no songs in %s/songs_src: no demo arrangement", dataset_folder)
-    return {"report": report, "eval_dir": eval_dir, "arrangement": result}
+    return {"report": report, "eval_dir": eval_dir, "page": page, "arrangement": result}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -443,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = arrange_files(args.checkpoint, args.input, args.target, args.output,
                                args.segment_seconds, args.overlap, args.batch_size, args.subtype,
-                               args.device, progress=not args.no_progress)
+                               args.device, progress=args.progress, sample_rate=args.sample_rate)
     except (CheckpointError, FileNotFoundError, ValueError, TimeoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

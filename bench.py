@@ -31,23 +31,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
-import resource
 import statistics
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from bench_measure import (best_peak, device_name, gemm_shapes, measure_matmul_peak,
+                           native_bf16_matmul, peak_memory_bytes, reset_peak_memory, step_flops,
+                           synchronize)
+from precision import PRECISIONS
+from train_config import CODEC_CHOICES
+from training_setup import TrainingRun
+
 log = logging.getLogger("bench")
 
-PRECISIONS = ("fp32", "bf16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -81,193 +85,6 @@ class BenchConfig:
     seed: int = 0
     json: str = ""
 
-
-# =============================================================================================
-# Analytic FLOP count
-# =============================================================================================
-
-def transformer_layer_flops(tokens: int, batch: int, frames: int, width: int, feedforward: int) -> dict[str, int]:
-    """Forward FLOPs of one nn.TransformerEncoderLayer (a multiply-add = 2 FLOPs).
-
-    QKV projections 2*N*C*3C, output projection 2*N*C*C, attention scores Q.K^T 2*B*T*T*C and
-    attention-weighted values 2*B*T*T*C (summed over heads: heads * head_dim = C), feed-forward
-    2*N*C*F + 2*N*F*C; N = B*T tokens, C the stage width, F dim_feedforward.
-    """
-    return {
-        "qkv_out_projections": 2 * tokens * width * 3 * width + 2 * tokens * width * width,
-        "attention_scores_values": 2 * 2 * batch * frames * frames * width,
-        "feed_forward": 2 * 2 * tokens * width * feedforward,
-    }
-
-
-def agent_flops(tokens: int, batch: int, frames: int, dim: int, hidden: int) -> dict[str, int]:
-    """Forward FLOPs of AttentionMaskGenerator (both songs; shared or not, the work is the same).
-
-    Per song: analyzer Conv1d D->H (k=3) and H->H (k=3): 2*N*3*(D*H + H*H); mask head Conv1d
-    2H->H (k=3) and H->D (k=1): 2*N*(3*2H*H + H*D). Per direction of cross-attention: query
-    2*N*H*H, key/value 2*N*H*2H, output 2*N*H*H, scores and values 2*2*B*T*T*H.
-    """
-    per_song_convs = 2 * tokens * 3 * (dim * hidden + hidden * hidden) + 2 * tokens * (3 * 2 * hidden * hidden + hidden * dim)
-    per_direction_projections = 2 * tokens * hidden * hidden * 4
-    per_direction_attention = 2 * 2 * batch * frames * frames * hidden
-    return {
-        "agent_convs": 2 * per_song_convs,
-        "agent_cross_attention_projections": 2 * per_direction_projections,
-        "agent_cross_attention_scores_values": 2 * per_direction_attention,
-    }
-
-
-def step_flops(model_config: dict[str, Any], batch: int, frames: int) -> dict[str, int]:
-    """Analytic FLOPs of one training step of SimpleTransformer(**model_config).
-
-    forward = sum over stages (width C = D for one stage, else 2D for stage 0 and 3D after) of
-    num_layers * transformer_layer_flops + the stage's output projection 2*N*C*D, plus
-    agent_flops when the creative agent is on. training step = 3 * forward (the backward pass
-    computes the gradients of both the inputs and the weights of every matmul: 2 * forward).
-    Not counted: elementwise work (LayerNorm, GELU, softmax, dropout, masks, optimizer), the codec
-    and the loss, which are not matrix multiplies (the MDCT decode in the audio loss is one, of
-    2*N*D*2D FLOPs: under 0.3% of the default step).
-    """
-    dim = int(model_config["encoding_dim"])
-    stages = int(model_config["num_transformer_layers"])
-    layers = int(model_config["num_layers"])
-    feedforward = int(model_config["dim_feedforward"])
-    tokens = batch * frames
-    widths = [dim] if stages == 1 else [2 * dim] + [3 * dim] * (stages - 1)
-    forward: dict[str, int] = {}
-    for width in widths:
-        for name, value in transformer_layer_flops(tokens, batch, frames, width, feedforward).items():
-            forward[name] = forward.get(name, 0) + layers * value
-        forward["stage_output_projections"] = forward.get("stage_output_projections", 0) + 2 * tokens * width * dim
-    if model_config.get("use_creative_agent"):
-        forward.update(agent_flops(tokens, batch, frames, dim, int(model_config["agent_hidden_dim"])))
-    forward_total = sum(forward.values())
-    return {"forward": forward_total, "step": 3 * forward_total, **{f"forward_{k}": v for k, v in forward.items()}}
-
-
-# =============================================================================================
-# Machine figures: matmul peak, memory
-# =============================================================================================
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def gemm_shapes(model_config: dict[str, Any], batch: int, frames: int) -> list[tuple[int, int, int]]:
-    """(M, K, N) of the model's largest GEMMs: QKV, feed-forward in and out, per stage width."""
-    dim = int(model_config["encoding_dim"])
-    stages = int(model_config["num_transformer_layers"])
-    feedforward = int(model_config["dim_feedforward"])
-    tokens = batch * frames
-    widths = sorted({dim} if stages == 1 else {2 * dim, 3 * dim})
-    shapes = []
-    for width in widths:
-        shapes += [(tokens, width, 3 * width), (tokens, width, feedforward), (tokens, feedforward, width)]
-    return shapes
-
-
-def _best_time(fn: Callable[[], Any], device: torch.device, repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
-    fn()  # warm-up
-    best = math.inf
-    for _ in range(repeats):
-        synchronize(device)
-        start = clock()
-        fn()
-        synchronize(device)
-        best = min(best, clock() - start)
-    return best
-
-
-def measure_matmul_peak(device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int]],
-                        repeats: int = 5, budget_s: float = 8.0) -> dict[str, Any]:
-    """Best GFLOP/s over the given GEMM shapes in `dtype`, each the best of `repeats` runs of
-    torch.mm and of F.linear (the model's projections go through the latter, which takes a
-    different kernel for bf16 on CPU).
-
-    Rows are cut (never below 256) where a shape would take longer than the time budget allows,
-    e.g. bf16 on a CPU without native bf16 matmul, where the rate does not depend on the rows.
-    """
-    results = []
-    per_shape_s = budget_s / max(1, len(shapes)) / (2 * repeats + 2)
-    for rows, inner, cols in shapes:
-        a = torch.randn(rows, inner, device=device).to(dtype)
-        b = torch.randn(inner, cols, device=device).to(dtype)
-        weight, bias = b.t().contiguous(), torch.zeros(cols, device=device, dtype=dtype)
-        probe_rows = min(rows, 256)
-        probe_s = _best_time(lambda: torch.mm(a[:probe_rows], b), device, 1)
-        probe_rate = 2 * probe_rows * inner * cols / max(probe_s, 1e-9)
-        rows_used = int(max(min(256, rows), min(rows, probe_rate * per_shape_s / (2 * inner * cols))))
-        a = a[:rows_used].contiguous()
-        flop = 2 * rows_used * inner * cols
-        mm_s = _best_time(lambda: torch.mm(a, b), device, repeats)
-        linear_s = _best_time(lambda: torch.nn.functional.linear(a, weight, bias), device, repeats)
-        result = {"shape": [rows_used, inner, cols], "mm_gflops": flop / mm_s / 1e9, "linear_gflops": flop / linear_s / 1e9}
-        if device.type == "cpu":
-            cpu_s = min(_best_time(lambda: torch.mm(a, b), device, repeats, time.process_time),
-                        _best_time(lambda: torch.nn.functional.linear(a, weight, bias), device, repeats, time.process_time))
-            result["cpu_time_gflops"] = flop / max(cpu_s, 1e-9) / 1e9
-        results.append(result)
-    peak = max(max(r["mm_gflops"], r["linear_gflops"]) for r in results)
-    peak_cpu = max((r["cpu_time_gflops"] for r in results if "cpu_time_gflops" in r), default=None)
-    return {"peak_gflops": peak, "peak_cpu_time_gflops": peak_cpu, "shapes": results}
-
-
-def best_peak(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
-    """Shape by shape, the better of two peak measurements (noise only ever lowers a peak)."""
-    shapes = []
-    for a, b in zip(first["shapes"], second["shapes"]):
-        shapes.append({key: max(a[key], b[key]) if key != "shape" else a[key] for key in a})
-    cpu = [s["cpu_time_gflops"] for s in shapes if "cpu_time_gflops" in s]
-    return {"peak_gflops": max(max(s["mm_gflops"], s["linear_gflops"]) for s in shapes),
-            "peak_cpu_time_gflops": max(cpu) if cpu else None, "shapes": shapes}
-
-
-def native_bf16_matmul(device: torch.device) -> bool:
-    """Whether bf16 matrix multiplies have hardware support (on CPU: oneDNN's avx512_bf16/AMX path)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start the peak-memory window here (setup allocations are not the step's)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:  # Linux >= 4.0: writing 5 resets VmHWM (the peak resident set size) to the current RSS
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
-    """(bytes, what was measured): CUDA max allocated, else the process's peak RSS."""
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024, "peak RSS (VmHWM, reset before the timed steps)"
-    except OSError:
-        pass
-    # ru_maxrss is in KiB on Linux and covers the whole process lifetime.
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "peak RSS (ru_maxrss, whole process)"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
-    except OSError:
-        pass
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 # =============================================================================================
@@ -315,55 +132,39 @@ class TimedLoader:
         return [b - a for a, b in zip(self.ask_cpu_times, self.ask_cpu_times[1:])]
 
 
-@dataclass
-class Trainer:
-    """Everything the training code builds for a run, built the training code's way."""
-
-    cfg: Any  # train_simple_ddp.TrainConfig
-    device: torch.device
-    codec: Any
-    model: torch.nn.Module
-    loss_fn: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    step_model: torch.nn.Module  # the model the loop calls (compiled or not)
-
-
 def train_config(bench: BenchConfig, dataset_folder: str = "") -> Any:
-    from train_simple_ddp import TrainConfig
+    """The TrainConfig whose run the benchmark times."""
+    from train_config import TrainConfig
 
-    model_option: dict[str, Any] = {"dim_feedforward": bench.dim_feedforward, "agent_hidden_dim": bench.agent_hidden_dim}
+    model_option: dict[str, Any] = {"dim_feedforward": bench.dim_feedforward,
+                                    "agent_hidden_dim": bench.agent_hidden_dim}
     if bench.activation_checkpointing:
         model_option["activation_checkpointing"] = True
     return TrainConfig(
-        dataset_folder=dataset_folder, codec=bench.codec, codec_weights="random" if bench.codec == "encodec" else "",
+        dataset_folder=dataset_folder, codec=bench.codec,
+        codec_weights="random" if bench.codec == "encodec" else "",
         num_workers=bench.num_workers, nhead=bench.nhead, num_layers=bench.num_layers,
         num_transformer_layers=bench.num_transformer_layers, dropout=bench.dropout,
         use_creative_agent=bench.use_creative_agent, mask_reg_weight=bench.mask_reg_weight,
         model_option=model_option, loss_domain=bench.loss_domain, batch_size=bench.batch_size,
-        precision=bench.precision, seed=bench.seed, device=bench.device, log_every=10**9, tensorboard=False,
-        # No warm-up of the learning rate: the benchmark's steps should be ordinary steps.
-        warmup_steps=0,
+        precision=bench.precision, compile=bench.compile, seed=bench.seed, device=bench.device,
+        log_every=10**9, tensorboard=False,
+        # No warm-up of the learning rate and a long horizon: the benchmark's steps should be
+        # ordinary steps.
+        warmup_steps=0, epochs=bench.epochs if bench.end_to_end else 1,
+        max_steps_per_epoch=0 if bench.end_to_end else 10**6,
     )
 
 
-def build_trainer(bench: BenchConfig, device: torch.device, dataset_folder: str = "") -> Trainer:
-    from codec import get_codec
-    from train_simple_worker import LRSchedule, build_loss, build_model, build_optimizer
+def build_trainer(bench: BenchConfig, device: torch.device, dataset_folder: str = "") -> TrainingRun:
+    """The training run, built by the training code's own builder (training_setup.build_run)."""
+    from training_setup import build_run, distribute
 
     cfg = train_config(bench, dataset_folder)
-    cfg.epochs = bench.epochs if bench.end_to_end else 1  # only labels the progress bar
-    torch.manual_seed(bench.seed)
-    codec = get_codec(cfg.codec, weights=cfg.codec_weights or None, **cfg.codec_option)
-    model = build_model(cfg)
-    if bench.stock_layers:
-        use_stock_layers(model)
-    model = model.to(device)
-    loss_fn = build_loss(cfg, codec.to(device)).to(device)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = LRSchedule(optimizer, cfg.schedule, cfg.warmup_steps, total_steps=10**6)
-    step_model = torch.compile(model) if bench.compile else model
-    return Trainer(cfg, device, codec, model, loss_fn, optimizer, scheduler, step_model)
+    run = build_run(cfg, 0, 1, device, with_data=bool(dataset_folder),
+                    prepare_model=use_stock_layers if bench.stock_layers else None)
+    distribute(run)
+    return run
 
 
 def use_stock_layers(model: torch.nn.Module) -> None:
@@ -383,15 +184,17 @@ def use_stock_layers(model: torch.nn.Module) -> None:
                     module.layers[index] = stock
 
 
-def run_epoch(trainer: Trainer, loader: TimedLoader, epoch: int = 0) -> Any:
+def run_epoch(trainer: TrainingRun, loader: TimedLoader, epoch: int = 0) -> Any:
     """One pass of train_simple_worker.train_epoch over `loader`."""
-    from train_simple_worker import Progress, StepSync, StopRequest, train_epoch
+    from checkpoint import Progress
+    from distributed import StepSync, StopRequest
+    from train_simple_worker import train_epoch
 
+    # One more than there are batches: the loop then asks for a batch after the last one, and
+    # that ask is when TimedLoader ends the last step.
+    trainer.steps_per_epoch = len(loader) + 1
     sync = StepSync(trainer.device, trainer.cfg.max_nonfinite_steps)
-    progress = Progress(epoch=epoch)
-    return train_epoch(trainer.step_model, loader, trainer.optimizer, trainer.scheduler, trainer.loss_fn,
-                       trainer.cfg.mask_reg_weight, cfg=trainer.cfg, progress=progress, stop=StopRequest(),
-                       sync=sync)
+    return train_epoch(trainer, loader, Progress(epoch=epoch), StopRequest(), sync)
 
 
 def synthetic_audio(batch: int, num_samples: int, sample_rate: int, seed: int) -> torch.Tensor:
@@ -422,7 +225,7 @@ def samples_for_frames(codec: Any, frames: int) -> int:
 
 
 @torch.no_grad()
-def make_batch(trainer: Trainer, bench: BenchConfig, seed: int) -> dict[str, Any]:
+def make_batch(trainer: TrainingRun, bench: BenchConfig, seed: int) -> dict[str, Any]:
     """A batch as WavPairsDataset + the DataLoader serve it (CPU tensors, latents of real audio)."""
     codec = trainer.codec
     samples = samples_for_frames(codec, bench.seq_frames)
@@ -440,11 +243,11 @@ def make_batch(trainer: Trainer, bench: BenchConfig, seed: int) -> dict[str, Any
     return batch
 
 
-def measure_loss_time(trainer: Trainer, batch: dict[str, Any], repeats: int = 5) -> tuple[float, float]:
+def measure_loss_time(trainer: TrainingRun, batch: dict[str, Any], repeats: int = 5) -> tuple[float, float]:
     """Median (wall, process CPU) seconds of the reconstruction loss alone, forward + backward, on
     a model-shaped output (a leaf): the codec work inside a step (decode of the output with
     gradient for the audio domain) and the loss terms."""
-    from train_simple_worker import to_device
+    from training_setup import to_device
 
     batch = to_device(batch, trainer.device)
     output = (batch["target_latent"] + 0.1 * torch.randn_like(batch["target_latent"])).requires_grad_(True)
@@ -452,8 +255,9 @@ def measure_loss_time(trainer: Trainer, batch: dict[str, Any], repeats: int = 5)
     for _ in range(repeats + 1):
         synchronize(trainer.device)
         start, start_cpu = time.perf_counter(), time.process_time()
-        loss, _ = trainer.loss_fn(output, batch["input_latent"], batch["target_latent"],
-                                  batch.get("input_audio"), batch.get("target_audio"))
+        loss, _ = trainer.loss.reconstruction(output, batch["input_latent"],
+                                              batch["target_latent"], batch.get("input_audio"),
+                                              batch.get("target_audio"))
         loss.backward()
         output.grad = None
         synchronize(trainer.device)
@@ -482,20 +286,18 @@ def write_synthetic_dataset(folder: Path, codec: Any, bench: BenchConfig, num_pa
             sf.write(split / f"pair_{start + i:05d}_output.wav", outputs[i, 0].numpy(), codec.sample_rate, subtype="FLOAT")
 
 
-def run_end_to_end(bench: BenchConfig, device: torch.device, workdir: Path) -> tuple[Trainer, dict[str, Any], list[float], list[float]]:
-    """Whole epochs through build_datasets/build_loaders (WavPairsDataset + latent cache + DataLoader)."""
+def run_end_to_end(bench: BenchConfig, device: torch.device, workdir: Path) -> tuple[TrainingRun, dict[str, Any], list[float], list[float]]:
+    """Whole epochs through the run's DataLoader (WavPairsDataset + latent cache)."""
     from codec import get_codec
-    from train_simple_worker import build_datasets, build_loaders
 
     num_pairs = bench.batch_size * bench.steps
     data = workdir / "data"
     codec = get_codec(bench.codec, weights="random" if bench.codec == "encodec" else None)
     write_synthetic_dataset(data, codec, bench, num_pairs)
-    trainer = build_trainer(bench, device, str(data))
     start = time.perf_counter()
-    train_set, _ = build_datasets(trainer.cfg, trainer.codec, 0, 1)
+    trainer = build_trainer(bench, device, str(data))  # builds the latent cache
     cache_build_s = time.perf_counter() - start
-    loader, sampler, _ = build_loaders(trainer.cfg, train_set, None, 0, 1)
+    train_set, loader, sampler = trainer.train_set, trainer.train_loader, trainer.train_sampler
     epochs = []
     step_times: list[float] = []
     cpu_times: list[float] = []
@@ -539,7 +341,8 @@ def compare_precisions(bench: BenchConfig, device: torch.device, steps: int) -> 
     """Validation loss after `steps` training steps in fp32 and in bench.precision, from the same
     initial weights, on the same batches, with the same dropout masks: what the lower precision
     costs in quality (the losses themselves are always computed in fp32)."""
-    from train_simple_worker import compute_loss, to_device
+    from train_simple_worker import forward_and_loss
+    from training_setup import to_device
 
     losses: dict[str, float] = {}
     for precision in ("fp32", bench.precision):
@@ -551,8 +354,8 @@ def compare_precisions(bench: BenchConfig, device: torch.device, steps: int) -> 
         run_epoch(trainer, TimedLoader([train_batches[i % len(train_batches)] for i in range(steps)], device))
         trainer.model.eval()
         with torch.no_grad():
-            values = [compute_loss(trainer.model, to_device(batch, device), trainer.loss_fn, config.mask_reg_weight,
-                                   precision).loss.item() for batch in val_batches]
+            values = [forward_and_loss(trainer.model, to_device(batch, device), trainer.loss, precision,
+                                       adversarial=False)[1].terms["loss"].item() for batch in val_batches]
         losses[precision] = statistics.mean(values)
     reference, lower = losses["fp32"], losses[bench.precision]
     return {"train_steps": steps, "val_loss_fp32": reference, f"val_loss_{bench.precision}": lower,
@@ -574,7 +377,7 @@ MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mk
               "aten::_efficient_attention_forward", "aten::_efficient_attention_backward")
 
 
-def profile_steps(trainer: Trainer, batch: dict[str, Any], steps: int, row_limit: int = 30) -> tuple[str, dict[str, Any]]:
+def profile_steps(trainer: TrainingRun, batch: dict[str, Any], steps: int, row_limit: int = 30) -> tuple[str, dict[str, Any]]:
     """torch.profiler table (grouped by op, sorted by self time) of `steps` training steps, and
     per step: time in matrix-multiply ops vs everything else, the largest other ops."""
     from torch.profiler import ProfilerActivity, profile
@@ -604,7 +407,7 @@ def profile_steps(trainer: Trainer, batch: dict[str, Any], steps: int, row_limit
 # Report
 # =============================================================================================
 
-def summarize(bench: BenchConfig, trainer: Trainer, device: torch.device, step_times: list[float],
+def summarize(bench: BenchConfig, trainer: TrainingRun, device: torch.device, step_times: list[float],
               wait_times: list[float], loss_s: float, peak: dict[str, Any], memory: tuple[int, str],
               end_to_end: dict[str, Any] | None, loads: tuple[float, float], cpu_times: list[float],
               wait_cpu_times: list[float], loss_cpu_s: float) -> dict[str, Any]:
@@ -721,7 +524,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     add("--dropout", type=float, default=defaults.dropout, help="transformer dropout")
     add("--no_agent", dest="use_creative_agent", action="store_false", help="turn the creative agent off")
     add("--mask_reg_weight", type=float, default=defaults.mask_reg_weight, help="weight of the agent's regularization loss")
-    add("--codec", choices=("mdct", "encodec"), default=defaults.codec, help="latent codec (encodec: random-init weights)")
+    add("--codec", choices=CODEC_CHOICES, default=defaults.codec, help="latent codec (encodec: random-init weights)")
     add("--loss_domain", choices=("audio", "latent"), default=defaults.loss_domain, help="reconstruction loss on decoded audio or latents")
     add("--precision", choices=PRECISIONS, default=defaults.precision, help="fp32, or bf16 autocast (loss in fp32)")
     add("--compile", action="store_true", help="torch.compile the model")

@@ -6,9 +6,14 @@ strategy returns ``(input_mask, target_mask)`` in [0, 1] that broadcast against 
 - ``[1, D, T]`` for content-independent strategies (``none``, ``temporal``, ``frequency``,
   ``spectral``, ``hybrid``). These are built once per (mask_type, D, T, options, device, dtype)
   and cached, because the model asks for them on every training step. Treat them as read-only.
-- ``[B, D, T]`` for content-dependent strategies (``energy``).
+- ``[B, D, T]`` for content-dependent strategies (``energy``, ``band_energy``).
 
-Metric definitions (complementarity, coverage, balance, ...) are those of DESIGN.md.
+``band_energy`` decides per band-window of a `band_layout.BandLayout` (pass ``layout=``): the
+song with the larger pooled energy P(z^2) keeps the band-window, spread back to cells with the
+layout's crossfades, like the learned agent's masks. It has no parameters: the reference a learned
+agent must beat.
+
+Metric definitions (complementarity, coverage, balance, ...) are those of `mask_metrics`.
 Every builder is vectorized (arange / comparisons / clamp): no Python loop over frames or channels.
 """
 
@@ -22,9 +27,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from band_layout import BandLayout, clear_layout_cache
+
 logger = logging.getLogger(__name__)
 
-MASK_TYPES = ("none", "temporal", "frequency", "spectral", "energy", "hybrid")
+# Every mask type, the one list that launchers, evaluation and the model validate against.
+MASK_TYPES = ("none", "temporal", "frequency", "spectral", "energy", "hybrid", "band_energy")
+
+# Types that need a `layout=` argument.
+LAYOUT_MASK_TYPES = ("band_energy",)
 
 # Content-independent strategies: the mask depends only on the shape and the options.
 _STATIC_TYPES = ("none", "temporal", "frequency", "spectral", "hybrid")
@@ -33,13 +44,16 @@ _DESCRIPTIONS = {
     "none": "no masking: both masks are all ones (input and target are blended, not complementary)",
     "temporal": "alternating time segments: input keeps segments 0,2,4,..., target the others, "
     "with short linear crossfades at the boundaries",
-    "frequency": "frequency split: input keeps the low freq_split_ratio of channels, target the rest",
-    "spectral": "fixed random channel split (seeded): input keeps channel_keep_ratio of the channels, "
+    "frequency": "frequency split: input keeps the low freq_split_ratio of channels, "
     "target the rest",
+    "spectral": "fixed random channel split (seeded): input keeps channel_keep_ratio of the "
+    "channels, target the rest",
     "energy": "content-dependent: input keeps its high-energy frames (above the energy_threshold "
     "quantile), target keeps the other frames",
     "hybrid": "time-frequency checkerboard: in the input's segments input keeps the low band and "
     "target the high band, swapped in the target's segments",
+    "band_energy": "content-dependent: in every band-window of the layout the louder song (pooled "
+    "energy) keeps it, with short crossfades between windows",
 }
 
 
@@ -76,7 +90,11 @@ class MaskOptions:
             )
         for name in ("freq_split_ratio", "channel_keep_ratio", "energy_threshold"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < value < 1.0:
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not 0.0 < value < 1.0
+            ):
                 raise ValueError(f"{name} must be a number in (0, 1), got {value!r}")
         a = self.attenuation
         if not isinstance(a, (int, float)) or isinstance(a, bool) or not 0.0 <= a < 1.0:
@@ -147,7 +165,7 @@ def _random_channels_pattern(num_channels: int, opts: MaskOptions) -> Tensor:
 
 
 def _num_kept(num_channels: int, ratio: float) -> int:
-    keep = int(round(ratio * num_channels))
+    keep = round(ratio * num_channels)
     # Keep both sides non-empty whenever there are at least two channels.
     return min(max(keep, 1), max(num_channels - 1, 1))
 
@@ -197,7 +215,9 @@ def _static_masks(
             target_keep = 1.0 - input_keep
         input_mask = _soften(input_keep, opts.attenuation).to(device, dtype).contiguous()[None]
         target_mask = _soften(target_keep, opts.attenuation).to(device, dtype).contiguous()[None]
-    logger.debug("built %s masks D=%d T=%d on %s (%s)", mask_type, num_channels, num_frames, device, dtype)
+    logger.debug(
+        "built %s masks D=%d T=%d on %s (%s)", mask_type, num_channels, num_frames, device, dtype
+    )
     return input_mask, target_mask
 
 
@@ -216,30 +236,60 @@ def _energy_masks(encoded_input: Tensor, opts: MaskOptions) -> tuple[Tensor, Ten
     return input_mask.contiguous(), target_mask.contiguous()
 
 
+def _band_energy_masks(
+    encoded_input: Tensor, encoded_target: Tensor, layout: BandLayout, opts: MaskOptions
+) -> tuple[Tensor, Tensor]:
+    """Content-dependent masks [B, D, T]: the louder song keeps each band-window."""
+    with torch.no_grad():
+        # fp32 energies: squares of bf16 latents lose the small differences that decide here.
+        input_energy = layout.pool(encoded_input.detach().float().square(), drop_incomplete=False)
+        target_energy = layout.pool(encoded_target.detach().float().square(), drop_incomplete=False)
+        # Strict ">" so that a band-window silent in both songs goes to the target, as in `energy`.
+        input_keep = (input_energy > target_energy).float()
+        input_keep = layout.spread(input_keep, encoded_input.shape[-1])
+        input_mask = _soften(input_keep, opts.attenuation).to(encoded_input.dtype)
+        target_mask = _soften(1.0 - input_keep, opts.attenuation).to(encoded_input.dtype)
+    return input_mask.contiguous(), target_mask.contiguous()
+
+
 def _check_latents(encoded_input: Tensor, encoded_target: Tensor | None) -> None:
     if not isinstance(encoded_input, Tensor) or encoded_input.dim() != 3:
-        shape = tuple(encoded_input.shape) if isinstance(encoded_input, Tensor) else type(encoded_input)
+        shape = (
+            tuple(encoded_input.shape) if isinstance(encoded_input, Tensor) else type(encoded_input)
+        )
         raise ValueError(f"encoded_input must be a [B, D, T] tensor, got {shape}")
     if encoded_target is not None and (
         not isinstance(encoded_target, Tensor) or encoded_target.shape != encoded_input.shape
     ):
-        shape = tuple(encoded_target.shape) if isinstance(encoded_target, Tensor) else type(encoded_target)
+        shape = (
+            tuple(encoded_target.shape)
+            if isinstance(encoded_target, Tensor)
+            else type(encoded_target)
+        )
         raise ValueError(
-            f"encoded_target must have the shape of encoded_input {tuple(encoded_input.shape)}, got {shape}"
+            f"encoded_target must have the shape of encoded_input {tuple(encoded_input.shape)}, "
+            f"got {shape}"
         )
     if not encoded_input.is_floating_point():
         raise ValueError(f"latents must be floating point, got {encoded_input.dtype}")
 
 
 def complementary_masks(
-    mask_type: str, encoded_input: Tensor, encoded_target: Tensor | None = None, **options: object
+    mask_type: str,
+    encoded_input: Tensor,
+    encoded_target: Tensor | None = None,
+    *,
+    layout: BandLayout | None = None,
+    **options: object,
 ) -> tuple[Tensor, Tensor]:
     """Masks (input_mask, target_mask) for a pair of latents [B, D, T].
 
     Shapes: [1, D, T] for content-independent strategies (cached and shared: do not modify in
-    place), [B, D, T] for `energy`. Values in [0, 1]; same device and dtype as encoded_input.
-    `encoded_target` only fixes the expected shape (no current strategy reads its content) and
-    may be None. Options: see MaskOptions; unknown or invalid options raise ValueError.
+    place), [B, D, T] for `energy` and `band_energy`. Values in [0, 1]; same device and dtype as
+    encoded_input. `band_energy` reads both songs and needs `encoded_target` and `layout` (see
+    `band_layout.layout_for_codec`); the other strategies ignore the target's content (it only
+    fixes the expected shape and may be None) and the layout. Options: see MaskOptions; unknown
+    or invalid options raise ValueError.
     """
     _check_mask_type(mask_type)
     opts = make_options(**options)
@@ -247,21 +297,39 @@ def complementary_masks(
     _, num_channels, num_frames = encoded_input.shape
     if mask_type == "energy":
         return _energy_masks(encoded_input, opts)
+    if mask_type == "band_energy":
+        if layout is None:
+            raise ValueError("mask_type 'band_energy' needs layout= (band_layout.layout_for_codec)")
+        if encoded_target is None:
+            raise ValueError("mask_type 'band_energy' compares both songs: pass encoded_target")
+        if layout.dim != num_channels:
+            raise ValueError(
+                f"the layout covers {layout.dim} channels, the latents have {num_channels}"
+            )
+        return _band_energy_masks(encoded_input, encoded_target, layout, opts)
     return _static_masks(
         mask_type, num_channels, num_frames, opts, encoded_input.device, encoded_input.dtype
     )
 
 
 def apply_complementary_mask(
-    encoded_input: Tensor, encoded_target: Tensor, mask_type: str = "temporal", **options: object
+    encoded_input: Tensor,
+    encoded_target: Tensor,
+    mask_type: str = "temporal",
+    *,
+    layout: BandLayout | None = None,
+    **options: object,
 ) -> tuple[Tensor, Tensor]:
     """Seed-era API: (encoded_input * input_mask, encoded_target * target_mask), both [B, D, T]."""
     if encoded_target is None:
         raise ValueError("apply_complementary_mask needs encoded_target (got None)")
-    input_mask, target_mask = complementary_masks(mask_type, encoded_input, encoded_target, **options)
+    input_mask, target_mask = complementary_masks(
+        mask_type, encoded_input, encoded_target, layout=layout, **options
+    )
     return encoded_input * input_mask, encoded_target * target_mask
 
 
 def clear_mask_cache() -> None:
-    """Drop cached content-independent masks (e.g. to free GPU memory after evaluation)."""
+    """Drop cached masks and layout index tensors (e.g. to free GPU memory after evaluation)."""
     _static_masks.cache_clear()
+    clear_layout_cache()

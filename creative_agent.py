@@ -1,7 +1,10 @@
 """The creative agent: a learned mask generator and a style discriminator.
 
 Given the latents of two songs (`encoded_input`, `encoded_target`, both [B, D, T]), the
-`AttentionMaskGenerator` decides, for every channel and frame, which song keeps that cell.
+`AttentionMaskGenerator` decides, for every band and window of a `band_layout.BandLayout` (24 mel
+bands x 48 ms for the MDCT codec), which song keeps it. Deciding per cell let the agent learn a
+comb of alternating frequency bins: complementary cell by cell, yet both songs audible in every
+band (a blend). Per band-window a comb cannot be expressed.
 
 Why the default generator is *competitive* (``shared_weights=True``): in the seed's design two
 independent analyzers and two independent sigmoid heads are regularized towards complementary,
@@ -9,7 +12,8 @@ covering and balanced masks. A per-channel bias in one head already satisfies th
 training collapses within a few dozen steps to a static split of channels (a fixed frequency mask in
 disguise: complementarity 1.0, both diversities 0). Here each song's *claim* on a cell is scored by
 the same analyzer, the same cross-attention (each song querying the other) and the same claim head,
-and the input keeps a cell with probability ``sigmoid((claim_input - claim_target) / temperature)``.
+and the input keeps a band-window with probability
+``sigmoid((claim_input - claim_target) / temperature)``, the claims pooled over the band-window.
 Anything that does not depend on the songs' content (biases, channel priors) cancels in the
 difference, so the masks can only be a function of what differs between the two songs: they are
 adaptive per pair and per moment by construction, and swapping the songs swaps the masks.
@@ -22,12 +26,15 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mask_metrics import mask_statistics
+from band_layout import BandLayout, describe_layout
+from codec import SAMPLE_RATE
+from mask_metrics import band_mask_statistics, mask_statistics
 
 
 class CrossAttention(nn.Module):
@@ -40,7 +47,9 @@ class CrossAttention(nn.Module):
     def __init__(self, hidden_dim: int, num_heads: int):
         super().__init__()
         if hidden_dim % num_heads != 0:
-            raise ValueError(f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})")
+            raise ValueError(
+                f"hidden_dim ({hidden_dim}) must be divisible by num_heads ({num_heads})"
+            )
         self.num_heads = num_heads
         self.query = nn.Linear(hidden_dim, hidden_dim)
         self.key_value = nn.Linear(hidden_dim, 2 * hidden_dim)
@@ -50,7 +59,9 @@ class CrossAttention(nn.Module):
         batch, frames, hidden = x.shape
         return x.view(batch, frames, self.num_heads, hidden // self.num_heads).transpose(1, 2)
 
-    def forward(self, query: Tensor, context: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, query: Tensor, context: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         q = self._split_heads(self.query(query))
         k, v = (self._split_heads(t) for t in self.key_value(context).chunk(2, dim=-1))
         weights = None
@@ -87,15 +98,41 @@ def straight_through_hard(soft_mask: Tensor) -> Tensor:
     return hard_mask + (soft_mask - soft_mask.detach())
 
 
-class AttentionMaskGenerator(nn.Module):
-    """Cross-attention mask generator: `forward(input, target) -> (input_mask, target_mask, reg_loss)`.
+@dataclass
+class MaskDecision:
+    """What the mask generator decided for one pair of latents.
 
-    reg_loss = complementarity_weight * mean(input_mask * target_mask)
-             + coverage_weight * mean((input_mask + target_mask - 1)^2)
-             + balance_weight * ((mean(input_mask) - 0.5)^2 + (mean(target_mask) - 0.5)^2)
+    input_mask, target_mask: [B, D, T] in [0, 1] (with gradient); reg_loss: 0-d regularizer (with
+    gradient; None only for masks that have no regularizer, i.e. fixed strategies); terms: the
+    regularizer's parts as detached 0-d tensors; attention: [B, T, T] cross-attention of the input
+    querying the target (head average), only when asked for (need_weights=True).
+    """
+
+    input_mask: Tensor
+    target_mask: Tensor
+    reg_loss: Tensor | None
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    attention: Tensor | None = None
+
+
+class AttentionMaskGenerator(nn.Module):
+    """Cross-attention mask generator that decides per band and window, not per latent cell.
+
+    Claims are scored per cell [B, D, T] (analyzers, cross-attention, claim head), pooled with the
+    `BandLayout` to band-windows [B, K, W] (mean over a band's channels and a window's frames),
+    turned into band masks there and spread back to [B, D, T] with the layout's short crossfades
+    between windows. A mask is therefore constant within a band-window (up to the crossfades): a
+    comb of alternating bins, which keeps both songs audible in every band, cannot be produced.
+
+    The regularizer works on the band masks m_in, m_tg [B, K, W], the units the band figures of
+    `mask_metrics` measure:
+    reg_loss = complementarity_weight * mean(m_in * m_tg)
+             + coverage_weight * mean((m_in + m_tg - 1)^2)
+             + balance_weight * ((mean(m_in) - 0.5)^2 + (mean(m_tg) - 0.5)^2)
              - temporal_diversity_weight * temporal_diversity
-    where temporal_diversity is the mean over B, D of the variance over T of the masks (at most
-    0.25, so the reward is bounded). The terms of the last call are kept in `last_terms`.
+    where temporal_diversity is the mean over B, K of the variance over windows of the band masks
+    (at most 0.25, so the reward is bounded). `decide` returns the masks with these terms and (on
+    request) the attention map; `forward` returns the seed's tuple.
     """
 
     def __init__(
@@ -110,11 +147,19 @@ class AttentionMaskGenerator(nn.Module):
         temperature: float = 0.1,
         shared_weights: bool = True,
         feature_floor: float = 0.01,
+        layout: BandLayout | None = None,
     ):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        # Default: the MDCT codec's mel bands (channels = frequency bins at 24 kHz).
+        layout = layout if layout is not None else BandLayout.mel(encoding_dim, SAMPLE_RATE)
+        if layout.dim != encoding_dim:
+            raise ValueError(
+                f"the mask layout covers {layout.dim} channels, the latents have {encoding_dim}"
+            )
         self.encoding_dim = encoding_dim
+        self.layout = layout
         self.complementarity_weight = complementarity_weight
         self.coverage_weight = coverage_weight
         self.balance_weight = balance_weight
@@ -136,9 +181,6 @@ class AttentionMaskGenerator(nn.Module):
             self.target_queries_input = CrossAttention(hidden_dim, num_heads)
             self.target_mask_head = _mask_head(hidden_dim, encoding_dim)
 
-        self.last_terms: dict[str, Tensor] = {}
-        self.last_attention: Tensor | None = None
-
     def compress(self, latents: Tensor) -> Tensor:
         """Log magnitude of the latents, the analyzers' input.
 
@@ -149,58 +191,105 @@ class AttentionMaskGenerator(nn.Module):
         """
         return torch.log1p(latents.abs() / self.feature_floor)
 
-    def claims(self, encoded_input: Tensor, encoded_target: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor]:
-        """Per-cell claim logits [B, D, T] of the input and of the target song."""
+    def claims(
+        self, encoded_input: Tensor, encoded_target: Tensor, need_weights: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Per-cell claim logits [B, D, T] of the input and of the target song, and the detached
+        attention map [B, T, T] of the input querying the target when need_weights=True."""
         if encoded_input.shape != encoded_target.shape:
-            raise ValueError(f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs {tuple(encoded_target.shape)}")
+            raise ValueError(
+                f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs "
+                f"{tuple(encoded_target.shape)}"
+            )
         if encoded_input.dim() != 3 or encoded_input.shape[1] != self.encoding_dim:
-            raise ValueError(f"expected latents [B, {self.encoding_dim}, T], got {tuple(encoded_input.shape)}")
-        input_features = self.input_analyzer(self.compress(encoded_input)).transpose(1, 2)  # [B, T, H]
+            raise ValueError(
+                f"expected latents [B, {self.encoding_dim}, T], got {tuple(encoded_input.shape)}"
+            )
+        # Features [B, T, H].
+        input_features = self.input_analyzer(self.compress(encoded_input)).transpose(1, 2)
         target_features = self.target_analyzer(self.compress(encoded_target)).transpose(1, 2)
-        input_attended, attention = self.input_queries_target(input_features, target_features, need_weights)
+        input_attended, attention = self.input_queries_target(
+            input_features, target_features, need_weights
+        )
         target_attended, _ = self.target_queries_input(target_features, input_features)
-        self.last_attention = attention.detach() if attention is not None else None
-        input_claim = self.input_mask_head(torch.cat([input_features, input_attended], dim=-1).transpose(1, 2))
-        target_claim = self.target_mask_head(torch.cat([target_features, target_attended], dim=-1).transpose(1, 2))
-        return input_claim, target_claim
+        input_claim = self.input_mask_head(
+            torch.cat([input_features, input_attended], dim=-1).transpose(1, 2)
+        )
+        target_claim = self.target_mask_head(
+            torch.cat([target_features, target_attended], dim=-1).transpose(1, 2)
+        )
+        attention = attention.detach() if attention is not None else None
+        return input_claim, target_claim, attention
 
     def forward(
-        self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False, need_weights: bool = False
+        self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False
     ) -> tuple[Tensor, Tensor, Tensor]:
-        input_claim, target_claim = self.claims(encoded_input, encoded_target, need_weights)
-        if self.shared_weights:
-            input_mask = torch.sigmoid((input_claim - target_claim) / self.temperature)
-            target_mask = 1.0 - input_mask
-        else:
-            input_mask = torch.sigmoid(input_claim / self.temperature)
-            target_mask = torch.sigmoid(target_claim / self.temperature)
-        if hard:
-            input_mask = straight_through_hard(input_mask)
-            target_mask = 1.0 - input_mask
-        reg_loss = self.regularization(input_mask, target_mask)
-        return input_mask, target_mask, reg_loss
+        """Seed API: (input_mask, target_mask, reg_loss); see `decide`."""
+        decision = self.decide(encoded_input, encoded_target, hard=hard)
+        return decision.input_mask, decision.target_mask, decision.reg_loss
 
-    def regularization(self, input_mask: Tensor, target_mask: Tensor) -> Tensor:
+    def decide(
+        self,
+        encoded_input: Tensor,
+        encoded_target: Tensor,
+        hard: bool = False,
+        need_weights: bool = False,
+    ) -> MaskDecision:
+        """Masks, regularizer and its terms (and the attention map if need_weights) for a pair.
+
+        hard=True: binary band masks in the forward pass (straight-through gradient of the soft
+        band masks), still crossfaded between windows when spread to cells.
+        """
+        input_claim, target_claim, attention = self.claims(
+            encoded_input, encoded_target, need_weights
+        )
+        pool = self.layout.pool
+        if self.shared_weights:
+            # Pooling is linear: pooling the difference is the difference of the band claims.
+            band_claim = pool(input_claim - target_claim, drop_incomplete=False)
+            band_input = torch.sigmoid(band_claim / self.temperature)
+            band_target = 1.0 - band_input
+        else:
+            band_input = torch.sigmoid(pool(input_claim, drop_incomplete=False) / self.temperature)
+            band_target = torch.sigmoid(
+                pool(target_claim, drop_incomplete=False) / self.temperature
+            )
+        if hard:
+            band_input = straight_through_hard(band_input)
+            band_target = 1.0 - band_input
+        reg_loss, terms = self.regularization(band_input, band_target)
+        num_frames = encoded_input.shape[-1]
+        input_mask = self.layout.spread(band_input, num_frames)
+        target_mask = self.layout.spread(band_target, num_frames)
+        return MaskDecision(input_mask, target_mask, reg_loss, terms, attention)
+
+    def regularization(
+        self, input_mask: Tensor, target_mask: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """(reg_loss with gradient, its terms as detached 0-d tensors), for masks [B, K, W]."""
         # In fp32 so that the squared means stay accurate under bf16 autocast.
         input_mask, target_mask = input_mask.float(), target_mask.float()
         overlap = (input_mask * target_mask).mean()
         coverage_error = ((input_mask + target_mask - 1.0) ** 2).mean()
         imbalance = (input_mask.mean() - 0.5) ** 2 + (target_mask.mean() - 0.5) ** 2
-        temporal_diversity = 0.5 * (input_mask.var(dim=-1, unbiased=False).mean() + target_mask.var(dim=-1, unbiased=False).mean())
+        temporal_diversity = 0.5 * (
+            input_mask.var(dim=-1, unbiased=False).mean()
+            + target_mask.var(dim=-1, unbiased=False).mean()
+        )
         reg_loss = (
             self.complementarity_weight * overlap
             + self.coverage_weight * coverage_error
             + self.balance_weight * imbalance
             - self.temporal_diversity_weight * temporal_diversity
         )
-        self.last_terms = {
+        terms = {
             "overlap": overlap.detach(),
             "coverage_error": coverage_error.detach(),
             "imbalance": imbalance.detach(),
             "temporal_diversity": temporal_diversity.detach(),
             "reg_loss": reg_loss.detach(),
         }
-        return reg_loss
+        return reg_loss, terms
 
 
 class StyleDiscriminator(nn.Module):
@@ -221,7 +310,11 @@ class StyleDiscriminator(nn.Module):
             nn.LeakyReLU(0.2),
         )
         self.real_fake_head = nn.Conv1d(hidden_dim, 1, kernel_size=3, padding=1)
-        self.style_head = nn.Sequential(nn.Linear(2 * hidden_dim, hidden_dim // 2), nn.LeakyReLU(0.2), nn.Linear(hidden_dim // 2, 1))
+        self.style_head = nn.Sequential(
+            nn.Linear(2 * hidden_dim, hidden_dim // 2),
+            nn.LeakyReLU(0.2),
+            nn.Linear(hidden_dim // 2, 1),
+        )
 
     def forward(self, pattern: Tensor) -> tuple[Tensor, Tensor]:
         """Return (real_fake_logit [B], style_logit [B])."""
@@ -229,7 +322,9 @@ class StyleDiscriminator(nn.Module):
         real_fake_logit = self.real_fake_head(features).mean(dim=(1, 2))
         # Statistics in fp32: a variance in bf16 loses most of its digits.
         features = features.float()
-        statistics = torch.cat([features.mean(dim=-1), features.std(dim=-1, unbiased=False)], dim=-1)
+        statistics = torch.cat(
+            [features.mean(dim=-1), features.std(dim=-1, unbiased=False)], dim=-1
+        )
         style_logit = self.style_head(statistics.to(self.style_head[0].weight.dtype)).squeeze(-1)
         return real_fake_logit, style_logit
 
@@ -239,26 +334,46 @@ def adversarial_bce(logits: tuple[Tensor, ...], is_real: bool) -> Tensor:
     total = torch.zeros((), device=logits[0].device)
     for logit in logits:
         logit = logit.float()
-        total = total + F.binary_cross_entropy_with_logits(logit, torch.full_like(logit, 1.0 if is_real else 0.0))
+        total = total + F.binary_cross_entropy_with_logits(
+            logit, torch.full_like(logit, 1.0 if is_real else 0.0)
+        )
     return total
 
 
 class CreativeAgent(nn.Module):
     """The mask generator plus (optionally) the style discriminator."""
 
-    def __init__(self, encoding_dim: int, use_discriminator: bool = True, hidden_dim: int = 256, num_heads: int = 4, **mask_options):
+    def __init__(
+        self,
+        encoding_dim: int,
+        use_discriminator: bool = True,
+        hidden_dim: int = 256,
+        num_heads: int = 4,
+        **mask_options,
+    ):
         super().__init__()
-        self.mask_generator = AttentionMaskGenerator(encoding_dim, hidden_dim, num_heads, **mask_options)
-        self.discriminator = StyleDiscriminator(encoding_dim, hidden_dim) if use_discriminator else None
+        self.mask_generator = AttentionMaskGenerator(
+            encoding_dim, hidden_dim, num_heads, **mask_options
+        )
+        self.discriminator = (
+            StyleDiscriminator(encoding_dim, hidden_dim) if use_discriminator else None
+        )
 
-    def generate_creative_masks(self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    def generate_creative_masks(
+        self, encoded_input: Tensor, encoded_target: Tensor, hard: bool = False
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Return (masked_input, masked_target, reg_loss)."""
-        input_mask, target_mask, reg_loss = self.mask_generator(encoded_input, encoded_target, hard=hard)
+        input_mask, target_mask, reg_loss = self.mask_generator(
+            encoded_input, encoded_target, hard=hard
+        )
         return encoded_input * input_mask, encoded_target * target_mask, reg_loss
 
     def _require_discriminator(self) -> StyleDiscriminator:
         if self.discriminator is None:
-            raise RuntimeError("this CreativeAgent was built with use_discriminator=False; build it with use_discriminator=True for adversarial training")
+            raise RuntimeError(
+                "this CreativeAgent was built with use_discriminator=False; build it with "
+                "use_discriminator=True for adversarial training"
+            )
         return self.discriminator
 
     def judge_quality(self, pattern: Tensor) -> tuple[Tensor, Tensor]:
@@ -274,7 +389,9 @@ class CreativeAgent(nn.Module):
         """
         discriminator = self._require_discriminator()
         generator_loss = adversarial_bce(discriminator(fake), is_real=True)
-        discriminator_loss = adversarial_bce(discriminator(real), is_real=True) + adversarial_bce(discriminator(fake.detach()), is_real=False)
+        discriminator_loss = adversarial_bce(discriminator(real), is_real=True) + adversarial_bce(
+            discriminator(fake.detach()), is_real=False
+        )
         return generator_loss, discriminator_loss
 
 
@@ -282,7 +399,13 @@ def count_parameters(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
 
-def self_test(agent: CreativeAgent | None = None, batch: int = 4, encoding_dim: int = 128, frames: int = 300, seed: int = 0) -> list[str]:
+def self_test(
+    agent: CreativeAgent | None = None,
+    batch: int = 4,
+    encoding_dim: int = 128,
+    frames: int = 300,
+    seed: int = 0,
+) -> list[str]:
     """Run the checks of `python creative_agent.py`; print the figures, return the failures."""
     torch.manual_seed(seed)
     agent = agent if agent is not None else CreativeAgent(encoding_dim, use_discriminator=True)
@@ -295,32 +418,63 @@ def self_test(agent: CreativeAgent | None = None, batch: int = 4, encoding_dim: 
         if not condition:
             failures.append(message)
 
-    print(f"Parameters: mask generator {count_parameters(agent.mask_generator):,}, "
-          f"discriminator {count_parameters(agent.discriminator):,}, total {count_parameters(agent):,}")
+    print(
+        f"Parameters: mask generator {count_parameters(agent.mask_generator):,}, "
+        f"discriminator {count_parameters(agent.discriminator):,}, "
+        f"total {count_parameters(agent):,}"
+    )
 
-    input_mask, target_mask, reg_loss = agent.mask_generator(encoded_input, encoded_target)
+    generator = agent.mask_generator
+    input_mask, target_mask, reg_loss = generator(encoded_input, encoded_target)
     stats = mask_statistics(input_mask, target_mask)
+    band_stats = band_mask_statistics(input_mask, target_mask, generator.layout)
+    print(f"Mask layout: {describe_layout(generator.layout)}")
     print(f"Mask regularization loss: {reg_loss.item():.6f}")
-    print(f"Complementarity: {stats['complementarity'].item() * 100:.1f}% (untrained, random latents)")
+    print(
+        f"Complementarity: {stats['complementarity'].item() * 100:.1f}% "
+        f"(band {band_stats['band_complementarity'].item() * 100:.1f}%; untrained, random latents)"
+    )
     print(f"Coverage: {stats['coverage'].item() * 100:.1f}%")
     print(f"Balance: {stats['balance'].item():.3f}")
     expected_shape = (batch, encoding_dim, frames)
-    check(tuple(input_mask.shape) == expected_shape and tuple(target_mask.shape) == expected_shape, f"mask shapes {tuple(input_mask.shape)}, {tuple(target_mask.shape)} != {expected_shape}")
+    check(
+        tuple(input_mask.shape) == expected_shape and tuple(target_mask.shape) == expected_shape,
+        f"mask shapes {tuple(input_mask.shape)}, {tuple(target_mask.shape)} != {expected_shape}",
+    )
     for name, mask in (("input_mask", input_mask), ("target_mask", target_mask)):
         check(bool(torch.isfinite(mask).all()), f"{name} has non-finite values")
         check(bool(((mask >= 0) & (mask <= 1)).all()), f"{name} leaves [0, 1]")
     check(bool(torch.isfinite(reg_loss)), f"regularization loss is not finite: {reg_loss.item()}")
 
     masked_input, masked_target, _ = agent.generate_creative_masks(encoded_input, encoded_target)
-    check(masked_input.shape == encoded_input.shape and masked_target.shape == encoded_target.shape, "masked latents change shape")
+    check(
+        masked_input.shape == encoded_input.shape and masked_target.shape == encoded_target.shape,
+        "masked latents change shape",
+    )
     total = reg_loss
     if agent.discriminator is not None:
         real_fake_score, style_score = agent.judge_quality(encoded_target)
-        print(f"Discriminator scores: real/fake {real_fake_score.mean().item():.3f}, style {style_score.mean().item():.3f}")
-        check(tuple(real_fake_score.shape) == (batch,) and tuple(style_score.shape) == (batch,), "discriminator scores are not [B]")
-        generator_loss, discriminator_loss = agent.adversarial_loss(masked_input + masked_target, encoded_target)
-        print(f"Adversarial losses: generator {generator_loss.item():.4f}, discriminator {discriminator_loss.item():.4f}")
-        for name, value in (("real/fake score", real_fake_score), ("style score", style_score), ("generator loss", generator_loss), ("discriminator loss", discriminator_loss)):
+        print(
+            f"Discriminator scores: real/fake {real_fake_score.mean().item():.3f}, "
+            f"style {style_score.mean().item():.3f}"
+        )
+        check(
+            tuple(real_fake_score.shape) == (batch,) and tuple(style_score.shape) == (batch,),
+            "discriminator scores are not [B]",
+        )
+        generator_loss, discriminator_loss = agent.adversarial_loss(
+            masked_input + masked_target, encoded_target
+        )
+        print(
+            f"Adversarial losses: generator {generator_loss.item():.4f}, "
+            f"discriminator {discriminator_loss.item():.4f}"
+        )
+        for name, value in (
+            ("real/fake score", real_fake_score),
+            ("style score", style_score),
+            ("generator loss", generator_loss),
+            ("discriminator loss", discriminator_loss),
+        ):
             check(bool(torch.isfinite(value).all()), f"{name} is not finite")
         total = total + generator_loss + discriminator_loss
 
@@ -328,7 +482,11 @@ def self_test(agent: CreativeAgent | None = None, batch: int = 4, encoding_dim: 
     total.backward()
     missing = [name for name, p in agent.named_parameters() if p.grad is None]
     grads = [p.grad for p in agent.parameters() if p.grad is not None]
-    grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else torch.tensor(0.0)
+    grad_norm = (
+        torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if grads
+        else torch.tensor(0.0)
+    )
     print(f"Gradient norm: {grad_norm.item():.6f}")
     check(not missing, f"parameters without gradient: {', '.join(missing[:5])}")
     check(bool(torch.isfinite(grad_norm)), "gradient norm is not finite")

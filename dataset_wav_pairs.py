@@ -12,7 +12,8 @@ Cache layout::
         target_latents.npy   [N, D, T] float32
         input_audio.npy      [N, 1, S] float32   only once a run asked for return_audio
         target_audio.npy     [N, 1, S] float32
-        meta.json            written last: its presence marks the directory complete
+        meta.json            written last: its presence marks the directory complete; holds the
+                             size and CRC-32 of every array file ("checksums")
 
 The fingerprint covers the pair files' names, sizes and modification times, so rewriting or even
 touching a pair file gives a new key and a rebuild. When a rebuild happens, older caches of the same
@@ -20,9 +21,14 @@ codec configuration and split are deleted (their files no longer exist as they w
 other codec configurations are kept, since switching codec back should not rebuild. Delete
 DATA/cache to reclaim all of it.
 
-A complete cache is trusted without opening any wav: the header checks (sample rate, mono, equal
+A complete cache is used without opening any wav: the header checks (sample rate, mono, equal
 lengths, partner present) run when a cache is built, which is always at construction, never
-mid-epoch.
+mid-epoch. Its files are checked whenever a run opens it, in one sequential pass each (CRC-32 against
+meta.json, size against the .npy header, every value finite; about 0.55 s of CPU per GB, once
+for all the ranks that open it together, see check_cache):
+an empty, truncated, overwritten or NaN-holding file is named in a warning and the cache is
+rebuilt from the wav files (the damaged one is replaced only once the new one is complete).
+Caches built before checksums existed are checked for size, shape and finite values only.
 """
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ import re
 import shutil
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -48,6 +55,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from pair_manifest import MANIFEST_NAME, manifest_path, read_manifest
+
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT_VERSION = 1
@@ -55,14 +64,18 @@ PAIR_PATTERN = re.compile(r"^pair_(\d+)_(input|output)\.wav$")
 META_NAME = "meta.json"
 LOCK_NAME = ".lock"
 TMP_PREFIX = ".tmp-"
+VERIFIED_NAME = "verified.json"
+# Processes opening a cache within this long of its last full check share that check.
+VERIFIED_FRESH_S = 600.0
 LATENT_FILES = ("input_latents.npy", "target_latents.npy")
 AUDIO_FILES = ("input_audio.npy", "target_audio.npy")
 PART_FILES = {"latents": LATENT_FILES, "audio": AUDIO_FILES}
+SCAN_CHUNK_BYTES = 8 << 20  # multiple of 4: chunks hold whole float32 values
 
 
 @dataclass(frozen=True)
 class WavPair:
-    number: int  # the NNNNN of the file names
+    number: int  # the NNNNN of the file names; with a manifest, the position in the split
     input_path: Path
     output_path: Path
 
@@ -71,7 +84,41 @@ class WavPair:
 
 
 def list_pairs(split_dir: Path) -> list[WavPair]:
-    """Pairs in `split_dir`, sorted by number. Looks only at names: opens no file."""
+    """Pairs of one split (DATA/<split>), in order. Opens no audio file.
+
+    With DATA/manifest.jsonl (pair_manifest.py): its lines of this split, in file order, number =
+    position among them; any file anywhere may be paired with any other. Without one (datasets
+    older than the manifest): pair_NNNNN_input.wav with pair_NNNNN_output.wav in DATA/<split>,
+    sorted by NNNNN.
+    """
+    folder, split = split_dir.parent, split_dir.name
+    if manifest_path(folder).is_file():
+        return _manifest_pairs(folder, split)
+    log.info("%s: no %s, pairing pair_NNNNN_input.wav with pair_NNNNN_output.wav by file name",
+             folder, MANIFEST_NAME)
+    return _file_name_pairs(split_dir)
+
+
+def split_has_pairs(folder: str | os.PathLike, split: str) -> bool:
+    """Whether DATA has pairs of `split`: manifest lines of it, else pair_*_input.wav files.
+
+    Cheap (no audio opened, no file checked); a bad manifest line raises ManifestError here.
+    """
+    folder = Path(folder)
+    if manifest_path(folder).is_file():
+        return bool(read_manifest(folder, split, check_files=False))
+    return any((folder / split).glob("pair_*_input.wav"))
+
+
+def _manifest_pairs(folder: Path, split: str) -> list[WavPair]:
+    entries = read_manifest(folder, split)
+    if not entries:
+        raise ValueError(f"{manifest_path(folder)}: no pairs of split {split!r}")
+    return [WavPair(number, entry.input_path, entry.output_path)
+            for number, entry in enumerate(entries)]
+
+
+def _file_name_pairs(split_dir: Path) -> list[WavPair]:
     if not split_dir.is_dir():
         raise FileNotFoundError(
             f"split folder {split_dir} does not exist (make it with prepare_pairs.py --out {split_dir.parent})")
@@ -203,6 +250,144 @@ def exclusive_lock(lock_path: Path, timeout_s: float, poll_s: float = 0.25) -> I
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class CacheFileScan:
+    size: int                # bytes
+    crc32: str               # of every byte, 8 hex digits
+    shape: tuple[int, ...]
+    dtype: str
+    non_finite: int          # NaN/Inf values (float arrays)
+
+
+def scan_cache_file(path: Path) -> CacheFileScan:
+    """Read a cache .npy file once, in chunks: CRC-32 of all bytes, non-finite values counted.
+
+    Raises ValueError (one line, without the path) for an empty file, an unreadable header, or
+    fewer or more bytes than the header promises.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError("empty file (0 bytes)")
+    with open(path, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise ValueError(f"unsupported .npy version {version}")
+        except (ValueError, EOFError, SyntaxError, TypeError) as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"not a .npy array (header unreadable: {message})") from None
+        offset = handle.tell()
+        expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if size != expected:
+            kind = "truncated" if size < expected else "longer than its header says"
+            raise ValueError(f"{kind}: {size} bytes, the header promises {expected}")
+        handle.seek(0)
+        crc = zlib.crc32(handle.read(offset))
+        non_finite = 0
+        values = dtype.kind == "f" and SCAN_CHUNK_BYTES % dtype.itemsize == 0
+        while chunk := handle.read(SCAN_CHUNK_BYTES):
+            crc = zlib.crc32(chunk, crc)
+            if values:
+                non_finite += int(np.count_nonzero(~np.isfinite(np.frombuffer(chunk, dtype))))
+    return CacheFileScan(size, f"{crc:08x}", tuple(int(n) for n in shape), dtype.str, non_finite)
+
+
+def _expected_shape(meta: dict, name: str) -> tuple[int, ...]:
+    if name in AUDIO_FILES:
+        return (int(meta["num_pairs"]), 1, int(meta["num_samples"]))
+    return (int(meta["num_pairs"]), int(meta["dim"]), int(meta["frame_count"]))
+
+
+def find_cache_damage(cache_dir: Path, meta: dict, parts: set[str]) -> str | None:
+    """One line naming the first damaged file of `parts` in a cache, or None when all are intact."""
+    recorded = meta.get("checksums") or {}
+    for name in itertools.chain.from_iterable(PART_FILES[part] for part in sorted(parts)):
+        path = cache_dir / name
+        try:
+            scan = scan_cache_file(path)
+        except FileNotFoundError:
+            return f"{path}: missing"
+        except (OSError, ValueError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            return f"{path}: {detail}"
+        expected = _expected_shape(meta, name)
+        if scan.shape != expected or np.dtype(scan.dtype) != np.float32:
+            return (f"{path}: shape {scan.shape} {np.dtype(scan.dtype)}, expected {expected} "
+                    f"float32")
+        if scan.non_finite:
+            return f"{path}: {scan.non_finite} non-finite values (NaN/Inf)"
+        if name not in recorded:
+            log.debug("%s: no checksum in %s (built by an older version): size, shape and "
+                      "values checked only", path, META_NAME)
+        elif recorded[name] != {"bytes": scan.size, "crc32": scan.crc32}:
+            return f"{path}: checksum mismatch (its contents changed after the cache was built)"
+    return None
+
+
+def _check_lock(cache_dir: Path) -> Path:
+    """Lock of check_cache: beside the cache folder, which a rebuild replaces."""
+    return cache_dir.parent / f".verify-{cache_dir.name}.lock"
+
+
+def _file_stats(cache_dir: Path, names: list[str]) -> dict[str, list[int]]:
+    stats = {}
+    for name in names:
+        info = (cache_dir / name).stat()
+        stats[name] = [info.st_size, info.st_mtime_ns, info.st_ino]
+    return stats
+
+
+def check_cache(cache_dir: Path, meta: dict, parts: set[str], timeout_s: float) -> str | None:
+    """find_cache_damage, done once for the processes that open a cache at about the same time.
+
+    The ranks of a run open the same cache together: the first checks it under a per-cache lock
+    and records the files' size, mtime and inode in verified.json; the others find that record
+    fresh (under VERIFIED_FRESH_S old) for unchanged files and skip reading the cache again. A
+    later run checks again. Read-only caches are checked by every process.
+    """
+    names = list(itertools.chain.from_iterable(PART_FILES[part] for part in sorted(parts)))
+    try:
+        with exclusive_lock(_check_lock(cache_dir), timeout_s):
+            try:
+                stats = _file_stats(cache_dir, names)
+                record = json.loads((cache_dir / VERIFIED_NAME).read_text())
+                if (time.time() - float(record["at"]) < VERIFIED_FRESH_S
+                        and all(record["stats"].get(name) == stats[name] for name in names)
+                        and record.get("checksums") == meta.get("checksums")):
+                    return None
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                pass  # no usable record: check the files
+            damage = find_cache_damage(cache_dir, meta, parts)
+            if damage is None:
+                _record_check(cache_dir, names, meta)
+            return damage
+    except OSError:  # read-only cache folder: no lock, no record
+        return find_cache_damage(cache_dir, meta, parts)
+
+
+def _record_check(cache_dir: Path, names: list[str], meta: dict) -> None:
+    tmp = cache_dir / f"{TMP_PREFIX}{VERIFIED_NAME}-{os.getpid()}"
+    try:
+        _write_json(tmp, {"at": time.time(), "stats": _file_stats(cache_dir, names),
+                          "checksums": meta.get("checksums")})
+        os.replace(tmp, cache_dir / VERIFIED_NAME)
+    except OSError as exc:  # the next process checks the files itself
+        tmp.unlink(missing_ok=True)
+        log.debug("cannot record the cache check in %s: %s", cache_dir, exc)
+
+
+def _checksums(folder: Path, names: tuple[str, ...]) -> dict[str, dict]:
+    checksums = {}
+    for name in names:
+        scan = scan_cache_file(folder / name)
+        checksums[name] = {"bytes": scan.size, "crc32": scan.crc32}
+    return checksums
+
+
 def _codec_device(codec: Any) -> torch.device:
     if isinstance(codec, torch.nn.Module):
         for tensor in itertools.chain(codec.parameters(), codec.buffers()):
@@ -238,6 +423,7 @@ def _build_arrays(pairs: list[WavPair], codec: Any, num_samples: int, parts: set
             # Inputs and targets go through the codec as one batch: half the calls.
             audio = np.stack([_read_mono(p.input_path, num_samples) for p in batch]
                              + [_read_mono(p.output_path, num_samples) for p in batch])[:, None, :]
+            _refuse_non_finite(audio, batch, "samples")
             if "audio" in parts:
                 arrays["input_audio.npy"][start:stop] = audio[:len(batch)]
                 arrays["target_audio.npy"][start:stop] = audio[len(batch):]
@@ -247,11 +433,22 @@ def _build_arrays(pairs: list[WavPair], codec: Any, num_samples: int, parts: set
                     raise ValueError(f"codec {codec.name}: encode returned shape {tuple(latents.shape)}, expected "
                                      f"{(2 * len(batch),) + latent_shape[1:]} from dim and num_frames({num_samples})")
                 latents = latents.float().cpu().numpy()
+                _refuse_non_finite(latents, batch, f"latents from codec {codec.name}")
                 arrays["input_latents.npy"][start:stop] = latents[:len(batch)]
                 arrays["target_latents.npy"][start:stop] = latents[len(batch):]
             bar.update(len(batch))
     for array in arrays.values():
         array.flush()  # msync: the data is on disk before meta.json says the cache is complete
+
+
+def _refuse_non_finite(values: np.ndarray, batch: list[WavPair], what: str) -> None:
+    """A cache never holds NaN/Inf: name the pair file whose row is not finite."""
+    rows = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+    if len(rows):
+        row = int(rows[0])
+        pair = batch[row % len(batch)]
+        path = pair.input_path if row < len(batch) else pair.output_path
+        raise ValueError(f"{path}: non-finite {what} (NaN/Inf); fix or remove this pair")
 
 
 def _remove_stale(cache_root: Path, keep: Path, codec_hash: str, split: str) -> None:
@@ -262,6 +459,7 @@ def _remove_stale(cache_root: Path, keep: Path, codec_hash: str, split: str) -> 
         if old == keep or meta is None or meta.get("codec_hash") != codec_hash or meta.get("split") != split:
             continue
         shutil.rmtree(old, ignore_errors=True)
+        _check_lock(old).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             old.parent.rmdir()  # only if no other split lives there
         log.info("removed stale latent cache %s (pair files changed since it was built)", old)
@@ -272,15 +470,23 @@ def ensure_cache(cache_dir: Path, pairs: list[WavPair], codec: Any, parts: set[s
                  timeout_s: float = 3 * 3600.0) -> tuple[dict, bool]:
     """Return (meta, built_here). Builds under DATA/cache/.lock so one process builds, others wait."""
     meta = _read_meta(cache_dir)
-    if _is_complete(meta, parts):
+    # Every opening checks the files: a damaged cache would otherwise train on garbage silently.
+    if _is_complete(meta, parts) and check_cache(cache_dir, meta, parts, timeout_s) is None:
         return meta, False
     cache_root = cache_dir.parents[1]
     with exclusive_lock(cache_root / LOCK_NAME, timeout_s):
-        meta = _read_meta(cache_dir)
-        if _is_complete(meta, parts):  # another process built it while we waited
-            return meta, False
+        meta = _read_meta(cache_dir)  # another process may have built or repaired it meanwhile
         if meta is not None and meta.get("format") != CACHE_FORMAT_VERSION:
             meta = None
+        if meta is not None:
+            damage = find_cache_damage(cache_dir, meta, parts & set(meta.get("contents", ())))
+            if damage is not None:
+                log.warning("damaged latent cache: %s; rebuilding %s from the wav files (the "
+                            "damaged copy is replaced once the new one is complete)", damage,
+                            cache_dir)
+                meta = None
+            elif _is_complete(meta, parts):
+                return meta, False
         key_dir = cache_dir.parent
         key_dir.mkdir(parents=True, exist_ok=True)
         for leftover in key_dir.glob(TMP_PREFIX + "*"):  # from a killed build; safe, we hold the lock
@@ -301,6 +507,9 @@ def ensure_cache(cache_dir: Path, pairs: list[WavPair], codec: Any, parts: set[s
                 "dim": int(codec.dim), "frame_count": int(codec.num_frames(num_samples)),
                 "pair_numbers": [p.number for p in pairs]}
             new_meta["contents"] = sorted(have | missing)
+            new_names = tuple(itertools.chain.from_iterable(PART_FILES[p] for p in missing))
+            new_meta["checksums"] = {**(new_meta.get("checksums") or {}),
+                                     **_checksums(tmp, new_names)}
             new_meta["build_seconds"] = round(time.monotonic() - started, 3)
             if meta is None:
                 if cache_dir.exists():  # a directory without meta.json is incomplete
@@ -409,7 +618,7 @@ class WavPairsDataset(Dataset):
                 shape = expected["audio" if name in AUDIO_FILES else "latents"]
                 try:
                     arrays[name] = np.load(self.cache_dir / name, mmap_mode="r")
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, EOFError) as exc:
                     raise ValueError(f"{self.cache_dir / name}: damaged latent cache ({exc}); delete "
                                      f"{self.cache_dir} and retry") from None
                 if arrays[name].shape != shape or arrays[name].dtype != np.float32:

@@ -451,7 +451,8 @@ def check_arrange(config: GpuCheckConfig, space: Workspace) -> CheckResult:
         str(output),
         "--device",
         config.device,
-        "--no_progress",
+        "--progress",
+        "false",
     )
     status, text = run_logged(command, log_path, config.timeout_s)
     seconds = time.perf_counter() - start

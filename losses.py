@@ -5,6 +5,8 @@
 - `multi_resolution_mel_distance(a, b)`: log-mel L1 averaged over resolutions; per item [B].
 - `si_sdr(estimate, reference)`: scale-invariant SDR in dB; per item [B].
 - `ReconstructionLoss`: weighted sum of RMS-to-input, RMS-to-target, spectral and mel terms.
+- `TrainingLoss`: the whole training objective (reconstruction, the agent's mask regularizer,
+  the adversarial term) as a `LossBreakdown` of named terms and their weighted total.
 
 Everything runs in fp32 with autocast disabled; logs and divisions are guarded by eps so silent
 audio gives finite values and finite gradients.
@@ -20,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from codec import SAMPLE_RATE, Codec, no_autocast
+from creative_agent import adversarial_bce
+from precision import autocast_for
 
 STFT_SIZES: tuple[int, ...] = (2048, 1024, 512, 256)
 MEL_RESOLUTIONS: tuple[tuple[int, int], ...] = ((2048, 128), (1024, 64), (512, 32))
@@ -229,3 +233,69 @@ class ReconstructionLoss(nn.Module):
                 terms["mel"] = multi_resolution_mel_distance(
                     out, target, self.mel_resolutions, self.codec.sample_rate).mean()
         return terms
+
+
+@dataclass
+class LossBreakdown:
+    """One training or validation loss, assembled by ``TrainingLoss``.
+
+    ``total`` is what backward() sees. ``terms`` holds every named term, detached: the
+    reconstruction terms (rms_input, rms_target, spectral, mel), ``reconstruction`` (their
+    weighted sum), ``mask_reg_loss`` (the agent's regularizer), ``gen_loss`` (adversarial) and
+    ``loss`` = reconstruction + mask_reg_weight * mask_reg_loss, the figure that validation,
+    the best checkpoint and early stopping compare (the adversarial term changes with the
+    discriminator, so it is left out of it).
+    """
+
+    total: Tensor
+    terms: dict[str, Tensor]
+
+
+class TrainingLoss(nn.Module):
+    """The whole objective in one place:
+
+        total = reconstruction + mask_reg_weight * mask_reg_loss + gan_weight * gen_loss
+
+    ``gen_loss`` is how far ``discriminator`` (when given, with gan_weight > 0) is from calling
+    the output real. It runs on detached copies of the discriminator's weights, so the
+    generator's backward reaches the output and stops there.
+    """
+
+    def __init__(self, reconstruction: ReconstructionLoss, mask_reg_weight: float,
+                 gan_weight: float = 0.0, discriminator: nn.Module | None = None,
+                 precision: str = "fp32"):
+        super().__init__()
+        if gan_weight > 0 and discriminator is None:
+            raise ValueError("gan_weight > 0 needs a discriminator")
+        self.reconstruction = reconstruction
+        self.mask_reg_weight = float(mask_reg_weight)
+        self.gan_weight = float(gan_weight)
+        self.discriminator = discriminator if gan_weight > 0 else None
+        self.precision = precision
+
+    def forward(self, output: Tensor, batch: dict[str, Tensor], mask_reg_loss: Tensor | None,
+                adversarial: bool = True) -> LossBreakdown:
+        """``adversarial=False`` leaves the adversarial term out (validation)."""
+        output = output.float()
+        reconstruction, terms = self.reconstruction(
+            output, batch["input_latent"], batch["target_latent"], batch.get("input_audio"),
+            batch.get("target_audio"))
+        named = {"reconstruction": reconstruction.detach(), **terms}
+        objective = reconstruction
+        if mask_reg_loss is not None:
+            mask_reg_loss = mask_reg_loss.float()
+            objective = objective + self.mask_reg_weight * mask_reg_loss
+            named["mask_reg_loss"] = mask_reg_loss.detach()
+        named["loss"] = objective.detach()
+        total = objective
+        if adversarial and self.discriminator is not None:
+            gen_loss = self.generator_loss(output)
+            total = total + self.gan_weight * gen_loss
+            named["gen_loss"] = gen_loss.detach()
+        return LossBreakdown(total=total, terms=named)
+
+    def generator_loss(self, output: Tensor) -> Tensor:
+        frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}
+        with autocast_for(output.device, self.precision):
+            logits = torch.func.functional_call(self.discriminator, frozen, (output,))
+        return adversarial_bce(logits, is_real=True)

@@ -4,12 +4,16 @@ Stage 0 reads concat(input, target) and starts from their (masked) sum; stage k 
 concat(input, previous output, target) and refines the previous output. With one stage the model
 reads the input alone. Masks (the learned creative agent, or a fixed strategy from
 `complementary_masking`) are computed once per forward and applied the same way in training,
-evaluation and inference.
+evaluation and inference; the agent and `band_energy` decide per band-window of `mask_layout`
+(see `band_layout`).
+`forward(..., return_record=True)` also returns a `ForwardRecord`: the applied masks, their
+statistics (`mask_metrics.all_mask_statistics`) and the agent's regularizer terms.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
@@ -17,20 +21,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from band_layout import LAYOUT_KINDS, BandLayout, build_layout
+from codec import SAMPLE_RATE
 from complementary_masking import MASK_TYPES, complementary_masks
-from creative_agent import CreativeAgent
+from creative_agent import CreativeAgent, MaskDecision
 from dropout_masks import compiled_dropout, scaled_keep_mask
-from mask_metrics import mask_statistics
+from mask_metrics import all_mask_statistics
 
 # Guards the per-item RMS used to scale the anti-cheating noise on silent targets.
 _RMS_EPS = 1e-5
 
 
 @lru_cache(maxsize=32)
-def _sinusoidal_table(frames: int, channels: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+def _sinusoidal_table(
+    frames: int, channels: int, device: torch.device, dtype: torch.dtype
+) -> Tensor:
     """[frames, channels] sinusoidal positions, computed for any length (no cap) and cached."""
     position = torch.arange(frames, dtype=torch.float32, device=device)[:, None]
-    frequency = torch.exp(torch.arange(0, channels, 2, dtype=torch.float32, device=device) * (-math.log(10000.0) / channels))
+    frequency = torch.exp(
+        torch.arange(0, channels, 2, dtype=torch.float32, device=device)
+        * (-math.log(10000.0) / channels)
+    )
     table = torch.zeros(frames, channels, device=device)
     table[:, 0::2] = torch.sin(position * frequency)
     table[:, 1::2] = torch.cos(position * frequency[: channels // 2])
@@ -73,16 +84,31 @@ class EncoderLayer(nn.TransformerEncoderLayer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.dropout, self.dropout1, self.dropout2 = (FastDropout(m.p) for m in (self.dropout, self.dropout1, self.dropout2))
+        self.dropout, self.dropout1, self.dropout2 = (
+            FastDropout(m.p) for m in (self.dropout, self.dropout1, self.dropout2)
+        )
 
-    def _sa_block(self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool = False) -> Tensor:
+    def _sa_block(
+        self,
+        x: Tensor,
+        attn_mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        is_causal: bool = False,
+    ) -> Tensor:
         attention = self.self_attn
-        if attn_mask is not None or key_padding_mask is not None or is_causal or not attention._qkv_same_embed_dim:
+        if (
+            attn_mask is not None
+            or key_padding_mask is not None
+            or is_causal
+            or not attention._qkv_same_embed_dim
+        ):
             return super()._sa_block(x, attn_mask, key_padding_mask, is_causal)
         batch, frames, width = x.shape
         heads = attention.num_heads
         qkv = F.linear(x, attention.in_proj_weight, attention.in_proj_bias)
-        q, k, v = qkv.view(batch, frames, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, T, hd]
+        q, k, v = (
+            qkv.view(batch, frames, 3, heads, width // heads).permute(2, 0, 3, 1, 4).unbind(0)
+        )  # [B, H, T, hd]
         p = attention.dropout if self.training else 0.0
         if p > 0.0 and x.device.type == "cpu":
             # PyTorch's fused CPU attention has no dropout; compiled, softmax and mask fuse.
@@ -97,14 +123,27 @@ class EncoderLayer(nn.TransformerEncoderLayer):
 class CascadeStage(nn.Module):
     """Positional encoding, LayerNorm, TransformerEncoder, LayerNorm, projection to D, residual."""
 
-    def __init__(self, in_channels: int, out_channels: int, nhead: int, num_layers: int, dropout: float, dim_feedforward: int,
-                 activation_checkpointing: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        nhead: int,
+        num_layers: int,
+        dropout: float,
+        dim_feedforward: int,
+        activation_checkpointing: bool = False,
+    ):
         super().__init__()
         self.activation_checkpointing = activation_checkpointing
         if in_channels % nhead != 0:
-            raise ValueError(f"a stage with {in_channels} input channels cannot be split into nhead={nhead} attention heads")
+            raise ValueError(
+                f"a stage with {in_channels} input channels cannot be split into nhead={nhead} "
+                "attention heads"
+            )
         self.input_norm = nn.LayerNorm(in_channels)
-        layer = EncoderLayer(in_channels, nhead, dim_feedforward, dropout, activation="gelu", batch_first=True)
+        layer = EncoderLayer(
+            in_channels, nhead, dim_feedforward, dropout, activation="gelu", batch_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.output_norm = nn.LayerNorm(in_channels)
         self.projection = nn.Linear(in_channels, out_channels)
@@ -117,8 +156,11 @@ class CascadeStage(nn.Module):
     def forward(self, stage_input: Tensor, residual: Tensor) -> Tensor:
         """stage_input [B, C, T], residual [B, D, T] -> [B, D, T]."""
         hidden = stage_input.transpose(1, 2)
-        # torch.compile traces the table into the graph itself (it warns about, and ignores, the cache).
-        table = _sinusoidal_table.__wrapped__ if torch.compiler.is_compiling() else _sinusoidal_table
+        # torch.compile traces the table into the graph itself (it warns about, and ignores, the
+        # cache).
+        table = (
+            _sinusoidal_table.__wrapped__ if torch.compiler.is_compiling() else _sinusoidal_table
+        )
         hidden = hidden + table(hidden.shape[1], hidden.shape[2], hidden.device, hidden.dtype)
         hidden = self.input_norm(hidden)
         if self.activation_checkpointing and self.training and torch.is_grad_enabled():
@@ -131,6 +173,23 @@ class CascadeStage(nn.Module):
             hidden = self.encoder(hidden)
         hidden = self.output_norm(hidden)
         return residual + self.projection(hidden).transpose(1, 2)
+
+
+@dataclass
+class ForwardRecord:
+    """What one forward pass did with the masks (for logs, evaluation, plots); all detached.
+
+    input_mask, target_mask: [B or 1, D, T] (1 for content-independent fixed masks), None when
+    nothing is masked. statistics: 0-d mask figures (see `mask_metrics.all_mask_statistics`),
+    empty when nothing is masked. regularizer_terms: the agent's regularizer parts (empty for
+    fixed masks). attention: [B, T, T] agent cross-attention when asked for (need_attention).
+    """
+
+    input_mask: Tensor | None = None
+    target_mask: Tensor | None = None
+    statistics: dict[str, Tensor] = field(default_factory=dict)
+    regularizer_terms: dict[str, Tensor] = field(default_factory=dict)
+    attention: Tensor | None = None
 
 
 class SimpleTransformer(nn.Module):
@@ -152,88 +211,187 @@ class SimpleTransformer(nn.Module):
         hard_masks: bool = False,
         use_discriminator: bool = False,
         activation_checkpointing: bool = False,
+        mask_layout: str = "mel",
+        mask_bands: int = 24,
+        mask_window_frames: int = 9,
+        sample_rate: int = SAMPLE_RATE,
     ):
         super().__init__()
         if num_transformer_layers < 1:
-            raise ValueError(f"num_transformer_layers must be at least 1, got {num_transformer_layers}")
+            raise ValueError(
+                f"num_transformer_layers must be at least 1, got {num_transformer_layers}"
+            )
         if mask_type not in MASK_TYPES:
-            raise ValueError(f"unknown mask_type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}")
+            raise ValueError(
+                f"unknown mask_type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}"
+            )
         if use_creative_agent and mask_type != "none":
-            raise ValueError(f"use either the creative agent or a fixed mask (mask_type={mask_type!r}), not both")
+            raise ValueError(
+                f"use either the creative agent or a fixed mask (mask_type={mask_type!r}), not both"
+            )
         if (use_creative_agent or mask_type != "none") and num_transformer_layers < 2:
-            raise ValueError("masking (creative agent or fixed mask) needs a cascade: set num_transformer_layers >= 2")
+            raise ValueError(
+                "masking (creative agent or fixed mask) needs a cascade: "
+                "set num_transformer_layers >= 2"
+            )
         if anti_cheating < 0:
             raise ValueError(f"anti_cheating must be >= 0, got {anti_cheating}")
-        self.config = dict(
-            encoding_dim=encoding_dim, nhead=nhead, num_layers=num_layers, dropout=dropout,
-            num_transformer_layers=num_transformer_layers, anti_cheating=anti_cheating,
-            use_creative_agent=use_creative_agent, mask_type=mask_type, dim_feedforward=dim_feedforward,
-            agent_hidden_dim=agent_hidden_dim, agent_temperature=agent_temperature,
-            agent_temporal_diversity_weight=agent_temporal_diversity_weight,
-            agent_shared_weights=agent_shared_weights, hard_masks=hard_masks, use_discriminator=use_discriminator,
-            activation_checkpointing=activation_checkpointing,
-        )
+        if mask_layout not in LAYOUT_KINDS:
+            raise ValueError(
+                f"unknown mask_layout {mask_layout!r}; choose one of {', '.join(LAYOUT_KINDS)}"
+            )
+        self.config = {
+            "encoding_dim": encoding_dim,
+            "nhead": nhead,
+            "num_layers": num_layers,
+            "dropout": dropout,
+            "num_transformer_layers": num_transformer_layers,
+            "anti_cheating": anti_cheating,
+            "use_creative_agent": use_creative_agent,
+            "mask_type": mask_type,
+            "dim_feedforward": dim_feedforward,
+            "agent_hidden_dim": agent_hidden_dim,
+            "agent_temperature": agent_temperature,
+            "agent_temporal_diversity_weight": agent_temporal_diversity_weight,
+            "agent_shared_weights": agent_shared_weights,
+            "hard_masks": hard_masks,
+            "use_discriminator": use_discriminator,
+            "activation_checkpointing": activation_checkpointing,
+            "mask_layout": mask_layout,
+            "mask_bands": mask_bands,
+            "mask_window_frames": mask_window_frames,
+            "sample_rate": sample_rate,
+        }
         self.encoding_dim = encoding_dim
         self.anti_cheating = anti_cheating
         self.mask_type = mask_type
         self.hard_masks = hard_masks
+        # The band-window grid of the masks (agent, band_energy) and of the band figures.
+        self.mask_layout: BandLayout = build_layout(
+            mask_layout, encoding_dim, sample_rate, mask_bands, mask_window_frames
+        )
         self.creative_agent = (
             CreativeAgent(
-                encoding_dim, use_discriminator=use_discriminator, hidden_dim=agent_hidden_dim,
-                temperature=agent_temperature, temporal_diversity_weight=agent_temporal_diversity_weight,
+                encoding_dim,
+                use_discriminator=use_discriminator,
+                hidden_dim=agent_hidden_dim,
+                temperature=agent_temperature,
+                temporal_diversity_weight=agent_temporal_diversity_weight,
                 shared_weights=agent_shared_weights,
+                layout=self.mask_layout,
             )
             if use_creative_agent
             else None
         )
-        stage_channels = [encoding_dim] if num_transformer_layers == 1 else [2 * encoding_dim] + [3 * encoding_dim] * (num_transformer_layers - 1)
-        self.stages = nn.ModuleList(CascadeStage(c, encoding_dim, nhead, num_layers, dropout, dim_feedforward, activation_checkpointing) for c in stage_channels)
-        self.last_mask_stats: dict[str, Tensor] = {}
-        self.last_masks: tuple[Tensor, Tensor] | None = None
+        stage_channels = (
+            [encoding_dim]
+            if num_transformer_layers == 1
+            else [2 * encoding_dim] + [3 * encoding_dim] * (num_transformer_layers - 1)
+        )
+        self.stages = nn.ModuleList(
+            CascadeStage(
+                c,
+                encoding_dim,
+                nhead,
+                num_layers,
+                dropout,
+                dim_feedforward,
+                activation_checkpointing,
+            )
+            for c in stage_channels
+        )
 
     @property
     def num_stages(self) -> int:
         return len(self.stages)
 
-    def compute_masks(self, encoded_input: Tensor, encoded_target: Tensor) -> tuple[Tensor, Tensor, Tensor | None] | None:
-        """(input_mask, target_mask, mask_reg_loss) for this pair, or None when nothing is masked."""
+    def compute_masks(
+        self, encoded_input: Tensor, encoded_target: Tensor, need_attention: bool = False
+    ) -> MaskDecision | None:
+        """The masks for this pair (reg_loss None for fixed masks); None when nothing is masked."""
         if self.creative_agent is not None:
-            return self.creative_agent.mask_generator(encoded_input, encoded_target, hard=self.hard_masks)
+            return self.creative_agent.mask_generator.decide(
+                encoded_input, encoded_target, hard=self.hard_masks, need_weights=need_attention
+            )
         if self.mask_type != "none":
-            input_mask, target_mask = complementary_masks(self.mask_type, encoded_input, encoded_target)
-            return input_mask, target_mask, None
+            input_mask, target_mask = complementary_masks(
+                self.mask_type, encoded_input, encoded_target, layout=self.mask_layout
+            )
+            return MaskDecision(input_mask, target_mask, reg_loss=None)
         return None
 
     def _with_anti_cheating_noise(self, target: Tensor) -> Tensor:
         if not (self.training and self.anti_cheating > 0):
             return target
-        rms = target.detach().float().pow(2).mean(dim=(1, 2), keepdim=True).add(_RMS_EPS**2).sqrt().to(target.dtype)
+        rms = (
+            target.detach()
+            .float()
+            .pow(2)
+            .mean(dim=(1, 2), keepdim=True)
+            .add(_RMS_EPS**2)
+            .sqrt()
+            .to(target.dtype)
+        )
         return target + self.anti_cheating * rms * torch.randn_like(target)
 
-    def forward(self, encoded_input: Tensor, encoded_target: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """Return (output latents [B, D, T], mask_reg_loss or None)."""
+    def forward(
+        self,
+        encoded_input: Tensor,
+        encoded_target: Tensor | None = None,
+        *,
+        return_record: bool = False,
+        need_attention: bool = False,
+    ) -> tuple[Tensor, Tensor | None] | tuple[Tensor, Tensor | None, ForwardRecord]:
+        """(output latents [B, D, T], mask_reg_loss or None), plus a ForwardRecord when
+        return_record=True. The record's statistics are only computed when it is asked for (its
+        band figures need at least mask_window_frames frames); need_attention=True (with
+        return_record) adds the agent's attention map."""
         if encoded_input.dim() != 3 or encoded_input.shape[1] != self.encoding_dim:
-            raise ValueError(f"expected input latents [B, {self.encoding_dim}, T], got {tuple(encoded_input.shape)}")
+            raise ValueError(
+                f"expected input latents [B, {self.encoding_dim}, T], "
+                f"got {tuple(encoded_input.shape)}"
+            )
         if self.num_stages == 1:
-            self.last_masks, self.last_mask_stats = None, {}
-            return self.stages[0](encoded_input, encoded_input), None
+            output = self.stages[0](encoded_input, encoded_input)
+            return (output, None, ForwardRecord()) if return_record else (output, None)
         if encoded_target is None:
             raise ValueError("a cascade model (num_transformer_layers >= 2) needs encoded_target")
         if encoded_target.shape != encoded_input.shape:
-            raise ValueError(f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs {tuple(encoded_target.shape)}")
+            raise ValueError(
+                f"input and target latents differ in shape: {tuple(encoded_input.shape)} vs "
+                f"{tuple(encoded_target.shape)}"
+            )
 
-        masks = self.compute_masks(encoded_input, encoded_target)
+        decision = self.compute_masks(
+            encoded_input, encoded_target, need_attention and return_record
+        )
+        record = ForwardRecord() if return_record else None
         mask_reg_loss = None
-        if masks is None:
-            self.last_masks, self.last_mask_stats = None, {}
-        else:
-            input_mask, target_mask, mask_reg_loss = masks
-            encoded_input, encoded_target = encoded_input * input_mask, encoded_target * target_mask
-            self.last_masks = (input_mask.detach(), target_mask.detach())
-            self.last_mask_stats = mask_statistics(input_mask, target_mask)
+        if decision is not None:
+            mask_reg_loss = decision.reg_loss
+            if record is not None:
+                record = self._record(decision, encoded_input, encoded_target)
+            encoded_input = encoded_input * decision.input_mask
+            encoded_target = encoded_target * decision.target_mask
 
-        output = self.stages[0](torch.cat([encoded_input, encoded_target], dim=1), encoded_input + encoded_target)
+        output = self.stages[0](
+            torch.cat([encoded_input, encoded_target], dim=1), encoded_input + encoded_target
+        )
         for stage in self.stages[1:]:
             noisy_target = self._with_anti_cheating_noise(encoded_target)
             output = stage(torch.cat([encoded_input, output, noisy_target], dim=1), output)
-        return output, mask_reg_loss
+        return (output, mask_reg_loss, record) if record is not None else (output, mask_reg_loss)
+
+    def _record(
+        self, decision: MaskDecision, encoded_input: Tensor, encoded_target: Tensor
+    ) -> ForwardRecord:
+        input_mask, target_mask = decision.input_mask.detach(), decision.target_mask.detach()
+        return ForwardRecord(
+            input_mask=input_mask,
+            target_mask=target_mask,
+            statistics=all_mask_statistics(
+                input_mask, target_mask, encoded_input, encoded_target, self.mask_layout
+            ),
+            regularizer_terms=dict(decision.terms),
+            attention=decision.attention,
+        )

@@ -4,11 +4,13 @@ Figures are built with the object-oriented API on an Agg canvas, so importing th
 touches pyplot's global state or needs a display, and every PNG is written atomically (temporary
 file + os.replace) so a reader never sees half an image.
 
-- `mask_plot(path, input_mask, target_mask, ...)`: input mask, target mask and their overlap as
-  time x channel heatmaps (channel axis in Hz for the MDCT codec).
+- `mask_plot(path, input_mask, target_mask, ...)`: the masks as applied (constant per band-window
+  for the agent and band_energy) and, given the latents, what the cascade reads: the masked input
+  and target latents in dB; time x channel heatmaps (channel axis in Hz for the MDCT codec).
 - `mask_heatmap(path, mask, ...)`: one mask (e.g. a whole arrangement's input mask).
-- `training_curves(path, records)`: loss (train/val), complementarity, balance (and diversities)
-  per epoch from metrics.jsonl records; missing keys are skipped.
+- `training_curves(path, records)`: loss (train/val), band and cell complementarity, band
+  balance, band diversities and content alignment per epoch from metrics.jsonl records; missing
+  keys are skipped.
 - `attention_plot(path, attention, ...)`: the agent's cross-attention map [T_input, T_target].
 """
 
@@ -17,13 +19,16 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from mask_metrics import METRIC_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +46,7 @@ class ChannelAxis:
     label: str
 
     @staticmethod
-    def for_codec(codec_name: str, dim: int, sample_rate: int) -> "ChannelAxis":
+    def for_codec(codec_name: str, dim: int, sample_rate: int) -> ChannelAxis:
         # MDCT channel k is the band centred on (k + 0.5) * sample_rate / (2 * dim) Hz, so an
         # extent of [0, sample_rate / 2] puts every row at its centre frequency.
         if codec_name == "mdct":
@@ -94,21 +99,41 @@ def _heatmap(ax: Any, array: np.ndarray, seconds: float, axis: ChannelAxis, titl
     return image
 
 
+# Dynamic range of the masked-latent panels: quieter cells are drawn as the floor.
+LATENT_RANGE_DB = 60.0
+
+
+def _magnitude_db(latent: np.ndarray, reference: float) -> np.ndarray:
+    return 20.0 * np.log10(np.maximum(np.abs(latent), 1e-12) / max(reference, 1e-12))
+
+
 def mask_plot(path: str | os.PathLike, input_mask: Any, target_mask: Any, frame_rate: float,
-              axis: ChannelAxis, title: str = "") -> Path:
-    """Input mask, target mask and overlap (input * target) over time x channel."""
+              axis: ChannelAxis, title: str = "", input_latent: Any = None,
+              target_latent: Any = None) -> Path:
+    """The masks as applied over time x channel and, when both latents [D, T] are given, what
+    the cascade reads of each song: |latent * mask| in dB (both on one scale, 0 dB = the
+    louder song's peak). Without latents the third panel is the overlap input x target."""
     input_mask, target_mask = _as_array(input_mask), _as_array(target_mask)
     seconds = input_mask.shape[-1] / frame_rate
-    overlap = input_mask * target_mask
-    fig = Figure(figsize=(9, 8.5), layout="constrained")
-    axes = fig.subplots(3, 1, sharex=True)
-    panels = (
-        (input_mask, f"input mask (mean {input_mask.mean():.2f})", 1.0),
-        (target_mask, f"target mask (mean {target_mask.mean():.2f})", 1.0),
-        (overlap, f"overlap input x target (mean {overlap.mean():.3f}; 0 = complementary)", 0.25),
-    )
-    for ax, (array, label, vmax) in zip(axes, panels):
-        image = _heatmap(ax, array, seconds, axis, label, vmax=vmax)
+    panels: list[tuple[np.ndarray, str, float, float, str]] = [
+        (input_mask, f"input mask (mean {input_mask.mean():.2f})", 0.0, 1.0, "magma"),
+        (target_mask, f"target mask (mean {target_mask.mean():.2f})", 0.0, 1.0, "magma"),
+    ]
+    if input_latent is not None and target_latent is not None:
+        seen_input = _as_array(input_latent) * input_mask
+        seen_target = _as_array(target_latent) * target_mask
+        peak = float(max(np.abs(seen_input).max(), np.abs(seen_target).max()))
+        for array, song in ((seen_input, "input"), (seen_target, "target")):
+            panels.append((_magnitude_db(array, peak), (f"{song} as the cascade reads it: "
+                           f"|latent x mask| (dB)"), -LATENT_RANGE_DB, 0.0, "viridis"))
+    else:
+        overlap = input_mask * target_mask
+        panels.append((overlap, (f"overlap input x target (mean {overlap.mean():.3f}; "
+                                f"0 = complementary)"), 0.0, 0.25, "magma"))
+    fig = Figure(figsize=(9, 2.9 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True)
+    for ax, (array, label, vmin, vmax, cmap) in zip(axes, panels):
+        image = _heatmap(ax, array, seconds, axis, label, vmin=vmin, vmax=vmax, cmap=cmap)
         fig.colorbar(image, ax=ax, fraction=0.04)
     axes[-1].set_xlabel("time (s)")
     if title:
@@ -148,9 +173,11 @@ def attention_plot(path: str | os.PathLike, attention: Any, frame_rate: float,
 
 
 def _series(records: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of one figure. A validation figure is read from KEY, else from
+    val_KEY (the worker logs every validation figure with that prefix)."""
     xs, ys = [], []
     for index, record in enumerate(records):
-        value = record.get(key)
+        value = record.get(key, record.get(f"val_{key}"))
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             epoch = record.get("epoch", index + 1)
             xs.append(float(epoch) if isinstance(epoch, (int, float)) else float(index + 1))
@@ -158,17 +185,21 @@ def _series(records: Sequence[dict], key: str) -> tuple[list[float], list[float]
     return xs, ys
 
 
+# Panels of the training curves: (title, figures); band figures lead, the cell complementarity
+# is drawn next to the band one to show a comb (cell 1.0, band lower) at a glance.
 CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("loss", ("train_loss", "val_loss")),
-    ("complementarity", ("complementarity",)),
-    ("balance", ("balance",)),
-    ("diversity", ("temporal_diversity", "pair_diversity")),
+    ("complementarity", ("band_complementarity", "complementarity")),
+    ("band balance", ("band_balance",)),
+    ("band diversity", ("band_temporal_diversity", "band_pair_diversity")),
+    ("content alignment", ("content_alignment",)),
 )
 
 
 def training_curves(path: str | os.PathLike, records: Sequence[dict]) -> Path | None:
     """Per-epoch curves from metrics.jsonl records; None (nothing written) when no key has data."""
-    panels = [(name, [(key, *_series(records, key)) for key in keys]) for name, keys in CURVE_PANELS]
+    panels = [(name, [(key, *_series(records, key)) for key in keys])
+              for name, keys in CURVE_PANELS]
     panels = [(name, [s for s in series if s[1]]) for name, series in panels]
     panels = [(name, series) for name, series in panels if series]
     if not panels:
@@ -181,8 +212,9 @@ def training_curves(path: str | os.PathLike, records: Sequence[dict]) -> Path | 
         ax.set_visible(False)
     for ax, (name, series) in zip(axes, panels):
         for key, xs, ys in series:
-            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=key)
-        if name == "balance":
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3,
+                    label=METRIC_LABELS.get(key, key))
+        if name == "band balance":
             ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")

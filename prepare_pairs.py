@@ -1,20 +1,27 @@
-"""Turn a folder of songs into continuation pairs for training.
+"""Turn a folder of songs into continuation (and cross-song) pairs for training.
 
     python prepare_pairs.py --songs DIR --out DATA [--segment_seconds 4.0] [--sample_rate 24000]
         [--val_fraction 0.1] [--max_pairs_per_song N] [--seed 0] [--min_rms 1e-3]
-        [--subtype FLOAT] [--overwrite]
+        [--subtype FLOAT] [--pairing continuation|cross_song|both] [--overwrite true]
 
 Every audio file under DIR (recursively, any format libsndfile reads, any rate, any channel
-count) is decoded once, downmixed to mono, resampled once to the target rate with torchaudio's
-windowed-sinc (anti-aliased) resampler and cut into consecutive, non-overlapping segments of
-``segment_seconds``. Pair i of a song is (segment i, segment i + 1): the model sees a segment
+count) is decoded, downmixed to mono and resampled to the target rate with torchaudio's
+windowed-sinc (anti-aliased) resampler, block by block so a long multichannel file needs little
+more memory than its mono result (audio_io.read_mono), then cut into consecutive,
+non-overlapping segments of ``segment_seconds``. Pair i of a song is (segment i, segment i + 1): the model sees a segment
 and learns its continuation.
+
+``--pairing cross_song`` pairs each input segment with a segment of another song of the same
+split instead (song and segment drawn with ``seed``); ``both`` writes the continuation pairs,
+then as many cross-song pairs. Cross-song pairs need two songs in each split, so validation then
+gets at least two songs when there are four or more.
 
 Layout written (numbering is continuous per split, songs in sorted path order):
 
     DATA/train/pair_00000_input.wav, DATA/train/pair_00000_output.wav, ...
     DATA/val/pair_00000_input.wav, ...
-    DATA/manifest.jsonl       one JSON object per pair (see MANIFEST_KEYS)
+    DATA/manifest.jsonl       one JSON object per pair (format: pair_manifest.py; keys written:
+                              MANIFEST_KEYS); training reads the pairs from it
     DATA/dataset_info.json    sample rate, segment length, counts, seed (see ``_dataset_info``)
 
 WAV files are mono at ``sample_rate``; subtype FLOAT (32-bit float) by default, so the pairs
@@ -57,9 +64,11 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 from tqdm import tqdm
+
+from audio_io import AudioFileError, read_mono
+from cli_flags import OneLineParser, add_bool_flag
+from pair_manifest import MANIFEST_NAME, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -99,15 +108,20 @@ SKIP_REASONS: dict[str, str] = {
     "silent": "every pair below min_rms",
 }
 
+# The manifest format (required keys, paths) is defined in pair_manifest.py; these are the keys
+# this tool writes.
 MANIFEST_KEYS = (
     "split",         # "train" | "val"
     "index",         # pair number within the split (the NNNNN of the file names)
     "input_file",    # path relative to DATA, e.g. "train/pair_00000_input.wav"
-    "output_file",   # path relative to DATA, the target (continuation) segment
-    "source",        # song path relative to --songs (POSIX separators)
-    "source_pair",   # i for the pair (segment i, segment i + 1) of that song
-    "input_start",   # seconds into the song where the input segment starts
-    "target_start",  # seconds into the song where the target segment starts
+    "output_file",   # path relative to DATA, the target segment
+    "pairing",       # "continuation" (next segment, same song) | "cross_song" (another song)
+    "input_source",  # song of the input segment, path relative to --songs (POSIX separators)
+    "target_source",  # song of the target segment
+    "source",        # continuation pairs only: the song (= input_source = target_source)
+    "source_pair",   # continuation pairs only: i for the pair (segment i, segment i + 1)
+    "input_start",   # seconds into input_source where the input segment starts
+    "target_start",  # seconds into target_source where the target segment starts
     "duration",      # seconds per segment (input and target are the same length)
     "num_samples",   # samples per segment at sample_rate
     "sample_rate",
@@ -116,6 +130,7 @@ MANIFEST_KEYS = (
 )
 
 SPLITS = ("train", "val")
+PAIRINGS = ("continuation", "cross_song", "both")
 _PARTIAL_TAG = ".partial-"
 
 
@@ -131,6 +146,7 @@ class PrepareConfig:
     overwrite: bool = False
     progress: bool = True   # tqdm bar over songs
     workers: int = 2        # decode threads (libsndfile and torch release the GIL); 1 = serial
+    pairing: str = "continuation"  # continuation | cross_song | both (see PAIRINGS)
 
     def validate(self) -> None:
         if not (self.segment_seconds > 0 and math.isfinite(self.segment_seconds)):
@@ -147,6 +163,9 @@ class PrepareConfig:
             raise ValueError(f"--min_rms must be >= 0, got {self.min_rms}")
         if self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f"--pairing must be one of {', '.join(PAIRINGS)}, "
+                             f"got {self.pairing!r}")
         if not sf.check_format("WAV", self.subtype):
             raise ValueError(f"--subtype {self.subtype} is not a WAV subtype soundfile can write")
 
@@ -169,6 +188,7 @@ class PrepareSummary:
     songs_read: int = 0          # decoded without error (some may still give no pairs)
     songs_per_split: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     pairs_per_split: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    cross_song_pairs: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     silent_pairs_skipped: int = 0
     skipped: list[SkippedFile] = field(default_factory=list)
     seconds_read: float = 0.0    # duration of all decoded songs
@@ -202,6 +222,9 @@ class PrepareSummary:
         for split in SPLITS:
             lines.append(f"  {split}: {self.pairs_per_split[split]} pairs from "
                          f"{self.songs_per_split[split]} songs")
+        if any(self.cross_song_pairs.values()):
+            lines.append("  of which cross-song pairs: " + ", ".join(
+                f"{split} {self.cross_song_pairs[split]}" for split in SPLITS))
         lines.append(f"  silent pairs skipped (rms below min_rms): {self.silent_pairs_skipped}")
         lines.append(f"  audio read: {self.seconds_read / 3600:.3f} h; in pairs: "
                      f"{self.seconds_in_pairs / 3600:.3f} h")
@@ -250,33 +273,16 @@ class _Skip(Exception):
 
 
 def load_mono(path: Path, sample_rate: int) -> np.ndarray:
-    """Decode once, downmix to mono, resample once (anti-aliased windowed sinc) to sample_rate.
+    """Decode, downmix to mono and resample (anti-aliased windowed sinc) to sample_rate, block
+    by block in bounded memory (audio_io.read_mono).
 
     Raises _Skip with a reason key when the file cannot be used.
     """
     try:
-        size = path.stat().st_size
-    except OSError as exc:  # e.g. a dangling symlink
-        raise _Skip("unreadable", _one_line(exc)) from None
-    if size == 0:
-        raise _Skip("empty", "0 bytes")
-    try:
-        with sf.SoundFile(str(path)) as f:
-            source_rate = f.samplerate
-            data = f.read(dtype="float32", always_2d=True)
-    except Exception as exc:  # libsndfile raises several types; any of them means unusable
-        # libsndfile messages repeat the full path; the summary already names the file.
-        raise _Skip("unreadable", _one_line(exc).replace(str(path), path.name)) from None
-    if data.size == 0:
-        raise _Skip("empty", "no audio frames")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.isfinite(mono).all():
-        bad = int((~np.isfinite(mono)).sum())
-        raise _Skip("non-finite", f"{bad} NaN/inf samples")
-    if source_rate != sample_rate:
-        mono = AF.resample(torch.from_numpy(np.ascontiguousarray(mono)), source_rate,
-                           sample_rate).numpy()
-    return np.ascontiguousarray(mono, dtype=np.float32)
+        return read_mono(path, sample_rate)
+    except AudioFileError as error:
+        reason = error.reason if error.reason in SKIP_REASONS else "unreadable"
+        raise _Skip(reason, error.detail) from None
 
 
 def _try_load(path: Path, sample_rate: int) -> np.ndarray | _Skip:
@@ -331,13 +337,19 @@ def select_pairs(rms: np.ndarray, min_rms: float, max_pairs: int | None) -> tupl
     return ids.tolist(), silent
 
 
-def assign_splits(sources: list[str], val_fraction: float, seed: int) -> dict[str, str]:
-    """Deterministic song -> split map: a seeded permutation of the sorted song list."""
+def assign_splits(sources: list[str], val_fraction: float, seed: int,
+                  min_songs_per_split: int = 1) -> dict[str, str]:
+    """Deterministic song -> split map: a seeded permutation of the sorted song list.
+
+    With val_fraction > 0, each split gets at least min_songs_per_split songs when there are
+    enough (cross-song pairs need two), else at least one.
+    """
     ordered = sorted(sources)
     n = len(ordered)
     n_val = int(round(val_fraction * n))
     if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
+        least = min_songs_per_split if n >= 2 * min_songs_per_split else 1
+        n_val = min(max(n_val, least), n - least)
     else:
         n_val = 0
     order = np.random.default_rng(seed).permutation(n)
@@ -465,44 +477,102 @@ def _stage_song(audio: np.ndarray, rel: str, prefix: Path, config: PrepareConfig
 def _finalize(songs: list[_SongPairs], partial: Path, config: PrepareConfig,
               summary: PrepareSummary) -> None:
     """Assign splits, give the staged segments their final names, write manifest and info."""
-    splits = assign_splits([s.source for s in songs], config.val_fraction, config.seed)
+    crossed = config.pairing in ("cross_song", "both")
+    splits = assign_splits([s.source for s in songs], config.val_fraction, config.seed,
+                           min_songs_per_split=2 if crossed else 1)
     for split in SPLITS:
         (partial / split).mkdir()
-    seg = config.segment_samples
-    duration = seg / config.sample_rate
-    next_index = {s: 0 for s in SPLITS}
-    records = []
-    for song in songs:  # already in sorted source order
-        split = splits[song.source]
-        summary.songs_per_split[split] += 1
-        covered = set()
-        for i, (staged_in, staged_out) in zip(song.pair_ids, song.staged):
-            index = next_index[split]
-            next_index[split] += 1
-            names = (f"{split}/pair_{index:05d}_input.wav", f"{split}/pair_{index:05d}_output.wav")
-            for staged_file, name in zip((staged_in, staged_out), names):
-                _link_or_copy(staged_file, partial / name)
-            covered.update((i, i + 1))
-            records.append({
-                "split": split, "index": index,
-                "input_file": names[0], "output_file": names[1],
-                "source": song.source, "source_pair": int(i),
-                "input_start": round(i * duration, 6), "target_start": round((i + 1) * duration, 6),
-                "duration": round(duration, 6), "num_samples": seg,
-                "sample_rate": config.sample_rate,
-                "input_rms": round(float(song.rms[i]), 6),
-                "target_rms": round(float(song.rms[i + 1]), 6),
-            })
-        summary.seconds_in_pairs += len(covered) * duration
-    summary.pairs_per_split.update(next_index)
+    by_split = {split: [s for s in songs if splits[s.source] == split] for split in SPLITS}
+    if crossed:
+        _check_cross_song_splits(by_split, config.pairing)
+    duration = config.segment_samples / config.sample_rate
+    pairs = _PairWriter(partial, config)
+    for split in SPLITS:  # songs are already in sorted source order
+        for song in by_split[split]:
+            summary.songs_per_split[split] += 1
+            covered = {k for i in song.pair_ids for k in (i, i + 1)}
+            summary.seconds_in_pairs += len(covered) * duration
+        if config.pairing in ("continuation", "both"):
+            for song in by_split[split]:
+                for i, (staged_in, staged_out) in zip(song.pair_ids, song.staged):
+                    pairs.add(split, (song, i, staged_in), (song, i + 1, staged_out))
+        if crossed and len(by_split[split]) >= 2:
+            rng = np.random.default_rng([config.seed, SPLITS.index(split)])
+            summary.cross_song_pairs[split] = _add_cross_song_pairs(pairs, split, by_split[split],
+                                                                    rng)
+    summary.pairs_per_split.update(pairs.next_index)
     # Manifest lists train then val, each in index order, so it is stable for a given seed.
-    records.sort(key=lambda r: (SPLITS.index(r["split"]), r["index"]))
-    with open(partial / "manifest.jsonl", "w") as f:
-        for record in records:
-            f.write(json.dumps(record) + "\n")
+    write_manifest(partial / MANIFEST_NAME, pairs.records)
     with open(partial / "dataset_info.json", "w") as f:
         json.dump(_dataset_info(config, summary), f, indent=2)
         f.write("\n")
+
+
+def _check_cross_song_splits(by_split: dict[str, list[_SongPairs]], pairing: str) -> None:
+    for split, members in by_split.items():
+        if len(members) != 1:
+            continue
+        if pairing == "cross_song":
+            raise ValueError(f"--pairing cross_song needs 2 songs in each split, split {split} has "
+                             f"1 ({members[0].source}); add songs, or use --pairing both")
+        log.warning("split %s has one song (%s): continuation pairs only, no cross-song pairs",
+                    split, members[0].source)
+
+
+def _add_cross_song_pairs(pairs: _PairWriter, split: str, members: list[_SongPairs],
+                          rng: np.random.Generator) -> int:
+    """One cross-song pair per input segment: a seeded pick of another song and of its segment."""
+    segments = {id(song): _song_segments(song) for song in members}
+    count = 0
+    for song in members:
+        others = [other for other in members if other is not song]
+        for i, (staged_in, _) in zip(song.pair_ids, song.staged):
+            other = others[int(rng.integers(len(others)))]
+            seg_id, staged = segments[id(other)][int(rng.integers(len(segments[id(other)])))]
+            pairs.add(split, (song, i, staged_in), (other, seg_id, staged))
+            count += 1
+    return count
+
+
+def _song_segments(song: _SongPairs) -> list[tuple[int, Path]]:
+    """(segment id, staged file) of every segment the song's audible pairs use, in song order."""
+    found = {}
+    for i, (staged_in, staged_out) in zip(song.pair_ids, song.staged):
+        found[i], found[i + 1] = staged_in, staged_out
+    return sorted(found.items())
+
+
+class _PairWriter:
+    """Links staged segments under pair_NNNNN names, numbered per split; collects the records."""
+
+    def __init__(self, partial: Path, config: PrepareConfig) -> None:
+        self.partial, self.config = partial, config
+        self.next_index = {s: 0 for s in SPLITS}
+        self.records: list[dict] = []
+
+    def add(self, split: str, source: tuple[_SongPairs, int, Path],
+            target: tuple[_SongPairs, int, Path]) -> None:
+        (in_song, in_seg, in_file), (out_song, out_seg, out_file) = source, target
+        index = self.next_index[split]
+        self.next_index[split] += 1
+        names = (f"{split}/pair_{index:05d}_input.wav", f"{split}/pair_{index:05d}_output.wav")
+        for staged_file, name in zip((in_file, out_file), names):
+            _link_or_copy(staged_file, self.partial / name)
+        continuation = in_song is out_song and out_seg == in_seg + 1
+        duration = self.config.segment_samples / self.config.sample_rate
+        record = {"split": split, "index": index, "input_file": names[0], "output_file": names[1],
+                  "pairing": "continuation" if continuation else "cross_song",
+                  "input_source": in_song.source, "target_source": out_song.source}
+        if continuation:
+            record.update(source=in_song.source, source_pair=int(in_seg))
+        record.update({
+            "input_start": round(in_seg * duration, 6),
+            "target_start": round(out_seg * duration, 6),
+            "duration": round(duration, 6), "num_samples": self.config.segment_samples,
+            "sample_rate": self.config.sample_rate,
+            "input_rms": round(float(in_song.rms[in_seg]), 6),
+            "target_rms": round(float(out_song.rms[out_seg]), 6)})
+        self.records.append(record)
 
 
 def _dataset_info(config: PrepareConfig, summary: PrepareSummary) -> dict:
@@ -519,6 +589,7 @@ def _dataset_info(config: PrepareConfig, summary: PrepareSummary) -> dict:
         "val_fraction": config.val_fraction,
         "min_rms": config.min_rms,
         "max_pairs_per_song": config.max_pairs_per_song,
+        "pairing": config.pairing,
         "pairs": dict(summary.pairs_per_split),
         "songs": dict(summary.songs_per_split),
     }
@@ -570,25 +641,29 @@ def _move_into_place(partial: Path, out_dir: Path, overwrite: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     d = PrepareConfig()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--songs", required=True, help="folder of songs (searched recursively)")
-    p.add_argument("--out", required=True, help="DATA folder to create")
+    p = OneLineParser(description=__doc__.split("\n\n")[0],
+                      epilog="Booleans accept true/false, 1/0, yes/no (a bare flag means true).")
+    p.add_argument("--songs", required=True, help="folder of songs, searched recursively (path)")
+    p.add_argument("--out", required=True, help="DATA folder to create (path)")
     p.add_argument("--segment_seconds", type=float, default=d.segment_seconds,
-                   help="length of the input and of the target segment")
+                   help="length of the input and of the target segment (s)")
     p.add_argument("--sample_rate", type=int, default=d.sample_rate,
-                   help="rate of the written pairs (the codec's rate)")
+                   help="rate of the written pairs, the codec's rate (Hz)")
     p.add_argument("--val_fraction", type=float, default=d.val_fraction,
                    help="fraction of songs (not pairs) held out for validation")
     p.add_argument("--max_pairs_per_song", type=int, default=None,
-                   help="keep at most N pairs per song, spread evenly over it")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the song split")
+                   help="keep at most N pairs per song, spread evenly over it; default: all")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the song split and of the cross-song draws")
     p.add_argument("--min_rms", type=float, default=d.min_rms,
                    help="skip a pair when either segment's RMS is below this (1e-3 ~ -60 dBFS)")
     p.add_argument("--subtype", default=d.subtype, help="WAV subtype: FLOAT, PCM_16, PCM_24")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    p.add_argument("--workers", type=int, default=d.workers, help="decode threads")
-    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--pairing", default=d.pairing, choices=PAIRINGS,
+                   help="continuation: target = the next segment of the same song; cross_song: "
+                        "a segment of another song of the split; both: the two kinds")
+    add_bool_flag(p, "--overwrite", d.overwrite, "replace a non-empty --out")
+    p.add_argument("--workers", type=int, default=d.workers, help="decode threads (count)")
+    add_bool_flag(p, "--progress", d.progress, "show a progress bar")
     return p
 
 
@@ -599,7 +674,8 @@ def main(argv: list[str] | None = None) -> int:
         segment_seconds=args.segment_seconds, sample_rate=args.sample_rate,
         val_fraction=args.val_fraction, max_pairs_per_song=args.max_pairs_per_song,
         seed=args.seed, min_rms=args.min_rms, subtype=args.subtype.upper(),
-        overwrite=args.overwrite, progress=not args.no_progress, workers=args.workers)
+        overwrite=args.overwrite, progress=args.progress, workers=args.workers,
+        pairing=args.pairing)
     try:
         summary = prepare_pairs(args.songs, args.out, config)
     except (ValueError, OSError) as exc:

@@ -23,7 +23,7 @@ def data(tmp_path_factory) -> Path:
 
 
 def _config(data: Path, folder: Path, *extra: str, **changes):
-    from train_simple_ddp import parse_config
+    from train_config import parse_config
     cfg = parse_config(["--dataset_folder", str(data), "--checkpoint_dir", str(folder),
                         *TINY_ARGS, "--use_creative_agent", "true", "--save_every", "0",
                         "--patience", "0", "--tensorboard", "false", *extra])
@@ -35,12 +35,13 @@ def _config(data: Path, folder: Path, *extra: str, **changes):
 # --------------------------------------------------------------------------------------------
 
 def test_generator_loss_reaches_the_output_not_the_discriminator(tmp_path):
-    from train_simple_worker import build_adversary, discriminator_step, generator_loss
-    torch.manual_seed(0)
+    from adversary import discriminator_step
+    from training_setup import build_run
     cfg = _config(tmp_path, tmp_path, "--gan_weight", "0.5", "--disc_lr", "1e-2")
-    adversary = build_adversary(cfg, torch.device("cpu"))
+    run = build_run(cfg, 0, 1, torch.device("cpu"), with_data=False)
+    adversary = run.adversary
     output = torch.randn(2, 16, 40, requires_grad=True)
-    generator_loss(adversary, output).backward()
+    run.loss.generator_loss(output).backward()
     assert output.grad is not None and output.grad.abs().sum() > 0
     assert all(p.grad is None for p in adversary.module.parameters())
 
@@ -55,10 +56,11 @@ def test_generator_loss_reaches_the_output_not_the_discriminator(tmp_path):
 
 
 def test_gan_weight_zero_builds_no_discriminator(tmp_path):
-    from train_simple_worker import build_adversary, build_model
+    from training_setup import build_model, build_run
     cfg = _config(tmp_path, tmp_path)
     assert cfg.gan_weight == 0
-    assert build_adversary(cfg, torch.device("cpu")) is None
+    run = build_run(cfg, 0, 1, torch.device("cpu"), with_data=False)
+    assert run.adversary is None and run.loss.discriminator is None
     model = build_model(cfg)
     assert model.creative_agent.discriminator is None
     assert not any("discriminator" in name for name, _ in model.named_parameters())
@@ -69,8 +71,9 @@ def test_gan_weight_zero_builds_no_discriminator(tmp_path):
 
 
 def test_gan_flags_are_validated(tmp_path):
-    from train_simple_ddp import parse_config, validate_config
+    from train_config import parse_config, validate_config
     (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "pair_00000_input.wav").touch()  # found by name; never opened here
     base = ["--dataset_folder", str(tmp_path)]
     assert validate_config(parse_config([*base, "--gan_weight", "0.1"]), 0) == []
     for argv, fragment in ((["--gan_weight", "-1"], "--gan_weight must be >= 0"),

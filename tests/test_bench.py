@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import step_flops
+from bench_measure import step_flops
 from model_simple_transformer import SimpleTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -218,3 +218,36 @@ def test_bench_stock_layers_runs(tmp_path):
     result = _run_bench(tmp_path, "--stock_layers")
     _check_fields(result)
     assert result["config"]["stock_layers"]
+
+
+def test_bench_step_is_the_training_step(tmp_path):
+    """The benchmark builds its run through the training builder and times the training loop:
+    on the same batch from the same seed, its step and a training step give the same loss."""
+    import soundfile as sf
+
+    import bench
+    from checkpoint import Progress
+    from distributed import StepSync, StopRequest
+    from train_simple_worker import train_epoch
+    from training_log import means
+    from training_setup import build_run
+
+    args = [*TINY_ARGS, "--dropout", "0", "--batch_size", "1"]
+    bench_cfg = bench.parse_args(args)
+    from codec import get_codec
+    samples = bench.samples_for_frames(get_codec("mdct"), bench_cfg.seq_frames)
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        audio = bench.synthetic_audio(2, samples, 24000, seed=3)
+        sf.write(tmp_path / split / "pair_00000_input.wav", audio[0, 0].numpy(), 24000)
+        sf.write(tmp_path / split / "pair_00000_output.wav", audio[1, 0].numpy(), 24000)
+    training = build_run(bench.train_config(bench_cfg, str(tmp_path)), 0, 1, torch.device("cpu"))
+    batch = next(iter(training.train_loader))
+    outcome = train_epoch(training, [batch], Progress(), StopRequest(),
+                          StepSync(torch.device("cpu"), 5))
+    trainer = bench.build_trainer(bench_cfg, torch.device("cpu"))
+    timed = bench.run_epoch(trainer, bench.TimedLoader([batch], torch.device("cpu")))
+    training_loss = means(outcome.sums.reduce())["loss"]
+    bench_loss = means(timed.sums.reduce())["loss"]
+    assert training_loss == pytest.approx(bench_loss, rel=1e-6)
+    assert set(means(timed.sums.reduce())) == set(means(outcome.sums.reduce()))

@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoint import (CheckpointError, capture_rng_state, find_resume_checkpoint,
-                        load_checkpoint, restore_rng_state, save_checkpoint)
+from checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    find_resume_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,9 +116,9 @@ def test_find_resume_checkpoint(tmp_path):
     for epoch in (2, 10):
         save_checkpoint(tmp_path / f"checkpoint_epoch_{epoch}.pth", _state())
     save_checkpoint(tmp_path / "checkpoint_last.pth", _state())
-    assert find_resume_checkpoint(tmp_path).name == "checkpoint_last.pth"
+    assert find_resume_checkpoint(tmp_path).path.name == "checkpoint_last.pth"
     (tmp_path / "checkpoint_last.pth").write_bytes(b"garbage")
-    assert find_resume_checkpoint(tmp_path).name == "checkpoint_epoch_10.pth"  # newest valid
+    assert find_resume_checkpoint(tmp_path).path.name == "checkpoint_epoch_10.pth"  # newest valid
     for epoch in (2, 10):
         (tmp_path / f"checkpoint_epoch_{epoch}.pth").unlink()
     with pytest.raises(CheckpointError, match="checkpoint_last.pth: corrupted"):
@@ -132,13 +138,14 @@ def test_rng_state_round_trip(tmp_path):
 def test_cli_reports_corrupted_checkpoint_last_clearly(tmp_path):
     data = tmp_path / "data"
     (data / "train").mkdir(parents=True)
+    (data / "train" / "pair_00000_input.wav").touch()  # found by name; never opened here
     runs = tmp_path / "runs"
     runs.mkdir()
     (runs / "checkpoint_last.pth").write_bytes(b"PK\x03\x04 truncated zip")
     result = subprocess.run(
         [sys.executable, str(ROOT / "train_simple_ddp.py"), "--dataset_folder", str(data),
          "--checkpoint_dir", str(runs), "--resume", "auto", "--device", "cpu"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120, check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]

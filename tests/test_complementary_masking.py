@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from band_layout import BandLayout
 from complementary_masking import (
     MASK_TYPES,
     apply_complementary_mask,
@@ -12,6 +13,7 @@ from complementary_masking import (
 )
 
 D = 16
+LAYOUT = BandLayout.mel(D, 24_000)
 
 
 def latents(batch: int = 3, frames: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,15 +22,17 @@ def latents(batch: int = 3, frames: int = 300, seed: int = 0) -> tuple[torch.Ten
 
 
 def complementarity(input_mask: torch.Tensor, target_mask: torch.Tensor) -> float:
-    # DESIGN.md: 1 - mean(input_mask * target_mask)
+    # complementarity = 1 - mean(input_mask * target_mask) (docs/design.md)
     return float(1.0 - (input_mask * target_mask).mean())
 
 
 @pytest.mark.parametrize("mask_type", MASK_TYPES)
 def test_shape_range_dtype(mask_type: str) -> None:
     x, y = latents(batch=3, frames=64)
-    input_mask, target_mask = complementary_masks(mask_type, x, y, temporal_segment_frames=10)
-    expected_batch = 3 if mask_type == "energy" else 1
+    input_mask, target_mask = complementary_masks(
+        mask_type, x, y, layout=LAYOUT, temporal_segment_frames=10
+    )
+    expected_batch = 3 if mask_type in ("energy", "band_energy") else 1
     for mask in (input_mask, target_mask):
         assert mask.shape == (expected_batch, D, 64)
         assert mask.dtype == x.dtype and mask.device == x.device
@@ -159,8 +163,12 @@ def test_mask_built_under_inference_mode_usable_for_training() -> None:
 @pytest.mark.parametrize("mask_type", MASK_TYPES)
 def test_apply_multiplies(mask_type: str) -> None:
     x, y = latents(frames=60)
-    masked_input, masked_target = apply_complementary_mask(x, y, mask_type, temporal_segment_frames=15)
-    input_mask, target_mask = complementary_masks(mask_type, x, y, temporal_segment_frames=15)
+    masked_input, masked_target = apply_complementary_mask(
+        x, y, mask_type, layout=LAYOUT, temporal_segment_frames=15
+    )
+    input_mask, target_mask = complementary_masks(
+        mask_type, x, y, layout=LAYOUT, temporal_segment_frames=15
+    )
     assert torch.equal(masked_input, x * input_mask)
     assert torch.equal(masked_target, y * target_mask)
     assert masked_input.shape == x.shape and masked_target.shape == y.shape
@@ -199,7 +207,9 @@ def test_bad_options_raise_one_line(options: dict) -> None:
 
 def test_bad_type_and_shapes_raise() -> None:
     x, y = latents(frames=20)
-    with pytest.raises(ValueError, match="valid: none, temporal, frequency, spectral, energy, hybrid"):
+    with pytest.raises(
+        ValueError, match="valid: none, temporal, frequency, spectral, energy, hybrid, band_energy"
+    ):
         complementary_masks("random", x, y)
     with pytest.raises(ValueError):
         describe_mask("bogus")
@@ -207,3 +217,43 @@ def test_bad_type_and_shapes_raise() -> None:
         complementary_masks("temporal", x, y[..., :10])
     with pytest.raises(ValueError, match="encoded_input"):
         complementary_masks("temporal", x[0], y[0])
+
+
+def _louder_in(
+    pattern: torch.Tensor, frames: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents [B, D, T] where the input is 10x louder in the band-windows where pattern is True."""
+    g = torch.Generator().manual_seed(seed)
+    louder = LAYOUT.spread(pattern.float(), frames) > 0.5
+    x = torch.randn(pattern.shape[0], D, frames, generator=g) * torch.where(louder, 1.0, 0.1)
+    y = torch.randn(pattern.shape[0], D, frames, generator=g) * torch.where(louder, 0.1, 1.0)
+    return x, y
+
+
+def test_band_energy_gives_each_band_window_to_the_louder_song() -> None:
+    frames = 40  # windows of 9 frames: the last one holds 4
+    pattern = torch.rand(2, LAYOUT.num_bands, 5, generator=torch.Generator().manual_seed(3)) < 0.5
+    x, y = _louder_in(pattern, frames)
+    input_mask, target_mask = complementary_masks("band_energy", x, y, layout=LAYOUT)
+    assert input_mask.shape == target_mask.shape == (2, D, frames)
+    assert torch.equal(input_mask, LAYOUT.spread(pattern.float(), frames))
+    assert torch.allclose(input_mask + target_mask, torch.ones_like(input_mask))
+    swapped_input, _ = complementary_masks("band_energy", y, x, layout=LAYOUT)
+    assert torch.equal(swapped_input, target_mask)
+    # No parameters and no gradient: a fixed reference.
+    x.requires_grad_(True)
+    assert not complementary_masks("band_energy", x, y, layout=LAYOUT)[0].requires_grad
+
+
+def test_band_energy_silence_attenuation_and_errors() -> None:
+    silence = torch.zeros(1, D, 18)
+    input_mask, target_mask = complementary_masks("band_energy", silence, silence, layout=LAYOUT)
+    assert torch.all(input_mask == 0) and torch.all(target_mask == 1)  # ties go to the target
+    soft, _ = complementary_masks("band_energy", silence, silence, layout=LAYOUT, attenuation=0.2)
+    assert torch.allclose(soft, torch.full_like(soft, 0.2))
+    with pytest.raises(ValueError, match="needs layout="):
+        complementary_masks("band_energy", silence, silence)
+    with pytest.raises(ValueError, match="pass encoded_target"):
+        complementary_masks("band_energy", silence, layout=LAYOUT)
+    with pytest.raises(ValueError, match="covers 128 channels"):
+        complementary_masks("band_energy", silence, silence, layout=BandLayout.mel(128, 24_000))

@@ -27,16 +27,16 @@ STEP_FAULTS = textwrap.dedent("""
     x = torch.randn(2400, 256)
     def step():
         block(x).square().mean().backward()
-    for _ in range(3):
+    for _ in range(5):  # the heap grows to its working size over the first few steps
         step()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(4):
+    for _ in range(30):
         step()
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """)
 
 
-def _faults_per_step(tune: bool) -> float:
+def _faults_in_30_steps(tune: bool) -> float:
     code = STEP_FAULTS.format(root=str(ROOT), tune=tune)
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
@@ -48,14 +48,12 @@ def _faults_per_step(tune: bool) -> float:
     not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only"
 )
 def test_tuned_malloc_removes_the_page_faults_of_a_training_step():
-    untuned = _faults_per_step(tune=False)
-    if untuned < 1000:
-        pytest.skip(
-            f"this C library does not fault in fresh pages here, even untuned "
-            f"({untuned:.0f} per step)"
-        )
-    tuned = _faults_per_step(tune=True)
-    assert tuned < untuned / 10, (untuned, tuned)
+    untuned = _faults_in_30_steps(tune=False)
+    if untuned < 20_000:
+        pytest.skip(f"malloc faulted in only {untuned:.0f} pages in 30 steps here, even untuned")
+    # Tuned, the heap may still grow once or twice: a 20 MB activation is 4,800 pages.
+    tuned = _faults_in_30_steps(tune=True)
+    assert tuned <= 2 * 4800 + 100, (untuned, tuned)
 
 
 def test_tune_malloc_says_what_it_did_in_one_line():

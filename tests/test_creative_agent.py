@@ -5,16 +5,18 @@ from pathlib import Path
 import pytest
 import torch
 
-import creative_agent
+from band_layout import BandLayout
 from creative_agent import AttentionMaskGenerator, CreativeAgent, StyleDiscriminator, self_test
-from mask_metrics import mask_statistics
+from mask_metrics import band_mask_statistics, mask_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _latents(batch=2, dim=16, frames=24, seed=0):
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, dim, frames, generator=generator), torch.randn(batch, dim, frames, generator=generator)
+    return torch.randn(batch, dim, frames, generator=generator), torch.randn(
+        batch, dim, frames, generator=generator
+    )
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -26,20 +28,58 @@ def test_masks_have_shape_and_range(shared):
     for mask in (input_mask, target_mask):
         assert torch.all((mask >= 0) & (mask <= 1))
     assert reg_loss.dim() == 0 and torch.isfinite(reg_loss)
-    assert set(generator.last_terms) == {"overlap", "coverage_error", "imbalance", "temporal_diversity", "reg_loss"}
-    assert torch.allclose(generator.last_terms["reg_loss"], reg_loss.detach())
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_decide_returns_the_forward_masks_terms_and_attention_on_request(shared):
+    generator = AttentionMaskGenerator(16, hidden_dim=32, shared_weights=shared).eval()
+    encoded_input, encoded_target = _latents()
+    input_mask, target_mask, reg_loss = generator(encoded_input, encoded_target)
+    decision = generator.decide(encoded_input, encoded_target)
+    assert torch.equal(decision.input_mask, input_mask) and torch.equal(
+        decision.target_mask, target_mask
+    )
+    assert torch.equal(decision.reg_loss, reg_loss)
+    assert set(decision.terms) == {
+        "overlap",
+        "coverage_error",
+        "imbalance",
+        "temporal_diversity",
+        "reg_loss",
+    }
+    assert all(t.dim() == 0 and not t.requires_grad for t in decision.terms.values())
+    assert torch.allclose(decision.terms["reg_loss"], reg_loss.detach())
+    assert decision.attention is None
+    with_attention = generator.decide(encoded_input, encoded_target, need_weights=True)
+    assert (
+        with_attention.attention.shape == (2, 24, 24) and not with_attention.attention.requires_grad
+    )
+    assert torch.allclose(with_attention.attention.sum(-1), torch.ones(2, 24))
+    assert torch.allclose(with_attention.input_mask, input_mask, atol=1e-5)
 
 
 def test_regularization_matches_hand_computation():
-    generator = AttentionMaskGenerator(4, hidden_dim=8, complementarity_weight=1.0, coverage_weight=2.0, balance_weight=3.0, temporal_diversity_weight=0.5)
+    generator = AttentionMaskGenerator(
+        4,
+        hidden_dim=8,
+        complementarity_weight=1.0,
+        coverage_weight=2.0,
+        balance_weight=3.0,
+        temporal_diversity_weight=0.5,
+    )
     input_mask = torch.tensor([[[1.0, 0.0, 1.0, 0.0]]]).expand(1, 4, 4)
     target_mask = torch.full((1, 4, 4), 0.5)
-    loss = generator.regularization(input_mask, target_mask)
+    loss, terms = generator.regularization(input_mask, target_mask)
     overlap = 0.25  # mean of [0.5, 0, 0.5, 0]
     coverage_error = 0.25  # (1.5-1)^2 and (0.5-1)^2 both 0.25
     imbalance = 0.0
     temporal_diversity = 0.5 * (0.25 + 0.0)
-    assert loss.item() == pytest.approx(overlap + 2.0 * coverage_error + 3.0 * imbalance - 0.5 * temporal_diversity)
+    assert loss.item() == pytest.approx(
+        overlap + 2.0 * coverage_error + 3.0 * imbalance - 0.5 * temporal_diversity
+    )
+    assert terms["overlap"].item() == pytest.approx(overlap)
+    assert terms["coverage_error"].item() == pytest.approx(coverage_error)
+    assert terms["temporal_diversity"].item() == pytest.approx(temporal_diversity)
 
 
 def test_shared_generator_swaps_masks_when_songs_swap():
@@ -64,7 +104,15 @@ def test_hard_masks_are_binary_complementary_and_pass_gradients():
     generator = AttentionMaskGenerator(16, hidden_dim=32)
     encoded_input, encoded_target = _latents()
     input_mask, target_mask, _ = generator(encoded_input, encoded_target, hard=True)
-    assert set(input_mask.unique().tolist()) <= {0.0, 1.0}
+    layout = generator.layout
+    # Binary band values, spread with the layout's crossfades between windows.
+    window_centres = torch.arange(
+        layout.window_frames // 2, input_mask.shape[-1], layout.window_frames
+    )
+    first_channels = [layout.band_of_channel.index(band) for band in range(layout.num_bands)]
+    values = input_mask[:, first_channels][..., window_centres]
+    assert set(values.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(input_mask, layout.spread(values, input_mask.shape[-1]))
     assert torch.equal(target_mask, 1 - input_mask)
     (input_mask * encoded_input).sum().backward()
     assert generator.input_mask_head[-1].weight.grad.abs().sum() > 0
@@ -74,10 +122,23 @@ def test_hard_masks_are_binary_complementary_and_pass_gradients():
 def test_gradients_reach_every_agent_parameter(shared):
     agent = CreativeAgent(16, use_discriminator=True, hidden_dim=32, shared_weights=shared)
     encoded_input, encoded_target = _latents()
-    masked_input, masked_target, reg_loss = agent.generate_creative_masks(encoded_input, encoded_target)
-    generator_loss, discriminator_loss = agent.adversarial_loss(masked_input + masked_target, encoded_target)
-    ((masked_input + masked_target).pow(2).mean() + reg_loss + generator_loss + discriminator_loss).backward()
-    missing = [name for name, p in agent.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    masked_input, masked_target, reg_loss = agent.generate_creative_masks(
+        encoded_input, encoded_target
+    )
+    generator_loss, discriminator_loss = agent.adversarial_loss(
+        masked_input + masked_target, encoded_target
+    )
+    (
+        (masked_input + masked_target).pow(2).mean()
+        + reg_loss
+        + generator_loss
+        + discriminator_loss
+    ).backward()
+    missing = [
+        name
+        for name, p in agent.named_parameters()
+        if p.grad is None or not torch.isfinite(p.grad).all()
+    ]
     assert not missing
 
 
@@ -137,9 +198,20 @@ def test_self_test_passes_and_reports_a_nan_agent(capsys):
 
 
 def test_self_test_script_exits_zero_and_prints_figures():
-    result = subprocess.run([sys.executable, "creative_agent.py"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "creative_agent.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Complementarity:" in result.stdout and "Coverage:" in result.stdout and "Gradient norm:" in result.stdout
+    assert (
+        "Complementarity:" in result.stdout
+        and "Coverage:" in result.stdout
+        and "Gradient norm:" in result.stdout
+    )
 
 
 def test_self_test_script_exits_nonzero_on_broken_agent(tmp_path):
@@ -150,12 +222,14 @@ def test_self_test_script_exits_nonzero_on_broken_agent(tmp_path):
         "import creative_agent\n"
         "original = creative_agent.AttentionMaskGenerator.claims\n"
         "def broken(self, *args, **kwargs):\n"
-        "    input_claim, target_claim = original(self, *args, **kwargs)\n"
-        "    return input_claim * float('nan'), target_claim\n"
+        "    input_claim, target_claim, attention = original(self, *args, **kwargs)\n"
+        "    return input_claim * float('nan'), target_claim, attention\n"
         "creative_agent.AttentionMaskGenerator.claims = broken\n"
         "sys.exit(creative_agent.main())\n"
     )
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode != 0
     assert "FAILED" in result.stdout
 
@@ -167,3 +241,82 @@ def test_masks_follow_magnitude_not_the_sign_of_latents():
     input_mask, _, _ = generator(encoded_input, encoded_target)
     flipped_mask, _, _ = generator(-encoded_input, encoded_target)
     assert torch.allclose(input_mask, flipped_mask)
+
+
+def _band_channels(layout):
+    return [
+        [c for c, b in enumerate(layout.band_of_channel) if b == band]
+        for band in range(layout.num_bands)
+    ]
+
+
+def _comb_claims(original):
+    # The strongest possible push towards a within-band comb: alternate +5 / -5 claims per bin.
+    def claims(*args, **kwargs):
+        input_claim, target_claim, attention = original(*args, **kwargs)
+        comb = torch.where(torch.arange(input_claim.shape[1]) % 2 == 0, 5.0, -5.0)[None, :, None]
+        return input_claim + comb, target_claim - comb, attention
+
+    return claims
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("hard", [False, True])
+def test_agent_cannot_produce_a_within_band_comb(monkeypatch, shared, hard):
+    generator = AttentionMaskGenerator(64, hidden_dim=32, shared_weights=shared)
+    encoded_input, encoded_target = _latents(dim=64, frames=40)
+    plain = generator.decide(encoded_input, encoded_target, hard=hard)
+    monkeypatch.setattr(generator, "claims", _comb_claims(generator.claims))
+    decision = generator.decide(encoded_input, encoded_target, hard=hard)
+    layout = generator.layout
+    for mask in (decision.input_mask, decision.target_mask):
+        for channels in _band_channels(layout):
+            band = mask[:, channels]
+            assert torch.equal(band, band[:, :1].expand_as(band))  # no variation within a band
+    # Between window boundaries the mask is constant in time, too.
+    for window in range(5):
+        start, stop = window * 9 + (1 if window else 0), min(window * 9 + 8, 40)
+        inside = decision.input_mask[..., start:stop]
+        assert torch.equal(inside, inside[..., :1].expand_as(inside))
+    # The comb only moves bands of an odd number of bins; in the others it cancels out.
+    for channels in _band_channels(layout):
+        if len(channels) % 2 == 0:
+            assert torch.allclose(
+                decision.input_mask[:, channels], plain.input_mask[:, channels], atol=1e-5
+            )
+    # Bands of one bin follow its claim, which the comb saturates.
+    singles = [channels[0] for channels in _band_channels(layout) if len(channels) == 1]
+    assert {0, 1} <= set(singles)
+    assert torch.all(decision.input_mask[:, [c for c in singles if c % 2 == 0]] > 0.99)
+    assert torch.all(decision.input_mask[:, [c for c in singles if c % 2 == 1]] < 0.01)
+
+
+def test_regularizer_penalizes_what_the_band_figures_measure():
+    layout = BandLayout.mel(32, 24_000, window_frames=5, transition_frames=0)
+    generator = AttentionMaskGenerator(32, hidden_dim=32, temperature=0.01, layout=layout)
+    encoded_input, encoded_target = _latents(dim=32, frames=40)
+    decision = generator.decide(encoded_input, encoded_target)
+    band = band_mask_statistics(decision.input_mask, decision.target_mask, layout)
+    assert decision.terms["overlap"].item() == pytest.approx(
+        1 - band["band_complementarity"].item(), abs=1e-6
+    )
+    assert decision.terms["temporal_diversity"].item() == pytest.approx(
+        band["band_temporal_diversity"].item(), abs=1e-6
+    )
+    balance_error = (band["band_balance"].item() - 0.5) ** 2 * 2  # coverage is exactly 1 here
+    assert decision.terms["imbalance"].item() == pytest.approx(balance_error, abs=1e-6)
+
+
+def test_time_layout_masks_are_constant_over_channels():
+    generator = AttentionMaskGenerator(
+        16, hidden_dim=32, temperature=0.01, layout=BandLayout.time(16, 4)
+    )
+    input_mask, _, _ = generator(*_latents())
+    assert torch.equal(input_mask, input_mask[:, :1].expand_as(input_mask))
+    assert input_mask.std() > 0  # still varies over windows
+
+
+def test_default_layout_is_mdct_mel_and_a_mismatched_layout_is_a_clear_error():
+    assert AttentionMaskGenerator(128, hidden_dim=32).layout == BandLayout.mel(128, 24_000)
+    with pytest.raises(ValueError, match="covers 16 channels, the latents have 32"):
+        AttentionMaskGenerator(32, hidden_dim=32, layout=BandLayout.time(16))

@@ -191,7 +191,8 @@ def test_refuses_then_overwrites_cleanly(songs, tmp_path, capsys):
         prepare_pairs(songs, out, _config(segment_seconds=1.0))
     assert (out / "manifest.jsonl").read_text() == before  # untouched
     # The CLI turns the refusal into one line and exit status 2.
-    args = ["--songs", str(songs), "--out", str(out), "--sample_rate", str(RATE), "--no_progress"]
+    args = ["--songs", str(songs), "--out", str(out), "--sample_rate", str(RATE),
+            "--progress", "false"]
     assert pp.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "--overwrite" in err and "\n" not in err
@@ -259,7 +260,7 @@ def test_cli_no_pairs_exits_2_with_one_line(tmp_path):
     out = tmp_path / "DATA"
     proc = subprocess.run(
         [sys.executable, str(REPO / "prepare_pairs.py"), "--songs", str(bad), "--out", str(out),
-         "--no_progress"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+         "--progress", "false"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no pairs")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from train_simple_ddp import (DEMO_OVERRIDES, LaunchEnv, TrainConfig, build_parser,
-                              detect_launch_env, expand_nodelist, model_kwargs, parse_config,
-                              port_from_job_id, validate_config)
+from launch_env import LaunchEnv, detect_launch_env, expand_nodelist, port_from_job_id
+from train_config import (DEMO_OVERRIDES, TrainConfig, build_parser, model_kwargs, parse_config,
+                          validate_config)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +28,8 @@ ISSUE_FLAGS = (
 @pytest.fixture
 def dataset(tmp_path) -> Path:
     (tmp_path / "data" / "train").mkdir(parents=True)
+    # Configuration checks look for pairs by name only; no audio is opened.
+    (tmp_path / "data" / "train" / "pair_00000_input.wav").touch()
     return tmp_path / "data"
 
 
@@ -101,7 +103,7 @@ def test_dataset_folder_checks(tmp_path):
                for e in validate_config(parse_config([]), 0))
     assert any("no such folder" in e for e in validate_config(
         parse_config(["--dataset_folder", str(tmp_path / "missing")]), 0))
-    assert any("no train/ subfolder" in e for e in validate_config(
+    assert any("has no training pairs" in e for e in validate_config(
         parse_config(["--dataset_folder", str(tmp_path)]), 0))
 
 

@@ -71,7 +71,7 @@ def data(tmp_path_factory) -> Path:
 
 def _reduce_worker(rank: int, world_size: int, port: int, out: str) -> None:
     import torch.distributed as dist
-    from train_simple_worker import MetricSums, reduce_metric_sums
+    from training_log import MetricSums, reduce_metric_sums
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     sums = MetricSums("cpu")
@@ -87,7 +87,7 @@ def _reduce_worker(rank: int, world_size: int, port: int, out: str) -> None:
 
 
 def test_metrics_are_averaged_over_ranks(tmp_path):
-    from train_simple_ddp import find_free_port
+    from launch_env import find_free_port
     mp.start_processes(_reduce_worker, args=(2, find_free_port(), str(tmp_path)), nprocs=2,
                        start_method="spawn")
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -146,14 +146,14 @@ def _slow_save_worker(rank: int, world_size: int, port: int, config: dict, out: 
     last write ended (rank 0) and when train_worker returned (every rank)."""
     import train_simple_worker
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    save = train_simple_worker.save_checkpoint
+    save = train_simple_worker.save_training_checkpoints
 
     def slow_save(*args, **kwargs):
         time.sleep(1.5)
         save(*args, **kwargs)
         Path(out, "rank0_saved").write_text(repr(time.time()))
 
-    train_simple_worker.save_checkpoint = slow_save
+    train_simple_worker.save_training_checkpoints = slow_save
     train_simple_worker.train_worker(rank, world_size, config)
     Path(out, f"rank{rank}_returned").write_text(repr(time.time()))
 
@@ -161,7 +161,7 @@ def _slow_save_worker(rank: int, world_size: int, port: int, config: dict, out: 
 def test_ranks_leave_only_after_the_last_checkpoint(data, tmp_path):
     """No rank finishes while rank 0 is still writing: a rank that left early would report
     success before the run's files exist (and left gloo racing the interpreter's shutdown)."""
-    from train_simple_ddp import find_free_port
+    from launch_env import find_free_port
     config = dataclasses.asdict(_config(data, tmp_path / "run", epochs=1))
     mp.start_processes(_slow_save_worker, args=(2, find_free_port(), config, str(tmp_path)),
                        nprocs=2, start_method="spawn")
@@ -198,7 +198,7 @@ def test_compiled_training_steps(data, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 def _config(data: Path, folder: Path, **changes):
-    from train_simple_ddp import parse_config
+    from train_config import parse_config
     cfg = parse_config(["--dataset_folder", str(data), "--checkpoint_dir", str(folder),
                         *TINY_ARGS, "--use_creative_agent", "true", "--batch_size", "3",
                         "--schedule", "plateau", "--plateau_patience", "0", "--dropout", "0.1",
@@ -284,8 +284,9 @@ class _Toy(torch.nn.Module):
         self.linear = torch.nn.Conv1d(4, 4, 1)
         self.config = {}
 
-    def forward(self, x, y):
-        return self.linear(x), None
+    def forward(self, x, y, return_record=False):
+        from model_simple_transformer import ForwardRecord
+        return (self.linear(x), None, ForwardRecord()) if return_record else (self.linear(x), None)
 
 
 class _NanOnCalls(torch.nn.Module):
@@ -301,19 +302,32 @@ class _NanOnCalls(torch.nn.Module):
         return loss, {"rms_target": loss.detach()}
 
 
-def _toy_run(bad_calls: set[int], steps: int, max_nonfinite: int):
-    from train_simple_ddp import TrainConfig
-    from train_simple_worker import (LRSchedule, Progress, StepSync, StopRequest, build_optimizer,
-                                     train_epoch)
-    torch.manual_seed(0)
+def _toy_training_run(model, reconstruction, steps: int, max_nonfinite: int):
+    """A TrainingRun around a toy model and loss (no codec, no data)."""
+    from losses import TrainingLoss
+    from optimization import LRSchedule, build_optimizer
+    from train_config import TrainConfig
+    from training_setup import TrainingRun
     cfg = TrainConfig(epochs=1, lr=0.1, warmup_steps=0, log_every=1, sync_every=1,
                       max_nonfinite_steps=max_nonfinite)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    return TrainingRun(cfg=cfg, device=torch.device("cpu"), rank=0, world_size=1, codec=None,
+                       train_set=None, val_set=None, train_loader=None, train_sampler=None,
+                       val_loader=None, steps_per_epoch=steps, model=model,
+                       loss=TrainingLoss(reconstruction, mask_reg_weight=0.1),
+                       optimizer=optimizer, scheduler=LRSchedule(optimizer, "plateau", 0, steps),
+                       adversary=None, step_model=model)
+
+
+def _toy_run(bad_calls: set[int], steps: int, max_nonfinite: int):
+    from checkpoint import Progress
+    from distributed import StepSync, StopRequest
+    from train_simple_worker import train_epoch
+    torch.manual_seed(0)
     model = _Toy()
-    optimizer = build_optimizer(model, cfg)
-    scheduler = LRSchedule(optimizer, "plateau", 0, steps)
+    run = _toy_training_run(model, _NanOnCalls(bad_calls), steps, max_nonfinite)
     batches = [{"input_latent": torch.randn(2, 4, 8), "target_latent": torch.randn(2, 4, 8)}
                for _ in range(steps)]
-    progress = Progress()
     snapshots = []
 
     class Loader(list):
@@ -322,15 +336,14 @@ def _toy_run(bad_calls: set[int], steps: int, max_nonfinite: int):
                 snapshots.append(model.linear.weight.detach().clone())
                 yield batch
 
-    outcome = train_epoch(model, Loader(batches), optimizer, scheduler, _NanOnCalls(bad_calls),
-                          0.1, cfg=cfg, progress=progress, stop=StopRequest(),
-                          sync=StepSync(torch.device("cpu"), max_nonfinite))
+    outcome = train_epoch(run, Loader(batches), Progress(), StopRequest(),
+                          StepSync(torch.device("cpu"), max_nonfinite))
     snapshots.append(model.linear.weight.detach().clone())
     return outcome, snapshots
 
 
 def test_nonfinite_loss_skips_the_step():
-    from train_simple_worker import means
+    from training_log import means
     outcome, weights = _toy_run({1}, steps=4, max_nonfinite=3)
     assert torch.equal(weights[1], weights[2])        # step 1 (NaN) changed nothing
     assert not torch.equal(weights[0], weights[1])    # finite steps do update
@@ -342,18 +355,20 @@ def test_nonfinite_loss_skips_the_step():
 
 
 def test_nonfinite_streak_stops_with_clear_message():
-    from train_simple_worker import NonFiniteError
+    from distributed import NonFiniteError
     with pytest.raises(NonFiniteError, match="non-finite for 3 steps in a row"):
         _toy_run({1, 2, 3}, steps=6, max_nonfinite=3)
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
-    from train_simple_worker import NonFiniteError, check_finite_weights
+    from distributed import NonFiniteError
     model = _Toy()
     with torch.no_grad():
         model.linear.weight[0, 0, 0] = float("inf")
+    from train_simple_worker import check_finite_weights
+    run = _toy_training_run(model, _NanOnCalls(set()), steps=1, max_nonfinite=1)
     with pytest.raises(NonFiniteError, match="linear.weight"):
-        check_finite_weights(model, "test")
+        check_finite_weights(run, "test")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,155 @@
+"""DATA/manifest.jsonl: which input segment is paired with which target segment, per split.
+
+One JSON object per line; blank lines are ignored. Keys:
+
+    required
+      split          "train", "val" or any other split name (the `--split` of evaluate.py)
+      input_file     the input segment: a path relative to DATA, or absolute
+      output_file    the target segment: relative to DATA, or absolute
+    optional (provenance; readers keep them, training does not need them)
+      pairing        "continuation" (target = the next segment of the same song) or
+                     "cross_song" (target = a segment of another song)
+      input_source   song the input segment comes from (e.g. its path under --songs)
+      target_source  song the target segment comes from
+      input_start    seconds into input_source where the input segment starts
+      target_start   seconds into target_source where the target segment starts
+      source         shorthand for input_source = target_source (continuation pairs)
+      index          the NNNNN of pair_NNNNN_{input,output}.wav, when the files are named so
+      ...            anything else (prepare_pairs.py also writes duration, num_samples,
+                     sample_rate, input_rms, target_rms, and source_pair for continuation pairs)
+
+The pairs of a split are its lines in file order. The same file may appear in several pairs.
+Every segment must be mono at the codec's rate, and all segments of a split the same length
+(prepare_pairs.py writes them so); the dataset checks this when it builds its latent cache.
+
+A hand-written example (two songs crossed both ways, paths relative to DATA and absolute):
+
+    {"split": "train", "input_file": "a/s0.wav", "output_file": "b/s3.wav", "pairing": "cross_song"}
+    {"split": "train", "input_file": "b/s3.wav", "output_file": "/music/cuts/a_s1.wav"}
+    {"split": "val", "input_file": "c/s0.wav", "output_file": "c/s1.wav"}
+
+Library use: `read_manifest(folder, split) -> list[ManifestPair]` (raises ManifestError naming
+the file and line), `write_manifest(path, records)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.jsonl"
+REQUIRED_KEYS = ("split", "input_file", "output_file")
+PAIRINGS = ("continuation", "cross_song")
+_TEXT_KEYS = ("pairing", "input_source", "target_source", "source")
+_SECONDS_KEYS = ("input_start", "target_start")
+
+
+class ManifestError(ValueError):
+    """A bad manifest line; the message names the file and the line number."""
+
+
+@dataclass(frozen=True)
+class ManifestPair:
+    split: str
+    input_path: Path      # resolved against the dataset folder
+    output_path: Path
+    line: int             # 1-based line number in the manifest
+    pairing: str | None = None
+    input_source: str | None = None
+    target_source: str | None = None
+    input_start: float | None = None
+    target_start: float | None = None
+
+
+def manifest_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / MANIFEST_NAME
+
+
+def _resolve(folder: Path, name: str) -> Path:
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else folder / path
+
+
+def _parse_line(text: str, where: str, folder: Path, line: int) -> ManifestPair:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ManifestError(f"{where}: not valid JSON ({error.msg} at column {error.colno})"
+                            ) from None
+    if not isinstance(record, dict):
+        raise ManifestError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    missing = [key for key in REQUIRED_KEYS if key not in record]
+    if missing:
+        raise ManifestError(f"{where}: missing key {', '.join(repr(k) for k in missing)} "
+                            f"(required: {', '.join(REQUIRED_KEYS)})")
+    for key in REQUIRED_KEYS:
+        if not isinstance(record[key], str) or not record[key].strip():
+            raise ManifestError(f"{where}: {key!r} must be a non-empty string, got {record[key]!r}")
+    for key in _TEXT_KEYS:
+        if record.get(key) is not None and not isinstance(record[key], str):
+            raise ManifestError(f"{where}: {key!r} must be a string, got {record[key]!r}")
+    if record.get("pairing") is not None and record["pairing"] not in PAIRINGS:
+        raise ManifestError(f"{where}: pairing {record['pairing']!r} is not one of "
+                            f"{', '.join(PAIRINGS)}")
+    seconds: dict[str, float | None] = {}
+    for key in _SECONDS_KEYS:
+        value = record.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value < 0):
+            raise ManifestError(f"{where}: {key!r} must be a number of seconds >= 0, got {value!r}")
+        seconds[key] = None if value is None else float(value)
+    return ManifestPair(
+        split=record["split"], input_path=_resolve(folder, record["input_file"]),
+        output_path=_resolve(folder, record["output_file"]), line=line,
+        pairing=record.get("pairing"),
+        input_source=record.get("input_source", record.get("source")),
+        target_source=record.get("target_source", record.get("source")), **seconds)
+
+
+def read_manifest(folder: str | os.PathLike, split: str | None = None,
+                  check_files: bool = True) -> list[ManifestPair]:
+    """Pairs of FOLDER/manifest.jsonl (of one split, or all), in file order.
+
+    Every line is parsed and checked, whatever its split. With check_files, the files of the
+    returned pairs must exist (a stat per file, no audio is opened). Raises FileNotFoundError
+    when there is no manifest and ManifestError (a ValueError) for a bad line.
+    """
+    folder = Path(folder)
+    path = manifest_path(folder)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no {MANIFEST_NAME} in {folder}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ManifestError(f"{path}: unreadable ({error})") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        pair = _parse_line(line, where, folder, number)
+        if split is not None and pair.split != split:
+            continue
+        if check_files:
+            for key, file in (("input_file", pair.input_path), ("output_file", pair.output_path)):
+                if not file.is_file():
+                    raise ManifestError(f"{where}: {key} {file} does not exist")
+        pairs.append(pair)
+    return pairs
+
+
+def write_manifest(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> int:
+    """Write records as JSON lines (after checking each has the required keys); returns count."""
+    lines = []
+    for number, record in enumerate(records, 1):
+        missing = [key for key in REQUIRED_KEYS if not record.get(key)]
+        if missing:
+            raise ValueError(f"manifest record {number} lacks {', '.join(missing)}")
+        lines.append(json.dumps(record) + "\n")
+    Path(path).write_text("".join(lines))
+    return len(lines)
