@@ -411,3 +411,36 @@ def test_seed_checkpoint_snippet_runs_verbatim(data, tmp_path):
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert snippet.returncode == 0, snippet.stderr[-3000:]
     assert "Complementarity:" in snippet.stdout
+
+
+def test_config_file_continues_a_run(data, tmp_path):
+    """config.json holds every resolved flag; --config FILE plus a few flags continues the run."""
+    run = tmp_path / "run"
+    first = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(run), *TINY_ARGS,
+                     "--use_creative_agent", "true", "--epochs", "1", "--batch_size", "4"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    # TensorBoard (on by default): scalars, and the sound and masks of validation pairs for the
+    # untrained model (epoch 0) and after epoch 1.
+    from tensorboard.backend.event_processing.event_accumulator import (
+        AUDIO, IMAGES, SCALARS, EventAccumulator)
+    events = EventAccumulator(str(run / "tensorboard"),
+                              size_guidance={AUDIO: 0, IMAGES: 0, SCALARS: 0})
+    events.Reload()
+    tags = events.Tags()
+    assert "epoch/val_loss" in tags["scalars"] and "epoch/band_complementarity" in tags["scalars"]
+    assert {tag.rsplit("/", 1)[1] for tag in tags["audio"]} == {
+        "1_input", "2_target", "3_masked_mix", "4_output"}
+    assert tags["images"] and [e.step for e in events.Images(tags["images"][0])] == [0, 1]
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 1 and config["use_creative_agent"] is True
+    assert config["codec_option"] == {"dim": 16} and "config" not in config
+    again = run_cli(["--config", str(run / "config.json"), "--epochs", "2", "--resume", "auto"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [r["epoch"] for r in read_metrics(run)] == [0, 1, 2]
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"epochs": "many"}')
+    refused = run_cli(["--config", str(bad)])
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [f"error: --config {bad}: epochs must be int, "
+                                                   f"got 'many'"]
