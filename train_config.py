@@ -373,13 +373,18 @@ def validate_config(cfg: TrainConfig, cuda_device_count: int,
 
 
 def dataset_problems(folder: str) -> list[str]:
-    """Why ``folder`` cannot be trained on (its manifest or its train/ pairs), if anything."""
-    from dataset_wav_pairs import split_has_pairs
+    """Why ``folder`` cannot be trained on (its manifest, or its train/ pairs), if anything.
+    Every manifest line is checked here, files included, so a bad line stops the run before
+    any process starts."""
+    from dataset_wav_pairs import list_pairs, split_has_pairs
 
     try:
         if split_has_pairs(folder, "train"):
+            for split in ("train", "val"):
+                if split_has_pairs(folder, split):
+                    list_pairs(Path(folder) / split)
             return []
-    except ValueError as error:  # a bad manifest line, named with its line number
+    except (OSError, ValueError) as error:  # a bad manifest line, named with its line number
         return [str(error)]
     return [f"--dataset_folder {folder} has no training pairs (no train/pair_*_input.wav and no "
             f"train lines in manifest.jsonl): run prepare_pairs.py --out {folder} first"]
