@@ -126,7 +126,8 @@ def crossfade_window(segment: int, fade: int) -> Tensor:
     window = torch.ones(segment, dtype=torch.float64)
     fade = min(max(int(fade), 0), segment)
     if fade > 0:
-        ramp = torch.sin(0.5 * math.pi * (torch.arange(fade, dtype=torch.float64) + 0.5) / fade) ** 2
+        position = (torch.arange(fade, dtype=torch.float64) + 0.5) / fade
+        ramp = torch.sin(0.5 * math.pi * position) ** 2
         window[:fade] *= ramp
         window[segment - fade:] *= ramp.flip(0)
     return window
@@ -151,7 +152,8 @@ def _as_mono_tensor(audio: Any, name: str) -> Tensor:
         audio = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     tensor = audio.detach().float().cpu()
     if tensor.dim() > 1 and math.prod(tensor.shape[:-1]) != 1:
-        raise ValueError(f"{name}: expected mono audio [S], got shape {tuple(tensor.shape)} (downmix first)")
+        raise ValueError(f"{name}: expected mono audio [S], got shape {tuple(tensor.shape)} "
+                         f"(downmix first)")
     tensor = tensor.reshape(-1)
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name}: audio contains NaN or infinite samples")
@@ -248,7 +250,8 @@ def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segme
         input_mask_full = (input_mask_full / norm).numpy()
         target_mask_full = (target_mask_full / norm).numpy()
         frames_kept = min(codec.num_frames(num_samples), input_mask_full.shape[-1])
-        input_mask_full, target_mask_full = input_mask_full[:, :frames_kept], target_mask_full[:, :frames_kept]
+        input_mask_full = input_mask_full[:, :frames_kept]
+        target_mask_full = target_mask_full[:, :frames_kept]
     return result_audio, input_mask_full, target_mask_full
 
 

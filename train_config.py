@@ -194,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                "2 invalid flags.")
     for item in dataclasses.fields(TrainConfig):
         meta = item.metadata
-        default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
+        default = (item.default if item.default is not dataclasses.MISSING
+                   else item.default_factory())
         help_text = argparse.SUPPRESS if meta.get("hidden") else (
             f"{meta['help']}; default: {show_default(default)}")
         flag = f"--{item.name}"
@@ -312,12 +313,14 @@ def validate_config(cfg: TrainConfig, cuda_device_count: int,
     need(cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}")
     need(cfg.disc_lr > 0, f"--disc_lr must be > 0, got {cfg.disc_lr}")
     need(0 <= cfg.dropout < 1, f"--dropout must be in [0, 1), got {cfg.dropout}")
-    need(0 < cfg.plateau_factor < 1, f"--plateau_factor must be in (0, 1), got {cfg.plateau_factor}")
+    need(0 < cfg.plateau_factor < 1,
+         f"--plateau_factor must be in (0, 1), got {cfg.plateau_factor}")
     need(cfg.dist_timeout > 0, f"--dist_timeout must be > 0, got {cfg.dist_timeout}")
     if cfg.nhead >= 1 and cfg.encoding_dim % cfg.nhead:
         errors.append(f"--encoding_dim {cfg.encoding_dim} is not divisible by --nhead {cfg.nhead}")
     if cfg.use_creative_agent and cfg.num_transformer_layers < 2:
-        errors.append("--use_creative_agent true needs a cascade: set --num_transformer_layers >= 2")
+        errors.append("--use_creative_agent true needs a cascade: set "
+                      "--num_transformer_layers >= 2")
     if cfg.mask_type != "none" and cfg.num_transformer_layers < 2:
         errors.append(f"--mask_type {cfg.mask_type} needs a cascade: set "
                       f"--num_transformer_layers >= 2")

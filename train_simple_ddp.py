@@ -4,7 +4,7 @@
     python train_simple_ddp.py --dataset_folder DATA --num_transformer_layers 3 \
         --use_creative_agent true --mask_reg_weight 0.1 --world_size 4     # 4 GPUs, one node
     torchrun --nproc_per_node 4 train_simple_ddp.py --dataset_folder DATA ...
-    srun python train_simple_ddp.py --dataset_folder DATA ...             # see submit_creative_agent.sh
+    srun python train_simple_ddp.py --dataset_folder DATA ...   # see submit_creative_agent.sh
 
 This file is the launcher: it checks the flags (train_config.py) before any process starts,
 prepares the run folder, then starts the workers (train_simple_worker.py) by spawning them, or
@@ -111,8 +111,13 @@ def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
     import soundfile as sf
 
     from dataset_wav_pairs import list_pairs
-    from resources import (ModelSize, check_batch_size, check_resources, estimate_process_ram,
-                           probe_resources)
+    from resources import (
+        ModelSize,
+        check_batch_size,
+        check_resources,
+        estimate_process_ram,
+        probe_resources,
+    )
     from training_setup import build_model
 
     pairs = list_pairs(Path(cfg.dataset_folder) / "train")
@@ -203,8 +208,8 @@ def spawn_workers(cfg: TrainConfig) -> int:
     log.info("spawning %d workers (%s, MASTER_ADDR=%s MASTER_PORT=%s)", cfg.world_size,
              "nccl" if cfg.device != "cpu" and _cuda_count() else "gloo",
              os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
-    context = mp.start_processes(train_worker, args=(cfg.world_size, dataclasses.asdict(cfg)), nprocs=cfg.world_size,
-                                 join=False, start_method="spawn")
+    context = mp.start_processes(train_worker, args=(cfg.world_size, dataclasses.asdict(cfg)),
+                                 nprocs=cfg.world_size, join=False, start_method="spawn")
     stop = {"signal": None, "deadline": None, "count": 0}
 
     def forward(signum: int, _frame: Any) -> None:
@@ -285,7 +290,9 @@ def prepare_demo(cfg: TrainConfig) -> None:
     """Synthesize the demo dataset when absent."""
     from demo_music import ensure_demo_dataset
 
-    folder = ensure_demo_dataset(Path(cfg.dataset_folder), seed=cfg.seed, segment_seconds=DEMO_SEGMENT_SECONDS)
+    folder = ensure_demo_dataset(
+        Path(cfg.dataset_folder), seed=cfg.seed, segment_seconds=DEMO_SEGMENT_SECONDS
+    )
     log.info("demo dataset: %s", folder)
 
 
