@@ -222,6 +222,30 @@ def load_trained(checkpoint_path: str | os.PathLike, device: str | torch.device 
 # Figures
 
 
+# The segment length assumed when a checkpoint does not say what it was trained on.
+DEFAULT_SEGMENT_SECONDS = 4.0
+
+
+def training_segment_seconds(train_config: dict[str, Any]) -> float:
+    """Segment length the model was trained on: train_config's segment_seconds (an export stores
+    it), else DATA/dataset_info.json, else 4.0 s."""
+    stored = train_config.get("segment_seconds")
+    if isinstance(stored, (int, float)) and not isinstance(stored, bool) and stored > 0 \
+            and math.isfinite(stored):
+        return float(stored)
+    folder = train_config.get("dataset_folder")
+    if folder:
+        info_path = Path(folder) / "dataset_info.json"
+        try:
+            seconds = float(json.loads(info_path.read_text())["segment_seconds"])
+            if seconds > 0 and math.isfinite(seconds):
+                return seconds
+        except (OSError, ValueError, KeyError, TypeError):
+            log.info("no usable %s: using the default segment of %.1f s", info_path,
+                     DEFAULT_SEGMENT_SECONDS)
+    return DEFAULT_SEGMENT_SECONDS
+
+
 def envelope(audio: Tensor, frame: int = ENVELOPE_FRAME) -> Tensor:
     """Frame RMS envelope [B, frames] of audio [B, 1, S] or [B, S] (non-overlapping frames)."""
     audio = audio.reshape(audio.shape[0], -1).float()
@@ -623,8 +647,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           batch_size=args.batch_size, max_batches=args.max_batches,
                           num_plot_pairs=args.num_plot_pairs, device=args.device,
                           progress=args.progress)
-        page = write_eval_demo(args.checkpoint, args.dataset_folder, out, split=args.split,
-                               num_pairs=args.demo_pairs, device=args.device)
+        page = write_eval_demo(load_trained(args.checkpoint, args.device), args.dataset_folder,
+                               out, split=args.split, num_pairs=args.demo_pairs)
     except (CheckpointError, FileNotFoundError, ValueError, TimeoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

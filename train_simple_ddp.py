@@ -298,8 +298,8 @@ def prepare_demo(cfg: TrainConfig) -> None:
 
 def demo_finish(cfg: TrainConfig) -> None:
     """Evaluate the demo model, arrange two validation songs, and say where everything is."""
-    from arrange import demo_outputs
     from checkpoint import BEST_NAME, LAST_NAME, CheckpointError
+    from demo_outputs import demo_outputs
 
     folder = Path(cfg.checkpoint_dir)
     print("\nDemo training finished: evaluating and arranging two validation songs.")
