@@ -55,12 +55,12 @@ from mask_metrics import (
     band_mask_statistics,
 )
 from model_simple_transformer import SimpleTransformer
+from training_log import METRICS_NAME, read_metrics_log
 
 log = logging.getLogger("evaluate")
 
 EXIT_OK, EXIT_USAGE = 0, 2
 REPORT_NAME = "report.json"
-METRICS_NAME = "metrics.jsonl"
 # The fixed masks every model is compared with, in report order: the zero-parameter band
 # reference first, `none` (both songs whole, nothing hidden) last.
 REFERENCE_MASK_TYPES = ("band_energy", "temporal", "frequency", "spectral", "energy", "hybrid",
@@ -402,7 +402,7 @@ def evaluate(checkpoint_path: str | os.PathLike, dataset_folder: str | os.PathLi
         log.info("the model does not mask its inputs: no mask plots (masks_pair_K.png skipped)")
     if model.creative_agent is None:
         log.info("the model has no creative agent: attention.png skipped")
-    records = read_metrics(trained.path.parent / METRICS_NAME)
+    records = read_metrics_log(trained.path.parent / METRICS_NAME)
     if records:
         curves = plots.training_curves(out / "training_curves.png", records)
         if curves is not None:
@@ -428,24 +428,6 @@ def _attention_figure(model: SimpleTransformer, encoded_input: Tensor, encoded_t
     path = plots.attention_plot(out / "attention.png", record.attention[0], frame_rate,
                                 title=f"agent cross-attention (input queries target), {where}")
     return path.name
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Per-epoch records of metrics.jsonl; [] when absent; unreadable lines are skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s line %d is not JSON: skipped", path, number)
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
 
 
 def build_report(trained: TrainedModel, means: _Mean, split: str, num_pairs: int,
