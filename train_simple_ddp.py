@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pickle
 import shutil
 import signal
 import sys
@@ -238,12 +239,12 @@ def spawn_workers(cfg: TrainConfig) -> int:
                 if context.join(timeout=1.0, grace_period=5.0):
                     break
             except mp.ProcessRaisedException as error:
-                last = _last_line(str(error))
+                index, trace = root_cause(context.error_files, error)
+                last = _last_line(trace)
                 # Expected failures are one line; anything else keeps its traceback for a report.
                 expected = last.split(":", 1)[0].rsplit(".", 1)[-1] in EXPECTED_ERRORS
-                (log.debug if expected else log.error)("worker %d failed:\n%s",
-                                                       error.error_index, error)
-                print(f"error: worker {error.error_index} failed: {last}", file=sys.stderr)
+                (log.debug if expected else log.error)("worker %d failed:\n%s", index, trace)
+                print(f"error: worker {index} failed: {last}", file=sys.stderr)
                 return EXIT_FAILED
             except mp.ProcessExitedException as error:
                 print(f"error: worker {error.error_index} exited with status {error.exit_code}"
@@ -263,6 +264,27 @@ def spawn_workers(cfg: TrainConfig) -> int:
               f"--resume auto", file=sys.stderr)
         return EXIT_STOPPED
     return EXIT_OK
+
+
+# A worker fails this way when another one died: its peer's error is the one to report.
+PEER_FAILURE_MARKERS = ("DistBackendError", "Connection closed by peer", "Connection reset",
+                        "NCCL communicator was aborted", "ProcessGroupGloo")
+
+
+def root_cause(error_files: Sequence[str | None], error: Any) -> tuple[int, str]:
+    """(rank, traceback) of the failure to report: the first rank that failed for a reason of its
+    own, rather than because a collective lost its peer (whichever rank happened to be seen
+    first)."""
+    traces: list[tuple[int, str]] = []
+    for rank, path in enumerate(error_files):
+        try:
+            with open(path or "", "rb") as handle:
+                traces.append((rank, str(pickle.load(handle))))
+        except (OSError, EOFError, pickle.UnpicklingError):
+            continue
+    own = [(rank, trace) for rank, trace in traces
+           if not any(marker in _last_line(trace) for marker in PEER_FAILURE_MARKERS)]
+    return (own or traces or [(error.error_index, str(error))])[0]
 
 
 def _cuda_count() -> int:
