@@ -19,6 +19,7 @@ from cli_flags import FALSE_WORDS, TRUE_WORDS, OneLineParser, parse_bool, show_d
 from codec import CODECS
 from complementary_masking import MASK_TYPES
 from launch_env import LaunchEnv
+from precision import REQUESTS as PRECISION_REQUESTS
 
 CODEC_CHOICES = tuple(CODECS)
 # The resolved configuration of a run, written into its folder at start.
@@ -88,8 +89,9 @@ class TrainConfig:
                                   "(epochs)")
     patience: int = _f(20, "early stopping: epochs without validation improvement, 0 = off "
                            "(epochs)")
-    precision: str = _f("fp32", "fp32, or bf16 autocast for the model (losses stay fp32)",
-                        ("fp32", "bf16"))
+    precision: str = _f("fp32", "fp32, bf16 autocast for the model (losses stay fp32), or auto: "
+                                "bf16 where the CPU (AMX / avx512_bf16) or GPU multiplies it "
+                                "natively, else fp32", PRECISION_REQUESTS)
     compile: bool = _f(False, "torch.compile the model for the training steps (validation and "
                               "checkpoints use the same weights uncompiled); pays off on GPUs, "
                               "slower on CPU")
