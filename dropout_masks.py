@@ -8,7 +8,9 @@ torch's RNG state) recomputes the same ones.
 Every element is kept with probability 1 - round(p * 2**32) / 2**32, as with a 32-bit uniform
 number U per element (keep when U >= round(p * 2**32)), but drawn 16 bits at a time: U's high
 half decides unless it ties with the threshold's high half (probability 2**-16), and only the
-ties draw their low half. Half the random bits of 32 per element, the same distribution.
+ties draw their low half. Half the random bits of 32 per element, the same distribution. Masks
+are drawn in segments of a million elements, each from its own generator, spread over torch's
+intra-op threads (the mask is the same for any number of threads).
 
 - `scaled_keep_mask(shape, p, dtype)`: the mask already in the activations' dtype, 0 or
   1 / (1 - p) (rounded to dtype, as x * scale would be): applying it is one multiply, forward
@@ -20,7 +22,9 @@ ties draw their low half. Half the random bits of 32 per element, the same distr
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -28,6 +32,8 @@ from torch import Tensor
 
 # Elements decided per chunk: the chunk's random words, decisions and mask values stay in cache.
 MASK_CHUNK = 1 << 16
+# Elements per independently seeded segment: the unit of work spread over threads.
+SEGMENT = 16 * MASK_CHUNK
 # Profiler label of the mask work (numpy work is invisible to torch.profiler otherwise).
 PROFILE_LABEL = "fast_dropout::keep_mask"
 
@@ -68,12 +74,48 @@ def _seed_from_torch() -> int:
 
 def keep_mask(seed: int, count: int, p: float) -> np.ndarray:
     """Flat bool keep decisions (True = kept) for `count` elements from `seed`."""
-    generator = np.random.SFC64(seed)
     drop = drop_threshold(p)
     keep = np.empty(count, dtype=bool)
-    for start in range(0, count, MASK_CHUNK):
-        _decide(generator, drop, keep[start : start + MASK_CHUNK])
+
+    def fill(generator: np.random.SFC64, start: int, stop: int) -> None:
+        for first in range(start, stop, MASK_CHUNK):
+            _decide(generator, drop, keep[first : min(stop, first + MASK_CHUNK)])
+
+    _draw_segments(seed, count, fill)
     return keep
+
+
+def _draw_segments(
+    seed: int, count: int, fill: Callable[[np.random.SFC64, int, int], None]
+) -> None:
+    """fill(generator, start, stop) for every SEGMENT of the mask, each with its own generator
+    seeded by (seed, segment index): on torch's intra-op threads when there are several, and the
+    same mask for any number of threads."""
+    bounds = [(start, min(count, start + SEGMENT)) for start in range(0, count, SEGMENT)]
+
+    def draw(index: int) -> None:
+        start, stop = bounds[index]
+        fill(np.random.SFC64(np.random.SeedSequence([seed, index])), start, stop)
+
+    workers = min(len(bounds), torch.get_num_threads())
+    if workers <= 1:
+        for index in range(len(bounds)):
+            draw(index)
+    else:  # numpy releases the GIL in the generators and ufuncs
+        list(_executor(workers).map(draw, range(len(bounds))))
+
+
+_executors: dict[int, ThreadPoolExecutor] = {}
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    if workers not in _executors:
+        _executors[workers] = ThreadPoolExecutor(workers, thread_name_prefix="dropout-masks")
+    return _executors[workers]
+
+
+# A forked child (a DataLoader worker) has none of the parent's threads: it starts its own pools.
+os.register_at_fork(after_in_child=_executors.clear)
 
 
 def scaled_keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype) -> Tensor:
@@ -93,15 +135,18 @@ def _scaled_keep_mask(seed: int, shape: tuple[int, ...], p: float, dtype: torch.
     scale_bits = unsigned(scale.view(signed).item() & ((1 << (8 * scale.element_size())) - 1))
     mask = torch.empty(count, dtype=dtype)
     values = mask.view(signed).numpy().view(unsigned)
-    generator = np.random.SFC64(seed)
     drop = drop_threshold(p)
-    keep = np.empty(min(count, MASK_CHUNK), dtype=bool)
-    for start in range(0, count, MASK_CHUNK):
-        chunk = values[start : start + MASK_CHUNK]
-        decided = keep[: chunk.size]
-        _decide(generator, drop, decided)
-        np.copyto(chunk, decided, casting="unsafe")
-        np.multiply(chunk, scale_bits, out=chunk)
+
+    def fill(generator: np.random.SFC64, start: int, stop: int) -> None:
+        keep = np.empty(min(stop - start, MASK_CHUNK), dtype=bool)
+        for first in range(start, stop, MASK_CHUNK):
+            chunk = values[first : min(stop, first + MASK_CHUNK)]
+            decided = keep[: chunk.size]
+            _decide(generator, drop, decided)
+            np.copyto(chunk, decided, casting="unsafe")
+            np.multiply(chunk, scale_bits, out=chunk)
+
+    _draw_segments(seed, count, fill)
     return mask.view(shape)
 
 

@@ -76,9 +76,26 @@ def test_masks_follow_torch_manual_seed_and_differ_per_draw():
     assert not torch.equal(first, second)
 
 
+def test_masks_are_the_same_for_any_number_of_threads():
+    threads = torch.get_num_threads()
+    shape = (3 * dropout_masks.SEGMENT + 11,)
+    try:
+        torch.set_num_threads(1)
+        one = dropout_masks._scaled_keep_mask(5, shape, 0.1, torch.bfloat16)
+        torch.set_num_threads(3)
+        three = dropout_masks._scaled_keep_mask(5, shape, 0.1, torch.bfloat16)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, three)
+    segments = (one[: 3 * dropout_masks.SEGMENT] != 0).view(3, -1)
+    assert not torch.equal(segments[0], segments[1])  # every segment has its own generator
+    assert abs((one != 0).double().mean().item() - 0.9) < 0.001
+
+
 def test_bool_and_scaled_masks_are_the_same_draw():
-    flat_bool = dropout_masks.keep_mask(7, 2 * MASK_CHUNK + 3, 0.25)
-    scaled = dropout_masks._scaled_keep_mask(7, (2 * MASK_CHUNK + 3,), 0.25, torch.float32)
+    count = dropout_masks.SEGMENT + 2 * MASK_CHUNK + 3
+    flat_bool = dropout_masks.keep_mask(7, count, 0.25)
+    scaled = dropout_masks._scaled_keep_mask(7, (count,), 0.25, torch.float32)
     np.testing.assert_array_equal(flat_bool, (scaled != 0).numpy())
 
 
