@@ -28,70 +28,35 @@ which other users of a shared machine do not inflate (wall time counts their loa
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
+from bench_config import BenchConfig, parse_args
 from bench_measure import (
     best_peak,
-    device_name,
     gemm_shapes,
     measure_matmul_peak,
     native_bf16_matmul,
     peak_memory_bytes,
     reset_peak_memory,
-    step_flops,
     synchronize,
 )
-from precision import PRECISIONS
-from train_config import CODEC_CHOICES
+from bench_report import load_average, summarize, table
 from training_setup import TrainingRun
 
 log = logging.getLogger("bench")
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-@dataclass
-class BenchConfig:
-    batch_size: int = 8
-    seq_frames: int = 300
-    num_transformer_layers: int = 2
-    num_layers: int = 4
-    nhead: int = 8
-    dim_feedforward: int = 2048
-    agent_hidden_dim: int = 256
-    dropout: float = 0.1
-    use_creative_agent: bool = True
-    mask_reg_weight: float = 0.1
-    codec: str = "mdct"
-    loss_domain: str = "audio"
-    precision: str = "fp32"
-    compile: bool = False
-    activation_checkpointing: bool = False
-    stock_layers: bool = False
-    device: str = "cpu"
-    steps: int = 10
-    warmup: int = 3
-    end_to_end: bool = False
-    epochs: int = 3
-    num_workers: int = 2
-    profile: int = 0
-    val_loss_steps: int = 0
-    threads: int = 0
-    seed: int = 0
-    json: str = ""
 
 
 # =============================================================================================
@@ -511,324 +476,6 @@ def profile_steps(
         "top_other_ops_s_per_step": {name: us / 1e6 / steps for us, name in others},
     }
     return events.table(sort_by=sort_by, row_limit=row_limit), summary
-
-
-# =============================================================================================
-# Report
-# =============================================================================================
-
-
-def summarize(
-    bench: BenchConfig,
-    trainer: TrainingRun,
-    device: torch.device,
-    step_times: list[float],
-    wait_times: list[float],
-    loss_s: float,
-    peak: dict[str, Any],
-    memory: tuple[int, str],
-    end_to_end: dict[str, Any] | None,
-    loads: tuple[float, float],
-    cpu_times: list[float],
-    wait_cpu_times: list[float],
-    loss_cpu_s: float,
-) -> dict[str, Any]:
-    flops = step_flops(trainer.model.config, bench.batch_size, bench.seq_frames)
-    median = statistics.median(step_times)
-    data_s = statistics.median(wait_times) if wait_times else 0.0
-    achieved = flops["step"] / median / 1e9
-    result: dict[str, Any] = {
-        "config": asdict(bench),
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average_1min": {"start": loads[0], "end": loads[1]},
-        "model_parameters": sum(p.numel() for p in trainer.model.parameters()),
-        "steps_timed": len(step_times),
-        "step_time_s": {"median": median, "min": min(step_times), "max": max(step_times)},
-        "samples_per_s": bench.batch_size / median,
-        "latent_frames_per_s": bench.batch_size * bench.seq_frames / median,
-        "flops_per_step": flops["step"],
-        "flops_breakdown": flops,
-        "achieved_gflops": achieved,
-        "peak_matmul_gflops": peak["peak_gflops"],
-        "peak_matmul_dtype": bench.precision,
-        "native_bf16_matmul": native_bf16_matmul(device),
-        "peak_matmul_shapes": peak["shapes"],
-        "mfu": achieved / peak["peak_gflops"],
-        "data_s_per_step": data_s,
-        "codec_and_loss_s_per_step": loss_s,
-        "outside_model_s_per_step": data_s + loss_s,
-        "outside_model_share": (data_s + loss_s) / median,
-        "peak_memory_bytes": memory[0],
-        "peak_memory_gib": memory[0] / 2**30,
-        "peak_memory_kind": memory[1],
-    }
-    # Process CPU time is the compute time only with one thread and no DataLoader workers.
-    if (
-        device.type == "cpu"
-        and torch.get_num_threads() == 1
-        and not (bench.end_to_end and bench.num_workers)
-    ):
-        cpu_median = statistics.median(cpu_times)
-        data_cpu_s = statistics.median(wait_cpu_times) if wait_cpu_times else 0.0
-        result["cpu_time"] = {
-            "step_s": {"median": cpu_median, "min": min(cpu_times), "max": max(cpu_times)},
-            "achieved_gflops": flops["step"] / cpu_median / 1e9,
-            "peak_matmul_gflops": peak["peak_cpu_time_gflops"],
-            "mfu": flops["step"] / cpu_median / 1e9 / peak["peak_cpu_time_gflops"],
-            "data_s_per_step": data_cpu_s,
-            "codec_and_loss_s_per_step": loss_cpu_s,
-            "outside_model_share": (data_cpu_s + loss_cpu_s) / cpu_median,
-        }
-    if end_to_end is not None:
-        result["end_to_end"] = {k: v for k, v in end_to_end.items() if k != "batch_example"}
-    return result
-
-
-def table(result: dict[str, Any]) -> str:
-    c = result["config"]
-    st = result["step_time_s"]
-    rows = [
-        (
-            "configuration",
-            f"batch {c['batch_size']} x {c['seq_frames']} frames, "
-            f"{c['num_transformer_layers']} stages x "
-            f"{c['num_layers']} layers, agent {'on' if c['use_creative_agent'] else 'off'}, "
-            f"codec {c['codec']}, "
-            f"loss {c['loss_domain']}, {c['precision']}{', compile' if c['compile'] else ''}"
-            f"{', activation checkpointing' if c['activation_checkpointing'] else ''}"
-            f"{', stock layers' if c['stock_layers'] else ''}"
-            f"{', end to end' if c['end_to_end'] else ''}",
-        ),
-        (
-            "device",
-            f"{result['device']} (load avg {result['load_average_1min']['start']:.2f} -> "
-            f"{result['load_average_1min']['end']:.2f})",
-        ),
-        (
-            "step time",
-            f"median {st['median'] * 1e3:.1f} ms (min {st['min'] * 1e3:.1f}, "
-            f"max {st['max'] * 1e3:.1f}) over {result['steps_timed']} steps",
-        ),
-        (
-            "throughput",
-            f"{result['samples_per_s']:.2f} samples/s, "
-            f"{result['latent_frames_per_s']:.0f} latent frames/s",
-        ),
-        ("FLOP per step", f"{result['flops_per_step'] / 1e9:.1f} GFLOP (3 x forward matmul FLOPs)"),
-        ("achieved", f"{result['achieved_gflops']:.1f} GFLOP/s"),
-        (
-            "matmul peak",
-            f"{result['peak_matmul_gflops']:.1f} GFLOP/s "
-            f"({result['peak_matmul_dtype']} torch.mm, measured now)",
-        ),
-        ("MFU", f"{result['mfu'] * 100:.1f} %"),
-        (
-            "outside the model",
-            f"{result['outside_model_share'] * 100:.1f} % of the step "
-            f"(data {result['data_s_per_step'] * 1e3:.1f} ms, "
-            f"codec + loss fwd/bwd {result['codec_and_loss_s_per_step'] * 1e3:.1f} ms)",
-        ),
-        ("peak memory", f"{result['peak_memory_gib']:.2f} GiB ({result['peak_memory_kind']})"),
-    ]
-    if "cpu_time" in result:
-        ct = result["cpu_time"]
-        rows.append(
-            (
-                "CPU time (1 thread)",
-                f"step median {ct['step_s']['median'] * 1e3:.1f} ms, "
-                f"{ct['achieved_gflops']:.1f} GFLOP/s of "
-                f"{ct['peak_matmul_gflops']:.1f} peak: MFU {ct['mfu'] * 100:.1f} %, "
-                "outside the model "
-                f"{ct['outside_model_share'] * 100:.1f} % (immune to other users' load)",
-            )
-        )
-    e2e = result.get("end_to_end")
-    check = result.get("precision_check")
-    if check:
-        lower = c["precision"]
-        rows.append(
-            (
-                "val loss",
-                f"after {check['train_steps']} steps: fp32 {check['val_loss_fp32']:.4f}, {lower} "
-                f"{check[f'val_loss_{lower}']:.4f} ({100 * check['relative_difference']:+.2f} %)",
-            )
-        )
-    if e2e:
-        rows.append(
-            (
-                "end to end",
-                f"{e2e['num_pairs']} pairs, {e2e['num_workers']} workers, "
-                f"cache build {e2e['cache_build_s']:.1f} s, "
-                f"epoch median {e2e['epoch_s_median']:.2f} s, "
-                f"data wait {100 * (e2e['data_wait_share'] or 0):.1f} % of the steps",
-            )
-        )
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
-def load_average() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
-
-
-# =============================================================================================
-# CLI
-# =============================================================================================
-
-
-def parse_args(argv: list[str] | None = None) -> BenchConfig:
-    defaults = BenchConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add = parser.add_argument
-    add("--batch_size", type=int, default=defaults.batch_size, help="pairs per step")
-    add("--seq_frames", type=int, default=defaults.seq_frames, help="latent frames per segment")
-    add(
-        "--num_transformer_layers",
-        type=int,
-        default=defaults.num_transformer_layers,
-        help="cascade stages",
-    )
-    add("--num_layers", type=int, default=defaults.num_layers, help="transformer layers per stage")
-    add("--nhead", type=int, default=defaults.nhead, help="attention heads")
-    add(
-        "--dim_feedforward",
-        type=int,
-        default=defaults.dim_feedforward,
-        help="transformer feed-forward width",
-    )
-    add(
-        "--agent_hidden_dim",
-        type=int,
-        default=defaults.agent_hidden_dim,
-        help="creative agent width",
-    )
-    add("--dropout", type=float, default=defaults.dropout, help="transformer dropout")
-    add(
-        "--no_agent",
-        dest="use_creative_agent",
-        action="store_false",
-        help="turn the creative agent off",
-    )
-    add(
-        "--mask_reg_weight",
-        type=float,
-        default=defaults.mask_reg_weight,
-        help="weight of the agent's regularization loss",
-    )
-    add(
-        "--codec",
-        choices=CODEC_CHOICES,
-        default=defaults.codec,
-        help="latent codec (encodec: random-init weights)",
-    )
-    add(
-        "--loss_domain",
-        choices=("audio", "latent"),
-        default=defaults.loss_domain,
-        help="reconstruction loss on decoded audio or latents",
-    )
-    add(
-        "--precision",
-        choices=PRECISIONS,
-        default=defaults.precision,
-        help="fp32, or bf16 autocast (loss in fp32)",
-    )
-    add("--compile", action="store_true", help="torch.compile the model")
-    add(
-        "--activation_checkpointing",
-        action="store_true",
-        help="recompute each transformer layer in the backward pass",
-    )
-    add(
-        "--stock_layers",
-        action="store_true",
-        help="PyTorch's nn.TransformerEncoderLayer instead of the model's faster EncoderLayer "
-        "(same weights and math)",
-    )
-    add("--device", choices=("cpu", "cuda"), default=defaults.device)
-    add(
-        "--steps",
-        type=int,
-        default=defaults.steps,
-        help="timed steps (end to end: steps per epoch)",
-    )
-    add(
-        "--warmup",
-        type=int,
-        default=defaults.warmup,
-        help="untimed steps first (end to end: the first epoch is the warm-up)",
-    )
-    add(
-        "--end_to_end",
-        action="store_true",
-        help="time whole epochs through the DataLoader and latent cache",
-    )
-    add(
-        "--epochs",
-        type=int,
-        default=defaults.epochs,
-        help="end to end: epochs (the first one is warm-up)",
-    )
-    add(
-        "--num_workers",
-        type=int,
-        default=defaults.num_workers,
-        help="end to end: DataLoader workers",
-    )
-    add(
-        "--profile",
-        type=int,
-        default=defaults.profile,
-        help="print a torch.profiler table of this many extra steps",
-    )
-    add(
-        "--val_loss_steps",
-        type=int,
-        default=defaults.val_loss_steps,
-        help="also train this many steps in fp32 and in --precision from one init "
-        "and compare validation losses",
-    )
-    add(
-        "--threads",
-        type=int,
-        default=defaults.threads,
-        help="torch intra-op threads (0 = torch's default)",
-    )
-    add("--seed", type=int, default=defaults.seed)
-    add("--json", default=defaults.json, help="also write the JSON object to this file")
-    bench = BenchConfig(**vars(parser.parse_args(argv)))
-    problems = [
-        f"--{name} must be >= {low}"
-        for name, low in (
-            ("batch_size", 1),
-            ("seq_frames", 2),
-            ("steps", 1),
-            ("warmup", 0),
-            ("num_layers", 1),
-            ("num_transformer_layers", 1),
-            ("epochs", 2),
-            ("profile", 0),
-            ("val_loss_steps", 0),
-            ("threads", 0),
-        )
-        if getattr(bench, name) < low
-    ]
-    if bench.steps < 10:
-        log.warning("--steps %d: fewer than 10 timed steps, the figures are rough", bench.steps)
-    if problems:
-        raise ValueError("; ".join(problems))
-    if bench.val_loss_steps and bench.precision == "fp32":
-        raise ValueError(
-            "--val_loss_steps compares a lower precision with fp32: add --precision bf16"
-        )
-    if bench.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    return bench
 
 
 def run(bench: BenchConfig) -> dict[str, Any]:
