@@ -34,13 +34,20 @@ the file and line), `write_manifest(path, records)`.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import soundfile as sf
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 REQUIRED_KEYS = ("split", "input_file", "output_file")
@@ -153,3 +160,147 @@ def write_manifest(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -
         lines.append(json.dumps(record) + "\n")
     Path(path).write_text("".join(lines))
     return len(lines)
+
+
+# ----------------------------------------------------------------------------- pairs of a split
+
+PAIR_PATTERN = re.compile(r"^pair_(\d+)_(input|output)\.wav$")
+
+
+@dataclass(frozen=True)
+class WavPair:
+    number: int  # the NNNNN of the file names; with a manifest, the position in the split
+    input_path: Path
+    output_path: Path
+
+
+# ----------------------------------------------------------------------------- pair files
+
+
+def list_pairs(split_dir: Path) -> list[WavPair]:
+    """Pairs of one split (DATA/<split>), in order. Opens no audio file.
+
+    With DATA/manifest.jsonl (pair_manifest.py): its lines of this split, in file order, number =
+    position among them; any file anywhere may be paired with any other. Without one (datasets
+    older than the manifest): pair_NNNNN_input.wav with pair_NNNNN_output.wav in DATA/<split>,
+    sorted by NNNNN.
+    """
+    folder, split = split_dir.parent, split_dir.name
+    if manifest_path(folder).is_file():
+        return _manifest_pairs(folder, split)
+    # Debug level: the launcher lists the pairs before any process starts, and again per split.
+    log.debug(
+        "%s: no %s, pairing pair_NNNNN_input.wav with pair_NNNNN_output.wav by file name",
+        folder,
+        MANIFEST_NAME,
+    )
+    return _file_name_pairs(split_dir)
+
+
+def split_has_pairs(folder: str | os.PathLike, split: str) -> bool:
+    """Whether DATA has pairs of `split`: manifest lines of it, else pair_*_input.wav files.
+
+    Cheap (no audio opened, no file checked); a bad manifest line raises ManifestError here.
+    """
+    folder = Path(folder)
+    if manifest_path(folder).is_file():
+        return bool(read_manifest(folder, split, check_files=False))
+    return any((folder / split).glob("pair_*_input.wav"))
+
+
+def _manifest_pairs(folder: Path, split: str) -> list[WavPair]:
+    entries = read_manifest(folder, split)
+    if not entries:
+        raise ValueError(f"{manifest_path(folder)}: no pairs of split {split!r}")
+    return [
+        WavPair(number, entry.input_path, entry.output_path) for number, entry in enumerate(entries)
+    ]
+
+
+def _file_name_pairs(split_dir: Path) -> list[WavPair]:
+    if not split_dir.is_dir():
+        raise FileNotFoundError(
+            f"split folder {split_dir} does not exist "
+            f"(make it with prepare_pairs.py --out {split_dir.parent})"
+        )
+    found: dict[str, dict[str, Path]] = {}
+    ignored = 0
+    for path in split_dir.iterdir():
+        match = PAIR_PATTERN.match(path.name)
+        if match is None:
+            ignored += path.suffix.lower() == ".wav"
+            continue
+        found.setdefault(match.group(1), {})[match.group(2)] = path
+    if ignored:
+        log.warning(
+            "%s: ignored %d .wav files not named pair_NNNNN_{input,output}.wav", split_dir, ignored
+        )
+    pairs = []
+    for number in sorted(found, key=lambda s: (int(s), s)):
+        roles = found[number]
+        for role, partner in (("input", "output"), ("output", "input")):
+            if role in roles and partner not in roles:
+                raise ValueError(
+                    f"{roles[role]}: partner file pair_{number}_{partner}.wav is missing"
+                )
+        pairs.append(WavPair(int(number), roles["input"], roles["output"]))
+    if not pairs:
+        raise ValueError(
+            f"{split_dir}: no pair_NNNNN_input.wav / pair_NNNNN_output.wav files "
+            "(make them with prepare_pairs.py)"
+        )
+    return pairs
+
+
+def fingerprint_pairs(pairs: list[WavPair]) -> str:
+    """Hash of names, sizes and mtimes: cheap (stat only) and changes when any file is rewritten."""
+    digest = hashlib.sha256()
+    for pair in pairs:
+        for path in (pair.input_path, pair.output_path):
+            stat = path.stat()
+            digest.update(f"{path.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _wav_info(path: Path) -> Any:
+    try:
+        return sf.info(str(path))
+    except Exception as exc:  # libsndfile reports every kind of bad file as a RuntimeError subclass
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: unreadable audio file ({message})") from None
+
+
+def validate_pairs(pairs: list[WavPair], sample_rate: int) -> int:
+    """Check every pair's headers (soundfile.info only); return the common length in samples."""
+    expected: tuple[Path, int] | None = None
+    for pair in pairs:
+        lengths = []
+        for path in (pair.input_path, pair.output_path):
+            info = _wav_info(path)
+            if info.samplerate != sample_rate:
+                raise ValueError(
+                    f"{path}: sample rate {info.samplerate} Hz, the codec expects {sample_rate} Hz "
+                    f"(re-run prepare_pairs.py --sample_rate {sample_rate})"
+                )
+            if info.channels != 1:
+                raise ValueError(
+                    f"{path}: {info.channels} channels, expected mono (prepare_pairs.py downmixes)"
+                )
+            if info.frames <= 0:
+                raise ValueError(f"{path}: empty audio file")
+            lengths.append(info.frames)
+        if lengths[0] != lengths[1]:
+            raise ValueError(
+                f"{pair.output_path}: {lengths[1]} samples, but its partner "
+                f"{pair.input_path.name} has {lengths[0]}"
+            )
+        if expected is None:
+            expected = (pair.input_path, lengths[0])
+        elif lengths[0] != expected[1]:
+            raise ValueError(
+                f"{pair.input_path}: {lengths[0]} samples, "
+                f"but {expected[0].name} has {expected[1]}; "
+                "all pairs of a split must have the same length"
+            )
+    assert expected is not None  # list_pairs never returns an empty list
+    return expected[1]

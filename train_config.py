@@ -381,7 +381,7 @@ def dataset_problems(folder: str) -> list[str]:
     """Why ``folder`` cannot be trained on (its manifest, or its train/ pairs), if anything.
     Every manifest line is checked here, files included, so a bad line stops the run before
     any process starts."""
-    from dataset_wav_pairs import list_pairs, split_has_pairs
+    from pair_manifest import list_pairs, split_has_pairs
 
     try:
         if split_has_pairs(folder, "train"):

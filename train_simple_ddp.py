@@ -111,7 +111,7 @@ def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
     process starts: errors first, then warnings."""
     import soundfile as sf
 
-    from dataset_wav_pairs import list_pairs
+    from pair_manifest import list_pairs
     from resources import (
         ModelSize,
         check_batch_size,

@@ -75,7 +75,8 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def build_datasets(cfg: TrainConfig, codec: Codec, rank: int, world_size: int
                    ) -> tuple[Dataset, Dataset | None]:
     """Train and validation pairs as cached latents (one process builds the cache)."""
-    from dataset_wav_pairs import WavPairsDataset, split_has_pairs
+    from dataset_wav_pairs import WavPairsDataset
+    from pair_manifest import split_has_pairs
 
     common = dict(return_audio=cfg.loss_domain == "audio", seed=cfg.seed, rank=rank,
                   world_size=world_size)

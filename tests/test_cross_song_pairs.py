@@ -10,8 +10,7 @@ import pytest
 import soundfile as sf
 
 import prepare_pairs as pp
-from dataset_wav_pairs import list_pairs
-from pair_manifest import read_manifest
+from pair_manifest import list_pairs, read_manifest
 
 RATE = 8000
 SEGMENT = 0.25

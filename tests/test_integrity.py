@@ -360,7 +360,7 @@ def test_damaged_cache_file_is_named_and_rebuilt(pairs_data, caplog, how):
     phrase = _damage(damaged, how)
 
     codec = _FramesCodec()
-    with caplog.at_level(logging.WARNING, logger="dataset_wav_pairs"):
+    with caplog.at_level(logging.WARNING, logger="latent_cache"):
         second = WavPairsDataset(pairs_data, codec)
     assert second.built_cache and codec.encode_calls > 0
     assert f"damaged latent cache: {damaged}: {phrase}" in caplog.text
@@ -374,7 +374,7 @@ def test_cache_without_checksums_still_opens(pairs_data, caplog):
     meta = json.loads(meta_path.read_text())
     del meta["checksums"]  # built by an older version
     meta_path.write_text(json.dumps(meta))
-    with caplog.at_level(logging.DEBUG, logger="dataset_wav_pairs"):
+    with caplog.at_level(logging.DEBUG, logger="latent_cache"):
         assert not WavPairsDataset(pairs_data, _FramesCodec()).built_cache
     assert "no checksum in meta.json" in caplog.text
     _damage(first.cache_dir / "target_latents.npy", "nan")  # values are still checked
@@ -392,12 +392,12 @@ def test_codec_producing_nan_is_refused_naming_the_pair(pairs_data):
 
 
 def test_ranks_opening_together_share_one_check(pairs_data, monkeypatch):
-    import dataset_wav_pairs
+    import latent_cache
 
     first = WavPairsDataset(pairs_data, _FramesCodec())  # builds: nothing to check
     scans = []
-    real_scan = dataset_wav_pairs.scan_cache_file
-    monkeypatch.setattr(dataset_wav_pairs, "scan_cache_file",
+    real_scan = latent_cache.scan_cache_file
+    monkeypatch.setattr(latent_cache, "scan_cache_file",
                         lambda path: scans.append(path.name) or real_scan(path))
     WavPairsDataset(pairs_data, _FramesCodec())
     assert sorted(scans) == ["input_latents.npy", "target_latents.npy"]

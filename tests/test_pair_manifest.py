@@ -12,9 +12,9 @@ import soundfile as sf
 import torch
 
 from codec import get_codec
-from dataset_wav_pairs import WavPairsDataset, list_pairs, make_dataloader, split_has_pairs
+from dataset_wav_pairs import WavPairsDataset, make_dataloader
 from model_simple_transformer import SimpleTransformer
-from pair_manifest import ManifestError, read_manifest, write_manifest
+from pair_manifest import ManifestError, list_pairs, read_manifest, split_has_pairs, write_manifest
 
 RATE = 24000
 SAMPLES = 6000  # 0.25 s
@@ -106,7 +106,7 @@ def test_dataset_without_manifest_pairs_by_file_name(tmp_path: Path, caplog) -> 
     for number in (3, 1):
         for role in ("input", "output"):
             segment(split / f"pair_{number:05d}_{role}.wav", number)
-    with caplog.at_level(logging.DEBUG, logger="dataset_wav_pairs"):
+    with caplog.at_level(logging.DEBUG, logger="pair_manifest"):
         pairs = list_pairs(split)
     assert [(p.number, p.input_path.name) for p in pairs] == [(1, "pair_00001_input.wav"),
                                                                (3, "pair_00003_input.wav")]
