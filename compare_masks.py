@@ -465,8 +465,8 @@ def agent_verdicts(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
             reason = "MR-STFT missing"
         else:
             beats = agent["mr_stft"] < other["mr_stft"]
-            reason = (f"MR-STFT {_fmt(agent['mr_stft'])} vs {_fmt(other['mr_stft'])} "
-                      f"(SI-SDR {_fmt(agent['si_sdr_db'], 2)} vs {_fmt(other['si_sdr_db'], 2)} dB)")
+            reason = (f"MR-STFT {_fmt(agent['mr_stft'])} vs {_fmt(other['mr_stft'])}; SI-SDR "
+                      f"{_fmt(agent['si_sdr_db'], 2)} vs {_fmt(other['si_sdr_db'], 2)} dB")
         verdicts[f"agent_beats_{rival}_mr_stft"] = {"beats": beats, "reason": reason}
     return verdicts
 
