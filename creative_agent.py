@@ -36,6 +36,11 @@ from band_layout import BandLayout, describe_layout
 from codec import SAMPLE_RATE
 from mask_metrics import band_mask_statistics, mask_statistics
 
+# How the competitive agent keeps the two songs balanced: "median" splits every pair's
+# band-windows half and half by construction (`split_at_median`); "penalty" leaves the split free
+# and relies on the regularizer's balance term alone (the earlier behaviour).
+BALANCE_MODES = ("median", "penalty")
+
 
 class CrossAttention(nn.Module):
     """Multi-head attention of `query` frames over `context` frames ([B, T, H] tensors).
@@ -98,6 +103,21 @@ def straight_through_hard(soft_mask: Tensor) -> Tensor:
     return hard_mask + (soft_mask - soft_mask.detach())
 
 
+def split_at_median(band_claim: Tensor) -> Tensor:
+    """Claim differences [B, K, W] shifted so that each pair's median is 0.
+
+    Thresholded at 0, every pair then gives exactly half of its band-windows to each song: the
+    agent decides which half, never how much. Left free, it learns to reveal more of the target
+    (which makes the reconstruction easier) and keeps the balance penalty small rather than zero,
+    so it would be compared with fixed masks at a different balance. The midpoint of the two middle
+    values (not torch.median's lower one) keeps the split antisymmetric: swapping the songs
+    negates the shifted claims exactly.
+    """
+    flat = band_claim.flatten(1).float()
+    middle = torch.quantile(flat, 0.5, dim=1, interpolation="midpoint")
+    return band_claim - middle.to(band_claim.dtype)[:, None, None]
+
+
 @dataclass
 class MaskDecision:
     """What the mask generator decided for one pair of latents.
@@ -131,7 +151,10 @@ class AttentionMaskGenerator(nn.Module):
              + balance_weight * ((mean(m_in) - 0.5)^2 + (mean(m_tg) - 0.5)^2)
              - temporal_diversity_weight * temporal_diversity
     where temporal_diversity is the mean over B, K of the variance over windows of the band masks
-    (at most 0.25, so the reward is bounded). `decide` returns the masks with these terms and (on
+    (at most 0.25, so the reward is bounded). With balance="median" (the default of the competitive
+    design) each pair's claim differences are first shifted to a zero median (`split_at_median`),
+    so the balance is half and half by construction and the balance term stays near 0.
+    `decide` returns the masks with these terms and (on
     request) the attention map; `forward` returns the seed's tuple.
     """
 
@@ -148,10 +171,19 @@ class AttentionMaskGenerator(nn.Module):
         shared_weights: bool = True,
         feature_floor: float = 0.01,
         layout: BandLayout | None = None,
+        balance: str | None = None,
     ):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if balance is None:
+            balance = "median" if shared_weights else "penalty"
+        if balance not in BALANCE_MODES:
+            raise ValueError(
+                f"unknown balance {balance!r}; choose one of {', '.join(BALANCE_MODES)}"
+            )
+        if balance == "median" and not shared_weights:
+            raise ValueError("balance='median' needs shared_weights=True (one claim difference)")
         # Default: the MDCT codec's mel bands (channels = frequency bins at 24 kHz).
         layout = layout if layout is not None else BandLayout.mel(encoding_dim, SAMPLE_RATE)
         if layout.dim != encoding_dim:
@@ -167,6 +199,7 @@ class AttentionMaskGenerator(nn.Module):
         self.temperature = temperature
         self.shared_weights = shared_weights
         self.feature_floor = feature_floor
+        self.balance = balance
 
         self.input_analyzer = _analyzer(encoding_dim, hidden_dim)
         self.input_queries_target = CrossAttention(hidden_dim, num_heads)
@@ -247,6 +280,8 @@ class AttentionMaskGenerator(nn.Module):
         if self.shared_weights:
             # Pooling is linear: pooling the difference is the difference of the band claims.
             band_claim = pool(input_claim - target_claim, drop_incomplete=False)
+            if self.balance == "median":
+                band_claim = split_at_median(band_claim)
             band_input = torch.sigmoid(band_claim / self.temperature)
             band_target = 1.0 - band_input
         else:

@@ -201,6 +201,8 @@ def load_trained(checkpoint_path: str | os.PathLike, device: str | torch.device 
     train_config = dict(state.get("train_config") or {})
     try:
         model_config = model_config_with_layout(state["model_config"], train_config)
+        # Checkpoints from before the median split was an option balanced by the penalty alone.
+        model_config.setdefault("agent_balance", "penalty")
         model = SimpleTransformer(**model_config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: model_config does not build a SimpleTransformer "

@@ -208,6 +208,7 @@ class SimpleTransformer(nn.Module):
         agent_temperature: float = 0.1,
         agent_temporal_diversity_weight: float = 5.0,
         agent_shared_weights: bool = True,
+        agent_balance: str | None = None,
         hard_masks: bool = False,
         use_discriminator: bool = False,
         activation_checkpointing: bool = False,
@@ -240,6 +241,9 @@ class SimpleTransformer(nn.Module):
             raise ValueError(
                 f"unknown mask_layout {mask_layout!r}; choose one of {', '.join(LAYOUT_KINDS)}"
             )
+        if agent_balance is None:
+            # The seed's design (two independent heads) has no single claim to split at a median.
+            agent_balance = "median" if agent_shared_weights else "penalty"
         self.config = {
             "encoding_dim": encoding_dim,
             "nhead": nhead,
@@ -254,6 +258,7 @@ class SimpleTransformer(nn.Module):
             "agent_temperature": agent_temperature,
             "agent_temporal_diversity_weight": agent_temporal_diversity_weight,
             "agent_shared_weights": agent_shared_weights,
+            "agent_balance": agent_balance,
             "hard_masks": hard_masks,
             "use_discriminator": use_discriminator,
             "activation_checkpointing": activation_checkpointing,
@@ -278,6 +283,7 @@ class SimpleTransformer(nn.Module):
                 temperature=agent_temperature,
                 temporal_diversity_weight=agent_temporal_diversity_weight,
                 shared_weights=agent_shared_weights,
+                balance=agent_balance,
                 layout=self.mask_layout,
             )
             if use_creative_agent

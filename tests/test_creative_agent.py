@@ -260,10 +260,12 @@ def _comb_claims(original):
     return claims
 
 
-@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize(
+    "shared, balance", [(True, "median"), (True, "penalty"), (False, "penalty")]
+)
 @pytest.mark.parametrize("hard", [False, True])
-def test_agent_cannot_produce_a_within_band_comb(monkeypatch, shared, hard):
-    generator = AttentionMaskGenerator(64, hidden_dim=32, shared_weights=shared)
+def test_agent_cannot_produce_a_within_band_comb(monkeypatch, shared, balance, hard):
+    generator = AttentionMaskGenerator(64, hidden_dim=32, shared_weights=shared, balance=balance)
     encoded_input, encoded_target = _latents(dim=64, frames=40)
     plain = generator.decide(encoded_input, encoded_target, hard=hard)
     monkeypatch.setattr(generator, "claims", _comb_claims(generator.claims))
@@ -278,6 +280,8 @@ def test_agent_cannot_produce_a_within_band_comb(monkeypatch, shared, hard):
         start, stop = window * 9 + (1 if window else 0), min(window * 9 + 8, 40)
         inside = decision.input_mask[..., start:stop]
         assert torch.equal(inside, inside[..., :1].expand_as(inside))
+    if balance == "median":
+        return  # the comb moves the median, hence every band; the rest is about pooling alone
     # The comb only moves bands of an odd number of bins; in the others it cancels out.
     for channels in _band_channels(layout):
         if len(channels) % 2 == 0:
@@ -320,3 +324,32 @@ def test_default_layout_is_mdct_mel_and_a_mismatched_layout_is_a_clear_error():
     assert AttentionMaskGenerator(128, hidden_dim=32).layout == BandLayout.mel(128, 24_000)
     with pytest.raises(ValueError, match="covers 16 channels, the latents have 32"):
         AttentionMaskGenerator(32, hidden_dim=32, layout=BandLayout.time(16))
+
+
+def test_median_balance_gives_each_song_half_of_every_pair():
+    generator = AttentionMaskGenerator(32, hidden_dim=32, temperature=0.01)
+    encoded_input, encoded_target = _latents(batch=3, dim=32, frames=36, seed=3)
+    # Make the input far louder: left free, the claims would favour it almost everywhere.
+    decision = generator.decide(4.0 * encoded_input, encoded_target, hard=True)
+    band_input = generator.layout.pool(decision.input_mask, drop_incomplete=False)
+    per_pair_share = band_input.flatten(1).mean(dim=1)
+    assert torch.allclose(per_pair_share, torch.full_like(per_pair_share, 0.5), atol=0.02)
+    penalty_only = AttentionMaskGenerator(32, hidden_dim=32, temperature=0.01, balance="penalty")
+    penalty_only.load_state_dict(generator.state_dict())
+    free = penalty_only.decide(4.0 * encoded_input, encoded_target, hard=True)
+    free_band = generator.layout.pool(free.input_mask, drop_incomplete=False)
+    free_share = free_band.flatten(1).mean(dim=1)
+    assert not torch.allclose(free_share, per_pair_share, atol=0.05)
+
+
+def test_median_balance_keeps_the_swap_symmetry_and_rejects_the_seed_design():
+    generator = AttentionMaskGenerator(16, hidden_dim=32, balance="median").eval()
+    encoded_input, encoded_target = _latents(frames=27)
+    input_mask, target_mask, _ = generator(encoded_input, encoded_target)
+    swapped_input_mask, _, _ = generator(encoded_target, encoded_input)
+    assert torch.allclose(input_mask, 1 - swapped_input_mask, atol=1e-6)
+    assert torch.allclose(target_mask, swapped_input_mask, atol=1e-6)
+    with pytest.raises(ValueError, match="shared_weights"):
+        AttentionMaskGenerator(16, hidden_dim=32, shared_weights=False, balance="median")
+    with pytest.raises(ValueError, match="unknown balance"):
+        AttentionMaskGenerator(16, hidden_dim=32, balance="half")
