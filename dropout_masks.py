@@ -12,9 +12,11 @@ ties draw their low half. Half the random bits of 32 per element, the same distr
 are drawn in segments of a million elements, each from its own generator, spread over torch's
 intra-op threads (the mask is the same for any number of threads).
 
-- `scaled_keep_mask(shape, p, dtype)`: the mask already in the activations' dtype, 0 or
-  1 / (1 - p) (rounded to dtype, as x * scale would be): applying it is one multiply, forward
-  and backward, instead of converting a bool mask and scaling it each time.
+- `cpu_dropout(x, p)` (eager): the mask is drawn as bool and, in the same cache-sized chunks,
+  in x's dtype: 0 or 1 / (1 - p) (rounded to the dtype, as x * scale would be), written with
+  integer ufuncs. Applying it is one multiply, forward and backward, instead of converting a
+  bool mask and scaling it each time in torch. For the backward pass a 2-byte mask (bf16) is
+  kept as it is; a wider one (fp32) is rebuilt from the bool mask, kept at 1 byte per element.
 - `keep_mask_u8(seed, shape, p)`: a 0/1 uint8 mask as a torch custom op, for compiled graphs:
   inductor fuses its conversion and scaling into the neighbouring kernels.
 """
@@ -77,32 +79,33 @@ def keep_mask(seed: int, count: int, p: float) -> np.ndarray:
     drop = drop_threshold(p)
     keep = np.empty(count, dtype=bool)
 
-    def fill(generator: np.random.SFC64, start: int, stop: int) -> None:
+    def draw(index: int, start: int, stop: int) -> None:
+        generator = _segment_generator(seed, index)
         for first in range(start, stop, MASK_CHUNK):
             _decide(generator, drop, keep[first : min(stop, first + MASK_CHUNK)])
 
-    _draw_segments(seed, count, fill)
+    _by_segments(count, draw)
     return keep
 
 
-def _draw_segments(
-    seed: int, count: int, fill: Callable[[np.random.SFC64, int, int], None]
-) -> None:
-    """fill(generator, start, stop) for every SEGMENT of the mask, each with its own generator
-    seeded by (seed, segment index): on torch's intra-op threads when there are several, and the
-    same mask for any number of threads."""
+def _segment_generator(seed: int, index: int) -> np.random.SFC64:
+    return np.random.SFC64(np.random.SeedSequence([seed, index]))
+
+
+def _by_segments(count: int, work: Callable[[int, int, int], None]) -> None:
+    """work(index, start, stop) for every SEGMENT of `count` elements: on torch's intra-op threads
+    when there are several (numpy releases the GIL in its generators and ufuncs). Masks draw each
+    segment from its own generator, seeded by (seed, index): the same mask for any thread count."""
     bounds = [(start, min(count, start + SEGMENT)) for start in range(0, count, SEGMENT)]
-
-    def draw(index: int) -> None:
-        start, stop = bounds[index]
-        fill(np.random.SFC64(np.random.SeedSequence([seed, index])), start, stop)
-
     workers = min(len(bounds), torch.get_num_threads())
     if workers <= 1:
-        for index in range(len(bounds)):
-            draw(index)
-    else:  # numpy releases the GIL in the generators and ufuncs
-        list(_executor(workers).map(draw, range(len(bounds))))
+        for index, (start, stop) in enumerate(bounds):
+            work(index, start, stop)
+        return
+    futures = [_executor(workers).submit(work, index, start, stop)
+               for index, (start, stop) in enumerate(bounds)]
+    for future in futures:
+        future.result()
 
 
 _executors: dict[int, ThreadPoolExecutor] = {}
@@ -118,36 +121,101 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_executors.clear)
 
 
-def scaled_keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype) -> Tensor:
-    """CPU tensor of `shape` and `dtype`: 1 / (1 - p) where kept, 0 where dropped (0 <= p < 1)."""
+def draw_dropout_mask(
+    shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """(keep, scaled) CPU tensors of `shape`, drawn together: keep is bool (True = kept), scaled
+    is the same mask in `dtype`, 1 / (1 - p) where kept and 0 where dropped (0 <= p < 1)."""
     with torch.profiler.record_function(PROFILE_LABEL):
-        return _scaled_keep_mask(_seed_from_torch(), tuple(shape), p, dtype)
+        return _draw_dropout_mask(_seed_from_torch(), tuple(shape), p, dtype)
 
 
-def _scaled_keep_mask(seed: int, shape: tuple[int, ...], p: float, dtype: torch.dtype) -> Tensor:
+def _draw_dropout_mask(
+    seed: int, shape: tuple[int, ...], p: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
     count = math.prod(shape)
-    scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
-    if scale.element_size() not in _UNSIGNED or not dtype.is_floating_point:
-        keep = torch.from_numpy(keep_mask(seed, count, p))
-        return keep.view(torch.uint8).to(dtype).mul_(scale).view(shape)
-    signed, unsigned = _UNSIGNED[scale.element_size()]
-    # 0 or the bit pattern of the scale, written as unsigned integers into the tensor's memory.
-    scale_bits = unsigned(scale.view(signed).item() & ((1 << (8 * scale.element_size())) - 1))
-    mask = torch.empty(count, dtype=dtype)
-    values = mask.view(signed).numpy().view(unsigned)
     drop = drop_threshold(p)
+    keep = np.empty(count, dtype=bool)
+    scaled, write = _scaled_writer(count, p, dtype)
 
-    def fill(generator: np.random.SFC64, start: int, stop: int) -> None:
-        keep = np.empty(min(stop - start, MASK_CHUNK), dtype=bool)
+    def draw(index: int, start: int, stop: int) -> None:
+        generator = _segment_generator(seed, index)
         for first in range(start, stop, MASK_CHUNK):
-            chunk = values[first : min(stop, first + MASK_CHUNK)]
-            decided = keep[: chunk.size]
-            _decide(generator, drop, decided)
-            np.copyto(chunk, decided, casting="unsafe")
-            np.multiply(chunk, scale_bits, out=chunk)
+            last = min(stop, first + MASK_CHUNK)
+            _decide(generator, drop, keep[first:last])
+            write(first, last, keep[first:last])  # while the decisions are in cache
 
-    _draw_segments(seed, count, fill)
-    return mask.view(shape)
+    _by_segments(count, draw)
+    return torch.from_numpy(keep).view(shape), scaled.view(shape)
+
+
+def scaled_from_keep(keep: Tensor, p: float, dtype: torch.dtype) -> Tensor:
+    """The scaled mask of a bool CPU keep mask, as `draw_dropout_mask` gives both."""
+    flat = keep.reshape(-1).numpy()
+    scaled, write = _scaled_writer(flat.size, p, dtype)
+
+    def convert(index: int, start: int, stop: int) -> None:
+        for first in range(start, stop, MASK_CHUNK):
+            last = min(stop, first + MASK_CHUNK)
+            write(first, last, flat[first:last])
+
+    _by_segments(flat.size, convert)
+    return scaled.view(keep.shape)
+
+
+def _scaled_writer(
+    count: int, p: float, dtype: torch.dtype
+) -> tuple[Tensor, Callable[[int, int, np.ndarray], None]]:
+    """(flat mask of `dtype`, write(start, stop, keep) that fills mask[start:stop] from keep)."""
+    scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
+    mask = torch.empty(count, dtype=dtype)
+    if not dtype.is_floating_point or scale.element_size() not in _UNSIGNED:
+        def write_through_torch(start: int, stop: int, keep: np.ndarray) -> None:
+            mask[start:stop] = torch.from_numpy(keep).to(dtype) * scale
+
+        return mask, write_through_torch
+    signed, unsigned = _UNSIGNED[scale.element_size()]
+    # 0 or the bit pattern of the scale, written as unsigned integers into the tensor's memory:
+    # numpy's integer ufuncs, no float conversion.
+    scale_bits = unsigned(scale.view(signed).item() & ((1 << (8 * scale.element_size())) - 1))
+    values = mask.view(signed).numpy().view(unsigned)
+
+    def write_bits(start: int, stop: int, keep: np.ndarray) -> None:
+        chunk = values[start:stop]
+        np.copyto(chunk, keep, casting="unsafe")
+        np.multiply(chunk, scale_bits, out=chunk)
+
+    return mask, write_bits
+
+
+# Bytes per element up to which the backward pass keeps the scaled mask itself (bf16, fp16);
+# wider ones (fp32) keep the 1-byte bool mask and rebuild the scaled one, which costs a little time
+# instead of 3 bytes per element of memory (2 GiB more at 1200 frames in fp32 otherwise).
+KEEP_SCALED_UP_TO_BYTES = 2
+
+
+class _Dropout(torch.autograd.Function):
+    """x * mask, with the mask kept for the backward pass as described above."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float) -> Tensor:
+        keep, scaled = draw_dropout_mask(x.shape, p, x.dtype)
+        ctx.save_for_backward(scaled if scaled.element_size() <= KEEP_SCALED_UP_TO_BYTES else keep)
+        ctx.p = p
+        return x * scaled
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (mask,) = ctx.saved_tensors
+        if mask.dtype == torch.bool:
+            with torch.profiler.record_function(PROFILE_LABEL):
+                mask = scaled_from_keep(mask, ctx.p, grad.dtype)
+        return grad * mask, None
+
+
+def cpu_dropout(x: Tensor, p: float) -> Tensor:
+    """Dropout of a CPU tensor in eager mode (0 < p < 1): one multiply forward, one backward."""
+    return _Dropout.apply(x, p)
 
 
 @torch.library.custom_op("creative_agent::keep_mask_u8", mutates_args=())
