@@ -27,7 +27,6 @@ batch_size) -> (output_audio, input_mask_full, target_mask_full)` on arrays;
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
@@ -49,42 +48,30 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
-from audio_io import check_output_path, read_mono
+from audio_io import (
+    OUTPUT_FORMATS,
+    SUBTYPES,
+    check_output_path,
+    output_format,
+    output_subtype,
+    read_mono,
+    write_audio,
+)
 from checkpoint import CheckpointError
 from cli_flags import OneLineParser, add_bool_flag, add_device_flag
 from codec import Codec
-from evaluate import inference
+from evaluate import inference, training_segment_seconds
 from model_simple_transformer import ForwardRecord
 from precision import autocast_for, resolve_precision
 
 log = logging.getLogger("arrange")
 
 EXIT_OK, EXIT_USAGE = 0, 2
-DEFAULT_SEGMENT_SECONDS = 4.0
 DEFAULT_OVERLAP = 0.25
 # Below this summed window weight a sample counts as covered by no window (guards the division).
 _WEIGHT_EPS = 1e-8
 
 
-@dataclass(frozen=True)
-class OutputFormat:
-    """An audio format arrange can write: soundfile's container name and its subtypes."""
-
-    extension: str
-    container: str
-    subtypes: tuple[str, ...]  # the first is the default
-
-    @property
-    def default_subtype(self) -> str:
-        return self.subtypes[0]
-
-
-OUTPUT_FORMATS = {fmt.extension: fmt for fmt in (
-    OutputFormat(".wav", "WAV", ("PCM_16", "PCM_24", "FLOAT")),
-    OutputFormat(".flac", "FLAC", ("PCM_16", "PCM_24")),
-    OutputFormat(".ogg", "OGG", ("VORBIS",)),
-)}
-SUBTYPES = tuple(dict.fromkeys(t for fmt in OUTPUT_FORMATS.values() for t in fmt.subtypes))
 SAMPLE_RATE_WORDS = ("codec", "source")
 
 
@@ -126,7 +113,8 @@ def crossfade_window(segment: int, fade: int) -> Tensor:
     window = torch.ones(segment, dtype=torch.float64)
     fade = min(max(int(fade), 0), segment)
     if fade > 0:
-        ramp = torch.sin(0.5 * math.pi * (torch.arange(fade, dtype=torch.float64) + 0.5) / fade) ** 2
+        position = (torch.arange(fade, dtype=torch.float64) + 0.5) / fade
+        ramp = torch.sin(0.5 * math.pi * position) ** 2
         window[:fade] *= ramp
         window[segment - fade:] *= ramp.flip(0)
     return window
@@ -151,7 +139,8 @@ def _as_mono_tensor(audio: Any, name: str) -> Tensor:
         audio = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     tensor = audio.detach().float().cpu()
     if tensor.dim() > 1 and math.prod(tensor.shape[:-1]) != 1:
-        raise ValueError(f"{name}: expected mono audio [S], got shape {tuple(tensor.shape)} (downmix first)")
+        raise ValueError(f"{name}: expected mono audio [S], got shape {tuple(tensor.shape)} "
+                         f"(downmix first)")
     tensor = tensor.reshape(-1)
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name}: audio contains NaN or infinite samples")
@@ -248,7 +237,8 @@ def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segme
         input_mask_full = (input_mask_full / norm).numpy()
         target_mask_full = (target_mask_full / norm).numpy()
         frames_kept = min(codec.num_frames(num_samples), input_mask_full.shape[-1])
-        input_mask_full, target_mask_full = input_mask_full[:, :frames_kept], target_mask_full[:, :frames_kept]
+        input_mask_full = input_mask_full[:, :frames_kept]
+        target_mask_full = target_mask_full[:, :frames_kept]
     return result_audio, input_mask_full, target_mask_full
 
 
@@ -283,26 +273,6 @@ def read_song(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     folder, a symlink loop, unreadable, empty, non-finite samples).
     """
     return read_mono(path, sample_rate)
-
-
-def output_format(path: str | os.PathLike) -> OutputFormat:
-    """The format an output name asks for; ValueError for an extension arrange cannot write."""
-    extension = Path(path).suffix.lower()
-    if extension not in OUTPUT_FORMATS:
-        shown = extension or "(no extension)"
-        raise ValueError(f"--output {path}: unknown audio format {shown!r}; "
-                         f"use {', '.join(OUTPUT_FORMATS)}")
-    return OUTPUT_FORMATS[extension]
-
-
-def output_subtype(fmt: OutputFormat, subtype: str | None) -> str:
-    """`subtype`, or the format's default when None; ValueError when the format cannot hold it."""
-    if subtype is None:
-        return fmt.default_subtype
-    if subtype.upper() not in fmt.subtypes:
-        raise ValueError(f"--subtype {subtype}: {fmt.extension} files hold "
-                         f"{' or '.join(fmt.subtypes)}")
-    return subtype.upper()
 
 
 def check_output(output: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
@@ -350,52 +320,6 @@ def resample_output(audio: np.ndarray, from_rate: int, to_rate: int,
     if length is not None and len(audio) != length:
         audio = np.pad(audio[:length], (0, max(0, length - len(audio))))
     return np.ascontiguousarray(audio, dtype=np.float32)
-
-
-def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
-                subtype: str | None = None) -> tuple[float, str]:
-    """Atomic write (tmp + os.replace) in the format the name asks for.
-
-    Returns (peak |sample| before any scaling, subtype written). Integer and Vorbis subtypes
-    cannot hold |x| > 1: a louder output is scaled down to peak 0.99 (not clipped).
-    """
-    path = Path(path)
-    fmt = output_format(path)
-    subtype = output_subtype(fmt, subtype)
-    audio = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    peak = float(np.abs(audio).max()) if audio.size else 0.0
-    if subtype != "FLOAT" and peak > 1.0:
-        log.warning("output peak %.3f exceeds full scale: scaled down by %.2f dB to avoid clipping",
-                    peak, 20 * math.log10(peak / 0.99))
-        audio = audio * (0.99 / peak)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        sf.write(str(tmp), audio, sample_rate, subtype=subtype, format=fmt.container)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return peak, subtype
-
-
-def training_segment_seconds(train_config: dict[str, Any]) -> float:
-    """Segment length the model was trained on: train_config's segment_seconds (an export stores
-    it), else DATA/dataset_info.json, else 4.0 s."""
-    stored = train_config.get("segment_seconds")
-    if isinstance(stored, (int, float)) and not isinstance(stored, bool) and stored > 0 \
-            and math.isfinite(stored):
-        return float(stored)
-    folder = train_config.get("dataset_folder")
-    if folder:
-        info_path = Path(folder) / "dataset_info.json"
-        try:
-            seconds = float(json.loads(info_path.read_text())["segment_seconds"])
-            if seconds > 0 and math.isfinite(seconds):
-                return seconds
-        except (OSError, ValueError, KeyError, TypeError):
-            log.info("no usable %s: using the default segment of %.1f s", info_path,
-                     DEFAULT_SEGMENT_SECONDS)
-    return DEFAULT_SEGMENT_SECONDS
 
 
 def masks_path(output: Path) -> Path:
@@ -503,67 +427,6 @@ def arrange_files(checkpoint: str | os.PathLike, input_path: str | os.PathLike,
         log.info("the model does not mask its inputs: no mask plot")
     return ArrangeResult(output, masks_png, seconds_out, processed - loaded,
                          processed - started, peak, subtype, rate)
-
-
-def demo_songs(dataset_folder: str | os.PathLike) -> list[Path]:
-    """Full songs to arrange after the demo: the validation songs first (the songs manifest.jsonl
-    names for the val split, found in DATA/songs_src where demo_music keeps them), then any other
-    song there."""
-    from pair_manifest import read_manifest
-
-    folder = Path(dataset_folder)
-    songs_dir = folder / "songs_src"
-    if not songs_dir.is_dir():
-        return []
-    try:
-        entries = read_manifest(folder, "val", check_files=False)
-    except (FileNotFoundError, ValueError) as error:
-        log.info("no validation songs from the manifest (%s)", error)
-        entries = []
-    preferred: list[Path] = []
-    for entry in entries:
-        for name in (entry.input_source, entry.target_source):
-            path = songs_dir / str(name)
-            if name and path.is_file() and path not in preferred:
-                preferred.append(path)
-    others = sorted(p for p in songs_dir.iterdir() if p.is_file() and p not in preferred
-                    and not p.name.startswith("."))
-    return preferred + others
-
-
-def demo_outputs(checkpoint_dir: str | os.PathLike, dataset_folder: str | os.PathLike,
-                 progress: bool = True) -> dict[str, Any]:
-    """What `train_simple_ddp.py --demo` shows at the end.
-
-    Evaluates checkpoint_best.pth (else checkpoint_last.pth) on the validation split into
-    CHECKPOINT_DIR/eval/ (report, figures and the listening page index.html) and arranges two
-    validation songs into CHECKPOINT_DIR/arrangement.wav (+ arrangement_masks.png); prints the
-    report table and the arrangement summary.
-    Returns {"report": dict, "eval_dir": Path, "page": Path, "arrangement": ArrangeResult | None}.
-    """
-    from demo_page import write_eval_demo
-    from evaluate import evaluate, format_report
-
-    folder = Path(checkpoint_dir)
-    checkpoint = next((folder / name for name in ("checkpoint_best.pth", "checkpoint_last.pth")
-                       if (folder / name).is_file()), None)
-    if checkpoint is None:
-        raise FileNotFoundError(f"no checkpoint_best.pth or checkpoint_last.pth in {folder}")
-    eval_dir = folder / "eval"
-    report = evaluate(checkpoint, dataset_folder, eval_dir, split="val", progress=progress)
-    page = write_eval_demo(checkpoint, dataset_folder, eval_dir, split="val")
-    print(format_report(report))
-    print(f"report and figures: {eval_dir}; listen: {page}")
-    songs = demo_songs(dataset_folder)
-    result = None
-    if songs:
-        source, target = songs[0], songs[1] if len(songs) > 1 else songs[0]
-        result = arrange_files(checkpoint, source, target, folder / "arrangement.wav",
-                               progress=progress)
-        print(result.summary(source.name, target.name))
-    else:
-        log.info("no songs in %s/songs_src: no demo arrangement", dataset_folder)
-    return {"report": report, "eval_dir": eval_dir, "page": page, "arrangement": result}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

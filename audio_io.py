@@ -24,16 +24,20 @@ Skip reasons (``AudioFileError.reason``), stable keys:
 from __future__ import annotations
 
 import errno
+import logging
 import math
 import os
 import stat
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.transforms as AT
+
+log = logging.getLogger(__name__)
 
 # torchaudio's resample defaults: they size how much context a block needs from its neighbours.
 _LOWPASS_FILTER_WIDTH = 6
@@ -276,3 +280,73 @@ def check_output_path(path: str | os.PathLike) -> Path:
     os.close(fd)
     os.unlink(probe)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """An audio format arrange can write: soundfile's container name and its subtypes."""
+
+    extension: str
+    container: str
+    subtypes: tuple[str, ...]  # the first is the default
+
+    @property
+    def default_subtype(self) -> str:
+        return self.subtypes[0]
+
+
+OUTPUT_FORMATS = {fmt.extension: fmt for fmt in (
+    OutputFormat(".wav", "WAV", ("PCM_16", "PCM_24", "FLOAT")),
+    OutputFormat(".flac", "FLAC", ("PCM_16", "PCM_24")),
+    OutputFormat(".ogg", "OGG", ("VORBIS",)),
+)}
+SUBTYPES = tuple(dict.fromkeys(t for fmt in OUTPUT_FORMATS.values() for t in fmt.subtypes))
+
+
+def output_format(path: str | os.PathLike) -> OutputFormat:
+    """The format an output name asks for; ValueError for an extension arrange cannot write."""
+    extension = Path(path).suffix.lower()
+    if extension not in OUTPUT_FORMATS:
+        shown = extension or "(no extension)"
+        raise ValueError(f"--output {path}: unknown audio format {shown!r}; "
+                         f"use {', '.join(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[extension]
+
+
+def output_subtype(fmt: OutputFormat, subtype: str | None) -> str:
+    """`subtype`, or the format's default when None; ValueError when the format cannot hold it."""
+    if subtype is None:
+        return fmt.default_subtype
+    if subtype.upper() not in fmt.subtypes:
+        raise ValueError(f"--subtype {subtype}: {fmt.extension} files hold "
+                         f"{' or '.join(fmt.subtypes)}")
+    return subtype.upper()
+
+
+def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
+                subtype: str | None = None) -> tuple[float, str]:
+    """Atomic write (tmp + os.replace) in the format the name asks for.
+
+    Returns (peak |sample| before any scaling, subtype written). Integer and Vorbis subtypes
+    cannot hold |x| > 1: a louder output is scaled down to peak 0.99 (not clipped).
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    subtype = output_subtype(fmt, subtype)
+    audio = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if subtype != "FLOAT" and peak > 1.0:
+        log.warning("output peak %.3f exceeds full scale: scaled down by %.2f dB to avoid clipping",
+                    peak, 20 * math.log10(peak / 0.99))
+        audio = audio * (0.99 / peak)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        sf.write(str(tmp), audio, sample_rate, subtype=subtype, format=fmt.container)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return peak, subtype

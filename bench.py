@@ -9,8 +9,8 @@ agent on, MDCT codec, fp32, CPU.
     python bench.py --codec encodec --loss_domain latent --end_to_end
     python bench.py --seq_frames 1200 --activation_checkpointing --steps 3 --warmup 1
     python bench.py --profile 2                       # + torch.profiler table of 2 more steps
-    python bench.py --precision bf16 --val_loss_steps 40 --seq_frames 128 --num_layers 2 --dim_feedforward 512
-                                                      # + validation loss after 40 steps, bf16 vs fp32
+    python bench.py --precision bf16 --val_loss_steps 40 --seq_frames 128 --num_layers 2 \\
+        --dim_feedforward 512             # + validation loss after 40 steps, bf16 vs fp32
 
 What is timed is the training code's own loop: `train_simple_worker.train_epoch` (model forward
 under the chosen precision, ReconstructionLoss in the chosen domain + mask_reg_weight * the agent's
@@ -28,26 +28,30 @@ which other users of a shared machine do not inflate (wall time counts their loa
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 
-from bench_measure import (best_peak, device_name, gemm_shapes, measure_matmul_peak,
-                           native_bf16_matmul, peak_memory_bytes, reset_peak_memory, step_flops,
-                           synchronize)
-from precision import PRECISIONS
-from train_config import CODEC_CHOICES
+from bench_config import BenchConfig, parse_args
+from bench_measure import (
+    best_peak,
+    gemm_shapes,
+    measure_matmul_peak,
+    native_bf16_matmul,
+    peak_memory_bytes,
+    reset_peak_memory,
+    synchronize,
+)
+from bench_report import load_average, summarize, table
 from training_setup import TrainingRun
 
 log = logging.getLogger("bench")
@@ -55,41 +59,10 @@ log = logging.getLogger("bench")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-@dataclass
-class BenchConfig:
-    batch_size: int = 8
-    seq_frames: int = 300
-    num_transformer_layers: int = 2
-    num_layers: int = 4
-    nhead: int = 8
-    dim_feedforward: int = 2048
-    agent_hidden_dim: int = 256
-    dropout: float = 0.1
-    use_creative_agent: bool = True
-    mask_reg_weight: float = 0.1
-    codec: str = "mdct"
-    loss_domain: str = "audio"
-    precision: str = "fp32"
-    compile: bool = False
-    activation_checkpointing: bool = False
-    stock_layers: bool = False
-    device: str = "cpu"
-    steps: int = 10
-    warmup: int = 3
-    end_to_end: bool = False
-    epochs: int = 3
-    num_workers: int = 2
-    profile: int = 0
-    val_loss_steps: int = 0
-    threads: int = 0
-    seed: int = 0
-    json: str = ""
-
-
-
 # =============================================================================================
 # The training loop, fed and timed
 # =============================================================================================
+
 
 class TimedLoader:
     """Wraps any iterable of batches; records when the loop asks for each batch and how long the
@@ -136,33 +109,55 @@ def train_config(bench: BenchConfig, dataset_folder: str = "") -> Any:
     """The TrainConfig whose run the benchmark times."""
     from train_config import TrainConfig
 
-    model_option: dict[str, Any] = {"dim_feedforward": bench.dim_feedforward,
-                                    "agent_hidden_dim": bench.agent_hidden_dim}
+    model_option: dict[str, Any] = {
+        "dim_feedforward": bench.dim_feedforward,
+        "agent_hidden_dim": bench.agent_hidden_dim,
+    }
     if bench.activation_checkpointing:
         model_option["activation_checkpointing"] = True
     return TrainConfig(
-        dataset_folder=dataset_folder, codec=bench.codec,
+        dataset_folder=dataset_folder,
+        codec=bench.codec,
         codec_weights="random" if bench.codec == "encodec" else "",
-        num_workers=bench.num_workers, nhead=bench.nhead, num_layers=bench.num_layers,
-        num_transformer_layers=bench.num_transformer_layers, dropout=bench.dropout,
-        use_creative_agent=bench.use_creative_agent, mask_reg_weight=bench.mask_reg_weight,
-        model_option=model_option, loss_domain=bench.loss_domain, batch_size=bench.batch_size,
-        precision=bench.precision, compile=bench.compile, seed=bench.seed, device=bench.device,
-        log_every=10**9, tensorboard=False,
+        num_workers=bench.num_workers,
+        nhead=bench.nhead,
+        num_layers=bench.num_layers,
+        num_transformer_layers=bench.num_transformer_layers,
+        dropout=bench.dropout,
+        use_creative_agent=bench.use_creative_agent,
+        mask_reg_weight=bench.mask_reg_weight,
+        model_option=model_option,
+        loss_domain=bench.loss_domain,
+        batch_size=bench.batch_size,
+        precision=bench.precision,
+        compile=bench.compile,
+        seed=bench.seed,
+        device=bench.device,
+        log_every=10**9,
+        tensorboard=False,
         # No warm-up of the learning rate and a long horizon: the benchmark's steps should be
         # ordinary steps.
-        warmup_steps=0, epochs=bench.epochs if bench.end_to_end else 1,
+        warmup_steps=0,
+        epochs=bench.epochs if bench.end_to_end else 1,
         max_steps_per_epoch=0 if bench.end_to_end else 10**6,
     )
 
 
-def build_trainer(bench: BenchConfig, device: torch.device, dataset_folder: str = "") -> TrainingRun:
+def build_trainer(
+    bench: BenchConfig, device: torch.device, dataset_folder: str = ""
+) -> TrainingRun:
     """The training run, built by the training code's own builder (training_setup.build_run)."""
     from training_setup import build_run, distribute
 
     cfg = train_config(bench, dataset_folder)
-    run = build_run(cfg, 0, 1, device, with_data=bool(dataset_folder),
-                    prepare_model=use_stock_layers if bench.stock_layers else None)
+    run = build_run(
+        cfg,
+        0,
+        1,
+        device,
+        with_data=bool(dataset_folder),
+        prepare_model=use_stock_layers if bench.stock_layers else None,
+    )
     distribute(run)
     return run
 
@@ -178,8 +173,14 @@ def use_stock_layers(model: torch.nn.Module) -> None:
                 if isinstance(layer, EncoderLayer):
                     attention = layer.self_attn
                     stock = torch.nn.TransformerEncoderLayer(
-                        attention.embed_dim, attention.num_heads, layer.linear1.out_features, layer.dropout.p,
-                        activation="gelu", batch_first=True, norm_first=layer.norm_first)
+                        attention.embed_dim,
+                        attention.num_heads,
+                        layer.linear1.out_features,
+                        layer.dropout.p,
+                        activation="gelu",
+                        batch_first=True,
+                        norm_first=layer.norm_first,
+                    )
                     stock.load_state_dict(layer.state_dict())
                     module.layers[index] = stock
 
@@ -198,7 +199,8 @@ def run_epoch(trainer: TrainingRun, loader: TimedLoader, epoch: int = 0) -> Any:
 
 
 def synthetic_audio(batch: int, num_samples: int, sample_rate: int, seed: int) -> torch.Tensor:
-    """[B, 1, S] music-like test audio: a few decaying harmonic notes plus a little noise, RMS ~0.12."""
+    """[B, 1, S] music-like test audio: a few decaying harmonic notes plus a little noise,
+    RMS ~0.12."""
     rng = np.random.default_rng(seed)
     t = np.arange(num_samples) / sample_rate
     out = np.zeros((batch, num_samples), dtype=np.float64)
@@ -208,7 +210,11 @@ def synthetic_audio(batch: int, num_samples: int, sample_rate: int, seed: int) -
             onset = rng.uniform(0, t[-1] / 2 if num_samples > 1 else 0)
             envelope = np.where(t >= onset, np.exp(-3.0 * (t - onset)), 0.0)
             for harmonic in range(1, 5):
-                out[b] += envelope * np.sin(2 * np.pi * f0 * harmonic * t + rng.uniform(0, 2 * np.pi)) / harmonic
+                out[b] += (
+                    envelope
+                    * np.sin(2 * np.pi * f0 * harmonic * t + rng.uniform(0, 2 * np.pi))
+                    / harmonic
+                )
         out[b] += 0.01 * rng.standard_normal(num_samples)
         out[b] *= 0.12 / max(np.sqrt(np.mean(out[b] ** 2)), 1e-9)
     return torch.from_numpy(out.astype(np.float32))[:, None]
@@ -220,7 +226,9 @@ def samples_for_frames(codec: Any, frames: int) -> int:
     while codec.num_frames(samples) > frames:
         samples -= 1
     if codec.num_frames(samples) != frames:
-        raise ValueError(f"--seq_frames {frames}: no audio length gives exactly that many {codec.name} frames")
+        raise ValueError(
+            f"--seq_frames {frames}: no audio length gives exactly that many {codec.name} frames"
+        )
     return samples
 
 
@@ -234,7 +242,7 @@ def make_batch(trainer: TrainingRun, bench: BenchConfig, seed: int) -> dict[str,
     latents = codec.encode(torch.cat([input_audio, target_audio]).to(trainer.device)).float().cpu()
     batch: dict[str, Any] = {
         "input_latent": latents[: bench.batch_size].contiguous(),
-        "target_latent": latents[bench.batch_size:].contiguous(),
+        "target_latent": latents[bench.batch_size :].contiguous(),
         "index": torch.arange(bench.batch_size),
         "target_index": torch.arange(bench.batch_size),
     }
@@ -243,21 +251,29 @@ def make_batch(trainer: TrainingRun, bench: BenchConfig, seed: int) -> dict[str,
     return batch
 
 
-def measure_loss_time(trainer: TrainingRun, batch: dict[str, Any], repeats: int = 5) -> tuple[float, float]:
+def measure_loss_time(
+    trainer: TrainingRun, batch: dict[str, Any], repeats: int = 5
+) -> tuple[float, float]:
     """Median (wall, process CPU) seconds of the reconstruction loss alone, forward + backward, on
     a model-shaped output (a leaf): the codec work inside a step (decode of the output with
     gradient for the audio domain) and the loss terms."""
     from training_setup import to_device
 
     batch = to_device(batch, trainer.device)
-    output = (batch["target_latent"] + 0.1 * torch.randn_like(batch["target_latent"])).requires_grad_(True)
+    output = (
+        batch["target_latent"] + 0.1 * torch.randn_like(batch["target_latent"])
+    ).requires_grad_(True)
     times, cpu_times = [], []
     for _ in range(repeats + 1):
         synchronize(trainer.device)
         start, start_cpu = time.perf_counter(), time.process_time()
-        loss, _ = trainer.loss.reconstruction(output, batch["input_latent"],
-                                              batch["target_latent"], batch.get("input_audio"),
-                                              batch.get("target_audio"))
+        loss, _ = trainer.loss.reconstruction(
+            output,
+            batch["input_latent"],
+            batch["target_latent"],
+            batch.get("input_audio"),
+            batch.get("target_audio"),
+        )
         loss.backward()
         output.grad = None
         synchronize(trainer.device)
@@ -269,6 +285,7 @@ def measure_loss_time(trainer: TrainingRun, batch: dict[str, Any], repeats: int 
 # =============================================================================================
 # End-to-end dataset
 # =============================================================================================
+
 
 def write_synthetic_dataset(folder: Path, codec: Any, bench: BenchConfig, num_pairs: int) -> None:
     """DATA/train/pair_NNNNN_{input,output}.wav as prepare_pairs.py writes them."""
@@ -282,11 +299,23 @@ def write_synthetic_dataset(folder: Path, codec: Any, bench: BenchConfig, num_pa
         inputs = synthetic_audio(count, samples, codec.sample_rate, bench.seed + 2 * start)
         outputs = synthetic_audio(count, samples, codec.sample_rate, bench.seed + 2 * start + 1)
         for i in range(count):
-            sf.write(split / f"pair_{start + i:05d}_input.wav", inputs[i, 0].numpy(), codec.sample_rate, subtype="FLOAT")
-            sf.write(split / f"pair_{start + i:05d}_output.wav", outputs[i, 0].numpy(), codec.sample_rate, subtype="FLOAT")
+            sf.write(
+                split / f"pair_{start + i:05d}_input.wav",
+                inputs[i, 0].numpy(),
+                codec.sample_rate,
+                subtype="FLOAT",
+            )
+            sf.write(
+                split / f"pair_{start + i:05d}_output.wav",
+                outputs[i, 0].numpy(),
+                codec.sample_rate,
+                subtype="FLOAT",
+            )
 
 
-def run_end_to_end(bench: BenchConfig, device: torch.device, workdir: Path) -> tuple[TrainingRun, dict[str, Any], list[float], list[float]]:
+def run_end_to_end(
+    bench: BenchConfig, device: torch.device, workdir: Path
+) -> tuple[TrainingRun, dict[str, Any], list[float], list[float]]:
     """Whole epochs through the run's DataLoader (WavPairsDataset + latent cache)."""
     from codec import get_codec
 
@@ -311,8 +340,16 @@ def run_end_to_end(bench: BenchConfig, device: torch.device, workdir: Path) -> t
         outcome = run_epoch(trainer, timed, epoch)
         steps = timed.step_times()
         waits = timed.wait_times[: len(steps)]
-        epochs.append({"epoch": epoch, "warm_up": epoch == 0, "epoch_s": outcome.elapsed_s, "steps": outcome.steps,
-                       "data_wait_s": sum(waits), "step_median_s": statistics.median(steps) if steps else None})
+        epochs.append(
+            {
+                "epoch": epoch,
+                "warm_up": epoch == 0,
+                "epoch_s": outcome.elapsed_s,
+                "steps": outcome.steps,
+                "data_wait_s": sum(waits),
+                "step_median_s": statistics.median(steps) if steps else None,
+            }
+        )
         if epoch > 0:  # epoch 0 starts the workers and warms up the model
             step_times += steps
             cpu_times += timed.step_cpu_times()
@@ -337,6 +374,7 @@ def run_end_to_end(bench: BenchConfig, device: torch.device, workdir: Path) -> t
 # Precision check
 # =============================================================================================
 
+
 def compare_precisions(bench: BenchConfig, device: torch.device, steps: int) -> dict[str, Any]:
     """Validation loss after `steps` training steps in fp32 and in bench.precision, from the same
     initial weights, on the same batches, with the same dropout masks: what the lower precision
@@ -351,15 +389,32 @@ def compare_precisions(bench: BenchConfig, device: torch.device, steps: int) -> 
         train_batches = [make_batch(trainer, config, bench.seed + 100 + 2 * i) for i in range(4)]
         val_batches = [make_batch(trainer, config, bench.seed + 1000 + 2 * i) for i in range(2)]
         torch.manual_seed(bench.seed)
-        run_epoch(trainer, TimedLoader([train_batches[i % len(train_batches)] for i in range(steps)], device))
+        run_epoch(
+            trainer,
+            TimedLoader([train_batches[i % len(train_batches)] for i in range(steps)], device),
+        )
         trainer.model.eval()
         with torch.no_grad():
-            values = [forward_and_loss(trainer.model, to_device(batch, device), trainer.loss, precision,
-                                       adversarial=False)[1].terms["loss"].item() for batch in val_batches]
+            values = [
+                forward_and_loss(
+                    trainer.model,
+                    to_device(batch, device),
+                    trainer.loss,
+                    precision,
+                    adversarial=False,
+                )[1]
+                .terms["loss"]
+                .item()
+                for batch in val_batches
+            ]
         losses[precision] = statistics.mean(values)
     reference, lower = losses["fp32"], losses[bench.precision]
-    return {"train_steps": steps, "val_loss_fp32": reference, f"val_loss_{bench.precision}": lower,
-            "relative_difference": (lower - reference) / abs(reference)}
+    return {
+        "train_steps": steps,
+        "val_loss_fp32": reference,
+        f"val_loss_{bench.precision}": lower,
+        "relative_difference": (lower - reference) / abs(reference),
+    }
 
 
 # =============================================================================================
@@ -368,23 +423,41 @@ def compare_precisions(bench: BenchConfig, device: torch.device, steps: int) -> 
 
 # Ops that are matrix multiplies (what the FLOP count counts); the rest is elementwise work,
 # reductions, copies, the optimizer, the codec and the loss.
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::mkldnn_convolution",
-              "aten::convolution_backward", "aten::cudnn_convolution", "aten::_slow_conv2d_forward",
-              "aten::_slow_conv2d_backward", "aten::mkldnn_linear", "aten::_scaled_dot_product_flash_attention_for_cpu",
-              "aten::_scaled_dot_product_flash_attention_for_cpu_backward", "aten::_scaled_dot_product_flash_attention",
-              "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_cudnn_attention",
-              "aten::_flash_attention_forward", "aten::_flash_attention_backward",
-              "aten::_efficient_attention_forward", "aten::_efficient_attention_backward")
+MATMUL_OPS = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::mkldnn_convolution",
+    "aten::convolution_backward",
+    "aten::cudnn_convolution",
+    "aten::_slow_conv2d_forward",
+    "aten::_slow_conv2d_backward",
+    "aten::mkldnn_linear",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+    "aten::_scaled_dot_product_flash_attention",
+    "aten::_scaled_dot_product_efficient_attention",
+    "aten::_scaled_dot_product_cudnn_attention",
+    "aten::_flash_attention_forward",
+    "aten::_flash_attention_backward",
+    "aten::_efficient_attention_forward",
+    "aten::_efficient_attention_backward",
+)
 
 
-def profile_steps(trainer: TrainingRun, batch: dict[str, Any], steps: int, row_limit: int = 30) -> tuple[str, dict[str, Any]]:
+def profile_steps(
+    trainer: TrainingRun, batch: dict[str, Any], steps: int, row_limit: int = 30
+) -> tuple[str, dict[str, Any]]:
     """torch.profiler table (grouped by op, sorted by self time) of `steps` training steps, and
     per step: time in matrix-multiply ops vs everything else, the largest other ops."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = trainer.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    run_epoch(trainer, TimedLoader([batch], trainer.device))  # leaves the profile free of first-call work
+    run_epoch(
+        trainer, TimedLoader([batch], trainer.device)
+    )  # leaves the profile free of first-call work
     with profile(activities=activities) as prof:
         run_epoch(trainer, TimedLoader([batch] * steps, trainer.device))
         synchronize(trainer.device)
@@ -393,7 +466,9 @@ def profile_steps(trainer: TrainingRun, batch: dict[str, Any], steps: int, row_l
     self_time = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
     matmul_us = sum(self_time(e) for e in events if e.key in MATMUL_OPS)
     total_us = sum(self_time(e) for e in events)
-    others = sorted(((self_time(e), e.key) for e in events if e.key not in MATMUL_OPS), reverse=True)[:12]
+    others = sorted(
+        ((self_time(e), e.key) for e in events if e.key not in MATMUL_OPS), reverse=True
+    )[:12]
     summary = {
         "profiled_steps": steps,
         "matmul_ops_s_per_step": matmul_us / 1e6 / steps,
@@ -403,170 +478,17 @@ def profile_steps(trainer: TrainingRun, batch: dict[str, Any], steps: int, row_l
     return events.table(sort_by=sort_by, row_limit=row_limit), summary
 
 
-# =============================================================================================
-# Report
-# =============================================================================================
-
-def summarize(bench: BenchConfig, trainer: TrainingRun, device: torch.device, step_times: list[float],
-              wait_times: list[float], loss_s: float, peak: dict[str, Any], memory: tuple[int, str],
-              end_to_end: dict[str, Any] | None, loads: tuple[float, float], cpu_times: list[float],
-              wait_cpu_times: list[float], loss_cpu_s: float) -> dict[str, Any]:
-    flops = step_flops(trainer.model.config, bench.batch_size, bench.seq_frames)
-    median = statistics.median(step_times)
-    data_s = statistics.median(wait_times) if wait_times else 0.0
-    achieved = flops["step"] / median / 1e9
-    result: dict[str, Any] = {
-        "config": asdict(bench),
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average_1min": {"start": loads[0], "end": loads[1]},
-        "model_parameters": sum(p.numel() for p in trainer.model.parameters()),
-        "steps_timed": len(step_times),
-        "step_time_s": {"median": median, "min": min(step_times), "max": max(step_times)},
-        "samples_per_s": bench.batch_size / median,
-        "latent_frames_per_s": bench.batch_size * bench.seq_frames / median,
-        "flops_per_step": flops["step"],
-        "flops_breakdown": flops,
-        "achieved_gflops": achieved,
-        "peak_matmul_gflops": peak["peak_gflops"],
-        "peak_matmul_dtype": bench.precision,
-        "native_bf16_matmul": native_bf16_matmul(device),
-        "peak_matmul_shapes": peak["shapes"],
-        "mfu": achieved / peak["peak_gflops"],
-        "data_s_per_step": data_s,
-        "codec_and_loss_s_per_step": loss_s,
-        "outside_model_s_per_step": data_s + loss_s,
-        "outside_model_share": (data_s + loss_s) / median,
-        "peak_memory_bytes": memory[0],
-        "peak_memory_gib": memory[0] / 2**30,
-        "peak_memory_kind": memory[1],
-    }
-    # Process CPU time is the compute time only with one thread and no DataLoader workers.
-    if device.type == "cpu" and torch.get_num_threads() == 1 and not (bench.end_to_end and bench.num_workers):
-        cpu_median = statistics.median(cpu_times)
-        data_cpu_s = statistics.median(wait_cpu_times) if wait_cpu_times else 0.0
-        result["cpu_time"] = {
-            "step_s": {"median": cpu_median, "min": min(cpu_times), "max": max(cpu_times)},
-            "achieved_gflops": flops["step"] / cpu_median / 1e9,
-            "peak_matmul_gflops": peak["peak_cpu_time_gflops"],
-            "mfu": flops["step"] / cpu_median / 1e9 / peak["peak_cpu_time_gflops"],
-            "data_s_per_step": data_cpu_s,
-            "codec_and_loss_s_per_step": loss_cpu_s,
-            "outside_model_share": (data_cpu_s + loss_cpu_s) / cpu_median,
-        }
-    if end_to_end is not None:
-        result["end_to_end"] = {k: v for k, v in end_to_end.items() if k != "batch_example"}
-    return result
-
-
-def table(result: dict[str, Any]) -> str:
-    c = result["config"]
-    st = result["step_time_s"]
-    rows = [
-        ("configuration", f"batch {c['batch_size']} x {c['seq_frames']} frames, {c['num_transformer_layers']} stages x "
-                          f"{c['num_layers']} layers, agent {'on' if c['use_creative_agent'] else 'off'}, codec {c['codec']}, "
-                          f"loss {c['loss_domain']}, {c['precision']}{', compile' if c['compile'] else ''}"
-                          f"{', activation checkpointing' if c['activation_checkpointing'] else ''}"
-                          f"{', stock layers' if c['stock_layers'] else ''}"
-                          f"{', end to end' if c['end_to_end'] else ''}"),
-        ("device", f"{result['device']} (load avg {result['load_average_1min']['start']:.2f} -> {result['load_average_1min']['end']:.2f})"),
-        ("step time", f"median {st['median'] * 1e3:.1f} ms (min {st['min'] * 1e3:.1f}, max {st['max'] * 1e3:.1f}) over {result['steps_timed']} steps"),
-        ("throughput", f"{result['samples_per_s']:.2f} samples/s, {result['latent_frames_per_s']:.0f} latent frames/s"),
-        ("FLOP per step", f"{result['flops_per_step'] / 1e9:.1f} GFLOP (3 x forward matmul FLOPs)"),
-        ("achieved", f"{result['achieved_gflops']:.1f} GFLOP/s"),
-        ("matmul peak", f"{result['peak_matmul_gflops']:.1f} GFLOP/s ({result['peak_matmul_dtype']} torch.mm, measured now)"),
-        ("MFU", f"{result['mfu'] * 100:.1f} %"),
-        ("outside the model", f"{result['outside_model_share'] * 100:.1f} % of the step (data {result['data_s_per_step'] * 1e3:.1f} ms, "
-                              f"codec + loss fwd/bwd {result['codec_and_loss_s_per_step'] * 1e3:.1f} ms)"),
-        ("peak memory", f"{result['peak_memory_gib']:.2f} GiB ({result['peak_memory_kind']})"),
-    ]
-    if "cpu_time" in result:
-        ct = result["cpu_time"]
-        rows.append(("CPU time (1 thread)", f"step median {ct['step_s']['median'] * 1e3:.1f} ms, {ct['achieved_gflops']:.1f} GFLOP/s of "
-                                            f"{ct['peak_matmul_gflops']:.1f} peak: MFU {ct['mfu'] * 100:.1f} %, outside the model "
-                                            f"{ct['outside_model_share'] * 100:.1f} % (immune to other users' load)"))
-    e2e = result.get("end_to_end")
-    check = result.get("precision_check")
-    if check:
-        lower = c["precision"]
-        rows.append(("val loss", f"after {check['train_steps']} steps: fp32 {check['val_loss_fp32']:.4f}, {lower} "
-                                 f"{check[f'val_loss_{lower}']:.4f} ({100 * check['relative_difference']:+.2f} %)"))
-    if e2e:
-        rows.append(("end to end", f"{e2e['num_pairs']} pairs, {e2e['num_workers']} workers, cache build {e2e['cache_build_s']:.1f} s, "
-                                   f"epoch median {e2e['epoch_s_median']:.2f} s, data wait {100 * (e2e['data_wait_share'] or 0):.1f} % of the steps"))
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-
-
-def load_average() -> float:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
-
-
-# =============================================================================================
-# CLI
-# =============================================================================================
-
-def parse_args(argv: list[str] | None = None) -> BenchConfig:
-    defaults = BenchConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add = parser.add_argument
-    add("--batch_size", type=int, default=defaults.batch_size, help="pairs per step")
-    add("--seq_frames", type=int, default=defaults.seq_frames, help="latent frames per segment")
-    add("--num_transformer_layers", type=int, default=defaults.num_transformer_layers, help="cascade stages")
-    add("--num_layers", type=int, default=defaults.num_layers, help="transformer layers per stage")
-    add("--nhead", type=int, default=defaults.nhead, help="attention heads")
-    add("--dim_feedforward", type=int, default=defaults.dim_feedforward, help="transformer feed-forward width")
-    add("--agent_hidden_dim", type=int, default=defaults.agent_hidden_dim, help="creative agent width")
-    add("--dropout", type=float, default=defaults.dropout, help="transformer dropout")
-    add("--no_agent", dest="use_creative_agent", action="store_false", help="turn the creative agent off")
-    add("--mask_reg_weight", type=float, default=defaults.mask_reg_weight, help="weight of the agent's regularization loss")
-    add("--codec", choices=CODEC_CHOICES, default=defaults.codec, help="latent codec (encodec: random-init weights)")
-    add("--loss_domain", choices=("audio", "latent"), default=defaults.loss_domain, help="reconstruction loss on decoded audio or latents")
-    add("--precision", choices=PRECISIONS, default=defaults.precision, help="fp32, or bf16 autocast (loss in fp32)")
-    add("--compile", action="store_true", help="torch.compile the model")
-    add("--activation_checkpointing", action="store_true", help="recompute each transformer layer in the backward pass")
-    add("--stock_layers", action="store_true",
-        help="PyTorch's nn.TransformerEncoderLayer instead of the model's faster EncoderLayer (same weights and math)")
-    add("--device", choices=("cpu", "cuda"), default=defaults.device)
-    add("--steps", type=int, default=defaults.steps, help="timed steps (end to end: steps per epoch)")
-    add("--warmup", type=int, default=defaults.warmup, help="untimed steps first (end to end: the first epoch is the warm-up)")
-    add("--end_to_end", action="store_true", help="time whole epochs through the DataLoader and latent cache")
-    add("--epochs", type=int, default=defaults.epochs, help="end to end: epochs (the first one is warm-up)")
-    add("--num_workers", type=int, default=defaults.num_workers, help="end to end: DataLoader workers")
-    add("--profile", type=int, default=defaults.profile, help="print a torch.profiler table of this many extra steps")
-    add("--val_loss_steps", type=int, default=defaults.val_loss_steps,
-        help="also train this many steps in fp32 and in --precision from one init and compare validation losses")
-    add("--threads", type=int, default=defaults.threads, help="torch intra-op threads (0 = torch's default)")
-    add("--seed", type=int, default=defaults.seed)
-    add("--json", default=defaults.json, help="also write the JSON object to this file")
-    bench = BenchConfig(**vars(parser.parse_args(argv)))
-    problems = [f"--{name} must be >= {low}" for name, low in
-                (("batch_size", 1), ("seq_frames", 2), ("steps", 1), ("warmup", 0), ("num_layers", 1),
-                 ("num_transformer_layers", 1), ("epochs", 2), ("profile", 0), ("val_loss_steps", 0), ("threads", 0))
-                if getattr(bench, name) < low]
-    if bench.steps < 10:
-        log.warning("--steps %d: fewer than 10 timed steps, the figures are rough", bench.steps)
-    if problems:
-        raise ValueError("; ".join(problems))
-    if bench.val_loss_steps and bench.precision == "fp32":
-        raise ValueError("--val_loss_steps compares a lower precision with fp32: add --precision bf16")
-    if bench.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    return bench
-
-
 def run(bench: BenchConfig) -> dict[str, Any]:
     device = torch.device(bench.device)
     if bench.threads:
         torch.set_num_threads(bench.threads)
     load_start = load_average()
     if bench.precision == "bf16" and not native_bf16_matmul(device):
-        log.warning("this %s has no native bf16 matrix multiply (no avx512_bf16/AMX): bf16 runs through a slow "
-                    "fallback, typically 10-20x slower than fp32", device.type)
+        log.warning(
+            "this %s has no native bf16 matrix multiply (no avx512_bf16/AMX): "
+            "bf16 runs through a slow fallback, typically 10-20x slower than fp32",
+            device.type,
+        )
     dtype = DTYPES[bench.precision]
     with tempfile.TemporaryDirectory(prefix="bench-") as workdir:
         if bench.end_to_end:
@@ -579,23 +501,40 @@ def run(bench: BenchConfig) -> dict[str, Any]:
             e2e = None
             trainer = build_trainer(bench, device)
             batch = make_batch(trainer, bench, bench.seed)
-            peak_before = measure_matmul_peak(device, dtype, gemm_shapes(trainer.model.config, bench.batch_size, bench.seq_frames))
+            peak_before = measure_matmul_peak(
+                device, dtype, gemm_shapes(trainer.model.config, bench.batch_size, bench.seq_frames)
+            )
             reset_peak_memory(device)
             loader = TimedLoader([batch] * (bench.warmup + bench.steps), device)
             run_epoch(trainer, loader)
             memory = peak_memory_bytes(device)
-            step_times = loader.step_times()[bench.warmup:]
-            cpu_times = loader.step_cpu_times()[bench.warmup:]
-            wait_cpu_times = loader.wait_cpu_times[bench.warmup: bench.warmup + bench.steps]
-            wait_times = loader.wait_times[bench.warmup: bench.warmup + bench.steps]
+            step_times = loader.step_times()[bench.warmup :]
+            cpu_times = loader.step_cpu_times()[bench.warmup :]
+            wait_cpu_times = loader.wait_cpu_times[bench.warmup : bench.warmup + bench.steps]
+            wait_times = loader.wait_times[bench.warmup : bench.warmup + bench.steps]
         loss_s, loss_cpu_s = measure_loss_time(trainer, batch)
         # Measured before and after the steps (the better of the two, shape by shape): on a shared
         # machine a single measurement can land in someone else's busy moment.
-        peak = measure_matmul_peak(device, dtype, gemm_shapes(trainer.model.config, bench.batch_size, bench.seq_frames))
+        peak = measure_matmul_peak(
+            device, dtype, gemm_shapes(trainer.model.config, bench.batch_size, bench.seq_frames)
+        )
         if peak_before is not None:
             peak = best_peak(peak_before, peak)
-        result = summarize(bench, trainer, device, step_times, wait_times, loss_s, peak, memory, e2e, (load_start, load_average()),
-                           cpu_times, wait_cpu_times, loss_cpu_s)
+        result = summarize(
+            bench,
+            trainer,
+            device,
+            step_times,
+            wait_times,
+            loss_s,
+            peak,
+            memory,
+            e2e,
+            (load_start, load_average()),
+            cpu_times,
+            wait_cpu_times,
+            loss_cpu_s,
+        )
         if bench.profile:
             profile_table, result["profile"] = profile_steps(trainer, batch, bench.profile)
             print(profile_table)

@@ -15,7 +15,10 @@ import torch
 # Analytic FLOP count
 # =============================================================================================
 
-def transformer_layer_flops(tokens: int, batch: int, frames: int, width: int, feedforward: int) -> dict[str, int]:
+
+def transformer_layer_flops(
+    tokens: int, batch: int, frames: int, width: int, feedforward: int
+) -> dict[str, int]:
     """Forward FLOPs of one nn.TransformerEncoderLayer (a multiply-add = 2 FLOPs).
 
     QKV projections 2*N*C*3C, output projection 2*N*C*C, attention scores Q.K^T 2*B*T*T*C and
@@ -36,7 +39,9 @@ def agent_flops(tokens: int, batch: int, frames: int, dim: int, hidden: int) -> 
     2H->H (k=3) and H->D (k=1): 2*N*(3*2H*H + H*D). Per direction of cross-attention: query
     2*N*H*H, key/value 2*N*H*2H, output 2*N*H*H, scores and values 2*2*B*T*T*H.
     """
-    per_song_convs = 2 * tokens * 3 * (dim * hidden + hidden * hidden) + 2 * tokens * (3 * 2 * hidden * hidden + hidden * dim)
+    per_song_convs = 2 * tokens * 3 * (dim * hidden + hidden * hidden) + 2 * tokens * (
+        3 * 2 * hidden * hidden + hidden * dim
+    )
     per_direction_projections = 2 * tokens * hidden * hidden * 4
     per_direction_attention = 2 * 2 * batch * frames * frames * hidden
     return {
@@ -52,10 +57,13 @@ def band_pooling_flops(model_config: dict[str, Any], batch: int, frames: int) ->
     from band_layout import build_layout
 
     dim = int(model_config["encoding_dim"])
-    layout = build_layout(model_config.get("mask_layout", "mel"), dim,
-                          int(model_config.get("sample_rate", 24000)),
-                          int(model_config.get("mask_bands", 24)),
-                          int(model_config.get("mask_window_frames", 9)))
+    layout = build_layout(
+        model_config.get("mask_layout", "mel"),
+        dim,
+        int(model_config.get("sample_rate", 24000)),
+        int(model_config.get("mask_bands", 24)),
+        int(model_config.get("mask_window_frames", 9)),
+    )
     windows = math.ceil(frames / layout.window_frames)
     poolings = 1 if model_config.get("agent_shared_weights", True) else 2
     return poolings * 2 * batch * layout.num_bands * dim * windows
@@ -80,26 +88,39 @@ def step_flops(model_config: dict[str, Any], batch: int, frames: int) -> dict[st
     widths = [dim] if stages == 1 else [2 * dim] + [3 * dim] * (stages - 1)
     forward: dict[str, int] = {}
     for width in widths:
-        for name, value in transformer_layer_flops(tokens, batch, frames, width, feedforward).items():
+        for name, value in transformer_layer_flops(
+            tokens, batch, frames, width, feedforward
+        ).items():
             forward[name] = forward.get(name, 0) + layers * value
-        forward["stage_output_projections"] = forward.get("stage_output_projections", 0) + 2 * tokens * width * dim
+        forward["stage_output_projections"] = (
+            forward.get("stage_output_projections", 0) + 2 * tokens * width * dim
+        )
     if model_config.get("use_creative_agent"):
-        forward.update(agent_flops(tokens, batch, frames, dim, int(model_config["agent_hidden_dim"])))
+        forward.update(
+            agent_flops(tokens, batch, frames, dim, int(model_config["agent_hidden_dim"]))
+        )
         forward["agent_band_pooling"] = band_pooling_flops(model_config, batch, frames)
     forward_total = sum(forward.values())
-    return {"forward": forward_total, "step": 3 * forward_total, **{f"forward_{k}": v for k, v in forward.items()}}
+    return {
+        "forward": forward_total,
+        "step": 3 * forward_total,
+        **{f"forward_{k}": v for k, v in forward.items()},
+    }
 
 
 # =============================================================================================
 # Machine figures: matmul peak, memory
 # =============================================================================================
 
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def gemm_shapes(model_config: dict[str, Any], batch: int, frames: int) -> list[tuple[int, int, int]]:
+def gemm_shapes(
+    model_config: dict[str, Any], batch: int, frames: int
+) -> list[tuple[int, int, int]]:
     """(M, K, N) of the model's largest GEMMs: QKV, feed-forward in and out, per stage width."""
     dim = int(model_config["encoding_dim"])
     stages = int(model_config["num_transformer_layers"])
@@ -108,11 +129,20 @@ def gemm_shapes(model_config: dict[str, Any], batch: int, frames: int) -> list[t
     widths = sorted({dim} if stages == 1 else {2 * dim, 3 * dim})
     shapes = []
     for width in widths:
-        shapes += [(tokens, width, 3 * width), (tokens, width, feedforward), (tokens, feedforward, width)]
+        shapes += [
+            (tokens, width, 3 * width),
+            (tokens, width, feedforward),
+            (tokens, feedforward, width),
+        ]
     return shapes
 
 
-def _best_time(fn: Callable[[], Any], device: torch.device, repeats: int, clock: Callable[[], float] = time.perf_counter) -> float:
+def _best_time(
+    fn: Callable[[], Any],
+    device: torch.device,
+    repeats: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     fn()  # warm-up
     best = math.inf
     for _ in range(repeats):
@@ -124,8 +154,13 @@ def _best_time(fn: Callable[[], Any], device: torch.device, repeats: int, clock:
     return best
 
 
-def measure_matmul_peak(device: torch.device, dtype: torch.dtype, shapes: list[tuple[int, int, int]],
-                        repeats: int = 5, budget_s: float = 8.0) -> dict[str, Any]:
+def measure_matmul_peak(
+    device: torch.device,
+    dtype: torch.dtype,
+    shapes: list[tuple[int, int, int]],
+    repeats: int = 5,
+    budget_s: float = 8.0,
+) -> dict[str, Any]:
     """Best GFLOP/s over the given GEMM shapes in `dtype`, each the best of `repeats` runs of
     torch.mm and of F.linear (the model's projections go through the latter, which takes a
     different kernel for bf16 on CPU).
@@ -142,15 +177,28 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype, shapes: list[t
         probe_rows = min(rows, 256)
         probe_s = _best_time(lambda: torch.mm(a[:probe_rows], b), device, 1)
         probe_rate = 2 * probe_rows * inner * cols / max(probe_s, 1e-9)
-        rows_used = int(max(min(256, rows), min(rows, probe_rate * per_shape_s / (2 * inner * cols))))
+        rows_used = int(
+            max(min(256, rows), min(rows, probe_rate * per_shape_s / (2 * inner * cols)))
+        )
         a = a[:rows_used].contiguous()
         flop = 2 * rows_used * inner * cols
         mm_s = _best_time(lambda: torch.mm(a, b), device, repeats)
         linear_s = _best_time(lambda: torch.nn.functional.linear(a, weight, bias), device, repeats)
-        result = {"shape": [rows_used, inner, cols], "mm_gflops": flop / mm_s / 1e9, "linear_gflops": flop / linear_s / 1e9}
+        result = {
+            "shape": [rows_used, inner, cols],
+            "mm_gflops": flop / mm_s / 1e9,
+            "linear_gflops": flop / linear_s / 1e9,
+        }
         if device.type == "cpu":
-            cpu_s = min(_best_time(lambda: torch.mm(a, b), device, repeats, time.process_time),
-                        _best_time(lambda: torch.nn.functional.linear(a, weight, bias), device, repeats, time.process_time))
+            cpu_s = min(
+                _best_time(lambda: torch.mm(a, b), device, repeats, time.process_time),
+                _best_time(
+                    lambda: torch.nn.functional.linear(a, weight, bias),
+                    device,
+                    repeats,
+                    time.process_time,
+                ),
+            )
             result["cpu_time_gflops"] = flop / max(cpu_s, 1e-9) / 1e9
         results.append(result)
     peak = max(max(r["mm_gflops"], r["linear_gflops"]) for r in results)
@@ -164,12 +212,16 @@ def best_peak(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
     for a, b in zip(first["shapes"], second["shapes"]):
         shapes.append({key: max(a[key], b[key]) if key != "shape" else a[key] for key in a})
     cpu = [s["cpu_time_gflops"] for s in shapes if "cpu_time_gflops" in s]
-    return {"peak_gflops": max(max(s["mm_gflops"], s["linear_gflops"]) for s in shapes),
-            "peak_cpu_time_gflops": max(cpu) if cpu else None, "shapes": shapes}
+    return {
+        "peak_gflops": max(max(s["mm_gflops"], s["linear_gflops"]) for s in shapes),
+        "peak_cpu_time_gflops": max(cpu) if cpu else None,
+        "shapes": shapes,
+    }
 
 
 def native_bf16_matmul(device: torch.device) -> bool:
-    """Whether bf16 matrix multiplies have hardware support (on CPU: oneDNN's avx512_bf16/AMX path)."""
+    """Whether bf16 matrix multiplies have hardware support
+    (on CPU: oneDNN's avx512_bf16/AMX path)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     try:
@@ -200,7 +252,9 @@ def peak_memory_bytes(device: torch.device) -> tuple[int, str]:
     except OSError:
         pass
     # ru_maxrss is in KiB on Linux and covers the whole process lifetime.
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "peak RSS (ru_maxrss, whole process)"
+    return int(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ) * 1024, "peak RSS (ru_maxrss, whole process)"
 
 
 def device_name(device: torch.device) -> str:
@@ -213,4 +267,3 @@ def device_name(device: torch.device) -> str:
     except OSError:
         pass
     return f"cpu ({torch.get_num_threads()} threads)"
-

@@ -1,4 +1,5 @@
-"""Checkpoints that survive anything: plain types, atomic writes, verified loads that never run code.
+"""Checkpoints that survive anything: plain types, atomic writes, verified loads that never run
+code.
 
 A checkpoint is a dict of plain values (tensors, dicts, lists, tuples, numbers, strings, None),
 so ``torch.load(path)`` works with ``weights_only=True`` and loading never executes pickled code.
@@ -59,7 +60,8 @@ log = logging.getLogger(__name__)
 LAST_NAME = "checkpoint_last.pth"
 BEST_NAME = "checkpoint_best.pth"
 EPOCH_PATTERN = re.compile(r"^checkpoint_epoch_(\d+)\.pth$")
-# Temporaries of save_checkpoint / copy_checkpoint: ".NAME.tmp-HOST-PID" (older ones ".NAME.tmp-PID").
+# Temporaries of save_checkpoint / copy_checkpoint: ".NAME.tmp-HOST-PID"
+# (older ones ".NAME.tmp-PID").
 TEMP_PATTERN = re.compile(r"^\.(?P<name>checkpoint_.+\.pth)\.tmp-(?:(?P<host>.+)-)?(?P<pid>\d+)$")
 ZIP_MAGIC = b"PK\x03\x04"
 # The legacy format is a pickle stream (protocol 2 and later start with this opcode).

@@ -26,15 +26,12 @@ from arrange import (
     DEFAULT_OVERLAP,
     arrange,
     check_output,
-    output_format,
     output_rate,
-    output_subtype,
     read_song,
     resample_output,
-    training_segment_seconds,
-    write_audio,
 )
-from evaluate import TrainedModel
+from audio_io import output_format, output_subtype, write_audio
+from evaluate import TrainedModel, training_segment_seconds
 from export_model import load_model
 
 __all__ = ["Arrangement", "arrange_songs", "load"]

@@ -6,8 +6,10 @@ than RAM still trains.
 
 Cache layout::
 
-    DATA/cache/.lock                         flock held by whichever process builds (any rank, any job)
-    DATA/cache/<codec name>-<key>/<split>/   key = sha256(codec.identity(), split, pair-file fingerprint)[:16]
+    DATA/cache/.lock                         flock held by whichever process builds
+                                             (any rank, any job)
+    DATA/cache/<codec name>-<key>/<split>/   key = sha256(codec.identity(), split,
+                                                          pair-file fingerprint)[:16]
         input_latents.npy    [N, D, T] float32
         target_latents.npy   [N, D, T] float32
         input_audio.npy      [N, 1, S] float32   only once a run asked for return_audio
@@ -23,13 +25,14 @@ DATA/cache to reclaim all of it.
 
 A complete cache is used without opening any wav: the header checks (sample rate, mono, equal
 lengths, partner present) run when a cache is built, which is always at construction, never
-mid-epoch. Its files are checked whenever a run opens it, in one sequential pass each (CRC-32 against
-meta.json, size against the .npy header, every value finite; about 0.55 s of CPU per GB, once
-for all the ranks that open it together, see check_cache):
+mid-epoch. Its files are checked whenever a run opens it, in one sequential pass each (CRC-32
+against meta.json, size against the .npy header, every value finite; about 0.55 s of CPU per GB,
+once for all the ranks that open it together, see check_cache):
 an empty, truncated, overwritten or NaN-holding file is named in a warning and the cache is
 rebuilt from the wav files (the damaged one is replaced only once the new one is complete).
 Caches built before checksums existed are checked for size, shape and finite values only.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -94,8 +97,12 @@ def list_pairs(split_dir: Path) -> list[WavPair]:
     folder, split = split_dir.parent, split_dir.name
     if manifest_path(folder).is_file():
         return _manifest_pairs(folder, split)
-    log.info("%s: no %s, pairing pair_NNNNN_input.wav with pair_NNNNN_output.wav by file name",
-             folder, MANIFEST_NAME)
+    # Debug level: the launcher lists the pairs before any process starts, and again per split.
+    log.debug(
+        "%s: no %s, pairing pair_NNNNN_input.wav with pair_NNNNN_output.wav by file name",
+        folder,
+        MANIFEST_NAME,
+    )
     return _file_name_pairs(split_dir)
 
 
@@ -114,14 +121,17 @@ def _manifest_pairs(folder: Path, split: str) -> list[WavPair]:
     entries = read_manifest(folder, split)
     if not entries:
         raise ValueError(f"{manifest_path(folder)}: no pairs of split {split!r}")
-    return [WavPair(number, entry.input_path, entry.output_path)
-            for number, entry in enumerate(entries)]
+    return [
+        WavPair(number, entry.input_path, entry.output_path) for number, entry in enumerate(entries)
+    ]
 
 
 def _file_name_pairs(split_dir: Path) -> list[WavPair]:
     if not split_dir.is_dir():
         raise FileNotFoundError(
-            f"split folder {split_dir} does not exist (make it with prepare_pairs.py --out {split_dir.parent})")
+            f"split folder {split_dir} does not exist "
+            f"(make it with prepare_pairs.py --out {split_dir.parent})"
+        )
     found: dict[str, dict[str, Path]] = {}
     ignored = 0
     for path in split_dir.iterdir():
@@ -131,17 +141,23 @@ def _file_name_pairs(split_dir: Path) -> list[WavPair]:
             continue
         found.setdefault(match.group(1), {})[match.group(2)] = path
     if ignored:
-        log.warning("%s: ignored %d .wav files not named pair_NNNNN_{input,output}.wav", split_dir, ignored)
+        log.warning(
+            "%s: ignored %d .wav files not named pair_NNNNN_{input,output}.wav", split_dir, ignored
+        )
     pairs = []
     for number in sorted(found, key=lambda s: (int(s), s)):
         roles = found[number]
         for role, partner in (("input", "output"), ("output", "input")):
             if role in roles and partner not in roles:
-                raise ValueError(f"{roles[role]}: partner file pair_{number}_{partner}.wav is missing")
+                raise ValueError(
+                    f"{roles[role]}: partner file pair_{number}_{partner}.wav is missing"
+                )
         pairs.append(WavPair(int(number), roles["input"], roles["output"]))
     if not pairs:
-        raise ValueError(f"{split_dir}: no pair_NNNNN_input.wav / pair_NNNNN_output.wav files "
-                         "(make them with prepare_pairs.py)")
+        raise ValueError(
+            f"{split_dir}: no pair_NNNNN_input.wav / pair_NNNNN_output.wav files "
+            "(make them with prepare_pairs.py)"
+        )
     return pairs
 
 
@@ -171,21 +187,30 @@ def validate_pairs(pairs: list[WavPair], sample_rate: int) -> int:
         for path in (pair.input_path, pair.output_path):
             info = _wav_info(path)
             if info.samplerate != sample_rate:
-                raise ValueError(f"{path}: sample rate {info.samplerate} Hz, the codec expects {sample_rate} Hz "
-                                 f"(re-run prepare_pairs.py --sample_rate {sample_rate})")
+                raise ValueError(
+                    f"{path}: sample rate {info.samplerate} Hz, the codec expects {sample_rate} Hz "
+                    f"(re-run prepare_pairs.py --sample_rate {sample_rate})"
+                )
             if info.channels != 1:
-                raise ValueError(f"{path}: {info.channels} channels, expected mono (prepare_pairs.py downmixes)")
+                raise ValueError(
+                    f"{path}: {info.channels} channels, expected mono (prepare_pairs.py downmixes)"
+                )
             if info.frames <= 0:
                 raise ValueError(f"{path}: empty audio file")
             lengths.append(info.frames)
         if lengths[0] != lengths[1]:
-            raise ValueError(f"{pair.output_path}: {lengths[1]} samples, but its partner "
-                             f"{pair.input_path.name} has {lengths[0]}")
+            raise ValueError(
+                f"{pair.output_path}: {lengths[1]} samples, but its partner "
+                f"{pair.input_path.name} has {lengths[0]}"
+            )
         if expected is None:
             expected = (pair.input_path, lengths[0])
         elif lengths[0] != expected[1]:
-            raise ValueError(f"{pair.input_path}: {lengths[0]} samples, but {expected[0].name} has {expected[1]}; "
-                             "all pairs of a split must have the same length")
+            raise ValueError(
+                f"{pair.input_path}: {lengths[0]} samples, "
+                f"but {expected[0].name} has {expected[1]}; "
+                "all pairs of a split must have the same length"
+            )
     assert expected is not None  # list_pairs never returns an empty list
     return expected[1]
 
@@ -199,8 +224,14 @@ def _json_hash(value: Any) -> str:
 
 
 def cache_key(codec_identity: dict, split: str, files_fingerprint: str) -> str:
-    return _json_hash({"format": CACHE_FORMAT_VERSION, "codec": codec_identity, "split": split,
-                       "files": files_fingerprint})
+    return _json_hash(
+        {
+            "format": CACHE_FORMAT_VERSION,
+            "codec": codec_identity,
+            "split": split,
+            "files": files_fingerprint,
+        }
+    )
 
 
 def _read_meta(split_cache: Path) -> dict | None:
@@ -211,8 +242,11 @@ def _read_meta(split_cache: Path) -> dict | None:
 
 
 def _is_complete(meta: dict | None, parts: set[str]) -> bool:
-    return (meta is not None and meta.get("format") == CACHE_FORMAT_VERSION
-            and parts <= set(meta.get("contents", ())))
+    return (
+        meta is not None
+        and meta.get("format") == CACHE_FORMAT_VERSION
+        and parts <= set(meta.get("contents", ()))
+    )
 
 
 def _write_json(path: Path, value: dict) -> None:
@@ -236,10 +270,15 @@ def exclusive_lock(lock_path: Path, timeout_s: float, poll_s: float = 0.25) -> I
                 break
             except BlockingIOError:
                 if time.monotonic() - start > timeout_s:
-                    raise TimeoutError(f"{lock_path}: another process has held the cache lock for over "
-                                       f"{timeout_s:.0f} s (still building?); raise cache_timeout_s or stop it") from None
+                    raise TimeoutError(
+                        f"{lock_path}: another process has held the cache lock for over "
+                        f"{timeout_s:.0f} s (still building?); raise cache_timeout_s or stop it"
+                    ) from None
                 if not announced:
-                    log.info("waiting for another process to finish the latent cache (lock %s)", lock_path)
+                    log.info(
+                        "waiting for another process to finish the latent cache (lock %s)",
+                        lock_path,
+                    )
                     announced = True
                 time.sleep(poll_s)
         try:
@@ -252,11 +291,11 @@ def exclusive_lock(lock_path: Path, timeout_s: float, poll_s: float = 0.25) -> I
 
 @dataclass(frozen=True)
 class CacheFileScan:
-    size: int                # bytes
-    crc32: str               # of every byte, 8 hex digits
+    size: int  # bytes
+    crc32: str  # of every byte, 8 hex digits
     shape: tuple[int, ...]
     dtype: str
-    non_finite: int          # NaN/Inf values (float arrays)
+    non_finite: int  # NaN/Inf values (float arrays)
 
 
 def scan_cache_file(path: Path) -> CacheFileScan:
@@ -316,13 +355,16 @@ def find_cache_damage(cache_dir: Path, meta: dict, parts: set[str]) -> str | Non
             return f"{path}: {detail}"
         expected = _expected_shape(meta, name)
         if scan.shape != expected or np.dtype(scan.dtype) != np.float32:
-            return (f"{path}: shape {scan.shape} {np.dtype(scan.dtype)}, expected {expected} "
-                    f"float32")
+            return f"{path}: shape {scan.shape} {np.dtype(scan.dtype)}, expected {expected} float32"
         if scan.non_finite:
             return f"{path}: {scan.non_finite} non-finite values (NaN/Inf)"
         if name not in recorded:
-            log.debug("%s: no checksum in %s (built by an older version): size, shape and "
-                      "values checked only", path, META_NAME)
+            log.debug(
+                "%s: no checksum in %s (built by an older version): size, shape and "
+                "values checked only",
+                path,
+                META_NAME,
+            )
         elif recorded[name] != {"bytes": scan.size, "crc32": scan.crc32}:
             return f"{path}: checksum mismatch (its contents changed after the cache was built)"
     return None
@@ -355,9 +397,11 @@ def check_cache(cache_dir: Path, meta: dict, parts: set[str], timeout_s: float) 
             try:
                 stats = _file_stats(cache_dir, names)
                 record = json.loads((cache_dir / VERIFIED_NAME).read_text())
-                if (time.time() - float(record["at"]) < VERIFIED_FRESH_S
-                        and all(record["stats"].get(name) == stats[name] for name in names)
-                        and record.get("checksums") == meta.get("checksums")):
+                if (
+                    time.time() - float(record["at"]) < VERIFIED_FRESH_S
+                    and all(record["stats"].get(name) == stats[name] for name in names)
+                    and record.get("checksums") == meta.get("checksums")
+                ):
                     return None
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 pass  # no usable record: check the files
@@ -372,8 +416,14 @@ def check_cache(cache_dir: Path, meta: dict, parts: set[str], timeout_s: float) 
 def _record_check(cache_dir: Path, names: list[str], meta: dict) -> None:
     tmp = cache_dir / f"{TMP_PREFIX}{VERIFIED_NAME}-{os.getpid()}"
     try:
-        _write_json(tmp, {"at": time.time(), "stats": _file_stats(cache_dir, names),
-                          "checksums": meta.get("checksums")})
+        _write_json(
+            tmp,
+            {
+                "at": time.time(),
+                "stats": _file_stats(cache_dir, names),
+                "checksums": meta.get("checksums"),
+            },
+        )
         os.replace(tmp, cache_dir / VERIFIED_NAME)
     except OSError as exc:  # the next process checks the files itself
         tmp.unlink(missing_ok=True)
@@ -402,8 +452,15 @@ def _read_mono(path: Path, num_samples: int) -> np.ndarray:
     return data[:, 0]
 
 
-def _build_arrays(pairs: list[WavPair], codec: Any, num_samples: int, parts: set[str], out_dir: Path,
-                  batch_size: int, desc: str) -> None:
+def _build_arrays(
+    pairs: list[WavPair],
+    codec: Any,
+    num_samples: int,
+    parts: set[str],
+    out_dir: Path,
+    batch_size: int,
+    desc: str,
+) -> None:
     """Read every pair once and write the requested parts as .npy memmaps into `out_dir`."""
     count = len(pairs)
     arrays: dict[str, np.memmap] = {}
@@ -411,31 +468,40 @@ def _build_arrays(pairs: list[WavPair], codec: Any, num_samples: int, parts: set
     latent_shape = (count, int(codec.dim), int(codec.num_frames(num_samples)))
     if "latents" in parts:
         for name in LATENT_FILES:
-            arrays[name] = np.lib.format.open_memmap(out_dir / name, mode="w+", dtype=np.float32, shape=latent_shape)
+            arrays[name] = np.lib.format.open_memmap(
+                out_dir / name, mode="w+", dtype=np.float32, shape=latent_shape
+            )
     if "audio" in parts:
         for name in AUDIO_FILES:
-            arrays[name] = np.lib.format.open_memmap(out_dir / name, mode="w+", dtype=np.float32,
-                                                     shape=(count, 1, num_samples))
+            arrays[name] = np.lib.format.open_memmap(
+                out_dir / name, mode="w+", dtype=np.float32, shape=(count, 1, num_samples)
+            )
     with torch.inference_mode(), tqdm(total=count, desc=desc, unit="pair") as bar:
         for start in range(0, count, batch_size):
-            batch = pairs[start:start + batch_size]
+            batch = pairs[start : start + batch_size]
             stop = start + len(batch)
             # Inputs and targets go through the codec as one batch: half the calls.
-            audio = np.stack([_read_mono(p.input_path, num_samples) for p in batch]
-                             + [_read_mono(p.output_path, num_samples) for p in batch])[:, None, :]
+            audio = np.stack(
+                [_read_mono(p.input_path, num_samples) for p in batch]
+                + [_read_mono(p.output_path, num_samples) for p in batch]
+            )[:, None, :]
             _refuse_non_finite(audio, batch, "samples")
             if "audio" in parts:
-                arrays["input_audio.npy"][start:stop] = audio[:len(batch)]
-                arrays["target_audio.npy"][start:stop] = audio[len(batch):]
+                arrays["input_audio.npy"][start:stop] = audio[: len(batch)]
+                arrays["target_audio.npy"][start:stop] = audio[len(batch) :]
             if "latents" in parts:
                 latents = codec.encode(torch.from_numpy(audio).to(device))
                 if tuple(latents.shape) != (2 * len(batch),) + latent_shape[1:]:
-                    raise ValueError(f"codec {codec.name}: encode returned shape {tuple(latents.shape)}, expected "
-                                     f"{(2 * len(batch),) + latent_shape[1:]} from dim and num_frames({num_samples})")
+                    raise ValueError(
+                        f"codec {codec.name}: encode returned shape "
+                        f"{tuple(latents.shape)}, expected "
+                        f"{(2 * len(batch),) + latent_shape[1:]} "
+                        f"from dim and num_frames({num_samples})"
+                    )
                 latents = latents.float().cpu().numpy()
                 _refuse_non_finite(latents, batch, f"latents from codec {codec.name}")
-                arrays["input_latents.npy"][start:stop] = latents[:len(batch)]
-                arrays["target_latents.npy"][start:stop] = latents[len(batch):]
+                arrays["input_latents.npy"][start:stop] = latents[: len(batch)]
+                arrays["target_latents.npy"][start:stop] = latents[len(batch) :]
             bar.update(len(batch))
     for array in arrays.values():
         array.flush()  # msync: the data is on disk before meta.json says the cache is complete
@@ -452,11 +518,17 @@ def _refuse_non_finite(values: np.ndarray, batch: list[WavPair], what: str) -> N
 
 
 def _remove_stale(cache_root: Path, keep: Path, codec_hash: str, split: str) -> None:
-    """Delete caches of the same codec config and split built from older versions of the pair files."""
+    """Delete caches of the same codec config and split built from older versions of the pair
+    files."""
     for meta_path in cache_root.glob(f"*/{split}/{META_NAME}"):
         old = meta_path.parent
         meta = _read_meta(old)
-        if old == keep or meta is None or meta.get("codec_hash") != codec_hash or meta.get("split") != split:
+        if (
+            old == keep
+            or meta is None
+            or meta.get("codec_hash") != codec_hash
+            or meta.get("split") != split
+        ):
             continue
         shutil.rmtree(old, ignore_errors=True)
         _check_lock(old).unlink(missing_ok=True)
@@ -465,10 +537,20 @@ def _remove_stale(cache_root: Path, keep: Path, codec_hash: str, split: str) -> 
         log.info("removed stale latent cache %s (pair files changed since it was built)", old)
 
 
-def ensure_cache(cache_dir: Path, pairs: list[WavPair], codec: Any, parts: set[str], *, split: str,
-                 identity: dict, files_fingerprint: str, batch_size: int = 16,
-                 timeout_s: float = 3 * 3600.0) -> tuple[dict, bool]:
-    """Return (meta, built_here). Builds under DATA/cache/.lock so one process builds, others wait."""
+def ensure_cache(
+    cache_dir: Path,
+    pairs: list[WavPair],
+    codec: Any,
+    parts: set[str],
+    *,
+    split: str,
+    identity: dict,
+    files_fingerprint: str,
+    batch_size: int = 16,
+    timeout_s: float = 3 * 3600.0,
+) -> tuple[dict, bool]:
+    """Return (meta, built_here). Builds under DATA/cache/.lock so one process builds, others
+    wait."""
     meta = _read_meta(cache_dir)
     # Every opening checks the files: a damaged cache would otherwise train on garbage silently.
     if _is_complete(meta, parts) and check_cache(cache_dir, meta, parts, timeout_s) is None:
@@ -481,35 +563,62 @@ def ensure_cache(cache_dir: Path, pairs: list[WavPair], codec: Any, parts: set[s
         if meta is not None:
             damage = find_cache_damage(cache_dir, meta, parts & set(meta.get("contents", ())))
             if damage is not None:
-                log.warning("damaged latent cache: %s; rebuilding %s from the wav files (the "
-                            "damaged copy is replaced once the new one is complete)", damage,
-                            cache_dir)
+                log.warning(
+                    "damaged latent cache: %s; rebuilding %s from the wav files (the "
+                    "damaged copy is replaced once the new one is complete)",
+                    damage,
+                    cache_dir,
+                )
                 meta = None
             elif _is_complete(meta, parts):
                 return meta, False
         key_dir = cache_dir.parent
         key_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in key_dir.glob(TMP_PREFIX + "*"):  # from a killed build; safe, we hold the lock
+        for leftover in key_dir.glob(
+            TMP_PREFIX + "*"
+        ):  # from a killed build; safe, we hold the lock
             shutil.rmtree(leftover, ignore_errors=True)
         have = set(meta["contents"]) if meta else set()
         missing = parts - have
         # Headers were checked when the existing part was built and the fingerprint is unchanged.
-        num_samples = int(meta["num_samples"]) if meta else validate_pairs(pairs, int(codec.sample_rate))
+        num_samples = (
+            int(meta["num_samples"]) if meta else validate_pairs(pairs, int(codec.sample_rate))
+        )
         tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{split}-", dir=key_dir))
         started = time.monotonic()
         try:
-            _build_arrays(pairs, codec, num_samples, missing, tmp, batch_size,
-                          desc=f"caching {split} ({'+'.join(sorted(missing))}, {codec.name})")
-            new_meta = dict(meta) if meta else {
-                "format": CACHE_FORMAT_VERSION, "split": split, "codec_identity": identity,
-                "codec_hash": _json_hash(identity), "files_fingerprint": files_fingerprint,
-                "num_pairs": len(pairs), "num_samples": num_samples, "sample_rate": int(codec.sample_rate),
-                "dim": int(codec.dim), "frame_count": int(codec.num_frames(num_samples)),
-                "pair_numbers": [p.number for p in pairs]}
+            _build_arrays(
+                pairs,
+                codec,
+                num_samples,
+                missing,
+                tmp,
+                batch_size,
+                desc=f"caching {split} ({'+'.join(sorted(missing))}, {codec.name})",
+            )
+            new_meta = (
+                dict(meta)
+                if meta
+                else {
+                    "format": CACHE_FORMAT_VERSION,
+                    "split": split,
+                    "codec_identity": identity,
+                    "codec_hash": _json_hash(identity),
+                    "files_fingerprint": files_fingerprint,
+                    "num_pairs": len(pairs),
+                    "num_samples": num_samples,
+                    "sample_rate": int(codec.sample_rate),
+                    "dim": int(codec.dim),
+                    "frame_count": int(codec.num_frames(num_samples)),
+                    "pair_numbers": [p.number for p in pairs],
+                }
+            )
             new_meta["contents"] = sorted(have | missing)
             new_names = tuple(itertools.chain.from_iterable(PART_FILES[p] for p in missing))
-            new_meta["checksums"] = {**(new_meta.get("checksums") or {}),
-                                     **_checksums(tmp, new_names)}
+            new_meta["checksums"] = {
+                **(new_meta.get("checksums") or {}),
+                **_checksums(tmp, new_names),
+            }
             new_meta["build_seconds"] = round(time.monotonic() - started, 3)
             if meta is None:
                 if cache_dir.exists():  # a directory without meta.json is incomplete
@@ -525,8 +634,13 @@ def ensure_cache(cache_dir: Path, pairs: list[WavPair], codec: Any, parts: set[s
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        log.info("built latent cache %s (%d pairs, %s) in %.1f s", cache_dir, len(pairs),
-                 "+".join(sorted(missing)), new_meta["build_seconds"])
+        log.info(
+            "built latent cache %s (%d pairs, %s) in %.1f s",
+            cache_dir,
+            len(pairs),
+            "+".join(sorted(missing)),
+            new_meta["build_seconds"],
+        )
         _remove_stale(cache_root, cache_dir, new_meta["codec_hash"], split)
         return new_meta, True
 
@@ -562,16 +676,28 @@ class WavPairsDataset(Dataset):
     lock, not torch.distributed, makes sure one process builds.
     """
 
-    def __init__(self, folder: str | os.PathLike, codec: Any, split: str = "train",
-                 shuffle_targets: bool = False, unity_test: bool = False, return_audio: bool = False,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, batch_size_for_encoding: int = 16,
-                 cache_timeout_s: float = 3 * 3600.0):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        codec: Any,
+        split: str = "train",
+        shuffle_targets: bool = False,
+        unity_test: bool = False,
+        return_audio: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        batch_size_for_encoding: int = 16,
+        cache_timeout_s: float = 3 * 3600.0,
+    ):
         if shuffle_targets and unity_test:
             raise ValueError("shuffle_targets and unity_test exclude each other: pick one")
         if batch_size_for_encoding < 1:
             raise ValueError(f"batch_size_for_encoding must be >= 1, got {batch_size_for_encoding}")
         if shuffle_targets and split != "train":
-            log.info("split %r: shuffle_targets ignored, validation always uses matched pairs", split)
+            log.info(
+                "split %r: shuffle_targets ignored, validation always uses matched pairs", split
+            )
             shuffle_targets = False
         self.folder = Path(folder)
         self.split = split
@@ -588,9 +714,17 @@ class WavPairsDataset(Dataset):
         codec_label = re.sub(r"[^A-Za-z0-9_.-]", "_", str(codec.name))
         self.cache_dir = self.folder / "cache" / f"{codec_label}-{key}" / split
         parts = {"latents", "audio"} if return_audio else {"latents"}
-        meta, self.built_cache = ensure_cache(self.cache_dir, pairs, codec, parts, split=split, identity=identity,
-                                              files_fingerprint=fingerprint, batch_size=batch_size_for_encoding,
-                                              timeout_s=cache_timeout_s)
+        meta, self.built_cache = ensure_cache(
+            self.cache_dir,
+            pairs,
+            codec,
+            parts,
+            split=split,
+            identity=identity,
+            files_fingerprint=fingerprint,
+            batch_size=batch_size_for_encoding,
+            timeout_s=cache_timeout_s,
+        )
         self.codec_name = str(codec.name)
         self.pair_numbers: list[int] = [p.number for p in pairs]
         self.num_pairs = int(meta["num_pairs"])
@@ -604,26 +738,42 @@ class WavPairsDataset(Dataset):
         self._order_epoch = -1
         self._arrays: dict[str, np.ndarray] | None = None
         self._open_arrays()  # fail here, not in a worker, if the cache is damaged
-        log.info("rank %d/%d: %s split %s: %d pairs, latents [%d, %d], %d samples (%s)", rank, world_size,
-                 "built" if self.built_cache else "loaded", split, self.num_pairs, self.dim, self.frame_count,
-                 self.num_samples, self.cache_dir)
+        log.info(
+            "rank %d/%d: %s split %s: %d pairs, latents [%d, %d], %d samples (%s)",
+            rank,
+            world_size,
+            "built" if self.built_cache else "loaded",
+            split,
+            self.num_pairs,
+            self.dim,
+            self.frame_count,
+            self.num_samples,
+            self.cache_dir,
+        )
 
     def _open_arrays(self) -> dict[str, np.ndarray]:
         if self._arrays is None:
             names = LATENT_FILES + (AUDIO_FILES if self.return_audio else ())
-            expected = {"latents": (self.num_pairs, self.dim, self.frame_count),
-                        "audio": (self.num_pairs, 1, self.num_samples)}
+            expected = {
+                "latents": (self.num_pairs, self.dim, self.frame_count),
+                "audio": (self.num_pairs, 1, self.num_samples),
+            }
             arrays = {}
             for name in names:
                 shape = expected["audio" if name in AUDIO_FILES else "latents"]
                 try:
                     arrays[name] = np.load(self.cache_dir / name, mmap_mode="r")
                 except (OSError, ValueError, EOFError) as exc:
-                    raise ValueError(f"{self.cache_dir / name}: damaged latent cache ({exc}); delete "
-                                     f"{self.cache_dir} and retry") from None
+                    raise ValueError(
+                        f"{self.cache_dir / name}: damaged latent cache ({exc}); delete "
+                        f"{self.cache_dir} and retry"
+                    ) from None
                 if arrays[name].shape != shape or arrays[name].dtype != np.float32:
-                    raise ValueError(f"{self.cache_dir / name}: shape {arrays[name].shape} {arrays[name].dtype}, "
-                                     f"expected {shape} float32; delete {self.cache_dir} and retry")
+                    raise ValueError(
+                        f"{self.cache_dir / name}: shape {arrays[name].shape} "
+                        f"{arrays[name].dtype}, "
+                        f"expected {shape} float32; delete {self.cache_dir} and retry"
+                    )
             self._arrays = arrays
         return self._arrays
 
@@ -659,7 +809,9 @@ class WavPairsDataset(Dataset):
         arrays = self._open_arrays()
         target = self.target_index(index)
         # np.array copies out of the read-only memmap, so each tensor owns writable memory.
-        item: dict[str, Any] = {"input_latent": torch.from_numpy(np.array(arrays["input_latents.npy"][index]))}
+        item: dict[str, Any] = {
+            "input_latent": torch.from_numpy(np.array(arrays["input_latents.npy"][index]))
+        }
         if self.unity_test:
             item["target_latent"] = item["input_latent"].clone()
         else:
@@ -671,13 +823,23 @@ class WavPairsDataset(Dataset):
             if self.unity_test:
                 item["target_audio"] = item["input_audio"].clone()
             else:
-                item["target_audio"] = torch.from_numpy(np.array(arrays["target_audio.npy"][target]))
+                item["target_audio"] = torch.from_numpy(
+                    np.array(arrays["target_audio.npy"][target])
+                )
         return item
 
 
-def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool = True, num_workers: int = 0,
-                    rank: int = 0, world_size: int = 1, seed: int = 0, drop_last: bool = False,
-                    pin_memory: bool | None = None) -> tuple[DataLoader, DistributedSampler | None]:
+def make_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = True,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool | None = None,
+) -> tuple[DataLoader, DistributedSampler | None]:
     """DataLoader (+ DistributedSampler when world_size > 1, else None).
 
     Each epoch call sampler.set_epoch(epoch) (when not None) and dataset.set_epoch(epoch) before
@@ -687,15 +849,28 @@ def make_dataloader(dataset: Dataset, batch_size: int, shuffle: bool = True, num
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     per_rank = len(dataset) // world_size if drop_last else math.ceil(len(dataset) / world_size)
     if drop_last and per_rank < batch_size:
-        raise ValueError(f"{len(dataset)} pairs over {world_size} rank(s) give {per_rank} per rank, fewer than "
-                         f"batch_size {batch_size} with drop_last: no batch at all (lower --batch_size)")
+        raise ValueError(
+            f"{len(dataset)} pairs over {world_size} rank(s) give {per_rank} per rank, fewer than "
+            f"batch_size {batch_size} with drop_last: no batch at all (lower --batch_size)"
+        )
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
-    common: dict[str, Any] = dict(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-                                  persistent_workers=num_workers > 0, drop_last=drop_last)
+    common: dict[str, Any] = dict(
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        drop_last=drop_last,
+    )
     if world_size > 1:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed,
-                                     drop_last=drop_last)
+        sampler = DistributedSampler(
+            dataset,
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
         return DataLoader(dataset, sampler=sampler, **common), sampler
     generator = torch.Generator()
     generator.manual_seed(seed)

@@ -14,7 +14,7 @@ network) with relative links only, so the eval folder can be copied or served as
 
 Library use: `write_samples(samples, eval_dir)` writes EVAL/samples/ (WAV files, mask PNGs,
 samples.json) from tracking.SamplePair objects; `write_demo_page(eval_dir) -> Path` writes
-index.html from what is in EVAL; `write_eval_demo(checkpoint, dataset_folder, eval_dir, ...)` does
+index.html from what is in EVAL; `write_eval_demo(trained, dataset_folder, eval_dir, ...)` does
 both for evaluate.py.
 """
 
@@ -69,7 +69,7 @@ def write_samples(samples: Sequence[SamplePair], eval_dir: str | os.PathLike) ->
     Replaces what an earlier evaluation left there, so the page never lists stale files.
     """
     import plots
-    from arrange import write_audio
+    from audio_io import write_audio
 
     eval_dir = Path(eval_dir)
     folder = eval_dir / SAMPLES_DIRNAME
@@ -105,17 +105,17 @@ def _write_sample(sample: SamplePair, folder: Path, plots: Any, write_audio: Any
             "target_source": sample.target_source, "files": files}
 
 
-def write_eval_demo(checkpoint: str | os.PathLike, dataset_folder: str | os.PathLike,
-                    eval_dir: str | os.PathLike, split: str = "val", num_pairs: int = 4,
-                    device: str = "auto") -> Path:
-    """Samples of `num_pairs` pairs spread over the split, then index.html; returns its path."""
+def write_eval_demo(trained: Any, dataset_folder: str | os.PathLike,
+                    eval_dir: str | os.PathLike, split: str = "val", num_pairs: int = 4) -> Path:
+    """Samples of `num_pairs` pairs spread over the split, then index.html; returns its path.
+
+    `trained` is a loaded model (evaluate.load_trained or export_model.load_model).
+    """
     from dataset_wav_pairs import WavPairsDataset
-    from evaluate import load_trained
     from pair_manifest import read_manifest
 
     if num_pairs < 0:
         raise ValueError(f"--demo_pairs must be >= 0, got {num_pairs}")
-    trained = load_trained(checkpoint, device)
     dataset = WavPairsDataset(dataset_folder, trained.codec, split=split, return_audio=True)
     indices = sample_indices(len(dataset), num_pairs)
     samples = collect_samples(trained.model, trained.codec, dataset, indices, name_prefix=split)

@@ -55,12 +55,12 @@ from mask_metrics import (
     band_mask_statistics,
 )
 from model_simple_transformer import SimpleTransformer
+from training_log import METRICS_NAME, read_metrics_log
 
 log = logging.getLogger("evaluate")
 
 EXIT_OK, EXIT_USAGE = 0, 2
 REPORT_NAME = "report.json"
-METRICS_NAME = "metrics.jsonl"
 # The fixed masks every model is compared with, in report order: the zero-parameter band
 # reference first, `none` (both songs whole, nothing hidden) last.
 REFERENCE_MASK_TYPES = ("band_energy", "temporal", "frequency", "spectral", "energy", "hybrid",
@@ -222,6 +222,30 @@ def load_trained(checkpoint_path: str | os.PathLike, device: str | torch.device 
 # Figures
 
 
+# The segment length assumed when a checkpoint does not say what it was trained on.
+DEFAULT_SEGMENT_SECONDS = 4.0
+
+
+def training_segment_seconds(train_config: dict[str, Any]) -> float:
+    """Segment length the model was trained on: train_config's segment_seconds (an export stores
+    it), else DATA/dataset_info.json, else 4.0 s."""
+    stored = train_config.get("segment_seconds")
+    if isinstance(stored, (int, float)) and not isinstance(stored, bool) and stored > 0 \
+            and math.isfinite(stored):
+        return float(stored)
+    folder = train_config.get("dataset_folder")
+    if folder:
+        info_path = Path(folder) / "dataset_info.json"
+        try:
+            seconds = float(json.loads(info_path.read_text())["segment_seconds"])
+            if seconds > 0 and math.isfinite(seconds):
+                return seconds
+        except (OSError, ValueError, KeyError, TypeError):
+            log.info("no usable %s: using the default segment of %.1f s", info_path,
+                     DEFAULT_SEGMENT_SECONDS)
+    return DEFAULT_SEGMENT_SECONDS
+
+
 def envelope(audio: Tensor, frame: int = ENVELOPE_FRAME) -> Tensor:
     """Frame RMS envelope [B, frames] of audio [B, 1, S] or [B, S] (non-overlapping frames)."""
     audio = audio.reshape(audio.shape[0], -1).float()
@@ -378,7 +402,7 @@ def evaluate(checkpoint_path: str | os.PathLike, dataset_folder: str | os.PathLi
         log.info("the model does not mask its inputs: no mask plots (masks_pair_K.png skipped)")
     if model.creative_agent is None:
         log.info("the model has no creative agent: attention.png skipped")
-    records = read_metrics(trained.path.parent / METRICS_NAME)
+    records = read_metrics_log(trained.path.parent / METRICS_NAME)
     if records:
         curves = plots.training_curves(out / "training_curves.png", records)
         if curves is not None:
@@ -404,24 +428,6 @@ def _attention_figure(model: SimpleTransformer, encoded_input: Tensor, encoded_t
     path = plots.attention_plot(out / "attention.png", record.attention[0], frame_rate,
                                 title=f"agent cross-attention (input queries target), {where}")
     return path.name
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Per-epoch records of metrics.jsonl; [] when absent; unreadable lines are skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            log.warning("%s line %d is not JSON: skipped", path, number)
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
 
 
 def build_report(trained: TrainedModel, means: _Mean, split: str, num_pairs: int,
@@ -623,8 +629,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           batch_size=args.batch_size, max_batches=args.max_batches,
                           num_plot_pairs=args.num_plot_pairs, device=args.device,
                           progress=args.progress)
-        page = write_eval_demo(args.checkpoint, args.dataset_folder, out, split=args.split,
-                               num_pairs=args.demo_pairs, device=args.device)
+        page = write_eval_demo(load_trained(args.checkpoint, args.device), args.dataset_folder,
+                               out, split=args.split, num_pairs=args.demo_pairs)
     except (CheckpointError, FileNotFoundError, ValueError, TimeoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

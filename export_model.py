@@ -37,7 +37,14 @@ from typing import Any
 
 from checkpoint import CheckpointError
 from cli_flags import OneLineParser, add_bool_flag
-from evaluate import REPORT_NAME, TrainedModel, build_codec, load_trained, resolve_device
+from evaluate import (
+    REPORT_NAME,
+    TrainedModel,
+    build_codec,
+    load_trained,
+    resolve_device,
+    training_segment_seconds,
+)
 from model_simple_transformer import SimpleTransformer
 
 log = logging.getLogger("export_model")
@@ -112,7 +119,6 @@ def export_config(trained: TrainedModel, segment_seconds: float) -> dict[str, An
 def export_model(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
                  report: str | os.PathLike | None = None, overwrite: bool = False) -> ExportResult:
     """Write OUT/{model.safetensors, config.json, model_card.md} from a training checkpoint."""
-    from arrange import training_segment_seconds
 
     safetensors_torch = _safetensors()
     out_dir = Path(out_dir)

@@ -8,8 +8,8 @@ Every audio file under DIR (recursively, any format libsndfile reads, any rate, 
 count) is decoded, downmixed to mono and resampled to the target rate with torchaudio's
 windowed-sinc (anti-aliased) resampler, block by block so a long multichannel file needs little
 more memory than its mono result (audio_io.read_mono), then cut into consecutive,
-non-overlapping segments of ``segment_seconds``. Pair i of a song is (segment i, segment i + 1): the model sees a segment
-and learns its continuation.
+non-overlapping segments of ``segment_seconds``. Pair i of a song is (segment i, segment i + 1):
+the model sees a segment and learns its continuation.
 
 ``--pairing cross_song`` pairs each input segment with a segment of another song of the same
 split instead (song and segment drawn with ``seed``); ``both`` writes the continuation pairs,

@@ -38,8 +38,9 @@ itself varies by about 6% between identical runs (a rerun of the fit moves the t
 factors, which trade off against each other, but not the predictions).
 
 Against real runs of the demo configuration (``train_simple_ddp.py --demo --epochs 1``, two CPU
-workers, batch 8, 2 s segments, 1.36 M parameters; measured with docs/ram/peak_rss.py): with ``--max_steps_per_epoch 10`` each
-worker's private memory (RssAnon) peaked at 819 and 820 MiB, the estimate is 763 MiB (7% under:
+workers, batch 8, 2 s segments, 1.36 M parameters; measured with docs/ram/peak_rss.py): with
+``--max_steps_per_epoch 10`` each worker's private memory (RssAnon) peaked at 819 and 820 MiB,
+the estimate is 763 MiB (7% under:
 process group and validation are not in the single-process measurement); file-backed memory
 peaked at 596-612 MiB: the 340 MiB of libraries plus latent-cache pages read (page cache,
 reclaimable, not counted). Over a full epoch the workers' peak resident size was 1.48 and 1.52

@@ -19,6 +19,7 @@ from cli_flags import FALSE_WORDS, TRUE_WORDS, OneLineParser, parse_bool, show_d
 from codec import CODECS
 from complementary_masking import MASK_TYPES
 from launch_env import LaunchEnv
+from precision import REQUESTS as PRECISION_REQUESTS
 
 CODEC_CHOICES = tuple(CODECS)
 # The resolved configuration of a run, written into its folder at start.
@@ -88,8 +89,9 @@ class TrainConfig:
                                   "(epochs)")
     patience: int = _f(20, "early stopping: epochs without validation improvement, 0 = off "
                            "(epochs)")
-    precision: str = _f("fp32", "fp32, or bf16 autocast for the model (losses stay fp32)",
-                        ("fp32", "bf16"))
+    precision: str = _f("fp32", "fp32, bf16 autocast for the model (losses stay fp32), or auto: "
+                                "bf16 where the CPU (AMX / avx512_bf16) or GPU multiplies it "
+                                "natively, else fp32", PRECISION_REQUESTS)
     compile: bool = _f(False, "torch.compile the model for the training steps (validation and "
                               "checkpoints use the same weights uncompiled); pays off on GPUs, "
                               "slower on CPU")
@@ -194,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
                "2 invalid flags.")
     for item in dataclasses.fields(TrainConfig):
         meta = item.metadata
-        default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
+        default = (item.default if item.default is not dataclasses.MISSING
+                   else item.default_factory())
         help_text = argparse.SUPPRESS if meta.get("hidden") else (
             f"{meta['help']}; default: {show_default(default)}")
         flag = f"--{item.name}"
@@ -312,12 +315,14 @@ def validate_config(cfg: TrainConfig, cuda_device_count: int,
     need(cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}")
     need(cfg.disc_lr > 0, f"--disc_lr must be > 0, got {cfg.disc_lr}")
     need(0 <= cfg.dropout < 1, f"--dropout must be in [0, 1), got {cfg.dropout}")
-    need(0 < cfg.plateau_factor < 1, f"--plateau_factor must be in (0, 1), got {cfg.plateau_factor}")
+    need(0 < cfg.plateau_factor < 1,
+         f"--plateau_factor must be in (0, 1), got {cfg.plateau_factor}")
     need(cfg.dist_timeout > 0, f"--dist_timeout must be > 0, got {cfg.dist_timeout}")
     if cfg.nhead >= 1 and cfg.encoding_dim % cfg.nhead:
         errors.append(f"--encoding_dim {cfg.encoding_dim} is not divisible by --nhead {cfg.nhead}")
     if cfg.use_creative_agent and cfg.num_transformer_layers < 2:
-        errors.append("--use_creative_agent true needs a cascade: set --num_transformer_layers >= 2")
+        errors.append("--use_creative_agent true needs a cascade: set "
+                      "--num_transformer_layers >= 2")
     if cfg.mask_type != "none" and cfg.num_transformer_layers < 2:
         errors.append(f"--mask_type {cfg.mask_type} needs a cascade: set "
                       f"--num_transformer_layers >= 2")
@@ -373,13 +378,18 @@ def validate_config(cfg: TrainConfig, cuda_device_count: int,
 
 
 def dataset_problems(folder: str) -> list[str]:
-    """Why ``folder`` cannot be trained on (its manifest or its train/ pairs), if anything."""
-    from dataset_wav_pairs import split_has_pairs
+    """Why ``folder`` cannot be trained on (its manifest, or its train/ pairs), if anything.
+    Every manifest line is checked here, files included, so a bad line stops the run before
+    any process starts."""
+    from dataset_wav_pairs import list_pairs, split_has_pairs
 
     try:
         if split_has_pairs(folder, "train"):
+            for split in ("train", "val"):
+                if split_has_pairs(folder, split):
+                    list_pairs(Path(folder) / split)
             return []
-    except ValueError as error:  # a bad manifest line, named with its line number
+    except (OSError, ValueError) as error:  # a bad manifest line, named with its line number
         return [str(error)]
     return [f"--dataset_folder {folder} has no training pairs (no train/pair_*_input.wav and no "
             f"train lines in manifest.jsonl): run prepare_pairs.py --out {folder} first"]

@@ -4,7 +4,7 @@
     python train_simple_ddp.py --dataset_folder DATA --num_transformer_layers 3 \
         --use_creative_agent true --mask_reg_weight 0.1 --world_size 4     # 4 GPUs, one node
     torchrun --nproc_per_node 4 train_simple_ddp.py --dataset_folder DATA ...
-    srun python train_simple_ddp.py --dataset_folder DATA ...             # see submit_creative_agent.sh
+    srun python train_simple_ddp.py --dataset_folder DATA ...   # see submit_creative_agent.sh
 
 This file is the launcher: it checks the flags (train_config.py) before any process starts,
 prepares the run folder, then starts the workers (train_simple_worker.py) by spawning them, or
@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pickle
 import shutil
 import signal
 import sys
@@ -111,8 +112,13 @@ def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
     import soundfile as sf
 
     from dataset_wav_pairs import list_pairs
-    from resources import (ModelSize, check_batch_size, check_resources, estimate_process_ram,
-                           probe_resources)
+    from resources import (
+        ModelSize,
+        check_batch_size,
+        check_resources,
+        estimate_process_ram,
+        probe_resources,
+    )
     from training_setup import build_model
 
     pairs = list_pairs(Path(cfg.dataset_folder) / "train")
@@ -203,8 +209,8 @@ def spawn_workers(cfg: TrainConfig) -> int:
     log.info("spawning %d workers (%s, MASTER_ADDR=%s MASTER_PORT=%s)", cfg.world_size,
              "nccl" if cfg.device != "cpu" and _cuda_count() else "gloo",
              os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
-    context = mp.start_processes(train_worker, args=(cfg.world_size, dataclasses.asdict(cfg)), nprocs=cfg.world_size,
-                                 join=False, start_method="spawn")
+    context = mp.start_processes(train_worker, args=(cfg.world_size, dataclasses.asdict(cfg)),
+                                 nprocs=cfg.world_size, join=False, start_method="spawn")
     stop = {"signal": None, "deadline": None, "count": 0}
 
     def forward(signum: int, _frame: Any) -> None:
@@ -233,12 +239,12 @@ def spawn_workers(cfg: TrainConfig) -> int:
                 if context.join(timeout=1.0, grace_period=5.0):
                     break
             except mp.ProcessRaisedException as error:
-                last = _last_line(str(error))
+                index, trace = root_cause(context.error_files, error)
+                last = _last_line(trace)
                 # Expected failures are one line; anything else keeps its traceback for a report.
                 expected = last.split(":", 1)[0].rsplit(".", 1)[-1] in EXPECTED_ERRORS
-                (log.debug if expected else log.error)("worker %d failed:\n%s",
-                                                       error.error_index, error)
-                print(f"error: worker {error.error_index} failed: {last}", file=sys.stderr)
+                (log.debug if expected else log.error)("worker %d failed:\n%s", index, trace)
+                print(f"error: worker {index} failed: {last}", file=sys.stderr)
                 return EXIT_FAILED
             except mp.ProcessExitedException as error:
                 print(f"error: worker {error.error_index} exited with status {error.exit_code}"
@@ -258,6 +264,27 @@ def spawn_workers(cfg: TrainConfig) -> int:
               f"--resume auto", file=sys.stderr)
         return EXIT_STOPPED
     return EXIT_OK
+
+
+# A worker fails this way when another one died: its peer's error is the one to report.
+PEER_FAILURE_MARKERS = ("DistBackendError", "Connection closed by peer", "Connection reset",
+                        "NCCL communicator was aborted", "ProcessGroupGloo")
+
+
+def root_cause(error_files: Sequence[str | None], error: Any) -> tuple[int, str]:
+    """(rank, traceback) of the failure to report: the first rank that failed for a reason of its
+    own, rather than because a collective lost its peer (whichever rank happened to be seen
+    first)."""
+    traces: list[tuple[int, str]] = []
+    for rank, path in enumerate(error_files):
+        try:
+            with open(path or "", "rb") as handle:
+                traces.append((rank, str(pickle.load(handle))))
+        except (OSError, EOFError, pickle.UnpicklingError):
+            continue
+    own = [(rank, trace) for rank, trace in traces
+           if not any(marker in _last_line(trace) for marker in PEER_FAILURE_MARKERS)]
+    return (own or traces or [(error.error_index, str(error))])[0]
 
 
 def _cuda_count() -> int:
@@ -285,14 +312,16 @@ def prepare_demo(cfg: TrainConfig) -> None:
     """Synthesize the demo dataset when absent."""
     from demo_music import ensure_demo_dataset
 
-    folder = ensure_demo_dataset(Path(cfg.dataset_folder), seed=cfg.seed, segment_seconds=DEMO_SEGMENT_SECONDS)
+    folder = ensure_demo_dataset(
+        Path(cfg.dataset_folder), seed=cfg.seed, segment_seconds=DEMO_SEGMENT_SECONDS
+    )
     log.info("demo dataset: %s", folder)
 
 
 def demo_finish(cfg: TrainConfig) -> None:
     """Evaluate the demo model, arrange two validation songs, and say where everything is."""
-    from arrange import demo_outputs
     from checkpoint import BEST_NAME, LAST_NAME, CheckpointError
+    from demo_outputs import demo_outputs
 
     folder = Path(cfg.checkpoint_dir)
     print("\nDemo training finished: evaluating and arranging two validation songs.")

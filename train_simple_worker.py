@@ -24,21 +24,53 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from adversary import discriminator_step
-from checkpoint import (LAST_NAME, RESUME_KEYS, Progress, build_checkpoint, load_checkpoint,
-                        require_keys, restore_rng_state, restore_training_state, save_checkpoint,
-                        save_training_checkpoints)
-from distributed import (NonFiniteError, StepSync, StopRequest, gather_rng_states,
-                         init_distributed, leave_together, pick_device, rank_and_world_size,
-                         requeue_slurm_job, unwrap)
+from checkpoint import (
+    LAST_NAME,
+    RESUME_KEYS,
+    Progress,
+    build_checkpoint,
+    load_checkpoint,
+    require_keys,
+    restore_rng_state,
+    restore_training_state,
+    save_checkpoint,
+    save_training_checkpoints,
+)
+from distributed import (
+    NonFiniteError,
+    StepSync,
+    StopRequest,
+    gather_rng_states,
+    init_distributed,
+    leave_together,
+    pick_device,
+    rank_and_world_size,
+    requeue_slurm_job,
+    unwrap,
+)
 from losses import LossBreakdown, TrainingLoss
 from optimization import optimizer_step
 from precision import autocast_for
-from train_config import TrainConfig, config_from_dict
-from training_log import (MetricsLog, MetricSums, bar_postfix, epoch_record, means,
-                          reduce_metric_sums, setup_logging, summary_line)
 from tracking import collect_samples, sample_indices
-from training_setup import (TrainingRun, build_run, distribute, epoch_seed, seed_everything,
-                            to_device)
+from train_config import TrainConfig, config_from_dict
+from training_log import (
+    MetricsLog,
+    MetricSums,
+    bar_postfix,
+    epoch_record,
+    means,
+    reduce_metric_sums,
+    setup_logging,
+    summary_line,
+)
+from training_setup import (
+    TrainingRun,
+    build_run,
+    distribute,
+    epoch_seed,
+    seed_everything,
+    to_device,
+)
 
 log = logging.getLogger("train")
 

@@ -7,6 +7,7 @@ and the benchmark both build through here, so the benchmark times exactly what t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -24,6 +25,7 @@ from distributed import ResumableDistributedSampler, ShardSampler, wrap_ddp
 from losses import LossWeights, ReconstructionLoss, TrainingLoss
 from model_simple_transformer import SimpleTransformer
 from optimization import LRSchedule, build_optimizer
+from precision import resolve_precision
 from train_config import TrainConfig, model_kwargs
 
 log = logging.getLogger("train")
@@ -126,6 +128,7 @@ def build_run(cfg: TrainConfig, rank: int, world_size: int, device: torch.device
     """Everything a run needs, unwrapped (see ``distribute``). ``with_data=False`` builds no
     datasets (the benchmark feeds its own batches); ``prepare_model`` may change the model
     before its optimizer is built (the benchmark swaps layer implementations)."""
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
     seed_everything(cfg.seed)  # identical initial weights on every rank
     codec = get_codec(cfg.codec, weights=cfg.codec_weights or None, **cfg.codec_option)
     train_set = val_set = train_loader = train_sampler = val_loader = None

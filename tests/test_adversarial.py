@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_train_ddp import TINY_ARGS, make_tiny_dataset, read_metrics, run_cli
 
 GAN_FIELDS = ("disc_accuracy_real", "disc_accuracy_fake", "disc_loss", "gen_loss")
@@ -74,6 +73,7 @@ def test_gan_flags_are_validated(tmp_path):
     from train_config import parse_config, validate_config
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "pair_00000_input.wav").touch()  # found by name; never opened here
+    (tmp_path / "train" / "pair_00000_output.wav").touch()
     base = ["--dataset_folder", str(tmp_path)]
     assert validate_config(parse_config([*base, "--gan_weight", "0.1"]), 0) == []
     for argv, fragment in ((["--gan_weight", "-1"], "--gan_weight must be >= 0"),
@@ -116,7 +116,8 @@ def test_short_adversarial_run_discriminator_learns(data, tmp_path):
     assert not any("discriminator" in name for name in state["model_state_dict"])
     discriminator = StyleDiscriminator(**state["discriminator_config"])
     discriminator.load_state_dict(state["discriminator_state_dict"])  # strict: all keys fit
-    steps = {float(s["step"]) for s in state["discriminator_optimizer_state_dict"]["state"].values()}
+    optimizer_states = state["discriminator_optimizer_state_dict"]["state"].values()
+    steps = {float(s["step"]) for s in optimizer_states}
     assert steps == {16.0}  # updated every step (--disc_update_freq 1)
 
 
@@ -184,5 +185,6 @@ def test_two_process_adversarial_run(data, tmp_path):
     state = torch.load(run / "checkpoint_last.pth", weights_only=True)
     assert "discriminator_state_dict" in state and "discriminator_optimizer_state_dict" in state
     # 8 pairs over 2 ranks, batch 2: 2 steps per epoch, 4 discriminator updates in all.
-    steps = {float(s["step"]) for s in state["discriminator_optimizer_state_dict"]["state"].values()}
+    optimizer_states = state["discriminator_optimizer_state_dict"]["state"].values()
+    steps = {float(s["step"]) for s in optimizer_states}
     assert steps == {4.0}

@@ -11,6 +11,9 @@ import soundfile as sf
 import torch
 
 import arrange
+import audio_io
+import demo_outputs
+import evaluate
 from checkpoint import save_checkpoint
 from codec import get_codec
 from model_simple_transformer import ForwardRecord, SimpleTransformer
@@ -191,16 +194,15 @@ def test_cli_output_has_input_length(
 
 
 def test_segment_length_from_training_config(checkpoint):
-    assert (
-        arrange.training_segment_seconds({"dataset_folder": str(checkpoint.parent / "data")}) == 0.5
-    )
-    assert arrange.training_segment_seconds({"dataset_folder": "/no/such/folder"}) == 4.0
-    assert arrange.training_segment_seconds({}) == 4.0
+    folder = str(checkpoint.parent / "data")
+    assert evaluate.training_segment_seconds({"dataset_folder": folder}) == 0.5
+    assert evaluate.training_segment_seconds({"dataset_folder": "/no/such/folder"}) == 4.0
+    assert evaluate.training_segment_seconds({}) == 4.0
 
 
 def test_pcm16_is_scaled_not_clipped(tmp_path):
     loud = np.array([0.0, 2.0, -1.0, 0.5], dtype=np.float32)
-    peak, subtype = arrange.write_audio(tmp_path / "loud.wav", loud, SAMPLE_RATE)
+    peak, subtype = audio_io.write_audio(tmp_path / "loud.wav", loud, SAMPLE_RATE)
     back, _ = sf.read(str(tmp_path / "loud.wav"), dtype="float32")
     assert peak == pytest.approx(2.0) and subtype == "PCM_16"
     assert np.abs(back).max() <= 1.0 and back[2] == pytest.approx(-0.495, abs=1e-3)
@@ -257,11 +259,11 @@ def test_demo_outputs_evaluates_and_arranges(tmp_path, tiny_model, capsys):
         },
     )
 
-    assert arrange.demo_songs(data) == [
+    assert demo_outputs.demo_songs(data) == [
         data / "songs_src" / "song_b.wav",
         data / "songs_src" / "song_a.wav",
     ]
-    result = arrange.demo_outputs(run, data, progress=False)
+    result = demo_outputs.demo_outputs(run, data, progress=False)
     printed = capsys.readouterr().out
     assert result["report"]["num_pairs"] == 2 and (run / "eval" / "report.json").is_file()
     assert result["page"] == run / "eval" / "index.html" and result["page"].is_file()

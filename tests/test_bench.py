@@ -12,14 +12,35 @@ from model_simple_transformer import SimpleTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
 # The codec's dim is 128, so the model keeps encoding_dim 128 and shrinks everything else.
-TINY_ARGS = ["--batch_size", "2", "--seq_frames", "16", "--num_layers", "1", "--dim_feedforward", "64",
-             "--agent_hidden_dim", "32", "--steps", "2", "--warmup", "1", "--threads", "1"]
+TINY_ARGS = [
+    "--batch_size",
+    "2",
+    "--seq_frames",
+    "16",
+    "--num_layers",
+    "1",
+    "--dim_feedforward",
+    "64",
+    "--agent_hidden_dim",
+    "32",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--threads",
+    "1",
+]
 
 
 def _run_bench(tmp_path: Path, *extra: str) -> dict:
     json_path = tmp_path / "bench.json"
-    completed = subprocess.run([sys.executable, str(ROOT / "bench.py"), *TINY_ARGS, "--json", str(json_path), *extra],
-                               cwd=ROOT, capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench.py"), *TINY_ARGS, "--json", str(json_path), *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     last_line = completed.stdout.strip().splitlines()[-1]
     result = json.loads(last_line)
@@ -32,7 +53,10 @@ def _check_fields(result: dict) -> None:
     step = result["step_time_s"]
     assert result["steps_timed"] == 2
     assert 0 < step["min"] <= step["median"] <= step["max"]
-    assert result["samples_per_s"] > 0 and result["latent_frames_per_s"] == result["samples_per_s"] * 16
+    assert (
+        result["samples_per_s"] > 0
+        and result["latent_frames_per_s"] == result["samples_per_s"] * 16
+    )
     assert result["flops_per_step"] == 3 * result["flops_breakdown"]["forward"] > 0
     assert result["achieved_gflops"] > 0 and result["peak_matmul_gflops"] > 0
     assert abs(result["mfu"] - result["achieved_gflops"] / result["peak_matmul_gflops"]) < 1e-9
@@ -47,33 +71,60 @@ def test_bench_step_mode_json(tmp_path):
     result = _run_bench(tmp_path)
     _check_fields(result)
     assert result["config"]["codec"] == "mdct" and result["config"]["loss_domain"] == "audio"
-    assert result["config"]["use_creative_agent"] and result["config"]["num_transformer_layers"] == 2
+    assert (
+        result["config"]["use_creative_agent"] and result["config"]["num_transformer_layers"] == 2
+    )
 
 
 def test_bench_end_to_end_latent_checkpointing(tmp_path):
-    result = _run_bench(tmp_path, "--end_to_end", "--epochs", "2", "--num_workers", "0", "--loss_domain", "latent",
-                        "--activation_checkpointing")
+    result = _run_bench(
+        tmp_path,
+        "--end_to_end",
+        "--epochs",
+        "2",
+        "--num_workers",
+        "0",
+        "--loss_domain",
+        "latent",
+        "--activation_checkpointing",
+    )
     _check_fields(result)
     e2e = result["end_to_end"]
     assert e2e["num_pairs"] == 4 and len(e2e["epochs"]) == 2 and e2e["epochs"][1]["steps"] == 2
     assert 0 <= e2e["data_wait_share"] < 1
 
 
-@pytest.mark.parametrize("flag, value", [
-    ("--steps", "0"),
-    ("--val_loss_steps", "5"),  # a precision check needs a precision other than fp32
-])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--steps", "0"),
+        ("--val_loss_steps", "5"),  # a precision check needs a precision other than fp32
+    ],
+)
 def test_bench_bad_flag_is_one_line_error(flag, value):
-    completed = subprocess.run([sys.executable, str(ROOT / "bench.py"), flag, value], cwd=ROOT,
-                               capture_output=True, text=True, timeout=60)
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench.py"), flag, value],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert completed.returncode == 2
     assert completed.stderr.strip().splitlines()[-1].startswith(f"error: {flag}")
 
 
 def test_analytic_flops_match_torch_flop_counter():
     """The documented formula counts exactly the matmuls and convolutions torch runs forward."""
-    config = dict(encoding_dim=16, nhead=4, num_layers=2, dim_feedforward=24, agent_hidden_dim=8, dropout=0.0,
-                  num_transformer_layers=3, use_creative_agent=True)
+    config = dict(
+        encoding_dim=16,
+        nhead=4,
+        num_layers=2,
+        dim_feedforward=24,
+        agent_hidden_dim=8,
+        dropout=0.0,
+        num_transformer_layers=3,
+        use_creative_agent=True,
+    )
     model = SimpleTransformer(**config).train()  # train mode: no fused inference fast path
     batch, frames = 2, 10
     with FlopCounterMode(display=False) as counter:
@@ -81,10 +132,18 @@ def test_analytic_flops_match_torch_flop_counter():
     flops = step_flops(model.config, batch, frames)
     # FlopCounterMode has no formula for the CPU fused attention kernel, so the attention
     # scores/values terms (2 * 2 * B * T * T * width each) are compared on their own.
-    attention = flops["forward_attention_scores_values"] + flops["forward_agent_cross_attention_scores_values"]
+    attention = (
+        flops["forward_attention_scores_values"]
+        + flops["forward_agent_cross_attention_scores_values"]
+    )
     assert flops["forward"] - attention == counter.get_total_flops()
-    assert flops["forward_attention_scores_values"] == 2 * 2 * 2 * batch * frames * frames * (32 + 48 + 48)
-    assert flops["forward_agent_cross_attention_scores_values"] == 2 * 2 * 2 * batch * frames * frames * 8
+    assert flops["forward_attention_scores_values"] == 2 * 2 * 2 * batch * frames * frames * (
+        32 + 48 + 48
+    )
+    assert (
+        flops["forward_agent_cross_attention_scores_values"]
+        == 2 * 2 * 2 * batch * frames * frames * 8
+    )
 
 
 # ---- the performance edits in model_simple_transformer.py compute what they replace
@@ -94,7 +153,9 @@ def _layer_pair(dropout_ref: float, dropout_new: float):
     from model_simple_transformer import EncoderLayer
 
     torch.manual_seed(0)
-    reference = torch.nn.TransformerEncoderLayer(32, 4, 48, dropout_ref, activation="gelu", batch_first=True)
+    reference = torch.nn.TransformerEncoderLayer(
+        32, 4, 48, dropout_ref, activation="gelu", batch_first=True
+    )
     fast = EncoderLayer(32, 4, 48, dropout_new, activation="gelu", batch_first=True)
     fast.load_state_dict(reference.state_dict())
     assert list(fast.state_dict()) == list(reference.state_dict())
@@ -137,25 +198,39 @@ def test_fast_dropout_is_dropout():
     from dropout_masks import MASK_CHUNK as _KEEP_MASK_CHUNK
     from model_simple_transformer import fast_dropout
 
-    x = torch.full((3 * _KEEP_MASK_CHUNK + 7,), 2.0, requires_grad=True)  # several chunks of random words
+    x = torch.full(
+        (3 * _KEEP_MASK_CHUNK + 7,), 2.0, requires_grad=True
+    )  # several chunks of random words
     torch.manual_seed(1)
     out = fast_dropout(x, 0.1, True)
     kept = out != 0
     assert abs(kept.float().mean().item() - 0.9) < 3e-3  # 6 standard deviations
     chunks = kept[: 3 * _KEEP_MASK_CHUNK].view(3, _KEEP_MASK_CHUNK)
-    assert not torch.equal(chunks[0], chunks[1]) and not torch.equal(chunks[1], chunks[2])  # one stream, not one chunk repeated
+    assert not torch.equal(chunks[0], chunks[1]) and not torch.equal(
+        chunks[1], chunks[2]
+    )  # one stream, not one chunk repeated
     assert 0.85 < kept[-7 - 1000 :].float().mean().item() < 0.95  # the tail is drawn too
     torch.testing.assert_close(out[kept], torch.full_like(out[kept], 2.0 / 0.9))
     out.sum().backward()
     torch.testing.assert_close(x.grad, kept.float() / 0.9)
     torch.manual_seed(1)
-    assert torch.equal(fast_dropout(x.detach(), 0.1, True), out.detach())  # torch.manual_seed fixes the mask
+    assert torch.equal(
+        fast_dropout(x.detach(), 0.1, True), out.detach()
+    )  # torch.manual_seed fixes the mask
     assert fast_dropout(x, 0.1, False) is x and fast_dropout(x, 0.0, True) is x
 
 
 def test_activation_checkpointing_gives_the_same_step():
-    config = dict(encoding_dim=16, nhead=4, num_layers=2, dim_feedforward=24, agent_hidden_dim=8, dropout=0.1,
-                  num_transformer_layers=2, use_creative_agent=True)
+    config = dict(
+        encoding_dim=16,
+        nhead=4,
+        num_layers=2,
+        dim_feedforward=24,
+        agent_hidden_dim=8,
+        dropout=0.1,
+        num_transformer_layers=2,
+        use_creative_agent=True,
+    )
     results = []
     for checkpointing in (False, True):
         torch.manual_seed(0)
@@ -173,7 +248,9 @@ def test_activation_checkpointing_gives_the_same_step():
 
 
 def test_bench_precision_check_compares_validation_losses(tmp_path):
-    result = _run_bench(tmp_path, "--precision", "bf16", "--val_loss_steps", "2", "--loss_domain", "latent")
+    result = _run_bench(
+        tmp_path, "--precision", "bf16", "--val_loss_steps", "2", "--loss_domain", "latent"
+    )
     check = result["precision_check"]
     assert check["train_steps"] == 2
     fp32, bf16 = check["val_loss_fp32"], check["val_loss_bf16"]
@@ -195,8 +272,16 @@ def test_dropout_mask_work_shows_in_profiles():
 def test_stock_layers_are_the_same_model():
     from bench import use_stock_layers
 
-    config = dict(encoding_dim=16, nhead=4, num_layers=2, dim_feedforward=24, agent_hidden_dim=8, dropout=0.0,
-                  num_transformer_layers=2, use_creative_agent=True)
+    config = dict(
+        encoding_dim=16,
+        nhead=4,
+        num_layers=2,
+        dim_feedforward=24,
+        agent_hidden_dim=8,
+        dropout=0.0,
+        num_transformer_layers=2,
+        use_creative_agent=True,
+    )
     torch.manual_seed(0)
     model = SimpleTransformer(**config).train()  # train mode: the fast layers' own attention path
     for stage in model.modules():  # non-zero stage projections, so the layers matter
@@ -235,6 +320,7 @@ def test_bench_step_is_the_training_step(tmp_path):
     args = [*TINY_ARGS, "--dropout", "0", "--batch_size", "1"]
     bench_cfg = bench.parse_args(args)
     from codec import get_codec
+
     samples = bench.samples_for_frames(get_codec("mdct"), bench_cfg.seq_frames)
     for split in ("train", "val"):
         (tmp_path / split).mkdir()
@@ -243,8 +329,9 @@ def test_bench_step_is_the_training_step(tmp_path):
         sf.write(tmp_path / split / "pair_00000_output.wav", audio[1, 0].numpy(), 24000)
     training = build_run(bench.train_config(bench_cfg, str(tmp_path)), 0, 1, torch.device("cpu"))
     batch = next(iter(training.train_loader))
-    outcome = train_epoch(training, [batch], Progress(), StopRequest(),
-                          StepSync(torch.device("cpu"), 5))
+    outcome = train_epoch(
+        training, [batch], Progress(), StopRequest(), StepSync(torch.device("cpu"), 5)
+    )
     trainer = bench.build_trainer(bench_cfg, torch.device("cpu"))
     timed = bench.run_epoch(trainer, bench.TimedLoader([batch], torch.device("cpu")))
     training_loss = means(outcome.sums.reduce())["loss"]

@@ -139,6 +139,7 @@ def test_cli_reports_corrupted_checkpoint_last_clearly(tmp_path):
     data = tmp_path / "data"
     (data / "train").mkdir(parents=True)
     (data / "train" / "pair_00000_input.wav").touch()  # found by name; never opened here
+    (data / "train" / "pair_00000_output.wav").touch()
     runs = tmp_path / "runs"
     runs.mkdir()
     (runs / "checkpoint_last.pth").write_bytes(b"PK\x03\x04 truncated zip")

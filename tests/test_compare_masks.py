@@ -27,7 +27,10 @@ SUMMARY_KEYS = {
 def tiny_data(root: Path) -> Path:
     data = make_tiny_dataset(root / "data", train_pairs=4, val_pairs=3)
     # A prepare_pairs folder has a manifest; --demo would synthesize songs into DATA without one.
-    (data / "manifest.jsonl").write_text("")
+    lines = [{"split": split, "input_file": f"{split}/pair_{i:05d}_input.wav",
+              "output_file": f"{split}/pair_{i:05d}_output.wav"}
+             for split, count in (("train", 4), ("val", 3)) for i in range(count)]
+    (data / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     return data
 
 

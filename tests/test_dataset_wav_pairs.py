@@ -1,4 +1,6 @@
-"""WavPairsDataset: shapes, latent cache reuse/rebuild, shuffled/unity targets, errors, concurrent builders."""
+"""WavPairsDataset: shapes, latent cache reuse/rebuild, shuffled/unity targets, errors,
+concurrent builders."""
+
 from __future__ import annotations
 
 import builtins
@@ -20,7 +22,8 @@ SAMPLES = SR // 4  # 0.25 s
 
 
 class FakeCodec(torch.nn.Module):
-    """Tiny stand-in for codec.Codec: frames of `dim` samples, times a scale, plus one padding frame."""
+    """Tiny stand-in for codec.Codec: frames of `dim` samples, times a scale, plus one padding
+    frame."""
 
     name = "fake"
     sample_rate = SR
@@ -50,11 +53,22 @@ class FakeCodec(torch.nn.Module):
         return (z / self.scale).transpose(1, 2).reshape(z.shape[0], 1, -1)
 
     def identity(self) -> dict:
-        return {"name": self.name, "sample_rate": self.sample_rate, "dim": self.dim, "scale": self.scale}
+        return {
+            "name": self.name,
+            "sample_rate": self.sample_rate,
+            "dim": self.dim,
+            "scale": self.scale,
+        }
 
 
-def write_pairs(data: Path, count: int, split: str = "train", samples: int = SAMPLES, rate: int = SR,
-                seed: int = 0) -> Path:
+def write_pairs(
+    data: Path,
+    count: int,
+    split: str = "train",
+    samples: int = SAMPLES,
+    rate: int = SR,
+    seed: int = 0,
+) -> Path:
     folder = data / split
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -83,31 +97,53 @@ def test_items_shapes_and_content(data: Path) -> None:
     frames = codec.num_frames(SAMPLES)
     assert len(dataset) == 8 and dataset.frame_count == frames and dataset.num_samples == SAMPLES
     assert dataset.built_cache
-    for name in ("input_latents.npy", "target_latents.npy", "input_audio.npy", "target_audio.npy", "meta.json"):
+    for name in (
+        "input_latents.npy",
+        "target_latents.npy",
+        "input_audio.npy",
+        "target_audio.npy",
+        "meta.json",
+    ):
         assert (dataset.cache_dir / name).is_file()
     assert dataset.cache_dir.parent.parent == data / "cache" and dataset.cache_dir.name == "train"
     for index in (0, 5, 7):
         item = dataset[index]
         assert item["index"] == index and item["target_index"] == index
-        assert item["input_latent"].shape == (16, frames) and item["input_latent"].dtype == torch.float32
+        assert (
+            item["input_latent"].shape == (16, frames)
+            and item["input_latent"].dtype == torch.float32
+        )
         assert item["target_latent"].shape == (16, frames)
-        assert item["input_audio"].shape == (1, SAMPLES) and item["target_audio"].shape == (1, SAMPLES)
+        assert item["input_audio"].shape == (1, SAMPLES) and item["target_audio"].shape == (
+            1,
+            SAMPLES,
+        )
         source = read_wav(data / "train" / f"pair_{index:05d}_input.wav")
         target = read_wav(data / "train" / f"pair_{index:05d}_output.wav")
-        assert torch.equal(item["input_audio"], source) and torch.equal(item["target_audio"], target)
+        assert torch.equal(item["input_audio"], source) and torch.equal(
+            item["target_audio"], target
+        )
         assert torch.equal(item["input_latent"], codec.encode(source[None])[0])
         assert torch.equal(item["target_latent"], codec.encode(target[None])[0])
         item["input_latent"] += 1  # items own writable memory, the cache is untouched
-    assert not torch.equal(dataset[0]["input_latent"], WavPairsDataset(data, codec)[0]["input_latent"] + 1)
+    assert not torch.equal(
+        dataset[0]["input_latent"], WavPairsDataset(data, codec)[0]["input_latent"] + 1
+    )
     loader, sampler = make_dataloader(dataset, batch_size=4, shuffle=True, num_workers=0, seed=0)
     assert sampler is None
     batch = next(iter(loader))
-    assert batch["input_latent"].shape == (4, 16, frames) and batch["target_audio"].shape == (4, 1, SAMPLES)
+    assert batch["input_latent"].shape == (4, 16, frames) and batch["target_audio"].shape == (
+        4,
+        1,
+        SAMPLES,
+    )
     with pytest.raises(IndexError):
         dataset[8]
 
 
-def test_second_pass_opens_no_wav_and_runs_no_codec(data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_pass_opens_no_wav_and_runs_no_codec(
+    data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     first_codec = FakeCodec()
     first = WavPairsDataset(data, first_codec, return_audio=True)
     assert first.built_cache and first_codec.encode_calls > 0
@@ -118,6 +154,7 @@ def test_second_pass_opens_no_wav_and_runs_no_codec(data: Path, monkeypatch: pyt
         def wrapper(*args, **kwargs):
             calls["wav"] += 1
             return function(*args, **kwargs)
+
         return wrapper
 
     real_open = builtins.open
@@ -231,18 +268,30 @@ def _break_missing_partner(folder: Path) -> str:
 
 
 def _break_sample_rate(folder: Path) -> str:
-    sf.write(folder / "pair_00004_input.wav", np.zeros(SAMPLES // 2, np.float32), SR // 2, subtype="FLOAT")
+    sf.write(
+        folder / "pair_00004_input.wav",
+        np.zeros(SAMPLES // 2, np.float32),
+        SR // 2,
+        subtype="FLOAT",
+    )
     return "pair_00004_input.wav"
 
 
 def _break_pair_lengths(folder: Path) -> str:
-    sf.write(folder / "pair_00001_output.wav", np.zeros(SAMPLES - 8, np.float32), SR, subtype="FLOAT")
+    sf.write(
+        folder / "pair_00001_output.wav", np.zeros(SAMPLES - 8, np.float32), SR, subtype="FLOAT"
+    )
     return "pair_00001_output.wav"
 
 
 def _break_lengths_across_pairs(folder: Path) -> str:
     for role in ("input", "output"):
-        sf.write(folder / f"pair_00005_{role}.wav", np.zeros(SAMPLES + 16, np.float32), SR, subtype="FLOAT")
+        sf.write(
+            folder / f"pair_00005_{role}.wav",
+            np.zeros(SAMPLES + 16, np.float32),
+            SR,
+            subtype="FLOAT",
+        )
     return "pair_00005_input.wav"
 
 
@@ -252,12 +301,23 @@ def _break_unreadable(folder: Path) -> str:
 
 
 def _break_stereo(folder: Path) -> str:
-    sf.write(folder / "pair_00000_input.wav", np.zeros((SAMPLES, 2), np.float32), SR, subtype="FLOAT")
+    sf.write(
+        folder / "pair_00000_input.wav", np.zeros((SAMPLES, 2), np.float32), SR, subtype="FLOAT"
+    )
     return "pair_00000_input.wav"
 
 
-@pytest.mark.parametrize("breaker", [_break_missing_partner, _break_sample_rate, _break_pair_lengths,
-                                     _break_lengths_across_pairs, _break_unreadable, _break_stereo])
+@pytest.mark.parametrize(
+    "breaker",
+    [
+        _break_missing_partner,
+        _break_sample_rate,
+        _break_pair_lengths,
+        _break_lengths_across_pairs,
+        _break_unreadable,
+        _break_stereo,
+    ],
+)
 def test_bad_pairs_raise_naming_the_file(tmp_path: Path, breaker) -> None:
     folder = write_pairs(tmp_path / "DATA", 8)
     name = breaker(folder)
@@ -276,7 +336,9 @@ def test_empty_or_missing_split(tmp_path: Path) -> None:
 
 def test_make_dataloader_distributed_and_drop_last(data: Path) -> None:
     dataset = WavPairsDataset(data, FakeCodec())
-    loader, sampler = make_dataloader(dataset, batch_size=2, shuffle=True, rank=1, world_size=2, seed=5)
+    loader, sampler = make_dataloader(
+        dataset, batch_size=2, shuffle=True, rank=1, world_size=2, seed=5
+    )
     assert isinstance(sampler, torch.utils.data.DistributedSampler) and len(loader) == 2
     with pytest.raises(ValueError, match="batch_size"):
         make_dataloader(dataset, batch_size=5, world_size=2, drop_last=True)
@@ -284,8 +346,13 @@ def test_make_dataloader_distributed_and_drop_last(data: Path) -> None:
 
 def _construct_in_child(data: str, log_path: str, barrier, results) -> None:
     barrier.wait()
-    dataset = WavPairsDataset(data, FakeCodec(delay_s=0.2, log_path=log_path), batch_size_for_encoding=4)
-    total = sum(float(dataset[i]["input_latent"].sum() + dataset[i]["target_latent"].sum()) for i in range(len(dataset)))
+    dataset = WavPairsDataset(
+        data, FakeCodec(delay_s=0.2, log_path=log_path), batch_size_for_encoding=4
+    )
+    total = sum(
+        float(dataset[i]["input_latent"].sum() + dataset[i]["target_latent"].sum())
+        for i in range(len(dataset))
+    )
     results.put((dataset.built_cache, str(dataset.cache_dir), total))
 
 
@@ -294,7 +361,9 @@ def test_two_processes_build_once(data: Path, tmp_path: Path) -> None:
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(2), context.Queue()
     log_path = tmp_path / "encode_calls.log"
-    child = context.Process(target=_construct_in_child, args=(str(data), str(log_path), barrier, results))
+    child = context.Process(
+        target=_construct_in_child, args=(str(data), str(log_path), barrier, results)
+    )
     child.start()
     _construct_in_child(str(data), str(log_path), barrier, results)
     outcomes = [results.get(timeout=60) for _ in range(2)]
@@ -314,7 +383,11 @@ def test_real_mdct_codec(tmp_path: Path) -> None:
     write_pairs(tmp_path / "DATA", 3, samples=samples, rate=codec.sample_rate)
     dataset = WavPairsDataset(tmp_path / "DATA", codec, return_audio=True)
     item = dataset[1]
-    assert item["input_latent"].shape == (codec.dim, codec.num_frames(samples)) == (codec.dim, dataset.frame_count)
+    assert (
+        item["input_latent"].shape
+        == (codec.dim, codec.num_frames(samples))
+        == (codec.dim, dataset.frame_count)
+    )
     with torch.no_grad():
         decoded = codec.decode(item["target_latent"][None])[0, :, :samples]
     assert torch.allclose(decoded, item["target_audio"], atol=1e-4)

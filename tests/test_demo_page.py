@@ -99,7 +99,9 @@ def test_page_without_masks_or_samples(evaluated, tmp_path):
     plain = write_run(root / "plain", root / "data", num_transformer_layers=1)
     out = tmp_path / "eval_plain"
     evaluate.evaluate(plain, root / "data", out, progress=False)
-    page = demo_page.write_eval_demo(plain, root / "data", out, num_pairs=2).read_text()
+    from evaluate import load_trained
+    page = demo_page.write_eval_demo(load_trained(plain), root / "data", out,
+                                     num_pairs=2).read_text()
     assert page.count("<audio") == 2 * 4 and "the model does not mask" in page
     shutil.rmtree(out / "samples")
     assert "No audio examples" in demo_page.write_demo_page(out).read_text()

@@ -23,8 +23,8 @@ def test_runtime_requirements_are_project_dependencies() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     declared = {dep.split(">")[0].split("=")[0].strip()
                 for dep in project["project"]["dependencies"]}
-    test_only = {"pytest", "selenium"}
+    development_only = {"pytest", "selenium", "ruff"}
     lines = (ROOT / "requirements.txt").read_text().splitlines()
     required = {line.split("=")[0].strip() for line in lines
                 if line.strip() and not line.startswith("#")}
-    assert required - test_only == declared
+    assert required - development_only == declared

@@ -5,7 +5,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-
 import resources as rs
 from resources import (
     Finding,

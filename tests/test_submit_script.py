@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_train_ddp import TINY_ARGS, make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 
 from launch_env import LaunchEnv, detect_launch_env, expand_nodelist, port_from_job_id
-from train_config import (DEMO_OVERRIDES, TrainConfig, build_parser, model_kwargs, parse_config,
-                          validate_config)
+from train_config import (
+    DEMO_OVERRIDES,
+    TrainConfig,
+    build_parser,
+    model_kwargs,
+    parse_config,
+    validate_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +36,7 @@ def dataset(tmp_path) -> Path:
     (tmp_path / "data" / "train").mkdir(parents=True)
     # Configuration checks look for pairs by name only; no audio is opened.
     (tmp_path / "data" / "train" / "pair_00000_input.wav").touch()
+    (tmp_path / "data" / "train" / "pair_00000_output.wav").touch()
     return tmp_path / "data"
 
 

@@ -71,6 +71,7 @@ def data(tmp_path_factory) -> Path:
 
 def _reduce_worker(rank: int, world_size: int, port: int, out: str) -> None:
     import torch.distributed as dist
+
     from training_log import MetricSums, reduce_metric_sums
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
@@ -411,3 +412,71 @@ def test_seed_checkpoint_snippet_runs_verbatim(data, tmp_path):
                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert snippet.returncode == 0, snippet.stderr[-3000:]
     assert "Complementarity:" in snippet.stdout
+
+
+def test_config_file_continues_a_run(data, tmp_path):
+    """config.json holds every resolved flag; --config FILE plus a few flags continues the run."""
+    run = tmp_path / "run"
+    first = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(run), *TINY_ARGS,
+                     "--use_creative_agent", "true", "--epochs", "1", "--batch_size", "4"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    # TensorBoard (on by default): scalars, and the sound and masks of validation pairs for the
+    # untrained model (epoch 0) and after epoch 1.
+    from tensorboard.backend.event_processing.event_accumulator import (
+        AUDIO,
+        IMAGES,
+        SCALARS,
+        EventAccumulator,
+    )
+    events = EventAccumulator(str(run / "tensorboard"),
+                              size_guidance={AUDIO: 0, IMAGES: 0, SCALARS: 0})
+    events.Reload()
+    tags = events.Tags()
+    assert "epoch/val_loss" in tags["scalars"] and "epoch/band_complementarity" in tags["scalars"]
+    assert {tag.rsplit("/", 1)[1] for tag in tags["audio"]} == {
+        "1_input", "2_target", "3_masked_mix", "4_output"}
+    assert tags["images"] and [e.step for e in events.Images(tags["images"][0])] == [0, 1]
+    config = json.loads((run / "config.json").read_text())
+    assert config["epochs"] == 1 and config["use_creative_agent"] is True
+    assert config["codec_option"] == {"dim": 16} and "config" not in config
+    again = run_cli(["--config", str(run / "config.json"), "--epochs", "2", "--resume", "auto"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [r["epoch"] for r in read_metrics(run)] == [0, 1, 2]
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"epochs": "many"}')
+    refused = run_cli(["--config", str(bad)])
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [f"error: --config {bad}: epochs must be int, "
+                                                   f"got 'many'"]
+
+
+def test_hand_written_cross_song_manifest_trains_end_to_end(tmp_path):
+    """A manifest of cross-song pairs written by hand, with segments in folders of their own
+    (no train/ or val/ folders), trains through the launcher; a missing file is refused in one
+    line naming the manifest line."""
+    songs = make_tiny_dataset(tmp_path / "songs", train_pairs=4, val_pairs=2)
+    data = tmp_path / "data"
+    data.mkdir()
+    train = sorted((songs / "train").glob("*.wav"))
+    val = sorted((songs / "val").glob("*.wav"))
+    lines = [{"split": "train", "input_file": str(a), "output_file": str(b),
+              "pairing": "cross_song"} for a, b in zip(train, reversed(train))]
+    lines += [{"split": "val", "input_file": str(val[0]), "output_file": str(val[-1])}]
+    (data / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    run = tmp_path / "run"
+    result = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(run), *TINY_ARGS,
+                      "--use_creative_agent", "true", "--epochs", "1", "--batch_size", "4",
+                      "--tensorboard", "false"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["epoch"] for r in read_metrics(run)] == [0, 1]
+    assert "8 train / 1 val pairs" in result.stderr
+
+    lines[3]["output_file"] = str(tmp_path / "missing.wav")
+    (data / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    refused = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(tmp_path / "r2"),
+                       *TINY_ARGS, "--epochs", "1"])
+    assert refused.returncode != 0
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "manifest.jsonl line 4" in errors[0], refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr
