@@ -12,11 +12,12 @@ ties draw their low half. Half the random bits of 32 per element, the same distr
 are drawn in segments of a million elements, each from its own generator, spread over torch's
 intra-op threads (the mask is the same for any number of threads).
 
-- `cpu_dropout(x, p)` (eager): the mask is drawn as bool and, in the same cache-sized chunks,
-  in x's dtype: 0 or 1 / (1 - p) (rounded to the dtype, as x * scale would be), written with
-  integer ufuncs. Applying it is one multiply, forward and backward, instead of converting a
-  bool mask and scaling it each time in torch. For the backward pass a 2-byte mask (bf16) is
-  kept as it is; a wider one (fp32) is rebuilt from the bool mask, kept at 1 byte per element.
+- `cpu_dropout(x, p)` (eager): fp32 (and fp64) tensors are multiplied by the mask in numpy, in
+  the cache-sized chunks the mask is drawn in, and only the bool mask (1 byte per element) is
+  kept for the backward pass, which applies it the same way. bf16 (no numpy dtype) gets the mask
+  drawn in bf16, 0 or 1 / (1 - p) rounded to bf16 as x * scale would be, kept for the backward
+  pass; applying it is one multiply each way. Both replace converting a bool mask and scaling it
+  in torch, forward and backward.
 - `keep_mask_u8(seed, shape, p)`: a 0/1 uint8 mask as a torch custom op, for compiled graphs:
   inductor fuses its conversion and scaling into the neighbouring kernels.
 """
@@ -149,20 +150,6 @@ def _draw_dropout_mask(
     return torch.from_numpy(keep).view(shape), scaled.view(shape)
 
 
-def scaled_from_keep(keep: Tensor, p: float, dtype: torch.dtype) -> Tensor:
-    """The scaled mask of a bool CPU keep mask, as `draw_dropout_mask` gives both."""
-    flat = keep.reshape(-1).numpy()
-    scaled, write = _scaled_writer(flat.size, p, dtype)
-
-    def convert(index: int, start: int, stop: int) -> None:
-        for first in range(start, stop, MASK_CHUNK):
-            last = min(stop, first + MASK_CHUNK)
-            write(first, last, flat[first:last])
-
-    _by_segments(flat.size, convert)
-    return scaled.view(keep.shape)
-
-
 def _scaled_writer(
     count: int, p: float, dtype: torch.dtype
 ) -> tuple[Tensor, Callable[[int, int, np.ndarray], None]]:
@@ -188,10 +175,44 @@ def _scaled_writer(
     return mask, write_bits
 
 
-# Bytes per element up to which the backward pass keeps the scaled mask itself (bf16, fp16);
-# wider ones (fp32) keep the 1-byte bool mask and rebuild the scaled one, which costs a little time
-# instead of 3 bytes per element of memory (2 GiB more at 1200 frames in fp32 otherwise).
-KEEP_SCALED_UP_TO_BYTES = 2
+# Float dtypes that numpy multiplies natively: their masks are applied by numpy, chunk by chunk
+# as they are drawn, and only the bool mask is kept for the backward pass, which applies it the
+# same way. Others (bf16) get the mask in their dtype, which the backward pass keeps (2 bytes).
+_NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _apply_in_numpy(
+    x: Tensor, p: float, seed: int | None = None, keep: np.ndarray | None = None
+) -> tuple[Tensor, np.ndarray]:
+    """(x * mask, keep) with the mask drawn from `seed` (forward) or given as `keep` (backward),
+    built and applied in cache-sized chunks: the scaled mask never goes through memory."""
+    source = x.detach().contiguous()
+    out = torch.empty_like(source)
+    values, results = source.view(-1).numpy(), out.view(-1).numpy()
+    count = values.size
+    draw = keep is None
+    if draw:
+        keep = np.empty(count, dtype=bool)
+    drop = drop_threshold(p)
+    scale = torch.tensor(1.0 / (1.0 - p), dtype=x.dtype)
+    signed, unsigned = _UNSIGNED[scale.element_size()]
+    scale_bits = unsigned(scale.view(signed).item() & ((1 << (8 * scale.element_size())) - 1))
+    float_type = _NUMPY_FLOATS[x.dtype]
+
+    def apply(index: int, start: int, stop: int) -> None:
+        generator = _segment_generator(seed, index) if draw else None
+        scratch = np.empty(min(stop - start, MASK_CHUNK), dtype=unsigned)
+        for first in range(start, stop, MASK_CHUNK):
+            last = min(stop, first + MASK_CHUNK)
+            if generator is not None:
+                _decide(generator, drop, keep[first:last])
+            mask = scratch[: last - first]
+            np.copyto(mask, keep[first:last], casting="unsafe")
+            np.multiply(mask, scale_bits, out=mask)
+            np.multiply(values[first:last], mask.view(float_type), out=results[first:last])
+
+    _by_segments(count, apply)
+    return out.view(x.shape), keep
 
 
 class _Dropout(torch.autograd.Function):
@@ -199,9 +220,14 @@ class _Dropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, p: float) -> Tensor:
+        ctx.p, ctx.dtype = p, x.dtype
+        if x.dtype in _NUMPY_FLOATS:
+            with torch.profiler.record_function(PROFILE_LABEL):
+                out, keep = _apply_in_numpy(x, p, seed=_seed_from_torch())
+            ctx.save_for_backward(torch.from_numpy(keep).view(x.shape))
+            return out
         keep, scaled = draw_dropout_mask(x.shape, p, x.dtype)
-        ctx.save_for_backward(scaled if scaled.element_size() <= KEEP_SCALED_UP_TO_BYTES else keep)
-        ctx.p = p
+        ctx.save_for_backward(scaled)
         return x * scaled
 
     @staticmethod
@@ -209,7 +235,8 @@ class _Dropout(torch.autograd.Function):
         (mask,) = ctx.saved_tensors
         if mask.dtype == torch.bool:
             with torch.profiler.record_function(PROFILE_LABEL):
-                mask = scaled_from_keep(mask, ctx.p, grad.dtype)
+                grad_x, _ = _apply_in_numpy(grad.to(ctx.dtype), ctx.p, keep=mask.view(-1).numpy())
+            return grad_x, None
         return grad * mask, None
 
 

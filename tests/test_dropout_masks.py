@@ -13,7 +13,6 @@ from dropout_masks import (
     drop_threshold,
     keep_from_halves,
     keep_mask_u8,
-    scaled_from_keep,
 )
 from model_simple_transformer import fast_dropout
 
@@ -57,7 +56,6 @@ def test_scaled_mask_holds_zero_or_the_scale_in_its_dtype(dtype):
     keep, mask = draw_dropout_mask(shape, 0.1, dtype)
     assert mask.shape == keep.shape == shape and mask.dtype == dtype and keep.dtype == torch.bool
     assert torch.equal(mask != 0, keep)
-    assert torch.equal(scaled_from_keep(keep, 0.1, dtype), mask)  # what the backward pass rebuilds
     scale = torch.tensor(1 / 0.9, dtype=dtype)
     assert set(torch.unique(mask).tolist()) == {0.0, scale.item()}
     kept = (mask != 0).double().mean().item()
@@ -77,6 +75,23 @@ def test_masks_follow_torch_manual_seed_and_differ_per_draw():
     assert not torch.equal(first, second)
 
 
+def test_numpy_applied_masks_are_the_drawn_masks_on_any_thread_count():
+    threads = torch.get_num_threads()
+    x = torch.randn(2 * dropout_masks.SEGMENT + 5)
+    try:
+        torch.set_num_threads(1)
+        one, keep = dropout_masks._apply_in_numpy(x, 0.1, seed=9)
+        torch.set_num_threads(2)
+        two, _ = dropout_masks._apply_in_numpy(x, 0.1, seed=9)
+        again, _ = dropout_masks._apply_in_numpy(x, 0.1, keep=keep)  # the backward pass's way
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(keep, dropout_masks.keep_mask(9, x.numel(), 0.1))
+    expected = x * torch.from_numpy(keep) * torch.tensor(1 / 0.9)
+    for result in (one, two, again):
+        assert torch.equal(result, expected)
+
+
 def test_masks_are_the_same_for_any_number_of_threads():
     threads = torch.get_num_threads()
     shape = (3 * dropout_masks.SEGMENT + 11,)
@@ -84,11 +99,10 @@ def test_masks_are_the_same_for_any_number_of_threads():
         torch.set_num_threads(1)
         one = dropout_masks._draw_dropout_mask(5, shape, 0.1, torch.bfloat16)[1]
         torch.set_num_threads(3)
-        keep, three = dropout_masks._draw_dropout_mask(5, shape, 0.1, torch.bfloat16)
-        rebuilt = scaled_from_keep(keep, 0.1, torch.bfloat16)
+        three = dropout_masks._draw_dropout_mask(5, shape, 0.1, torch.bfloat16)[1]
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(one, three) and torch.equal(rebuilt, three)
+    assert torch.equal(one, three)
     segments = (one[: 3 * dropout_masks.SEGMENT] != 0).view(3, -1)
     assert not torch.equal(segments[0], segments[1])  # every segment has its own generator
     assert abs((one != 0).double().mean().item() - 0.9) < 0.001
@@ -102,14 +116,15 @@ def test_bool_and_scaled_masks_are_the_same_draw():
     np.testing.assert_array_equal(flat_bool, (scaled != 0).numpy())
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64, torch.float16])
 def test_fast_dropout_gradient_is_the_mask_kept_in_at_most_two_bytes(dtype):
     torch.manual_seed(1)
     x = torch.randn(4, 300, dtype=dtype, requires_grad=True)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
         out = fast_dropout(x, 0.2, True)
-    assert [t.dtype for t in saved] == [dtype if dtype == torch.bfloat16 else torch.bool]
+    numpy_float = dtype in (torch.float32, torch.float64)
+    assert [t.dtype for t in saved] == [torch.bool if numpy_float else dtype]
     kept = out != 0
     scale = torch.tensor(1 / 0.8, dtype=dtype)
     torch.testing.assert_close(out[kept], x[kept] * scale)
