@@ -3,11 +3,12 @@
 `tune_malloc()`: glibc's malloc hands every block above its mmap threshold (128 KiB at start,
 raised as blocks are freed) to fresh mmap'd pages and gives them back on free, so a training step,
 which allocates and frees activations of a few MiB to a few tens of MiB hundreds of times, has
-the kernel fault in and zero the same memory again and again: 40-80 thousand page faults and
-0.15-0.25 s of system time per default CPU step in `bench.py` on a 2-core Xeon. Serving blocks up
-to 32 MiB (glibc's maximum threshold) from the heap and keeping up to 1 GiB of freed heap for
-reuse removes nearly all of them. Freed memory is then kept by the process rather than returned
-to the system. Call it once, early, in the main process (workers forked later inherit it).
+the kernel fault in and zero the same memory again and again: 35-80 thousand page faults and
+0.06-0.25 s of system time per default CPU step in `bench.py` on a 2-core Xeon. Serving blocks
+up to 32 MiB (the largest threshold older glibc accepts) from the heap and keeping up to 1 GiB of
+freed heap for reuse removes nearly all of them. Freed memory is then kept by the process rather
+than returned to the system. Call it once, early, in every process that trains or infers:
+processes forked later inherit the setting, spawned ones (DDP ranks) do not.
 """
 
 from __future__ import annotations

@@ -12,9 +12,12 @@ ties draw their low half. Half the random bits of 32 per element, the same distr
 are drawn in segments of a million elements, each from its own generator, spread over torch's
 intra-op threads (the mask is the same for any number of threads).
 
-- `scaled_keep_mask(shape, p, dtype)`: the mask already in the activations' dtype, 0 or
-  1 / (1 - p) (rounded to dtype, as x * scale would be): applying it is one multiply, forward
-  and backward, instead of converting a bool mask and scaling it each time.
+- `cpu_dropout(x, p)` (eager): fp32 (and fp64) tensors are multiplied by the mask in numpy, in
+  the cache-sized chunks the mask is drawn in, and only the bool mask (1 byte per element) is
+  kept for the backward pass, which applies it the same way. bf16 (no numpy dtype) gets the mask
+  drawn in bf16, 0 or 1 / (1 - p) rounded to bf16 as x * scale would be, kept for the backward
+  pass; applying it is one multiply each way. Both replace converting a bool mask and scaling it
+  in torch, forward and backward.
 - `keep_mask_u8(seed, shape, p)`: a 0/1 uint8 mask as a torch custom op, for compiled graphs:
   inductor fuses its conversion and scaling into the neighbouring kernels.
 """
@@ -77,32 +80,33 @@ def keep_mask(seed: int, count: int, p: float) -> np.ndarray:
     drop = drop_threshold(p)
     keep = np.empty(count, dtype=bool)
 
-    def fill(generator: np.random.SFC64, start: int, stop: int) -> None:
+    def draw(index: int, start: int, stop: int) -> None:
+        generator = _segment_generator(seed, index)
         for first in range(start, stop, MASK_CHUNK):
             _decide(generator, drop, keep[first : min(stop, first + MASK_CHUNK)])
 
-    _draw_segments(seed, count, fill)
+    _by_segments(count, draw)
     return keep
 
 
-def _draw_segments(
-    seed: int, count: int, fill: Callable[[np.random.SFC64, int, int], None]
-) -> None:
-    """fill(generator, start, stop) for every SEGMENT of the mask, each with its own generator
-    seeded by (seed, segment index): on torch's intra-op threads when there are several, and the
-    same mask for any number of threads."""
+def _segment_generator(seed: int, index: int) -> np.random.SFC64:
+    return np.random.SFC64(np.random.SeedSequence([seed, index]))
+
+
+def _by_segments(count: int, work: Callable[[int, int, int], None]) -> None:
+    """work(index, start, stop) for every SEGMENT of `count` elements: on torch's intra-op threads
+    when there are several (numpy releases the GIL in its generators and ufuncs). Masks draw each
+    segment from its own generator, seeded by (seed, index): the same mask for any thread count."""
     bounds = [(start, min(count, start + SEGMENT)) for start in range(0, count, SEGMENT)]
-
-    def draw(index: int) -> None:
-        start, stop = bounds[index]
-        fill(np.random.SFC64(np.random.SeedSequence([seed, index])), start, stop)
-
     workers = min(len(bounds), torch.get_num_threads())
     if workers <= 1:
-        for index in range(len(bounds)):
-            draw(index)
-    else:  # numpy releases the GIL in the generators and ufuncs
-        list(_executor(workers).map(draw, range(len(bounds))))
+        for index, (start, stop) in enumerate(bounds):
+            work(index, start, stop)
+        return
+    futures = [_executor(workers).submit(work, index, start, stop)
+               for index, (start, stop) in enumerate(bounds)]
+    for future in futures:
+        future.result()
 
 
 _executors: dict[int, ThreadPoolExecutor] = {}
@@ -118,36 +122,127 @@ def _executor(workers: int) -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_executors.clear)
 
 
-def scaled_keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype) -> Tensor:
-    """CPU tensor of `shape` and `dtype`: 1 / (1 - p) where kept, 0 where dropped (0 <= p < 1)."""
+def draw_dropout_mask(
+    shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """(keep, scaled) CPU tensors of `shape`, drawn together: keep is bool (True = kept), scaled
+    is the same mask in `dtype`, 1 / (1 - p) where kept and 0 where dropped (0 <= p < 1)."""
     with torch.profiler.record_function(PROFILE_LABEL):
-        return _scaled_keep_mask(_seed_from_torch(), tuple(shape), p, dtype)
+        return _draw_dropout_mask(_seed_from_torch(), tuple(shape), p, dtype)
 
 
-def _scaled_keep_mask(seed: int, shape: tuple[int, ...], p: float, dtype: torch.dtype) -> Tensor:
+def _draw_dropout_mask(
+    seed: int, shape: tuple[int, ...], p: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
     count = math.prod(shape)
-    scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
-    if scale.element_size() not in _UNSIGNED or not dtype.is_floating_point:
-        keep = torch.from_numpy(keep_mask(seed, count, p))
-        return keep.view(torch.uint8).to(dtype).mul_(scale).view(shape)
-    signed, unsigned = _UNSIGNED[scale.element_size()]
-    # 0 or the bit pattern of the scale, written as unsigned integers into the tensor's memory.
-    scale_bits = unsigned(scale.view(signed).item() & ((1 << (8 * scale.element_size())) - 1))
-    mask = torch.empty(count, dtype=dtype)
-    values = mask.view(signed).numpy().view(unsigned)
     drop = drop_threshold(p)
+    keep = np.empty(count, dtype=bool)
+    scaled, write = _scaled_writer(count, p, dtype)
 
-    def fill(generator: np.random.SFC64, start: int, stop: int) -> None:
-        keep = np.empty(min(stop - start, MASK_CHUNK), dtype=bool)
+    def draw(index: int, start: int, stop: int) -> None:
+        generator = _segment_generator(seed, index)
         for first in range(start, stop, MASK_CHUNK):
-            chunk = values[first : min(stop, first + MASK_CHUNK)]
-            decided = keep[: chunk.size]
-            _decide(generator, drop, decided)
-            np.copyto(chunk, decided, casting="unsafe")
-            np.multiply(chunk, scale_bits, out=chunk)
+            last = min(stop, first + MASK_CHUNK)
+            _decide(generator, drop, keep[first:last])
+            write(first, last, keep[first:last])  # while the decisions are in cache
 
-    _draw_segments(seed, count, fill)
-    return mask.view(shape)
+    _by_segments(count, draw)
+    return torch.from_numpy(keep).view(shape), scaled.view(shape)
+
+
+def _scaled_writer(
+    count: int, p: float, dtype: torch.dtype
+) -> tuple[Tensor, Callable[[int, int, np.ndarray], None]]:
+    """(flat mask of `dtype`, write(start, stop, keep) that fills mask[start:stop] from keep)."""
+    scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
+    mask = torch.empty(count, dtype=dtype)
+    if not dtype.is_floating_point or scale.element_size() not in _UNSIGNED:
+        def write_through_torch(start: int, stop: int, keep: np.ndarray) -> None:
+            mask[start:stop] = torch.from_numpy(keep).to(dtype) * scale
+
+        return mask, write_through_torch
+    signed, unsigned = _UNSIGNED[scale.element_size()]
+    # 0 or the bit pattern of the scale, written as unsigned integers into the tensor's memory:
+    # numpy's integer ufuncs, no float conversion.
+    scale_bits = unsigned(scale.view(signed).item() & ((1 << (8 * scale.element_size())) - 1))
+    values = mask.view(signed).numpy().view(unsigned)
+
+    def write_bits(start: int, stop: int, keep: np.ndarray) -> None:
+        chunk = values[start:stop]
+        np.copyto(chunk, keep, casting="unsafe")
+        np.multiply(chunk, scale_bits, out=chunk)
+
+    return mask, write_bits
+
+
+# Float dtypes that numpy multiplies natively: their masks are applied by numpy, chunk by chunk
+# as they are drawn, and only the bool mask is kept for the backward pass, which applies it the
+# same way. Others (bf16) get the mask in their dtype, which the backward pass keeps (2 bytes).
+_NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _apply_in_numpy(
+    x: Tensor, p: float, seed: int | None = None, keep: np.ndarray | None = None
+) -> tuple[Tensor, np.ndarray]:
+    """(x * mask, keep) with the mask drawn from `seed` (forward) or given as `keep` (backward),
+    built and applied in cache-sized chunks: the scaled mask never goes through memory."""
+    source = x.detach().contiguous()
+    out = torch.empty_like(source)
+    values, results = source.view(-1).numpy(), out.view(-1).numpy()
+    count = values.size
+    draw = keep is None
+    if draw:
+        keep = np.empty(count, dtype=bool)
+    drop = drop_threshold(p)
+    scale = torch.tensor(1.0 / (1.0 - p), dtype=x.dtype)
+    signed, unsigned = _UNSIGNED[scale.element_size()]
+    scale_bits = unsigned(scale.view(signed).item() & ((1 << (8 * scale.element_size())) - 1))
+    float_type = _NUMPY_FLOATS[x.dtype]
+
+    def apply(index: int, start: int, stop: int) -> None:
+        generator = _segment_generator(seed, index) if draw else None
+        scratch = np.empty(min(stop - start, MASK_CHUNK), dtype=unsigned)
+        for first in range(start, stop, MASK_CHUNK):
+            last = min(stop, first + MASK_CHUNK)
+            if generator is not None:
+                _decide(generator, drop, keep[first:last])
+            mask = scratch[: last - first]
+            np.copyto(mask, keep[first:last], casting="unsafe")
+            np.multiply(mask, scale_bits, out=mask)
+            np.multiply(values[first:last], mask.view(float_type), out=results[first:last])
+
+    _by_segments(count, apply)
+    return out.view(x.shape), keep
+
+
+class _Dropout(torch.autograd.Function):
+    """x * mask, with the mask kept for the backward pass as described above."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, p: float) -> Tensor:
+        ctx.p, ctx.dtype = p, x.dtype
+        if x.dtype in _NUMPY_FLOATS:
+            with torch.profiler.record_function(PROFILE_LABEL):
+                out, keep = _apply_in_numpy(x, p, seed=_seed_from_torch())
+            ctx.save_for_backward(torch.from_numpy(keep).view(x.shape))
+            return out
+        keep, scaled = draw_dropout_mask(x.shape, p, x.dtype)
+        ctx.save_for_backward(scaled)
+        return x * scaled
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        (mask,) = ctx.saved_tensors
+        if mask.dtype == torch.bool:
+            with torch.profiler.record_function(PROFILE_LABEL):
+                grad_x, _ = _apply_in_numpy(grad.to(ctx.dtype), ctx.p, keep=mask.view(-1).numpy())
+            return grad_x, None
+        return grad * mask, None
+
+
+def cpu_dropout(x: Tensor, p: float) -> Tensor:
+    """Dropout of a CPU tensor in eager mode (0 < p < 1): one multiply forward, one backward."""
+    return _Dropout.apply(x, p)
 
 
 @torch.library.custom_op("creative_agent::keep_mask_u8", mutates_args=())

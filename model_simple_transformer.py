@@ -25,7 +25,7 @@ from band_layout import LAYOUT_KINDS, BandLayout, build_layout
 from codec import SAMPLE_RATE
 from complementary_masking import MASK_TYPES, complementary_masks
 from creative_agent import CreativeAgent, MaskDecision
-from dropout_masks import compiled_dropout, scaled_keep_mask
+from dropout_masks import compiled_dropout, cpu_dropout
 from mask_metrics import all_mask_statistics
 
 # Guards the per-item RMS used to scale the anti-cheating noise on silent targets.
@@ -51,7 +51,7 @@ def _sinusoidal_table(
 def fast_dropout(x: Tensor, p: float, training: bool) -> Tensor:
     """F.dropout(x, p, training): same Bernoulli(1 - p) keep mask and 1 / (1 - p) scaling. On CPU
     the masks come from `dropout_masks` (numpy, seeded from torch's generator): eagerly as a mask
-    in x's dtype, one multiply forward and one backward (autograd saves only the mask); inside
+    in x's dtype, one multiply forward and one backward (only a bool mask is kept for it); inside
     torch.compile as a uint8 custom op that inductor fuses. Other devices use F.dropout."""
     if not training or p == 0.0:
         return x
@@ -59,7 +59,7 @@ def fast_dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return F.dropout(x, p, training)
     if torch.compiler.is_compiling():
         return compiled_dropout(x, p)
-    return x * scaled_keep_mask(x.shape, p, x.dtype)
+    return cpu_dropout(x, p)
 
 
 class FastDropout(nn.Dropout):

@@ -9,10 +9,10 @@ import torch
 import dropout_masks
 from dropout_masks import (
     MASK_CHUNK,
+    draw_dropout_mask,
     drop_threshold,
     keep_from_halves,
     keep_mask_u8,
-    scaled_keep_mask,
 )
 from model_simple_transformer import fast_dropout
 
@@ -53,8 +53,9 @@ def test_threshold_is_p_to_2_to_the_minus_32():
 def test_scaled_mask_holds_zero_or_the_scale_in_its_dtype(dtype):
     torch.manual_seed(0)
     shape = (3, MASK_CHUNK + 5)  # several chunks, and a partial one
-    mask = scaled_keep_mask(shape, 0.1, dtype)
-    assert mask.shape == shape and mask.dtype == dtype
+    keep, mask = draw_dropout_mask(shape, 0.1, dtype)
+    assert mask.shape == keep.shape == shape and mask.dtype == dtype and keep.dtype == torch.bool
+    assert torch.equal(mask != 0, keep)
     scale = torch.tensor(1 / 0.9, dtype=dtype)
     assert set(torch.unique(mask).tolist()) == {0.0, scale.item()}
     kept = (mask != 0).double().mean().item()
@@ -67,13 +68,28 @@ def test_scaled_mask_holds_zero_or_the_scale_in_its_dtype(dtype):
 
 def test_masks_follow_torch_manual_seed_and_differ_per_draw():
     torch.manual_seed(3)
-    first, second = (
-        scaled_keep_mask((1000,), 0.5, torch.float32),
-        scaled_keep_mask((1000,), 0.5, torch.float32),
-    )
+    first = draw_dropout_mask((1000,), 0.5, torch.float32)[0]
+    second = draw_dropout_mask((1000,), 0.5, torch.float32)[0]
     torch.manual_seed(3)
-    assert torch.equal(scaled_keep_mask((1000,), 0.5, torch.float32), first)
+    assert torch.equal(draw_dropout_mask((1000,), 0.5, torch.float32)[0], first)
     assert not torch.equal(first, second)
+
+
+def test_numpy_applied_masks_are_the_drawn_masks_on_any_thread_count():
+    threads = torch.get_num_threads()
+    x = torch.randn(2 * dropout_masks.SEGMENT + 5)
+    try:
+        torch.set_num_threads(1)
+        one, keep = dropout_masks._apply_in_numpy(x, 0.1, seed=9)
+        torch.set_num_threads(2)
+        two, _ = dropout_masks._apply_in_numpy(x, 0.1, seed=9)
+        again, _ = dropout_masks._apply_in_numpy(x, 0.1, keep=keep)  # the backward pass's way
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(keep, dropout_masks.keep_mask(9, x.numel(), 0.1))
+    expected = x * torch.from_numpy(keep) * torch.tensor(1 / 0.9)
+    for result in (one, two, again):
+        assert torch.equal(result, expected)
 
 
 def test_masks_are_the_same_for_any_number_of_threads():
@@ -81,9 +97,9 @@ def test_masks_are_the_same_for_any_number_of_threads():
     shape = (3 * dropout_masks.SEGMENT + 11,)
     try:
         torch.set_num_threads(1)
-        one = dropout_masks._scaled_keep_mask(5, shape, 0.1, torch.bfloat16)
+        one = dropout_masks._draw_dropout_mask(5, shape, 0.1, torch.bfloat16)[1]
         torch.set_num_threads(3)
-        three = dropout_masks._scaled_keep_mask(5, shape, 0.1, torch.bfloat16)
+        three = dropout_masks._draw_dropout_mask(5, shape, 0.1, torch.bfloat16)[1]
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, three)
@@ -95,18 +111,25 @@ def test_masks_are_the_same_for_any_number_of_threads():
 def test_bool_and_scaled_masks_are_the_same_draw():
     count = dropout_masks.SEGMENT + 2 * MASK_CHUNK + 3
     flat_bool = dropout_masks.keep_mask(7, count, 0.25)
-    scaled = dropout_masks._scaled_keep_mask(7, (count,), 0.25, torch.float32)
+    keep, scaled = dropout_masks._draw_dropout_mask(7, (count,), 0.25, torch.float32)
+    np.testing.assert_array_equal(flat_bool, keep.numpy())
     np.testing.assert_array_equal(flat_bool, (scaled != 0).numpy())
 
 
-def test_fast_dropout_gradient_is_the_mask():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64, torch.float16])
+def test_fast_dropout_gradient_is_the_mask_kept_in_at_most_two_bytes(dtype):
     torch.manual_seed(1)
-    x = torch.randn(4, 300, requires_grad=True)
-    out = fast_dropout(x, 0.2, True)
+    x = torch.randn(4, 300, dtype=dtype, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = fast_dropout(x, 0.2, True)
+    numpy_float = dtype in (torch.float32, torch.float64)
+    assert [t.dtype for t in saved] == [torch.bool if numpy_float else dtype]
     kept = out != 0
-    torch.testing.assert_close(out[kept], x[kept] / 0.8)
-    out.sum().backward()
-    torch.testing.assert_close(x.grad, kept.float() / 0.8)
+    scale = torch.tensor(1 / 0.8, dtype=dtype)
+    torch.testing.assert_close(out[kept], x[kept] * scale)
+    out.backward(torch.ones_like(out))
+    torch.testing.assert_close(x.grad, kept.to(dtype) * scale)
 
 
 def test_uint8_custom_op_matches_the_bool_draw_and_its_fake():
