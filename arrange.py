@@ -60,8 +60,10 @@ from audio_io import (
 from checkpoint import CheckpointError
 from cli_flags import OneLineParser, add_bool_flag, add_device_flag
 from codec import Codec
+from cpu_runtime import tune_malloc
 from evaluate import inference, training_segment_seconds
 from model_simple_transformer import ForwardRecord
+from precision import REQUESTS as PRECISION_REQUESTS
 from precision import autocast_for, resolve_precision
 
 log = logging.getLogger("arrange")
@@ -349,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subtype", default=None, type=str.upper, choices=SUBTYPES,
                         help="sample format; default: PCM_16 for .wav and .flac, VORBIS for .ogg")
     add_device_flag(parser)
+    parser.add_argument("--precision", choices=PRECISION_REQUESTS, default="auto",
+                        help="the model's precision: auto (bf16 where the CPU or GPU multiplies "
+                             "it natively, else fp32), fp32 or bf16; the codec stays fp32")
     add_bool_flag(parser, "--progress", True, "show a progress bar")
     return parser
 
@@ -384,7 +389,8 @@ def arrange_files(checkpoint: str | os.PathLike, input_path: str | os.PathLike,
                   target_path: str | os.PathLike, output: str | os.PathLike,
                   segment_seconds: float | None = None, overlap: float = DEFAULT_OVERLAP,
                   batch_size: int = 8, subtype: str | None = None, device: str = "auto",
-                  progress: bool = True, sample_rate: int | str = "codec") -> ArrangeResult:
+                  progress: bool = True, sample_rate: int | str = "codec",
+                  precision: str = "auto") -> ArrangeResult:
     """The CLI as a function: read both songs, arrange, write OUTPUT and OUT_masks.png.
 
     `checkpoint` is a training checkpoint or a folder written by export_model.py.
@@ -410,7 +416,7 @@ def arrange_files(checkpoint: str | os.PathLike, input_path: str | os.PathLike,
     rate = output_rate(sample_rate, codec.sample_rate, info.samplerate)
     loaded = time.perf_counter()
     audio, input_mask, _ = arrange(trained.model, codec, source, target, segment, overlap,
-                                   batch_size, progress=progress)
+                                   batch_size, progress=progress, precision=precision)
     processed = time.perf_counter()
     seconds_out = len(audio) / codec.sample_rate
     # At the input's own rate, the output has exactly the input file's length.
@@ -432,10 +438,12 @@ def arrange_files(checkpoint: str | os.PathLike, input_path: str | os.PathLike,
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    tune_malloc()
     try:
         result = arrange_files(args.checkpoint, args.input, args.target, args.output,
                                args.segment_seconds, args.overlap, args.batch_size, args.subtype,
-                               args.device, progress=args.progress, sample_rate=args.sample_rate)
+                               args.device, progress=args.progress, sample_rate=args.sample_rate,
+                               precision=args.precision)
     except (CheckpointError, FileNotFoundError, ValueError, TimeoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

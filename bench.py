@@ -2,9 +2,11 @@
 
 One command, one JSON object (the last line of stdout; also written to --json PATH), after a
 readable table. Defaults: batch 8 x 300 latent frames, two cascade stages of 4 layers, creative
-agent on, MDCT codec, fp32, CPU.
+agent on, MDCT codec, CPU, precision auto (bf16 where the device runs it natively, as training
+picks; the JSON says which and why).
 
     python bench.py                                   # step mode, defaults
+    python bench.py --precision fp32                  # fp32 whatever the device
     python bench.py --precision bf16                  # bf16 autocast (losses stay fp32)
     python bench.py --codec encodec --loss_domain latent --end_to_end
     python bench.py --seq_frames 1200 --activation_checkpointing --steps 3 --warmup 1
@@ -52,6 +54,7 @@ from bench_measure import (
     synchronize,
 )
 from bench_report import load_average, summarize, table
+from cpu_runtime import tune_malloc
 from training_setup import TrainingRun
 
 log = logging.getLogger("bench")
@@ -483,6 +486,7 @@ def run(bench: BenchConfig) -> dict[str, Any]:
     if bench.threads:
         torch.set_num_threads(bench.threads)
     load_start = load_average()
+    log.info("precision %s (%s)", bench.precision, bench.precision_reason)
     if bench.precision == "bf16" and not native_bf16_matmul(device):
         log.warning(
             "this %s has no native bf16 matrix multiply (no avx512_bf16/AMX): "
@@ -548,9 +552,11 @@ def main(argv: list[str] | None = None) -> int:
     # The synthetic end-to-end dataset has no val/ split on purpose; the trainer's warning about it
     # is noise here.
     logging.getLogger("train").setLevel(logging.ERROR)
+    malloc = tune_malloc()  # as every training process does (cpu_runtime)
     try:
         bench = parse_args(argv)
         result = run(bench)
+        result["malloc"] = malloc
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

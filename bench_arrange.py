@@ -184,6 +184,9 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cpu_runtime import tune_malloc
+
+    tune_malloc()  # as arrange.py does
     try:
         config = parse_args(argv)
         result = run(config)

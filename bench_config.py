@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from precision import PRECISIONS
+from precision import REQUESTS, choose_precision
 from train_config import CODEC_CHOICES
 
 log = logging.getLogger("bench")
@@ -28,7 +28,7 @@ class BenchConfig:
     mask_reg_weight: float = 0.1
     codec: str = "mdct"
     loss_domain: str = "audio"
-    precision: str = "fp32"
+    precision: str = "auto"  # after parse_args: the resolved "fp32" or "bf16"
     compile: bool = False
     activation_checkpointing: bool = False
     stock_layers: bool = False
@@ -43,6 +43,7 @@ class BenchConfig:
     threads: int = 0
     seed: int = 0
     json: str = ""
+    precision_reason: str = ""  # why `precision` was chosen (set by parse_args)
 
 
 # =============================================================================================
@@ -106,11 +107,17 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     )
     add(
         "--precision",
-        choices=PRECISIONS,
+        choices=REQUESTS,
         default=defaults.precision,
-        help="fp32, or bf16 autocast (loss in fp32)",
+        help="fp32, bf16 autocast (loss in fp32), or auto: bf16 where the device multiplies bf16 "
+        "natively (AMX / avx512_bf16 CPUs, CUDA compute capability 8.0+), else fp32, as training "
+        "picks",
     )
-    add("--compile", action="store_true", help="torch.compile the model")
+    add(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (inductor); compare with and without on your machine",
+    )
     add(
         "--activation_checkpointing",
         action="store_true",
@@ -194,10 +201,13 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         log.warning("--steps %d: fewer than 10 timed steps, the figures are rough", bench.steps)
     if problems:
         raise ValueError("; ".join(problems))
-    if bench.val_loss_steps and bench.precision == "fp32":
-        raise ValueError(
-            "--val_loss_steps compares a lower precision with fp32: add --precision bf16"
-        )
     if bench.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
+    choice = choose_precision(bench.precision, bench.device)
+    bench.precision, bench.precision_reason = choice.precision, choice.reason
+    if bench.val_loss_steps and bench.precision == "fp32":
+        raise ValueError(
+            f"--val_loss_steps compares a lower precision with fp32, and the step runs in fp32 "
+            f"({bench.precision_reason}): add --precision bf16"
+        )
     return bench

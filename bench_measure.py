@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 import torch
 
+from precision import native_bf16
+
 # =============================================================================================
 # Analytic FLOP count
 # =============================================================================================
@@ -220,14 +222,8 @@ def best_peak(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
 
 
 def native_bf16_matmul(device: torch.device) -> bool:
-    """Whether bf16 matrix multiplies have hardware support
-    (on CPU: oneDNN's avx512_bf16/AMX path)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    """Whether bf16 matrix multiplies run natively on `device` (`precision.native_bf16`)."""
+    return native_bf16(device)[0]
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -55,6 +55,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cli_flags import add_bool_flag
 from mask_metrics import METRIC_LABELS
 from train_config import (
     ConfigFileError,
@@ -150,9 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="training epochs of every variant (count; default: the demo's)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated subset of {', '.join(VARIANTS)}")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="retrain and re-evaluate every variant from scratch")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bars")
+    add_bool_flag(parser, "--overwrite", False,
+                  "retrain and re-evaluate every variant from scratch")
+    add_bool_flag(parser, "--progress", True, "show progress bars")
     return parser
 
 
@@ -195,7 +196,7 @@ def parse_options(argv: Sequence[str]) -> CompareOptions:
         raise ValueError(f"--out {out} is a file, not a folder")
     return CompareOptions(dataset_folder=data.resolve(), out=out.resolve(), epochs=args.epochs,
                           variants=variants, training_flags=tuple(training),
-                          overwrite=args.overwrite, progress=not args.no_progress)
+                          overwrite=args.overwrite, progress=args.progress)
 
 
 def training_flags(options: CompareOptions, variant: str) -> list[str]:

@@ -46,6 +46,7 @@ from band_layout import BandLayout, describe_layout
 from checkpoint import CheckpointError, load_checkpoint
 from codec import Codec, get_codec
 from complementary_masking import complementary_masks
+from cpu_runtime import tune_malloc
 from losses import multi_resolution_stft_distance, si_sdr
 from mask_metrics import (
     METRIC_LABELS,
@@ -623,6 +624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    tune_malloc()
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"
     try:
         if args.demo_pairs < 0:

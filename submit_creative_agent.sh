@@ -4,7 +4,7 @@
 #   mkdir -p logs && sbatch submit_creative_agent.sh
 #   DATA=/scratch/pairs EPOCHS=100 sbatch submit_creative_agent.sh          # overrides
 #   sbatch --account=ACCOUNT --partition=gpu --nodes=2 submit_creative_agent.sh   # multi-node
-#   EXTRA_ARGS="--precision bf16 --num_workers 8" sbatch submit_creative_agent.sh
+#   EXTRA_ARGS="--compile true --num_workers 8" sbatch submit_creative_agent.sh
 #
 # sbatch options on the command line override the #SBATCH lines (account, partition, mail, GPU
 # type: e.g. --gres=gpu:4 where GPUs carry no type name). The log directory must exist before

@@ -36,6 +36,7 @@ from checkpoint import (
     save_checkpoint,
     save_training_checkpoints,
 )
+from cpu_runtime import tune_malloc
 from distributed import (
     NonFiniteError,
     StepSync,
@@ -111,6 +112,7 @@ def train_worker(rank: int, world_size: int, args: TrainConfig | dict[str, Any]
     cfg = args if isinstance(args, TrainConfig) else config_from_dict(args)
     local_rank = int(os.environ.get("LOCAL_RANK", rank)) if world_size > 1 else 0
     setup_logging(rank)
+    tune_malloc()  # spawned ranks do not inherit the launcher's malloc settings
     stop = StopRequest()
     stop.install()
     try:

@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 import arrange
+import compare_masks
 import evaluate
 import export_model
 import prepare_pairs
@@ -14,14 +15,17 @@ import train_config
 from cli_flags import FALSE_WORDS, TRUE_WORDS, parse_bool
 
 PARSERS = {"evaluate": evaluate.build_parser, "arrange": arrange.build_parser,
-           "prepare_pairs": prepare_pairs.build_parser, "export_model": export_model.build_parser}
+           "prepare_pairs": prepare_pairs.build_parser, "export_model": export_model.build_parser,
+           "compare_masks": compare_masks.build_parser}
 REQUIRED = {"evaluate": ["--checkpoint", "c.pth", "--dataset_folder", "d"],
             "arrange": ["--checkpoint", "c.pth", "--input", "a", "--target", "b", "--output",
                         "o.wav"],
             "prepare_pairs": ["--songs", "s", "--out", "o"],
-            "export_model": ["--checkpoint", "c.pth", "--out", "o"]}
+            "export_model": ["--checkpoint", "c.pth", "--out", "o"],
+            "compare_masks": ["--dataset_folder", "d", "--out", "o"]}
 BOOL_FLAGS = {"evaluate": ["--progress"], "arrange": ["--progress"],
-              "prepare_pairs": ["--progress", "--overwrite"], "export_model": ["--overwrite"]}
+              "prepare_pairs": ["--progress", "--overwrite"], "export_model": ["--overwrite"],
+              "compare_masks": ["--progress", "--overwrite"]}
 
 
 def flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:

@@ -35,8 +35,8 @@ def tiny_data(root: Path) -> Path:
 
 
 def run(data: Path, out: Path, *flags: str) -> int:
-    return compare_masks.main(["--dataset_folder", str(data), "--out", str(out), "--no_progress",
-                               *flags, "--", *TINY_TRAINING])
+    return compare_masks.main(["--dataset_folder", str(data), "--out", str(out),
+                               "--progress", "false", *flags, "--", *TINY_TRAINING])
 
 
 def test_schema_skip_and_resume(tmp_path, capsys):
