@@ -43,7 +43,8 @@ _STATIC_TYPES = ("none", "temporal", "frequency", "spectral", "hybrid")
 _DESCRIPTIONS = {
     "none": "no masking: both masks are all ones (input and target are blended, not complementary)",
     "temporal": "alternating time segments: input keeps segments 0,2,4,..., target the others, "
-    "with short linear crossfades at the boundaries",
+    "with short linear crossfades at the boundaries; an even number of equal segments by default, "
+    "so both songs get half",
     "frequency": "frequency split: input keeps the low freq_split_ratio of channels, "
     "target the rest",
     "spectral": "fixed random channel split (seeded): input keeps channel_keep_ratio of the "
@@ -66,6 +67,9 @@ class MaskOptions:
 
     # Length of one alternating time segment, in latent frames (2 s at EnCodec's 75 Hz).
     temporal_segment_frames: int = 150
+    # Stretch the segments so that an even number of equal ones covers the sequence: both songs
+    # then get the same share (150-frame segments over 375 frames would give the input 60%).
+    temporal_balanced: bool = True
     # Width of the linear crossfade centred on each segment boundary, in frames (0 = hard cut).
     fade_frames: int = 4
     # Fraction of channels (lowest first) kept by the input in `frequency` and `hybrid`.
@@ -131,9 +135,18 @@ def describe_mask(mask_type: str) -> str:
 # Builders of 0/1-valued "input keeps" patterns (float32, on CPU; the cache moves them once).
 
 
+def temporal_segment_length(num_frames: int, opts: MaskOptions) -> float:
+    """Segment length in frames: temporal_segment_frames, or with temporal_balanced the length
+    closest to it that splits num_frames into an even number of equal segments."""
+    if not opts.temporal_balanced:
+        return float(opts.temporal_segment_frames)
+    pairs = max(1, round(num_frames / (2 * opts.temporal_segment_frames)))
+    return num_frames / (2 * pairs)
+
+
 def _temporal_pattern(num_frames: int, opts: MaskOptions) -> Tensor:
     """[T] pattern: 1 in even segments, 0 in odd ones, linear ramps of fade_frames at boundaries."""
-    seg = float(opts.temporal_segment_frames)
+    seg = temporal_segment_length(num_frames, opts)
     centre = torch.arange(num_frames, dtype=torch.float64) + 0.5  # frame centres
     # Distance of each frame centre to the centre of the nearest "input" segment (period 2*seg):
     # 0 in the middle of an input segment, seg/2 at a boundary, seg in the middle of a target one.

@@ -1,5 +1,7 @@
 """Tests for the fixed complementary masks (complementary_masking.py)."""
 
+import math
+
 import pytest
 import torch
 
@@ -51,7 +53,7 @@ def test_none_is_all_ones() -> None:
 @pytest.mark.parametrize("frames", [300, 750])
 def test_temporal_complementarity_at_default_segment(frames: int) -> None:
     x, y = latents(batch=2, frames=frames)
-    input_mask, target_mask = complementary_masks("temporal", x, y)  # default 150-frame segments
+    input_mask, target_mask = complementary_masks("temporal", x, y, temporal_balanced=False)
     assert complementarity(input_mask, target_mask) >= 0.96
     assert torch.allclose(input_mask + target_mask, torch.ones_like(input_mask))
     # Input owns segment 0 (frames 0..149), the target segment 1 (150..299), away from the fades.
@@ -61,9 +63,23 @@ def test_temporal_complementarity_at_default_segment(frames: int) -> None:
     assert torch.equal(input_mask, input_mask[:, :1].expand_as(input_mask))
 
 
+@pytest.mark.parametrize("frames, segment", [(375, 187.5), (750, 187.5), (300, 150.0), (189, 94.5)])
+def test_temporal_is_balanced_by_default(frames: int, segment: float) -> None:
+    x, y = latents(batch=1, frames=frames)
+    input_mask, target_mask = complementary_masks("temporal", x, y)
+    assert input_mask.mean().item() == pytest.approx(0.5, abs=1e-6)
+    assert torch.allclose(input_mask + target_mask, torch.ones_like(input_mask))
+    first_target_frame = int((input_mask[0, 0] < 0.5).nonzero()[0])
+    assert first_target_frame == math.floor(segment - 0.5) + 1  # first centre past the boundary
+    unbalanced, _ = complementary_masks("temporal", x, y, temporal_balanced=False)
+    if frames % 300:
+        assert unbalanced.mean().item() != pytest.approx(0.5, abs=0.01)
+
+
 def test_temporal_fades_at_boundaries_only() -> None:
     x, y = latents(batch=1, frames=100)
-    input_mask, _ = complementary_masks("temporal", x, y, temporal_segment_frames=20, fade_frames=4)
+    input_mask, _ = complementary_masks("temporal", x, y, temporal_segment_frames=20, fade_frames=4,
+                                        temporal_balanced=False)
     row = input_mask[0, 0]
     soft = ((row > 0) & (row < 1)).nonzero().flatten().tolist()
     # Four fractional frames around each inner boundary (20, 40, 60, 80), none at start or end.
@@ -73,7 +89,8 @@ def test_temporal_fades_at_boundaries_only() -> None:
     ramp = row[17:23]
     assert torch.all(ramp[1:] <= ramp[:-1])
     assert float(row[19]) > 0.5 > float(row[20])
-    hard, _ = complementary_masks("temporal", x, y, temporal_segment_frames=20, fade_frames=0)
+    hard, _ = complementary_masks("temporal", x, y, temporal_segment_frames=20, fade_frames=0,
+                                  temporal_balanced=False)
     assert set(hard.unique().tolist()) == {0.0, 1.0}
 
 
