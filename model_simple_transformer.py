@@ -192,6 +192,14 @@ class ForwardRecord:
     attention: Tensor | None = None
 
 
+def resolved_agent_balance(agent_balance: str | None, agent_shared_weights: bool) -> str:
+    """The agent's balance mode a model records: None picks "median" for the competitive design;
+    the seed's design (two independent heads) has no single claim to split at a median."""
+    if agent_balance is not None:
+        return agent_balance
+    return "median" if agent_shared_weights else "penalty"
+
+
 class SimpleTransformer(nn.Module):
     def __init__(
         self,
@@ -241,9 +249,7 @@ class SimpleTransformer(nn.Module):
             raise ValueError(
                 f"unknown mask_layout {mask_layout!r}; choose one of {', '.join(LAYOUT_KINDS)}"
             )
-        if agent_balance is None:
-            # The seed's design (two independent heads) has no single claim to split at a median.
-            agent_balance = "median" if agent_shared_weights else "penalty"
+        agent_balance = resolved_agent_balance(agent_balance, agent_shared_weights)
         self.config = {
             "encoding_dim": encoding_dim,
             "nhead": nhead,

@@ -99,11 +99,14 @@ def expected_model_config(cfg: TrainConfig) -> dict[str, Any]:
     """The model_config a model built from these flags records, without building it."""
     import inspect
 
-    from model_simple_transformer import SimpleTransformer
+    from model_simple_transformer import SimpleTransformer, resolved_agent_balance
 
     parameters = inspect.signature(SimpleTransformer.__init__).parameters
     defaults = {name: p.default for name, p in parameters.items() if name != "self"}
-    return {**defaults, **model_kwargs(cfg)}
+    config = {**defaults, **model_kwargs(cfg)}
+    config["agent_balance"] = resolved_agent_balance(config["agent_balance"],
+                                                     config["agent_shared_weights"])
+    return config
 
 
 def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:

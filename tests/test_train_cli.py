@@ -174,3 +174,20 @@ def test_cli_errors_are_one_line_with_exit_status_2(tmp_path, dataset):
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
     assert not runs.exists()  # nothing started
+
+
+@pytest.mark.parametrize("flags", [
+    [],
+    ["--demo"],
+    ["--use_creative_agent", "true", "--num_transformer_layers", "2",
+     "--model_option", "agent_shared_weights=false"],
+])
+def test_expected_model_config_is_what_the_model_records(flags):
+    # The launcher refuses a resume whose checkpoint differs from this; it must agree with the
+    # model built from the same flags, resolved defaults included.
+    from model_simple_transformer import SimpleTransformer
+    from train_simple_ddp import expected_model_config
+
+    cfg = parse_config(flags + ["--dataset_folder", "d"])
+    model = SimpleTransformer(**model_kwargs(cfg))
+    assert expected_model_config(cfg) == model.config
