@@ -309,8 +309,9 @@ def _toy_training_run(model, reconstruction, steps: int, max_nonfinite: int):
     from optimization import LRSchedule, build_optimizer
     from train_config import TrainConfig
     from training_setup import TrainingRun
+    # build_run resolves "auto"; a hand-built run names its precision.
     cfg = TrainConfig(epochs=1, lr=0.1, warmup_steps=0, log_every=1, sync_every=1,
-                      max_nonfinite_steps=max_nonfinite)
+                      max_nonfinite_steps=max_nonfinite, precision="fp32")
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     return TrainingRun(cfg=cfg, device=torch.device("cpu"), rank=0, world_size=1, codec=None,
                        train_set=None, val_set=None, train_loader=None, train_sampler=None,
