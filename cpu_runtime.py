@@ -1,5 +1,7 @@
 """Process-wide CPU runtime settings for training, benchmarks and inference.
 
+`share_cores(n)`: one share of the cores per training process (see its doc).
+
 `tune_malloc()`: glibc's malloc hands every block above its mmap threshold (128 KiB at start,
 raised as blocks are freed) to fresh mmap'd pages and gives them back on free, so a training step,
 which allocates and frees activations of a few MiB to a few tens of MiB hundreds of times, has
@@ -16,7 +18,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
+from collections.abc import Mapping
+
+import torch
 
 log = logging.getLogger("cpu_runtime")
 
@@ -63,5 +69,25 @@ def tune_malloc(
         f"glibc {version} malloc: blocks up to {mmap_threshold >> 20} MiB from the heap, up to "
         f"{trim_threshold >> 20} MiB of freed heap kept for reuse"
     )
+    log.info(line)
+    return line
+
+
+def share_cores(processes_per_machine: int, environ: Mapping[str, str] = os.environ) -> str:
+    """Give each of the training processes on this machine its share of the cores as torch
+    intra-op threads. Returns one line saying what was set, or why nothing was.
+
+    torch starts as many threads as the machine has cores in every process, so two DDP ranks on
+    2 cores ran 4 busy threads on 2 cores: the demo's training step took 2.4x as long as with
+    one thread per rank (2.04 against 0.86 s per step, 2-core Xeon). OMP_NUM_THREADS, when set
+    (torchrun sets it to 1), is left as it is.
+    """
+    if environ.get("OMP_NUM_THREADS"):
+        return f"intra-op threads unchanged: OMP_NUM_THREADS={environ['OMP_NUM_THREADS']}"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // max(1, processes_per_machine))
+    torch.set_num_threads(threads)
+    line = f"{threads} intra-op thread(s) per process: {cores} core(s), " \
+           f"{processes_per_machine} process(es) on this machine"
     log.info(line)
     return line

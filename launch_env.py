@@ -87,6 +87,17 @@ def detect_launch_env(environ: dict[str, str] | os._Environ, launcher: str = "au
 
 
 
+def processes_on_this_machine(world_size: int,
+                              environ: dict[str, str] | os._Environ = os.environ) -> int:
+    """How many training processes share this machine: torchrun's LOCAL_WORLD_SIZE, SLURM's
+    tasks per node ("4" or "4(x2)"), else all of them (the launcher spawns them here)."""
+    for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):
+        match = re.match(r"\d+", environ.get(name, ""))
+        if match and int(match.group()) > 0:
+            return int(match.group())
+    return max(1, world_size)
+
+
 def prefer_passive_openmp_wait(environ: dict[str, str] | os._Environ = os.environ) -> None:
     """Let idle OpenMP threads sleep instead of spin (unless OMP_WAIT_POLICY is already set).
 

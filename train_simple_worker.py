@@ -36,7 +36,7 @@ from checkpoint import (
     save_checkpoint,
     save_training_checkpoints,
 )
-from cpu_runtime import tune_malloc
+from cpu_runtime import share_cores, tune_malloc
 from distributed import (
     NonFiniteError,
     StepSync,
@@ -49,6 +49,7 @@ from distributed import (
     requeue_slurm_job,
     unwrap,
 )
+from launch_env import processes_on_this_machine
 from losses import LossBreakdown, TrainingLoss
 from optimization import optimizer_step
 from precision import autocast_for
@@ -117,6 +118,8 @@ def train_worker(rank: int, world_size: int, args: TrainConfig | dict[str, Any]
     stop.install()
     try:
         device = pick_device(cfg.device, local_rank)
+        if device.type == "cpu":
+            share_cores(processes_on_this_machine(world_size))
         if world_size > 1:
             init_distributed(rank, world_size, device, cfg.dist_timeout)
         return run_training(cfg, rank, world_size, device, stop)

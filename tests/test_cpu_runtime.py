@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -83,3 +84,24 @@ def test_refused_values_are_reported(monkeypatch):
         cpu_runtime.tune_malloc()
         == "malloc partly unchanged: glibc 2.99 refused the mmap threshold"
     )
+
+
+def test_share_cores_gives_each_process_its_share(monkeypatch):
+    import torch
+
+    from cpu_runtime import share_cores
+    from launch_env import processes_on_this_machine
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+        assert share_cores(4, environ={}).startswith("2 intra-op thread(s)")
+        assert torch.get_num_threads() == 2
+        assert share_cores(16, environ={}).startswith("1 intra-op thread(s)")
+        assert "unchanged" in share_cores(4, environ={"OMP_NUM_THREADS": "3"})
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert processes_on_this_machine(8, {"LOCAL_WORLD_SIZE": "2"}) == 2
+    assert processes_on_this_machine(8, {"SLURM_NTASKS_PER_NODE": "4(x2)"}) == 4
+    assert processes_on_this_machine(3, {}) == 3
