@@ -340,3 +340,13 @@ def test_bench_step_is_the_training_step(tmp_path):
     bench_loss = means(timed.sums.reduce())["loss"]
     assert training_loss == pytest.approx(bench_loss, rel=1e-6)
     assert set(means(timed.sums.reduce())) == set(means(outcome.sums.reduce()))
+
+
+def test_bench_resolves_auto_precision_and_says_why():
+    from bench_config import parse_args
+    from precision import choose_precision
+
+    bench = parse_args(["--steps", "10"])
+    expected = choose_precision("auto", "cpu")
+    assert (bench.precision, bench.precision_reason) == (expected.precision, expected.reason)
+    assert parse_args(["--precision", "fp32"]).precision_reason == "fp32 as requested"

@@ -191,3 +191,9 @@ def test_expected_model_config_is_what_the_model_records(flags):
     cfg = parse_config(flags + ["--dataset_folder", "d"])
     model = SimpleTransformer(**model_kwargs(cfg))
     assert expected_model_config(cfg) == model.config
+
+
+def test_precision_is_auto_by_default_and_the_demo_pins_fp32():
+    assert TrainConfig().precision == "auto"
+    assert parse_config(["--demo"]).precision == "fp32"
+    assert parse_config(["--demo", "--precision", "auto"]).precision == "auto"
