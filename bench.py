@@ -48,13 +48,13 @@ from bench_measure import (
     best_peak,
     gemm_shapes,
     measure_matmul_peak,
-    native_bf16_matmul,
     peak_memory_bytes,
     reset_peak_memory,
     synchronize,
 )
 from bench_report import load_average, summarize, table
 from cpu_runtime import tune_malloc
+from precision import native_bf16
 from training_setup import TrainingRun
 
 log = logging.getLogger("bench")
@@ -487,7 +487,7 @@ def run(bench: BenchConfig) -> dict[str, Any]:
         torch.set_num_threads(bench.threads)
     load_start = load_average()
     log.info("precision %s (%s)", bench.precision, bench.precision_reason)
-    if bench.precision == "bf16" and not native_bf16_matmul(device):
+    if bench.precision == "bf16" and not native_bf16(device)[0]:
         log.warning(
             "this %s has no native bf16 matrix multiply (no avx512_bf16/AMX): "
             "bf16 runs through a slow fallback, typically 10-20x slower than fp32",

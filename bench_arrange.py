@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # As arrange.py: idle OpenMP threads sleep instead of spinning on shared cores.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from launch_env import prefer_passive_openmp_wait
+
+    prefer_passive_openmp_wait()  # as arrange.py does, before torch is imported
     sys.exit(main())

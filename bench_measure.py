@@ -11,8 +11,6 @@ from typing import Any, Callable
 
 import torch
 
-from precision import native_bf16
-
 # =============================================================================================
 # Analytic FLOP count
 # =============================================================================================
@@ -219,11 +217,6 @@ def best_peak(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
         "peak_cpu_time_gflops": max(cpu) if cpu else None,
         "shapes": shapes,
     }
-
-
-def native_bf16_matmul(device: torch.device) -> bool:
-    """Whether bf16 matrix multiplies run natively on `device` (`precision.native_bf16`)."""
-    return native_bf16(device)[0]
 
 
 def reset_peak_memory(device: torch.device) -> None:

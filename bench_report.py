@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from bench_config import BenchConfig
-from bench_measure import device_name, native_bf16_matmul, step_flops
+from bench_measure import device_name, step_flops
+from precision import native_bf16
 from training_setup import TrainingRun
 
 # =============================================================================================
@@ -54,7 +55,7 @@ def summarize(
         "achieved_gflops": achieved,
         "peak_matmul_gflops": peak["peak_gflops"],
         "peak_matmul_dtype": bench.precision,
-        "native_bf16_matmul": native_bf16_matmul(device),
+        "native_bf16_matmul": native_bf16(device)[0],
         "peak_matmul_shapes": peak["shapes"],
         "mfu": achieved / peak["peak_gflops"],
         "data_s_per_step": data_s,

@@ -77,6 +77,8 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # Model options that say how masks are laid over the latents; checkpoints written before masks
 # were decided per band-window lack them.
 LAYOUT_OPTIONS = ("mask_layout", "sample_rate", "mask_window_frames")
+# Model options older checkpoints lack, with the behaviour they were trained with.
+LEGACY_DEFAULTS = {"agent_balance": "penalty"}
 
 # What a learned agent must reach, on band figures (what a listener hears as one song or the
 # other), and the model must beat its own masked mix (verdicts).
@@ -168,23 +170,25 @@ def build_codec(train_config: dict[str, Any], device: torch.device) -> Codec:
 
 def model_config_with_layout(model_config: dict[str, Any], train_config: dict[str, Any]
                              ) -> dict[str, Any]:
-    """model_config with the mask layout options it lacks taken from the training codec.
+    """model_config with the options older checkpoints lack.
 
-    SimpleTransformer's own defaults (mel bands at 24 kHz, 9-frame windows) suit the MDCT codec
-    only; an EnCodec model needs the time layout and its window length, as training builds it
-    (`train_config.mask_layout_kwargs`).
+    The mask layout comes from the training codec: SimpleTransformer's own defaults (mel bands at
+    24 kHz, 9-frame windows) suit the MDCT codec only; an EnCodec model needs the time layout and
+    its window length, as training builds it (`train_config.mask_layout_kwargs`). The agent's
+    balance mode is "penalty": checkpoints from before the median split balanced by it alone.
     """
     from train_config import config_from_dict, mask_layout_kwargs
 
+    completed = {**LEGACY_DEFAULTS, **model_config}
     missing = [name for name in LAYOUT_OPTIONS if name not in model_config]
     if not missing:
-        return dict(model_config)
+        return completed
     try:
         derived = mask_layout_kwargs(config_from_dict(train_config))
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"no mask layout for the training codec {train_config.get('codec')!r} "
                          f"({error})") from None
-    return {**model_config, **{name: derived[name] for name in missing}}
+    return {**completed, **{name: derived[name] for name in missing}}
 
 
 def load_trained(checkpoint_path: str | os.PathLike, device: str | torch.device = "auto"
@@ -202,8 +206,6 @@ def load_trained(checkpoint_path: str | os.PathLike, device: str | torch.device 
     train_config = dict(state.get("train_config") or {})
     try:
         model_config = model_config_with_layout(state["model_config"], train_config)
-        # Checkpoints from before the median split was an option balanced by the penalty alone.
-        model_config.setdefault("agent_balance", "penalty")
         model = SimpleTransformer(**model_config)
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{path}: model_config does not build a SimpleTransformer "

@@ -42,6 +42,7 @@ from evaluate import (
     TrainedModel,
     build_codec,
     load_trained,
+    model_config_with_layout,
     resolve_device,
     training_segment_seconds,
 )
@@ -204,7 +205,8 @@ def load_export(folder: str | os.PathLike, device: str = "auto") -> TrainedModel
         raise FileNotFoundError(f"{weights} does not exist")
     target = resolve_device(device)
     try:
-        model = SimpleTransformer(**config["model_config"])
+        model = SimpleTransformer(**model_config_with_layout(
+            config["model_config"], dict(config.get("train_config") or {})))
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{folder / CONFIG_NAME}: model_config does not build a "
                               f"SimpleTransformer ({str(error).splitlines()[0]})") from None

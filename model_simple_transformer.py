@@ -12,9 +12,11 @@ statistics (`mask_metrics.all_mask_statistics`) and the agent's regularizer term
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -407,3 +409,14 @@ class SimpleTransformer(nn.Module):
             regularizer_terms=dict(decision.terms),
             attention=decision.attention,
         )
+
+
+def recorded_config(**kwargs: Any) -> dict[str, Any]:
+    """The model_config that SimpleTransformer(**kwargs) records, without building the model:
+    the signature's defaults, the given options, and the defaults __init__ resolves."""
+    parameters = inspect.signature(SimpleTransformer.__init__).parameters
+    config = {name: p.default for name, p in parameters.items() if name != "self"}
+    config.update(kwargs)
+    config["agent_balance"] = resolved_agent_balance(config["agent_balance"],
+                                                     config["agent_shared_weights"])
+    return config

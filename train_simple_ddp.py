@@ -97,16 +97,9 @@ def resolve_resume(cfg: TrainConfig) -> ResumePoint:
 
 def expected_model_config(cfg: TrainConfig) -> dict[str, Any]:
     """The model_config a model built from these flags records, without building it."""
-    import inspect
+    from model_simple_transformer import recorded_config
 
-    from model_simple_transformer import SimpleTransformer, resolved_agent_balance
-
-    parameters = inspect.signature(SimpleTransformer.__init__).parameters
-    defaults = {name: p.default for name, p in parameters.items() if name != "self"}
-    config = {**defaults, **model_kwargs(cfg)}
-    config["agent_balance"] = resolved_agent_balance(config["agent_balance"],
-                                                     config["agent_shared_weights"])
-    return config
+    return recorded_config(**model_kwargs(cfg))
 
 
 def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
