@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
-from checkpoint import capture_rng_state
 from cli_flags import TRUE_WORDS
+from rng_state import capture_rng_state
 
 log = logging.getLogger("train")
 

@@ -31,7 +31,6 @@ from checkpoint import (
     build_checkpoint,
     load_checkpoint,
     require_keys,
-    restore_rng_state,
     restore_training_state,
     save_checkpoint,
     save_training_checkpoints,
@@ -53,6 +52,7 @@ from launch_env import processes_on_this_machine
 from losses import LossBreakdown, TrainingLoss
 from optimization import optimizer_step
 from precision import autocast_for
+from rng_state import restore_rng_state
 from tracking import collect_samples, sample_indices
 from train_config import TrainConfig, config_from_dict
 from training_log import (

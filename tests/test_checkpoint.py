@@ -14,12 +14,11 @@ import torch
 
 from checkpoint import (
     CheckpointError,
-    capture_rng_state,
     find_resume_checkpoint,
     load_checkpoint,
-    restore_rng_state,
     save_checkpoint,
 )
+from rng_state import capture_rng_state, restore_rng_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
