@@ -97,7 +97,8 @@ ECHO = re.compile(r"train: epoch \d|error|Error|WARNING|Traceback|nothing to do|
                   r"training finished|early stopping")
 # Figures copied from the evaluation report into comparison.json.
 MASK_FIGURES = ("band_complementarity", "band_balance", "band_temporal_diversity",
-                "band_pair_diversity", "content_alignment", "complementarity", "balance")
+                "band_pair_diversity", "band_switches", "content_alignment", "complementarity",
+                "balance")
 
 
 class Interrupted(Exception):
@@ -494,7 +495,7 @@ def verdict_lines(verdicts: dict[str, dict[str, Any]]) -> list[str]:
 # Columns of comparison.md: (title, key of the variant's summary).
 TABLE_COLUMNS = (
     ("variant", "variant"),
-    *((METRIC_LABELS[name], name) for name in MASK_FIGURES[:5]),
+    *((METRIC_LABELS[name], name) for name in MASK_FIGURES[:6]),
     ("MR-STFT", "mr_stft"), ("SI-SDR dB", "si_sdr_db"),
     ("masked mix MR-STFT", "masked_mix_mr_stft"), ("masked mix SI-SDR dB", "masked_mix_si_sdr_db"),
     ("train s", "train_seconds"), ("comparable", "comparable"),

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from band_layout import BandLayout, describe_layout
 from codec import SAMPLE_RATE
-from mask_metrics import band_mask_statistics, mask_statistics
+from mask_metrics import band_mask_statistics, frequency_switches, mask_statistics
 
 # How the competitive agent keeps the two songs balanced: "median" splits every pair's
 # band-windows half and half by construction (`split_at_median`); "penalty" leaves the split free
@@ -150,8 +150,11 @@ class AttentionMaskGenerator(nn.Module):
              + coverage_weight * mean((m_in + m_tg - 1)^2)
              + balance_weight * ((mean(m_in) - 0.5)^2 + (mean(m_tg) - 0.5)^2)
              - temporal_diversity_weight * temporal_diversity
+             + switch_weight * switches
     where temporal_diversity is the mean over B, K of the variance over windows of the band masks
-    (at most 0.25, so the reward is bounded). With balance="median" (the default of the competitive
+    (at most 0.25, so the reward is bounded) and switches the mean over B, W of the owner changes
+    across frequency, sum_k |m_in[k + 1] - m_in[k]| (1 for a low/high split, about K - 1 for a
+    comb of alternating bands, which keeps both songs audible in every octave). With balance="median" (the default of the competitive
     design) each pair's claim differences are first shifted to a zero median (`split_at_median`),
     so the balance is half and half by construction and the balance term stays near 0.
     `decide` returns the masks with these terms and (on
@@ -167,6 +170,7 @@ class AttentionMaskGenerator(nn.Module):
         coverage_weight: float = 10.0,
         balance_weight: float = 10.0,
         temporal_diversity_weight: float = 5.0,
+        switch_weight: float = 0.0,
         temperature: float = 0.1,
         shared_weights: bool = True,
         feature_floor: float = 0.01,
@@ -196,6 +200,7 @@ class AttentionMaskGenerator(nn.Module):
         self.coverage_weight = coverage_weight
         self.balance_weight = balance_weight
         self.temporal_diversity_weight = temporal_diversity_weight
+        self.switch_weight = switch_weight
         self.temperature = temperature
         self.shared_weights = shared_weights
         self.feature_floor = feature_floor
@@ -311,17 +316,20 @@ class AttentionMaskGenerator(nn.Module):
             input_mask.var(dim=-1, unbiased=False).mean()
             + target_mask.var(dim=-1, unbiased=False).mean()
         )
+        switches = frequency_switches(input_mask)
         reg_loss = (
             self.complementarity_weight * overlap
             + self.coverage_weight * coverage_error
             + self.balance_weight * imbalance
             - self.temporal_diversity_weight * temporal_diversity
+            + self.switch_weight * switches
         )
         terms = {
             "overlap": overlap.detach(),
             "coverage_error": coverage_error.detach(),
             "imbalance": imbalance.detach(),
             "temporal_diversity": temporal_diversity.detach(),
+            "switches": switches.detach(),
             "reg_loss": reg_loss.detach(),
         }
         return reg_loss, terms

@@ -78,7 +78,7 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # were decided per band-window lack them.
 LAYOUT_OPTIONS = ("mask_layout", "sample_rate", "mask_window_frames")
 # Model options older checkpoints lack, with the behaviour they were trained with.
-LEGACY_DEFAULTS = {"agent_balance": "penalty"}
+LEGACY_DEFAULTS = {"agent_balance": "penalty", "agent_switch_weight": 0.0}
 
 # What a learned agent must reach, on band figures (what a listener hears as one song or the
 # other), and the model must beat its own masked mix (verdicts).
@@ -555,7 +555,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 # The figures of the console tables (report.json holds every statistic).
 CONSOLE_BAND_FIGURES = ("band_complementarity", "band_balance", "band_temporal_diversity",
-                        "band_pair_diversity", "content_alignment")
+                        "band_pair_diversity", "band_switches", "content_alignment")
 
 
 def _mask_table(report: dict[str, Any], names: Sequence[str]) -> list[str]:

@@ -19,6 +19,13 @@ alternates single bins scores cell complementarity 1 but band complementarity 0.
 band holds an even number of bins (0.80 at D = 128, whose four lowest one-bin bands stay whole):
 both songs in every band, a blend. A split at a band edge scores 1 at both.
 
+band_switches: the number of owner changes across frequency per window, i.e. the mean over pairs
+and windows of sum_k |P(m)[k + 1] - P(m)[k]| over adjacent bands (input and target averaged).
+A low/high split scores 1, a split into three registers 2, a comb of alternating bands about
+K - 1, a 50/50 blend 0. It exposes the next comb one level up: masks that alternate whole bands
+score band complementarity 1, yet keep both songs in every octave. Always 0 for a layout of one
+band (EnCodec's time layout).
+
 content_alignment: per pair, the Pearson correlation over all band-windows between
 P(input_mask) - 0.5 and log(P(z_input^2) + eps) - log(P(z_target^2) + eps), averaged over pairs:
 1 when each band-window goes to the song that is louder there (for a binary mask exactly 1 only
@@ -51,6 +58,7 @@ METRIC_LABELS: dict[str, str] = {
     "band_balance": "band balance",
     "band_temporal_diversity": "band temporal div.",
     "band_pair_diversity": "band pair div.",
+    "band_switches": "band switches",
     "content_alignment": "content align.",
     "complementarity": "cell compl.",
     "coverage": "cell coverage",
@@ -80,6 +88,13 @@ def _pair_diversity(mask: Tensor) -> Tensor:
     if mask.shape[0] < 2:
         return mask.new_zeros(())
     return mask.var(dim=0, unbiased=False).mean()
+
+
+def frequency_switches(band_mask: Tensor) -> Tensor:
+    """Mean over pairs and windows of sum_k |m[k + 1] - m[k]| for band masks [B, K, W], 0-d."""
+    if band_mask.shape[1] < 2:
+        return band_mask.new_zeros(())
+    return band_mask.diff(dim=1).abs().sum(dim=1).mean()
 
 
 def _figures(input_mask: Tensor, target_mask: Tensor) -> dict[str, Tensor]:
@@ -113,12 +128,17 @@ def mask_statistics(input_mask: Tensor, target_mask: Tensor) -> dict[str, Tensor
 def band_mask_statistics(
     input_mask: Tensor, target_mask: Tensor, layout: BandLayout
 ) -> dict[str, Tensor]:
-    """The five figures on band-window pooled masks (BAND_METRIC_NAMES), detached fp32 0-d."""
+    """The five figures on band-window pooled masks (BAND_METRIC_NAMES) and band_switches,
+    detached fp32 0-d tensors."""
     _check_masks(input_mask, target_mask)
     pooled_input = layout.pool(input_mask.detach().float(), drop_incomplete=True)
     pooled_target = layout.pool(target_mask.detach().float(), drop_incomplete=True)
     figures = _figures(pooled_input, pooled_target)
-    return {f"band_{name}": value for name, value in figures.items()}
+    statistics = {f"band_{name}": value for name, value in figures.items()}
+    statistics["band_switches"] = 0.5 * (
+        frequency_switches(pooled_input) + frequency_switches(pooled_target)
+    )
+    return statistics
 
 
 @torch.no_grad()

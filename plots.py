@@ -193,6 +193,7 @@ CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("band balance", ("band_balance",)),
     ("band diversity", ("band_temporal_diversity", "band_pair_diversity")),
     ("content alignment", ("content_alignment",)),
+    ("band switches", ("band_switches",)),
 )
 
 

@@ -40,8 +40,8 @@ BAR_FIGURES = ("loss", "band_complementarity", "band_balance", "disc_accuracy_re
                "disc_accuracy_fake", "disc_loss", "gen_loss")
 # Shown in the one-line epoch summary when present: band figures lead.
 SUMMARY_FIGURES = ("train_loss", "val_loss", "band_complementarity", "band_balance",
-                   "band_temporal_diversity", "band_pair_diversity", "content_alignment",
-                   "complementarity", "balance", "disc_accuracy_real", "disc_accuracy_fake",
+                   "band_temporal_diversity", "band_pair_diversity", "band_switches",
+                   "content_alignment", "complementarity", "balance", "disc_accuracy_real", "disc_accuracy_fake",
                    "gen_loss", "grad_norm", "lr")
 
 

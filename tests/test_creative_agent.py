@@ -45,6 +45,7 @@ def test_decide_returns_the_forward_masks_terms_and_attention_on_request(shared)
         "coverage_error",
         "imbalance",
         "temporal_diversity",
+        "switches",
         "reg_loss",
     }
     assert all(t.dim() == 0 and not t.requires_grad for t in decision.terms.values())
@@ -80,6 +81,20 @@ def test_regularization_matches_hand_computation():
     assert terms["overlap"].item() == pytest.approx(overlap)
     assert terms["coverage_error"].item() == pytest.approx(coverage_error)
     assert terms["temporal_diversity"].item() == pytest.approx(temporal_diversity)
+    assert terms["switches"].item() == 0.0  # every band has the same owner in each window
+
+
+def test_switch_term_charges_owner_changes_across_frequency():
+    generator = AttentionMaskGenerator(4, hidden_dim=8, switch_weight=0.7)
+    comb = torch.tensor([1.0, 0.0, 1.0, 0.0])[None, :, None].expand(1, 4, 3)
+    split = torch.tensor([1.0, 1.0, 0.0, 0.0])[None, :, None].expand(1, 4, 3)
+    comb_loss, comb_terms = generator.regularization(comb, 1 - comb)
+    split_loss, split_terms = generator.regularization(split, 1 - split)
+    assert comb_terms["switches"].item() == 3.0 and split_terms["switches"].item() == 1.0
+    assert (comb_loss - split_loss).item() == pytest.approx(0.7 * 2.0)
+    soft = comb.clone().requires_grad_(True)
+    generator.regularization(soft, 1 - soft)[0].backward()
+    assert soft.grad is not None and soft.grad.abs().sum() > 0
 
 
 def test_shared_generator_swaps_masks_when_songs_swap():

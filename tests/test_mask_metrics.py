@@ -57,6 +57,29 @@ def test_a_low_high_band_split_is_complementary_per_cell_and_per_band():
     assert band["band_pair_diversity"].item() == 0.0
 
 
+def _band_pattern(owner_of_band: list[int], frames: int = 45) -> torch.Tensor:
+    """Input mask [2, 128, frames] that gives band k of MDCT to the input when owner[k] == 1."""
+    owner = torch.tensor(owner_of_band, dtype=torch.float32)[None, :, None]
+    return MDCT.spread(owner.expand(2, -1, MDCT.num_windows(frames, False)), frames)
+
+
+def test_band_switches_count_owner_changes_across_frequency():
+    bands = MDCT.num_bands
+    split = _band_pattern([1] * 12 + [0] * 12)
+    three_registers = _band_pattern([1] * 8 + [0] * 8 + [1] * 8)
+    band_comb = _band_pattern([k % 2 for k in range(bands)])
+    for mask, switches in ((split, 1.0), (three_registers, 2.0), (band_comb, bands - 1.0)):
+        band = band_mask_statistics(mask, 1 - mask, MDCT)
+        assert band["band_switches"].item() == pytest.approx(switches)
+        # A comb of whole bands passes every band figure: only the switches expose it.
+        assert band["band_complementarity"].item() == 1.0
+    half = torch.full((1, 128, 45), 0.5)
+    assert band_mask_statistics(half, half, MDCT)["band_switches"].item() == pytest.approx(0.0, abs=1e-5)
+    time_layout = BandLayout.time(128)
+    assert band_mask_statistics(band_comb, 1 - band_comb, time_layout)[
+        "band_switches"].item() == 0.0
+
+
 def test_a_blend_and_a_shared_mask():
     half = torch.full((1, 128, 45), 0.5)
     band = band_mask_statistics(half, half, MDCT)
@@ -119,7 +142,9 @@ def test_content_alignment_ignores_scale_and_survives_silence():
 
 
 def test_all_statistics_and_labels_share_one_order_with_band_figures_first():
-    assert STATISTIC_NAMES == (*BAND_METRIC_NAMES, "content_alignment", *METRIC_NAMES)
+    assert STATISTIC_NAMES == (
+        *BAND_METRIC_NAMES, "band_switches", "content_alignment", *METRIC_NAMES
+    )
     assert list(METRIC_LABELS) == list(STATISTIC_NAMES)
     assert len(set(METRIC_LABELS.values())) == len(METRIC_LABELS)
     encoded_input, encoded_target = _dominated_latents()

@@ -74,6 +74,7 @@ def test_agent_exposes_mask_statistics_from_one_mask_computation(monkeypatch):
         "coverage_error",
         "imbalance",
         "temporal_diversity",
+        "switches",
         "reg_loss",
     }
     assert torch.allclose(record.regularizer_terms["reg_loss"], mask_reg_loss.detach())
