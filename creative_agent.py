@@ -154,9 +154,10 @@ class AttentionMaskGenerator(nn.Module):
     where temporal_diversity is the mean over B, K of the variance over windows of the band masks
     (at most 0.25, so the reward is bounded) and switches the mean over B, W of the owner changes
     across frequency, sum_k |m_in[k + 1] - m_in[k]| (1 for a low/high split, about K - 1 for a
-    comb of alternating bands, which keeps both songs audible in every octave). With balance="median" (the default of the competitive
-    design) each pair's claim differences are first shifted to a zero median (`split_at_median`),
-    so the balance is half and half by construction and the balance term stays near 0.
+    comb of alternating bands, which keeps both songs audible in every octave). With
+    balance="median" (the default of the competitive design) each pair's claim differences are
+    first shifted to a zero median (`split_at_median`), so the balance is half and half by
+    construction and the balance term stays near 0.
     `decide` returns the masks with these terms and (on
     request) the attention map; `forward` returns the seed's tuple.
     """

@@ -41,8 +41,8 @@ BAR_FIGURES = ("loss", "band_complementarity", "band_balance", "disc_accuracy_re
 # Shown in the one-line epoch summary when present: band figures lead.
 SUMMARY_FIGURES = ("train_loss", "val_loss", "band_complementarity", "band_balance",
                    "band_temporal_diversity", "band_pair_diversity", "band_switches",
-                   "content_alignment", "complementarity", "balance", "disc_accuracy_real", "disc_accuracy_fake",
-                   "gen_loss", "grad_norm", "lr")
+                   "content_alignment", "complementarity", "balance", "disc_accuracy_real",
+                   "disc_accuracy_fake", "gen_loss", "grad_norm", "lr")
 
 
 def setup_logging(rank: int = 0) -> None:
