@@ -217,7 +217,7 @@ class SimpleTransformer(nn.Module):
         agent_hidden_dim: int = 256,
         agent_temperature: float = 0.1,
         agent_temporal_diversity_weight: float = 5.0,
-        agent_switch_weight: float = 0.0,
+        agent_switch_weight: float = 0.2,
         agent_shared_weights: bool = True,
         agent_balance: str | None = None,
         hard_masks: bool = False,
