@@ -78,7 +78,9 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # were decided per band-window lack them.
 LAYOUT_OPTIONS = ("mask_layout", "sample_rate", "mask_window_frames")
 # Model options older checkpoints lack, with the behaviour they were trained with.
-LEGACY_DEFAULTS = {"agent_balance": "penalty", "agent_switch_weight": 0.0}
+LEGACY_DEFAULTS = {
+    "agent_balance": "penalty", "agent_switch_weight": 0.0, "keep_target_parts": False,
+}
 
 # What a learned agent must reach, on band figures (what a listener hears as one song or the
 # other), and the model must beat its own masked mix (verdicts).

@@ -221,6 +221,7 @@ class SimpleTransformer(nn.Module):
         agent_shared_weights: bool = True,
         agent_balance: str | None = None,
         hard_masks: bool = False,
+        keep_target_parts: bool = False,
         use_discriminator: bool = False,
         activation_checkpointing: bool = False,
         mask_layout: str = "mel",
@@ -270,6 +271,7 @@ class SimpleTransformer(nn.Module):
             "agent_shared_weights": agent_shared_weights,
             "agent_balance": agent_balance,
             "hard_masks": hard_masks,
+            "keep_target_parts": keep_target_parts,
             "use_discriminator": use_discriminator,
             "activation_checkpointing": activation_checkpointing,
             "mask_layout": mask_layout,
@@ -281,6 +283,7 @@ class SimpleTransformer(nn.Module):
         self.anti_cheating = anti_cheating
         self.mask_type = mask_type
         self.hard_masks = hard_masks
+        self.keep_target_parts = keep_target_parts
         # The band-window grid of the masks (agent, band_energy) and of the band figures.
         self.mask_layout: BandLayout = build_layout(
             mask_layout, encoding_dim, sample_rate, mask_bands, mask_window_frames
@@ -391,12 +394,15 @@ class SimpleTransformer(nn.Module):
             encoded_input = encoded_input * decision.input_mask
             encoded_target = encoded_target * decision.target_mask
 
-        output = self.stages[0](
-            torch.cat([encoded_input, encoded_target], dim=1), encoded_input + encoded_target
-        )
+        masked_mix = encoded_input + encoded_target
+        output = self.stages[0](torch.cat([encoded_input, encoded_target], dim=1), masked_mix)
         for stage in self.stages[1:]:
             noisy_target = self._with_anti_cheating_noise(encoded_target)
             output = stage(torch.cat([encoded_input, output, noisy_target], dim=1), output)
+        if decision is not None and self.keep_target_parts:
+            # Where the target keeps its part the masked mix already holds it exactly: any change
+            # there can only move the output away from it. The cascade rewrites the rest.
+            output = masked_mix + (output - masked_mix) * (1.0 - decision.target_mask)
         return (output, mask_reg_loss, record) if record is not None else (output, mask_reg_loss)
 
     def _record(

@@ -162,6 +162,22 @@ def test_untrained_cascade_starts_at_the_masked_mix():
     assert torch.allclose(output, encoded_input * input_mask + encoded_target * target_mask)
 
 
+@pytest.mark.parametrize("keep_target_parts", [True, False])
+def test_the_target_keeps_its_parts_verbatim_and_the_cascade_rewrites_the_rest(keep_target_parts):
+    model = _trained_like(SimpleTransformer(
+        num_transformer_layers=2, mask_type="temporal", keep_target_parts=keep_target_parts, **TINY
+    )).eval()
+    encoded_input, encoded_target = _latents(frames=40)
+    output, _, record = model(encoded_input, encoded_target, return_record=True)
+    masked_mix = encoded_input * record.input_mask + encoded_target * record.target_mask
+    target_keeps = (record.target_mask == 1.0).expand_as(output)
+    input_keeps = (record.target_mask == 0.0).expand_as(output)
+    assert target_keeps.any() and input_keeps.any()
+    assert not torch.allclose(output[input_keeps], masked_mix[input_keeps])
+    kept = torch.allclose(output[target_keeps], masked_mix[target_keeps])
+    assert kept == keep_target_parts
+
+
 def test_anti_cheating_noise_only_in_training_and_eval_is_deterministic():
     torch.manual_seed(0)
     model = _trained_like(
