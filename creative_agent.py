@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from band_layout import BandLayout, describe_layout
 from codec import SAMPLE_RATE
-from mask_metrics import band_mask_statistics, frequency_switches, mask_statistics
+from mask_metrics import band_mask_statistics, mask_statistics
 
 # How the competitive agent keeps the two songs balanced: "median" splits every pair's
 # band-windows half and half by construction (`split_at_median`); "penalty" leaves the split free
@@ -103,6 +103,21 @@ def straight_through_hard(soft_mask: Tensor) -> Tensor:
     return hard_mask + (soft_mask - soft_mask.detach())
 
 
+def expected_switches(band_mask: Tensor) -> Tensor:
+    """Mean over B, W of the expected owner changes across frequency of band masks [B, K, W].
+
+    Reading m[k] as the probability that the input owns band k, two neighbours differ with
+    probability m[k] + m[k + 1] - 2 m[k] m[k + 1]. For binary masks that is |m[k + 1] - m[k]|, the
+    `band_switches` figure; unlike it, a 50/50 blend costs half a switch per band edge rather than
+    none, so charging switches pushes bands towards their neighbour's owner and never towards a
+    blend.
+    """
+    if band_mask.shape[1] < 2:
+        return band_mask.new_zeros(())
+    lower, upper = band_mask[:, :-1], band_mask[:, 1:]
+    return (lower + upper - 2.0 * lower * upper).sum(dim=1).mean()
+
+
 def split_at_median(band_claim: Tensor) -> Tensor:
     """Claim differences [B, K, W] shifted so that each pair's median is 0.
 
@@ -152,9 +167,10 @@ class AttentionMaskGenerator(nn.Module):
              - temporal_diversity_weight * temporal_diversity
              + switch_weight * switches
     where temporal_diversity is the mean over B, K of the variance over windows of the band masks
-    (at most 0.25, so the reward is bounded) and switches the mean over B, W of the owner changes
-    across frequency, sum_k |m_in[k + 1] - m_in[k]| (1 for a low/high split, about K - 1 for a
-    comb of alternating bands, which keeps both songs audible in every octave). With
+    (at most 0.25, so the reward is bounded) and switches the expected owner changes across
+    frequency per window (`expected_switches`; for binary masks the `band_switches` figure: 1 for a
+    low/high split, about K - 1 for a comb of alternating bands, which keeps both songs audible in
+    every octave). With
     balance="median" (the default of the competitive design) each pair's claim differences are
     first shifted to a zero median (`split_at_median`), so the balance is half and half by
     construction and the balance term stays near 0.
@@ -321,7 +337,7 @@ class AttentionMaskGenerator(nn.Module):
             input_mask.var(dim=-1, unbiased=False).mean()
             + target_mask.var(dim=-1, unbiased=False).mean()
         )
-        switches = frequency_switches(input_mask)
+        switches = expected_switches(input_mask)
         reg_loss = (
             self.complementarity_weight * overlap
             + self.coverage_weight * coverage_error

@@ -92,9 +92,19 @@ def test_switch_term_charges_owner_changes_across_frequency():
     split_loss, split_terms = generator.regularization(split, 1 - split)
     assert comb_terms["switches"].item() == 3.0 and split_terms["switches"].item() == 1.0
     assert (comb_loss - split_loss).item() == pytest.approx(0.7 * 2.0)
-    soft = comb.clone().requires_grad_(True)
-    generator.regularization(soft, 1 - soft)[0].backward()
-    assert soft.grad is not None and soft.grad.abs().sum() > 0
+    # A blend is no way out: half a switch per band edge, more than the split's one.
+    blend = torch.full((1, 4, 3), 0.5)
+    assert generator.regularization(blend, 1 - blend)[1]["switches"].item() == pytest.approx(1.5)
+    # On a soft split the switch term's gradient pushes the outer bands towards their neighbour's
+    # owner (the lowest up, the highest down), never towards 0.5; at the edge the pulls cancel.
+    only_switches = AttentionMaskGenerator(
+        4, hidden_dim=8, complementarity_weight=0.0, coverage_weight=0.0, balance_weight=0.0,
+        temporal_diversity_weight=0.0, switch_weight=1.0,
+    )
+    soft = torch.tensor([0.8, 0.8, 0.2, 0.2])[None, :, None].repeat(1, 1, 3).requires_grad_(True)
+    only_switches.regularization(soft, 1 - soft)[0].backward()
+    assert (soft.grad[0, 0] < 0).all() and (soft.grad[0, 3] > 0).all()
+    assert soft.grad[0, 1:3].abs().max().item() < 1e-6
 
 
 def test_shared_generator_swaps_masks_when_songs_swap():
