@@ -176,8 +176,8 @@ def model_config_with_layout(model_config: dict[str, Any], train_config: dict[st
 
     The mask layout comes from the training codec: SimpleTransformer's own defaults (mel bands at
     24 kHz, 9-frame windows) suit the MDCT codec only; an EnCodec model needs the time layout and
-    its window length, as training builds it (`train_config.mask_layout_kwargs`). The agent's
-    balance mode is "penalty": checkpoints from before the median split balanced by it alone.
+    its window length, as training builds it (`train_config.mask_layout_kwargs`). Other missing
+    options take LEGACY_DEFAULTS, the behaviour such checkpoints were trained with.
     """
     from train_config import config_from_dict, mask_layout_kwargs
 
