@@ -159,9 +159,6 @@ class BandLayout:
         averaging = _cached(_band_averaging, _band_averaging_cached)(self, x.device, x.dtype)
         return torch.matmul(averaging, windows)
 
-    # Left out of torch.compile graphs: inductor's CPU backend fuses the backward of these
-    # index_selects (an index_add) into a kernel that indexes out of bounds (torch 2.14).
-    @torch.compiler.disable
     def spread(self, values: Tensor, num_frames: int) -> Tensor:
         """Band-window values [B, K, W] -> cells [B, D, T], W = ceil(T / window_frames).
 
@@ -302,6 +299,18 @@ def _build_constant(build):
 _band_averaging_cached = _build_constant(_band_averaging)
 _channel_band_index_cached = _build_constant(_channel_band_index)
 _frame_interpolation_cached = _build_constant(_frame_interpolation)
+
+
+def keep_spread_out_of_compiled_graphs() -> None:
+    """Make torch.compile graphs run `BandLayout.spread` eagerly (a graph break); call it before
+    compiling. Inductor's CPU backend fuses the backward of spread's index_selects (an
+    index_add) into a kernel that indexes out of bounds (torch 2.14). Not a decorator because
+    torch.compiler.disable imports torch._dynamo, about 2 s of start-up that every command
+    which never compiles (arrange.py, evaluate.py) would pay."""
+    if not getattr(BandLayout.spread, "_outside_compiled_graphs", False):
+        disabled = torch.compiler.disable(BandLayout.spread)
+        disabled._outside_compiled_graphs = True
+        BandLayout.spread = disabled
 
 
 def clear_layout_cache() -> None:

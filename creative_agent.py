@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from band_layout import BandLayout, describe_layout
 from codec import SAMPLE_RATE
-from mask_metrics import band_mask_statistics, mask_statistics
+from mask_metrics import band_mask_statistics, loudness_difference, mask_statistics
 
 # How the competitive agent keeps the two songs balanced: "median" splits every pair's
 # band-windows half and half by construction (`split_at_median`); "penalty" leaves the split free
@@ -180,6 +180,11 @@ class AttentionMaskGenerator(nn.Module):
     1.2 (a register split) with the lowest MR-STFT distance, at 0.5 under 1 (whole windows, a
     temporal split) with a worse one. That first form let soft masks escape into a blend (at 1.0
     the demo's masks stayed at 0.5), which the expected count does not.
+    loudness_prior != 0 adds `loudness_scale * (log P(z_in^2) - log P(z_tg^2))` to every band
+    claim difference, `loudness_scale` a learned scalar starting at the prior: the agent then
+    starts from the zero-parameter rule "the louder song keeps the band-window" (`band_energy`,
+    balanced by the median split) and learns where to depart from it. The loudness difference
+    is antisymmetric, so swapping the songs still swaps the masks.
     `decide` returns the masks with these terms and (on
     request) the attention map; `forward` returns the seed's tuple.
     """
@@ -199,10 +204,13 @@ class AttentionMaskGenerator(nn.Module):
         feature_floor: float = 0.01,
         layout: BandLayout | None = None,
         balance: str | None = None,
+        loudness_prior: float = 0.0,
     ):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if loudness_prior != 0.0 and not shared_weights:
+            raise ValueError("loudness_prior needs shared_weights=True (one claim difference)")
         if balance is None:
             balance = "median" if shared_weights else "penalty"
         if balance not in BALANCE_MODES:
@@ -241,6 +249,11 @@ class AttentionMaskGenerator(nn.Module):
             self.target_analyzer = _analyzer(encoding_dim, hidden_dim)
             self.target_queries_input = CrossAttention(hidden_dim, num_heads)
             self.target_mask_head = _mask_head(hidden_dim, encoding_dim)
+        # Learned weight of the loudness difference in the band claims; absent when the prior is
+        # 0, so that the parameters (and checkpoints) are those of an agent without it.
+        self.loudness_scale = (
+            nn.Parameter(torch.tensor(float(loudness_prior))) if loudness_prior != 0.0 else None
+        )
 
     def compress(self, latents: Tensor) -> Tensor:
         """Log magnitude of the latents, the analyzers' input.
@@ -308,6 +321,10 @@ class AttentionMaskGenerator(nn.Module):
         if self.shared_weights:
             # Pooling is linear: pooling the difference is the difference of the band claims.
             band_claim = pool(input_claim - target_claim, drop_incomplete=False)
+            if self.loudness_scale is not None:
+                band_claim = band_claim + self.loudness_scale * loudness_difference(
+                    encoded_input, encoded_target, self.layout, drop_incomplete=False
+                )
             if self.balance == "median":
                 band_claim = split_at_median(band_claim)
             band_input = torch.sigmoid(band_claim / self.temperature)

@@ -142,6 +142,27 @@ def band_mask_statistics(
 
 
 @torch.no_grad()
+def loudness_difference(
+    encoded_input: Tensor, encoded_target: Tensor, layout: BandLayout, drop_incomplete: bool
+) -> Tensor:
+    """log P(z_in^2) - log P(z_tg^2) per band-window [B, K, W], fp32 without gradient: how much
+    louder the input is there, in natural-log units. The floor (-40 dB of the pair's mean band
+    energy) keeps band-windows silent in both songs at 0 instead of a ratio of rounding errors."""
+    input_energy = layout.pool(encoded_input.detach().float().square(), drop_incomplete)
+    target_energy = layout.pool(encoded_target.detach().float().square(), drop_incomplete)
+    floor = (
+        _RELATIVE_ENERGY_FLOOR
+        * 0.5
+        * (
+            input_energy.mean(dim=(1, 2), keepdim=True)
+            + target_energy.mean(dim=(1, 2), keepdim=True)
+        )
+    )
+    floor = floor.clamp_min(torch.finfo(torch.float32).tiny)
+    return torch.log(input_energy + floor) - torch.log(target_energy + floor)
+
+
+@torch.no_grad()
 def content_alignment(
     input_mask: Tensor, encoded_input: Tensor, encoded_target: Tensor, layout: BandLayout
 ) -> Tensor:
@@ -162,18 +183,7 @@ def content_alignment(
             f"{tuple(encoded_input.shape)}"
         )
     mask = layout.pool(input_mask.detach().float(), drop_incomplete=True) - 0.5
-    input_energy = layout.pool(encoded_input.detach().float().square(), drop_incomplete=True)
-    target_energy = layout.pool(encoded_target.detach().float().square(), drop_incomplete=True)
-    floor = (
-        _RELATIVE_ENERGY_FLOOR
-        * 0.5
-        * (
-            input_energy.mean(dim=(1, 2), keepdim=True)
-            + target_energy.mean(dim=(1, 2), keepdim=True)
-        )
-    )
-    floor = floor.clamp_min(torch.finfo(torch.float32).tiny)
-    louder = torch.log(input_energy + floor) - torch.log(target_energy + floor)
+    louder = loudness_difference(encoded_input, encoded_target, layout, drop_incomplete=True)
     mask = mask.expand_as(louder).flatten(1)
     louder = louder.flatten(1)
     mask = mask - mask.mean(dim=1, keepdim=True)

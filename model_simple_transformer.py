@@ -220,6 +220,7 @@ class SimpleTransformer(nn.Module):
         agent_switch_weight: float = 0.2,
         agent_shared_weights: bool = True,
         agent_balance: str | None = None,
+        agent_loudness_prior: float = 0.0,
         hard_masks: bool = False,
         keep_target_parts: bool = False,
         use_discriminator: bool = False,
@@ -270,6 +271,7 @@ class SimpleTransformer(nn.Module):
             "agent_switch_weight": agent_switch_weight,
             "agent_shared_weights": agent_shared_weights,
             "agent_balance": agent_balance,
+            "agent_loudness_prior": agent_loudness_prior,
             "hard_masks": hard_masks,
             "keep_target_parts": keep_target_parts,
             "use_discriminator": use_discriminator,
@@ -299,6 +301,7 @@ class SimpleTransformer(nn.Module):
                 shared_weights=agent_shared_weights,
                 balance=agent_balance,
                 layout=self.mask_layout,
+                loudness_prior=agent_loudness_prior,
             )
             if use_creative_agent
             else None

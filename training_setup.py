@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from adversary import Adversary, build_adversary
+from band_layout import keep_spread_out_of_compiled_graphs
 from codec import Codec, get_codec
 from distributed import ResumableDistributedSampler, ShardSampler, wrap_ddp
 from losses import LossWeights, ReconstructionLoss, TrainingLoss
@@ -184,4 +185,7 @@ def distribute(run: TrainingRun) -> None:
     # Only the training steps run compiled: evaluation would compile graphs of its own for a
     # small share of the time, and PyTorch's fused inference path of the encoder layers fails
     # under compile (a fake-kernel stride error in torch 2.14).
-    run.step_model = torch.compile(step_model) if run.cfg.compile else step_model
+    if run.cfg.compile:
+        keep_spread_out_of_compiled_graphs()
+        step_model = torch.compile(step_model)
+    run.step_model = step_model

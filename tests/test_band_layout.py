@@ -1,6 +1,9 @@
 """Tests for band_layout.py: mel bands, pooling to band-windows and spreading back."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,9 +12,12 @@ from band_layout import (
     BandLayout,
     build_layout,
     describe_layout,
+    keep_spread_out_of_compiled_graphs,
     layout_for_codec,
     layout_kind_for_codec,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _mel(frequency_hz: float) -> float:
@@ -159,3 +165,21 @@ def test_bad_shapes_are_one_line_errors():
         with pytest.raises(ValueError, match=message) as info:
             call()
         assert "\n" not in str(info.value)
+
+
+def test_importing_the_layout_leaves_torch_dynamo_unloaded():
+    # torch._dynamo costs about 2 s of start-up; only compiling should load it.
+    code = "import sys, band_layout, arrange; print('torch._dynamo' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr
+
+
+def test_spread_kept_out_of_compiled_graphs_is_the_same_function(monkeypatch):
+    monkeypatch.setattr(BandLayout, "spread", BandLayout.spread)  # restored after the test
+    layout = BandLayout.mel(32, 24_000, bands=4, window_frames=6)
+    values = torch.rand(2, 4, 3)
+    eager = layout.spread(values, 18)
+    keep_spread_out_of_compiled_graphs()
+    keep_spread_out_of_compiled_graphs()  # idempotent
+    assert getattr(BandLayout.spread, "_outside_compiled_graphs", False)
+    assert torch.equal(layout.spread(values, 18), eager)

@@ -378,3 +378,31 @@ def test_median_balance_keeps_the_swap_symmetry_and_rejects_the_seed_design():
         AttentionMaskGenerator(16, hidden_dim=32, shared_weights=False, balance="median")
     with pytest.raises(ValueError, match="unknown balance"):
         AttentionMaskGenerator(16, hidden_dim=32, balance="half")
+
+
+def test_loudness_prior_starts_the_agent_at_the_louder_song_rule():
+    layout = BandLayout.mel(32, 24_000, bands=4, window_frames=6)
+    encoded_input, encoded_target = _latents(batch=2, dim=32, frames=36, seed=5)
+    # Make each song louder in half of the band-windows (the share the median split gives it):
+    # the rule "louder keeps it" is clear there.
+    seeds = (torch.Generator().manual_seed(i) for i in (1, 2))
+    order = torch.stack([torch.randperm(24, generator=seed) for seed in seeds])
+    louder = (order < 12).view(2, 4, 6)
+    gain = layout.spread(louder.float(), 36) * 9.0 + 1.0
+    encoded_input, encoded_target = encoded_input * gain, encoded_target * (10.0 - gain + 1.0)
+    with torch.no_grad():
+        agent = AttentionMaskGenerator(32, hidden_dim=32, layout=layout, loudness_prior=50.0)
+        band_input = layout.pool(agent(encoded_input, encoded_target, hard=True)[0], False)
+    follows = ((band_input > 0.5) == louder).float().mean().item()
+    assert follows > 0.9
+    # Swapping the songs still swaps the masks; the scale is learned; off means no parameter.
+    with torch.no_grad():
+        swapped = layout.pool(agent(encoded_target, encoded_input, hard=True)[0], False)
+    assert torch.allclose(swapped, 1 - band_input, atol=1e-6)
+    agent.zero_grad()
+    agent(encoded_input, encoded_target)[2].backward()
+    assert agent.loudness_scale.grad is not None
+    plain = AttentionMaskGenerator(32, hidden_dim=32)
+    assert "loudness_scale" not in dict(plain.named_parameters())
+    with pytest.raises(ValueError, match="loudness_prior needs shared_weights"):
+        AttentionMaskGenerator(16, hidden_dim=32, shared_weights=False, loudness_prior=1.0)
