@@ -197,6 +197,21 @@ class BandLayout:
             )
 
 
+def split_at_median(band_claim: Tensor) -> Tensor:
+    """Per band-window claim differences [B, K, W] shifted so that each pair's median is 0.
+
+    Thresholded at 0, every pair then gives exactly half of its band-windows to each song: the
+    learned agent (and the `band_energy_median` rule) decides which half, never how much. Left
+    free, the agent learns to reveal more of the target (which makes the reconstruction easier)
+    and keeps the balance penalty small rather than zero, so it would be compared with fixed masks
+    at a different balance. The midpoint of the two middle values (not torch.median's lower one)
+    keeps the split antisymmetric: swapping the songs negates the shifted claims exactly.
+    """
+    flat = band_claim.flatten(1).float()
+    middle = torch.quantile(flat, 0.5, dim=1, interpolation="midpoint")
+    return band_claim - middle.to(band_claim.dtype)[:, None, None]
+
+
 def build_layout(
     kind: str,
     dim: int,

@@ -1,27 +1,32 @@
-"""Train one recipe with the learned agent and with fixed masks, evaluate all on the same
-validation pairs, and say whether the agent beats the fixed masks.
+"""Train one recipe with the learned agent, the same agent untrained and fixed masks, evaluate all
+on the same validation pairs, and say whether the agent beats each of them.
 
     python compare_masks.py --dataset_folder DATA --out DIR [--epochs N] [-- TRAINING FLAGS]
 
 Every variant trains the demo recipe (`python train_simple_ddp.py --demo --dataset_folder DATA
 --checkpoint_dir DIR/<variant> ...`, i.e. DEMO_OVERRIDES) and differs only in its masks:
 
-    agent        --use_creative_agent true                               (the learned agent)
-    temporal     --use_creative_agent false --mask_type temporal         (alternating segments)
-    band_energy  --use_creative_agent false --mask_type band_energy      (louder song keeps it)
-    none         --use_creative_agent false --mask_type none             (nothing hidden)
+    agent            --use_creative_agent true                           (the learned agent)
+    untrained_agent  --use_creative_agent true --agent_hold_epochs EPOCHS
+                     (the same agent, never updated: what its initialization alone scores)
+    temporal         --use_creative_agent false --mask_type temporal     (alternating segments)
+    band_energy      --use_creative_agent false --mask_type band_energy  (louder song keeps it)
+    band_energy_median  --use_creative_agent false --mask_type band_energy_median
+                     (the same rule, each pair split exactly in half as the agent's masks are)
+    none             --use_creative_agent false --mask_type none         (nothing hidden)
 
 Flags after `--` go to every training unchanged (e.g. `-- --world_size 1 --batch_size 4`).
 Each variant is then evaluated (evaluate.evaluate, batch size 8, every validation pair) into
 DIR/<variant>/eval/report.json; the demo training writes that report itself, and it is reused
 when it belongs to the variant's best checkpoint and is newer than it.
 
-Writes DIR/comparison.json: {"agent": {...}, "temporal": {...}, "band_energy": {...},
-"none": {...}, "verdicts": {...}, "settings": {...}}; each variant's object holds its checkpoint,
-band and cell mask figures, content_alignment, the model's and its masked mix's MR-STFT and
-SI-SDR, train_seconds (sum of the epochs' training time in its metrics.jsonl), run_wall_seconds
-and run_cpu_seconds (the training processes, setup, validation and the demo's evaluation
-included, over every attempt) and `comparable`. DIR/comparison.md holds the same as a table.
+Writes DIR/comparison.json: {"agent": {...}, "untrained_agent": {...}, "temporal": {...},
+"band_energy": {...}, "band_energy_median": {...}, "none": {...}, "verdicts": {...},
+"settings": {...}}; each variant's object holds its checkpoint, band and cell mask figures,
+content_alignment, the model's and its masked mix's MR-STFT and SI-SDR, train_seconds (sum of the
+epochs' training time in its metrics.jsonl), run_wall_seconds and run_cpu_seconds (the training
+processes, setup, validation and the demo's evaluation included, over every attempt) and
+`comparable`. DIR/comparison.md holds the same as a table.
 
 Masks are compared at the same band balance: a variant whose band_balance lies outside
 0.45-0.55 keeps one song's share larger and is marked not comparable. `none` hides nothing of
@@ -58,6 +63,7 @@ from typing import Any
 from cli_flags import add_bool_flag
 from mask_metrics import METRIC_LABELS
 from train_config import (
+    DEMO_OVERRIDES,
     ConfigFileError,
     OneLineParser,
     TrainConfig,
@@ -74,12 +80,17 @@ TRAIN_SCRIPT = Path(__file__).resolve().parent / "train_simple_ddp.py"
 # Training flags of each variant; everything else is the shared recipe.
 VARIANTS: dict[str, tuple[str, ...]] = {
     "agent": ("--use_creative_agent", "true"),
+    # Its hold (every epoch) is added after the shared training flags, so that it wins.
+    "untrained_agent": ("--use_creative_agent", "true"),
     "temporal": ("--use_creative_agent", "false", "--mask_type", "temporal"),
     "band_energy": ("--use_creative_agent", "false", "--mask_type", "band_energy"),
+    "band_energy_median": ("--use_creative_agent", "false", "--mask_type", "band_energy_median"),
     "none": ("--use_creative_agent", "false", "--mask_type", "none"),
 }
-# The fixed masks the agent has to beat; `none` hides nothing and is a reference only.
-RIVALS = ("temporal", "band_energy")
+# What the agent has to beat: its own untrained self (so that training, not the initialization,
+# earns the result) and the fixed masks; `none` hides nothing and is a reference only.
+UNTRAINED_AGENT = "untrained_agent"
+RIVALS = (UNTRAINED_AGENT, "temporal", "band_energy", "band_energy_median")
 REFERENCE_VARIANT = "none"
 # Masks are compared at the same band balance: both songs get about the same share.
 COMPARABLE_BALANCE = (0.45, 0.55)
@@ -206,7 +217,11 @@ def training_flags(options: CompareOptions, variant: str) -> list[str]:
              str(options.out / variant), *VARIANTS[variant]]
     if options.epochs is not None:
         flags += ["--epochs", str(options.epochs)]
-    return flags + list(options.training_flags)
+    flags += list(options.training_flags)
+    if variant == UNTRAINED_AGENT:
+        epochs = options.epochs if options.epochs is not None else DEMO_OVERRIDES["epochs"]
+        flags += ["--agent_hold_epochs", str(epochs)]
+    return flags
 
 
 def resolve_training_configs(options: CompareOptions) -> dict[str, TrainConfig]:
@@ -426,7 +441,7 @@ def comparable(band_balance: float | None) -> bool:
 
 def variant_summary(variant: str, report: dict[str, Any], folder: Path) -> dict[str, Any]:
     """One variant's object of comparison.json."""
-    kind = "learned_agent" if variant == "agent" else variant
+    kind = "learned_agent" if variant in ("agent", UNTRAINED_AGENT) else variant
     masks = report["masks"].get(kind, {})
     reconstruction = report["reconstruction"]
     state = read_state(folder)

@@ -6,12 +6,15 @@ strategy returns ``(input_mask, target_mask)`` in [0, 1] that broadcast against 
 - ``[1, D, T]`` for content-independent strategies (``none``, ``temporal``, ``frequency``,
   ``spectral``, ``hybrid``). These are built once per (mask_type, D, T, options, device, dtype)
   and cached, because the model asks for them on every training step. Treat them as read-only.
-- ``[B, D, T]`` for content-dependent strategies (``energy``, ``band_energy``).
+- ``[B, D, T]`` for content-dependent strategies (``energy``, ``band_energy``,
+  ``band_energy_median``).
 
 ``band_energy`` decides per band-window of a `band_layout.BandLayout` (pass ``layout=``): the
 song with the larger pooled energy P(z^2) keeps the band-window, spread back to cells with the
 layout's crossfades, like the learned agent's masks. It has no parameters: the reference a learned
-agent must beat.
+agent must beat. ``band_energy_median`` ranks the band-windows of each pair by how much louder
+the input is (`mask_metrics.loudness_difference`) and gives the input the louder half, so that
+each pair is split exactly in half, as the agent's masks are (`band_layout.split_at_median`).
 
 Metric definitions (complementarity, coverage, balance, ...) are those of `mask_metrics`.
 Every builder is vectorized (arange / comparisons / clamp): no Python loop over frames or channels.
@@ -27,15 +30,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from band_layout import BandLayout, clear_layout_cache
+from band_layout import BandLayout, clear_layout_cache, split_at_median
+from mask_metrics import loudness_difference
 
 logger = logging.getLogger(__name__)
 
 # Every mask type, the one list that launchers, evaluation and the model validate against.
-MASK_TYPES = ("none", "temporal", "frequency", "spectral", "energy", "hybrid", "band_energy")
+MASK_TYPES = ("none", "temporal", "frequency", "spectral", "energy", "hybrid", "band_energy",
+              "band_energy_median")
 
-# Types that need a `layout=` argument.
-LAYOUT_MASK_TYPES = ("band_energy",)
+# Types that need a `layout=` argument (and both songs).
+LAYOUT_MASK_TYPES = ("band_energy", "band_energy_median")
 
 # Content-independent strategies: the mask depends only on the shape and the options.
 _STATIC_TYPES = ("none", "temporal", "frequency", "spectral", "hybrid")
@@ -55,6 +60,8 @@ _DESCRIPTIONS = {
     "target the high band, swapped in the target's segments",
     "band_energy": "content-dependent: in every band-window of the layout the louder song (pooled "
     "energy) keeps it, with short crossfades between windows",
+    "band_energy_median": "content-dependent: the half of each pair's band-windows where the input "
+    "is most louder than the target goes to the input, the other half to the target",
 }
 
 
@@ -250,15 +257,26 @@ def _energy_masks(encoded_input: Tensor, opts: MaskOptions) -> tuple[Tensor, Ten
 
 
 def _band_energy_masks(
-    encoded_input: Tensor, encoded_target: Tensor, layout: BandLayout, opts: MaskOptions
+    encoded_input: Tensor,
+    encoded_target: Tensor,
+    layout: BandLayout,
+    opts: MaskOptions,
+    halve: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Content-dependent masks [B, D, T]: the louder song keeps each band-window."""
+    """Content-dependent masks [B, D, T]: the louder song keeps each band-window; with halve=True
+    the input keeps the half of each pair's band-windows where it is most louder."""
     with torch.no_grad():
-        # fp32 energies: squares of bf16 latents lose the small differences that decide here.
-        input_energy = layout.pool(encoded_input.detach().float().square(), drop_incomplete=False)
-        target_energy = layout.pool(encoded_target.detach().float().square(), drop_incomplete=False)
-        # Strict ">" so that a band-window silent in both songs goes to the target, as in `energy`.
-        input_keep = (input_energy > target_energy).float()
+        if halve:
+            louder = split_at_median(
+                loudness_difference(encoded_input, encoded_target, layout, drop_incomplete=False)
+            )
+            input_keep = (louder > 0).float()
+        else:
+            # fp32 energies: squares of bf16 latents lose the small differences that decide here.
+            input_energy = layout.pool(encoded_input.detach().float().square(), False)
+            target_energy = layout.pool(encoded_target.detach().float().square(), False)
+            # Strict ">": a band-window silent in both songs goes to the target, as in `energy`.
+            input_keep = (input_energy > target_energy).float()
         input_keep = layout.spread(input_keep, encoded_input.shape[-1])
         input_mask = _soften(input_keep, opts.attenuation).to(encoded_input.dtype)
         target_mask = _soften(1.0 - input_keep, opts.attenuation).to(encoded_input.dtype)
@@ -298,9 +316,9 @@ def complementary_masks(
     """Masks (input_mask, target_mask) for a pair of latents [B, D, T].
 
     Shapes: [1, D, T] for content-independent strategies (cached and shared: do not modify in
-    place), [B, D, T] for `energy` and `band_energy`. Values in [0, 1]; same device and dtype as
-    encoded_input. `band_energy` reads both songs and needs `encoded_target` and `layout` (see
-    `band_layout.layout_for_codec`); the other strategies ignore the target's content (it only
+    place), [B, D, T] for the content-dependent ones. Values in [0, 1]; same device and dtype as
+    encoded_input. The LAYOUT_MASK_TYPES read both songs and need `encoded_target` and `layout`
+    (see `band_layout.layout_for_codec`); the other strategies ignore the target's content (it only
     fixes the expected shape and may be None) and the layout. Options: see MaskOptions; unknown
     or invalid options raise ValueError.
     """
@@ -310,16 +328,20 @@ def complementary_masks(
     _, num_channels, num_frames = encoded_input.shape
     if mask_type == "energy":
         return _energy_masks(encoded_input, opts)
-    if mask_type == "band_energy":
+    if mask_type in LAYOUT_MASK_TYPES:
         if layout is None:
-            raise ValueError("mask_type 'band_energy' needs layout= (band_layout.layout_for_codec)")
+            raise ValueError(
+                f"mask_type {mask_type!r} needs layout= (band_layout.layout_for_codec)"
+            )
         if encoded_target is None:
-            raise ValueError("mask_type 'band_energy' compares both songs: pass encoded_target")
+            raise ValueError(f"mask_type {mask_type!r} compares both songs: pass encoded_target")
         if layout.dim != num_channels:
             raise ValueError(
                 f"the layout covers {layout.dim} channels, the latents have {num_channels}"
             )
-        return _band_energy_masks(encoded_input, encoded_target, layout, opts)
+        return _band_energy_masks(
+            encoded_input, encoded_target, layout, opts, halve=mask_type == "band_energy_median"
+        )
     return _static_masks(
         mask_type, num_channels, num_frames, opts, encoded_input.device, encoded_input.dtype
     )

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from band_layout import BandLayout, describe_layout
+from band_layout import BandLayout, describe_layout, split_at_median
 from codec import SAMPLE_RATE
 from mask_metrics import band_mask_statistics, loudness_difference, mask_statistics
 
@@ -116,21 +116,6 @@ def expected_switches(band_mask: Tensor) -> Tensor:
         return band_mask.new_zeros(())
     lower, upper = band_mask[:, :-1], band_mask[:, 1:]
     return (lower + upper - 2.0 * lower * upper).sum(dim=1).mean()
-
-
-def split_at_median(band_claim: Tensor) -> Tensor:
-    """Claim differences [B, K, W] shifted so that each pair's median is 0.
-
-    Thresholded at 0, every pair then gives exactly half of its band-windows to each song: the
-    agent decides which half, never how much. Left free, it learns to reveal more of the target
-    (which makes the reconstruction easier) and keeps the balance penalty small rather than zero,
-    so it would be compared with fixed masks at a different balance. The midpoint of the two middle
-    values (not torch.median's lower one) keeps the split antisymmetric: swapping the songs
-    negates the shifted claims exactly.
-    """
-    flat = band_claim.flatten(1).float()
-    middle = torch.quantile(flat, 0.5, dim=1, interpolation="midpoint")
-    return band_claim - middle.to(band_claim.dtype)[:, None, None]
 
 
 @dataclass

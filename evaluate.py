@@ -64,8 +64,8 @@ EXIT_OK, EXIT_USAGE = 0, 2
 REPORT_NAME = "report.json"
 # The fixed masks every model is compared with, in report order: the zero-parameter band
 # reference first, `none` (both songs whole, nothing hidden) last.
-REFERENCE_MASK_TYPES = ("band_energy", "temporal", "frequency", "spectral", "energy", "hybrid",
-                        "none")
+REFERENCE_MASK_TYPES = ("band_energy", "band_energy_median", "temporal", "frequency", "spectral",
+                        "energy", "hybrid", "none")
 # Figures that compare the pairs of a batch: batches of one pair leave them out.
 BATCH_FIGURES = ("band_pair_diversity", "pair_diversity")
 RECONSTRUCTION_NAMES = ("model", "baseline_input_copy", "baseline_masked_mix")

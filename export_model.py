@@ -63,7 +63,9 @@ RECIPE_KEYS = (
     ("world_size", "processes"), ("lr", "learning rate"), ("warmup_steps", "warm-up steps"),
     ("precision", "precision"), ("loss_domain", "loss domain"),
     ("use_creative_agent", "creative agent"), ("mask_type", "fixed mask type"),
-    ("mask_reg_weight", "mask regularizer weight"), ("gan_weight", "adversarial weight"),
+    ("mask_reg_weight", "mask regularizer weight"),
+    ("agent_hold_epochs", "epochs the agent was held at its initial weights"),
+    ("gan_weight", "adversarial weight"),
     ("shuffle_targets", "shuffled targets"), ("seed", "seed"))
 
 
@@ -280,8 +282,9 @@ def _recipe_section(config: dict[str, Any], num_parameters: int) -> list[str]:
              (f"- codec: {codec.get('codec') or 'mdct'} at {config.get('sample_rate')} Hz; "
               f"windows of {_fmt(config.get('segment_seconds'), 2)} s"),
              f"- trained for {config.get('epoch', 'n/a')} epoch(s)"]
-    shown = [(key, label) for key, label in RECIPE_KEYS if key in train
-             and not (key == "mask_type" and train.get("use_creative_agent"))]
+    # A fixed mask's run shows no agent hold, an agent's run no fixed mask type.
+    hidden = "mask_type" if train.get("use_creative_agent") else "agent_hold_epochs"
+    shown = [(key, label) for key, label in RECIPE_KEYS if key in train and key != hidden]
     lines += [f"- {label}: {_recipe_value(train[key])}" for key, label in shown]
     return lines
 

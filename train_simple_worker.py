@@ -219,6 +219,9 @@ def announce(run: TrainingRun) -> None:
              run.world_size, run.device.type, run.steps_per_epoch)
     if cfg.use_creative_agent:
         log.info("Creative Agent ENABLED (mask_reg_weight=%g)", cfg.mask_reg_weight)
+        if cfg.agent_hold_epochs:
+            log.info("the agent keeps its initial weights for the first %d epoch(s)",
+                     cfg.agent_hold_epochs)
     if cfg.compile:
         log.info("torch.compile: the training steps run compiled (the first steps compile)")
     if run.adversary is not None:
@@ -277,6 +280,19 @@ def forward_and_loss(model: nn.Module, batch: dict[str, Any], loss: TrainingLoss
     return output.float(), breakdown, figures
 
 
+def held_agent_parameters(model: nn.Module, epoch: int, hold_epochs: int) -> list[nn.Parameter]:
+    """The mask generator's parameters while epoch (0-based) < hold_epochs, else none.
+
+    Early on the cascade cannot inpaint anything yet, so the gradient it sends the agent rewards
+    masks that suit an untrained cascade; holding the agent lets the cascade learn on the agent's
+    initial masks (with a loudness prior, the louder-song rule) before the agent moves.
+    """
+    agent = getattr(model, "creative_agent", None)
+    if agent is None or epoch >= hold_epochs:
+        return []
+    return [p for p in agent.mask_generator.parameters() if p.requires_grad]
+
+
 def train_epoch(run: TrainingRun, loader: Any, progress: Progress, stop: StopRequest,
                 sync: StepSync, sums: MetricSums | None = None,
                 rng_state: dict[str, Any] | None = None,
@@ -301,6 +317,7 @@ def train_epoch(run: TrainingRun, loader: Any, progress: Progress, stop: StopReq
                desc=f"epoch {progress.epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
                mininterval=1.0 if tty else 30.0)
     parameters = [p for p in run.model.parameters() if p.requires_grad]
+    held = held_agent_parameters(run.model, progress.epoch, cfg.agent_hold_epochs)
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
     one = torch.ones((), device=device)
     start, steps, stopped, requeue = time.perf_counter(), 0, False, False
@@ -319,6 +336,9 @@ def train_epoch(run: TrainingRun, loader: Any, progress: Progress, stop: StopReq
         output, breakdown, figures = forward_and_loss(run.step_model, batch, run.loss,
                                                       cfg.precision)
         breakdown.total.backward()
+        for parameter in held:
+            # Without a gradient AdamW leaves a weight alone: no update, no decay, no moments.
+            parameter.grad = None
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
         found_inf = sync.agree(breakdown.total, grad_norm, stop)
         optimizer_step(run.optimizer, found_inf)

@@ -1,5 +1,5 @@
-"""compare_masks.py: comparison.json schema, resuming an interrupted comparison, bad flags,
-verdicts at comparable band balance."""
+"""compare_masks.py: comparison.json schema, the untrained agent, resuming an interrupted
+comparison, bad flags, verdicts at comparable band balance."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 import compare_masks
 from tests.test_train_ddp import make_tiny_dataset
@@ -44,7 +45,8 @@ def test_schema_skip_and_resume(tmp_path, capsys):
     assert run(data, out, "--epochs", "1") == 0
     printed = capsys.readouterr().out
     comparison = json.loads((out / "comparison.json").read_text())
-    assert set(comparison) == {"agent", "temporal", "band_energy", "none", "verdicts", "settings"}
+    assert set(comparison) == {"agent", "untrained_agent", "temporal", "band_energy",
+                               "band_energy_median", "none", "verdicts", "settings"}
     for variant in compare_masks.VARIANTS:
         summary = comparison[variant]
         assert SUMMARY_KEYS <= set(summary), variant
@@ -56,19 +58,24 @@ def test_schema_skip_and_resume(tmp_path, capsys):
         assert summary["comparable"] == (
             variant != "none" and 0.45 <= summary["band_balance"] <= 0.55)
     assert comparison["agent"]["mask_kind"] == "learned_agent"
+    assert comparison["untrained_agent"]["mask_kind"] == "learned_agent"
     # `none` keeps both songs whole: its "masks" hide nothing and it is never comparable.
     assert comparison["none"]["band_complementarity"] == pytest.approx(0.0, abs=1e-6)
     assert comparison["none"]["comparable"] is False
     assert comparison["temporal"]["band_pair_diversity"] == 0.0
-    assert set(comparison["verdicts"]) == {"agent_beats_temporal_mr_stft",
-                                           "agent_beats_band_energy_mr_stft"}
+    assert set(comparison["verdicts"]) == {"agent_beats_untrained_agent_mr_stft",
+                                           "agent_beats_temporal_mr_stft",
+                                           "agent_beats_band_energy_mr_stft",
+                                           "agent_beats_band_energy_median_mr_stft"}
     for verdict in comparison["verdicts"].values():
         assert verdict["beats"] in (True, False, None) and verdict["reason"]
     table = (out / "comparison.md").read_text()
     assert table in printed
     assert "| variant | band compl. | band balance |" in table
-    assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 4
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 6
     assert "agent beats band_energy in MR-STFT distance to the target:" in table
+    assert "agent beats untrained_agent in MR-STFT distance to the target:" in table
+    assert_mask_generator_as_initialized(out / "untrained_agent")
 
     # Rerun after an interruption that lost temporal's evaluation: finished variants are
     # skipped, temporal is evaluated again without retraining.
@@ -94,6 +101,31 @@ def test_schema_skip_and_resume(tmp_path, capsys):
     assert epochs == [0, 1, 2]
     assert json.loads((out / "comparison.json").read_text())["agent"]["epoch"] in (1, 2)
     assert (out / "temporal" / "train.log").read_text() == logs["temporal"]
+
+
+def assert_mask_generator_as_initialized(folder: Path) -> None:
+    """The run's mask generator holds exactly the weights its training started from."""
+    from train_config import config_from_dict
+    from training_setup import build_run
+
+    cfg = config_from_dict(json.loads((folder / "config.json").read_text()))
+    initial = build_run(cfg, 0, 1, torch.device("cpu")).model.state_dict()
+    trained = torch.load(folder / "checkpoint_best.pth", weights_only=True)["model_state_dict"]
+    agent_names = [name for name in initial if ".mask_generator." in name]
+    assert agent_names
+    for name in agent_names:
+        assert torch.equal(trained[name], initial[name]), name
+
+
+def test_untrained_agent_holds_every_epoch_whatever_the_shared_flags(tmp_path):
+    data = tiny_data(tmp_path)
+    options = compare_masks.parse_options([
+        "--dataset_folder", str(data), "--out", str(tmp_path / "out"), "--epochs", "3", "--",
+        "--agent_hold_epochs", "1"])
+    configs = compare_masks.resolve_training_configs(options)
+    assert configs["untrained_agent"].agent_hold_epochs == 3
+    assert configs["agent"].agent_hold_epochs == 1
+    assert configs["untrained_agent"].use_creative_agent
 
 
 @pytest.mark.parametrize("flags, message", [

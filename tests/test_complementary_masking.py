@@ -7,6 +7,7 @@ import torch
 
 from band_layout import BandLayout
 from complementary_masking import (
+    LAYOUT_MASK_TYPES,
     MASK_TYPES,
     apply_complementary_mask,
     clear_mask_cache,
@@ -34,7 +35,7 @@ def test_shape_range_dtype(mask_type: str) -> None:
     input_mask, target_mask = complementary_masks(
         mask_type, x, y, layout=LAYOUT, temporal_segment_frames=10
     )
-    expected_batch = 3 if mask_type in ("energy", "band_energy") else 1
+    expected_batch = 3 if mask_type in ("energy", *LAYOUT_MASK_TYPES) else 1
     for mask in (input_mask, target_mask):
         assert mask.shape == (expected_batch, D, 64)
         assert mask.dtype == x.dtype and mask.device == x.device
@@ -260,6 +261,28 @@ def test_band_energy_gives_each_band_window_to_the_louder_song() -> None:
     # No parameters and no gradient: a fixed reference.
     x.requires_grad_(True)
     assert not complementary_masks("band_energy", x, y, layout=LAYOUT)[0].requires_grad
+
+
+def test_band_energy_median_gives_each_song_the_half_where_it_is_louder() -> None:
+    g = torch.Generator().manual_seed(5)
+    # The input is louder than the target almost everywhere (gain 1-100): band_energy would give
+    # it nearly every band-window, the median split exactly the louder half.
+    gain = 10 ** (2 * torch.rand(2, LAYOUT.num_bands, 4, generator=g))  # four whole windows
+    # Constant within each band-window, with no crossfade between windows.
+    band_of_channel = torch.tensor(LAYOUT.band_of_channel)
+    x = gain[:, band_of_channel].repeat_interleave(LAYOUT.window_frames, dim=-1)
+    y = torch.ones_like(x)
+    input_mask, target_mask = complementary_masks("band_energy_median", x, y, layout=LAYOUT)
+    # Pooled, the crossfades at window edges leave values near (not at) 0 and 1.
+    band_input = LAYOUT.pool(input_mask, drop_incomplete=False) > 0.5
+    assert torch.equal(band_input.float().mean(dim=(1, 2)), torch.full((2,), 0.5))
+    for kept, gains in zip(band_input, gain):
+        assert gains[kept].min() > gains[~kept].max()
+    assert float(LAYOUT.pool(complementary_masks("band_energy", x, y, layout=LAYOUT)[0],
+                             drop_incomplete=False).mean()) > 0.9
+    assert torch.allclose(input_mask + target_mask, torch.ones_like(input_mask))
+    swapped_input, _ = complementary_masks("band_energy_median", y, x, layout=LAYOUT)
+    assert torch.equal(swapped_input, target_mask)
 
 
 def test_band_energy_silence_attenuation_and_errors() -> None:

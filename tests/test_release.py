@@ -54,7 +54,8 @@ def run(tmp_path_factory) -> dict[str, Path]:
         "optimizer_state_dict": {"state": {}, "param_groups": []},
         "train_config": {"codec": "mdct", "codec_weights": "", "codec_option": {},
                          "dataset_folder": str(data), "epochs": 6, "batch_size": 8, "lr": 1e-3,
-                         "use_creative_agent": True, "mask_reg_weight": 0.1, "seed": 0}})
+                         "use_creative_agent": True, "mask_reg_weight": 0.1,
+                         "agent_hold_epochs": 3, "mask_type": "none", "seed": 0}})
     (root / "run" / "eval").mkdir()
     (root / "run" / "eval" / "report.json").write_text(json.dumps({
         "epoch": 5, "split": "val", "num_pairs": 6, "model_masks": "learned_agent",
@@ -146,8 +147,10 @@ def test_export_is_slim_and_its_card_tells_the_recipe(run, tmp_path, capsys):
     assert {state[k].data_ptr() for k in weights} == {t.data_ptr() for t in state.values()}
     card = (out / "model_card.md").read_text()
     for text in ("epoch 5", "train: 40 pairs from 9 songs", "pairing: both", "learning rate: 0.001",
-                 "| model | 1.234 | -3.21 |", "complementarity 0.9712", "MIT"):
+                 "| model | 1.234 | -3.21 |", "complementarity 0.9712", "MIT",
+                 "epochs the agent was held at its initial weights: 3"):
         assert text in card, text
+    assert "fixed mask type" not in card
     # An existing export is kept unless --overwrite true.
     assert export_model.main(["--checkpoint", str(run["checkpoint"]), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err

@@ -88,6 +88,8 @@ def test_valid_config_has_no_errors(dataset):
      "--use_creative_agent true needs a cascade"),
     (["--mask_type", "temporal", "--num_transformer_layers", "1"], 0, "--mask_type temporal"),
     (["--use_creative_agent", "true", "--mask_type", "energy"], 0, "not both"),
+    (["--use_creative_agent", "true", "--agent_hold_epochs", "-1"], 0,
+     "--agent_hold_epochs must be >= 0"),
     (["--world_size", "4"], 1, "--world_size 4 needs 4 GPUs"),
     (["--device", "cuda"], 0, "no CUDA device"),
     (["--encoding_dim", "100", "--nhead", "8"], 0, "not divisible by --nhead"),

@@ -230,6 +230,29 @@ def test_resume_equals_straight_run(data, tmp_path):
     assert val_a == pytest.approx(val_b, abs=1e-5)
 
 
+def _agent_and_cascade_change(data: Path, folder: Path, hold_epochs: int) -> tuple[bool, bool]:
+    """Train one epoch; (did the mask generator's weights change, did the cascade's)."""
+    from train_simple_worker import train_worker
+    from training_setup import build_run
+
+    cfg = _config(data, folder, epochs=1, agent_hold_epochs=hold_epochs)
+    initial = {name: tensor.clone()
+               for name, tensor in build_run(cfg, 0, 1, torch.device("cpu")).model
+               .state_dict().items()}
+    train_worker(0, 1, cfg)
+    trained = torch.load(folder / "checkpoint_last.pth", weights_only=True)["model_state_dict"]
+    changed = {name: not torch.equal(trained[name], tensor) for name, tensor in initial.items()}
+    agent = [value for name, value in changed.items() if ".mask_generator." in name]
+    cascade = [value for name, value in changed.items() if name.startswith("stages.")]
+    assert agent and cascade
+    return any(agent), any(cascade)
+
+
+def test_held_agent_keeps_its_weights_while_the_cascade_learns(data, tmp_path):
+    assert _agent_and_cascade_change(data, tmp_path / "held", hold_epochs=1) == (False, True)
+    assert _agent_and_cascade_change(data, tmp_path / "free", hold_epochs=0) == (True, True)
+
+
 # --------------------------------------------------------------------------------------------
 # Signals and failures
 # --------------------------------------------------------------------------------------------
