@@ -266,17 +266,12 @@ def _band_energy_masks(
     """Content-dependent masks [B, D, T]: the louder song keeps each band-window; with halve=True
     the input keeps the half of each pair's band-windows where it is most louder."""
     with torch.no_grad():
+        # The same floor added to both energies keeps their order, so "> 0" is "input louder".
+        louder = loudness_difference(encoded_input, encoded_target, layout, drop_incomplete=False)
         if halve:
-            louder = split_at_median(
-                loudness_difference(encoded_input, encoded_target, layout, drop_incomplete=False)
-            )
-            input_keep = (louder > 0).float()
-        else:
-            # fp32 energies: squares of bf16 latents lose the small differences that decide here.
-            input_energy = layout.pool(encoded_input.detach().float().square(), False)
-            target_energy = layout.pool(encoded_target.detach().float().square(), False)
-            # Strict ">": a band-window silent in both songs goes to the target, as in `energy`.
-            input_keep = (input_energy > target_energy).float()
+            louder = split_at_median(louder)
+        # Strict ">": a band-window silent in both songs goes to the target, as in `energy`.
+        input_keep = (louder > 0).float()
         input_keep = layout.spread(input_keep, encoded_input.shape[-1])
         input_mask = _soften(input_keep, opts.attenuation).to(encoded_input.dtype)
         target_mask = _soften(1.0 - input_keep, opts.attenuation).to(encoded_input.dtype)
