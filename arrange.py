@@ -80,9 +80,14 @@ SAMPLE_RATE_WORDS = ("codec", "source")
 class IdentityModel(nn.Module):
     """Returns the input latents unchanged (no masks): checks windowing + overlap-add alone."""
 
-    def forward(self, encoded_input: Tensor, encoded_target: Tensor | None = None, *,
-                return_record: bool = False, need_attention: bool = False
-                ) -> tuple[Tensor, None] | tuple[Tensor, None, ForwardRecord]:
+    def forward(
+        self,
+        encoded_input: Tensor,
+        encoded_target: Tensor | None = None,
+        *,
+        return_record: bool = False,
+        need_attention: bool = False,
+    ) -> tuple[Tensor, None] | tuple[Tensor, None, ForwardRecord]:
         return (encoded_input, None, ForwardRecord()) if return_record else (encoded_input, None)
 
 
@@ -118,7 +123,7 @@ def crossfade_window(segment: int, fade: int) -> Tensor:
         position = (torch.arange(fade, dtype=torch.float64) + 0.5) / fade
         ramp = torch.sin(0.5 * math.pi * position) ** 2
         window[:fade] *= ramp
-        window[segment - fade:] *= ramp.flip(0)
+        window[segment - fade :] *= ramp.flip(0)
     return window
 
 
@@ -141,17 +146,26 @@ def _as_mono_tensor(audio: Any, name: str) -> Tensor:
         audio = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     tensor = audio.detach().float().cpu()
     if tensor.dim() > 1 and math.prod(tensor.shape[:-1]) != 1:
-        raise ValueError(f"{name}: expected mono audio [S], got shape {tuple(tensor.shape)} "
-                         f"(downmix first)")
+        raise ValueError(
+            f"{name}: expected mono audio [S], got shape {tuple(tensor.shape)} (downmix first)"
+        )
     tensor = tensor.reshape(-1)
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name}: audio contains NaN or infinite samples")
     return tensor
 
 
-def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segment_samples: int,
-            overlap: float = DEFAULT_OVERLAP, batch_size: int = 8, progress: bool = True,
-            precision: str = "auto") -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+def arrange(
+    model: Any,
+    codec: Codec,
+    input_audio: Any,
+    target_audio: Any,
+    segment_samples: int,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int = 8,
+    progress: bool = True,
+    precision: str = "auto",
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Arrange mono `input_audio` [S] with `target_audio` (any length, looped) at codec.sample_rate.
 
     Returns (output [S] float32, input_mask_full [D, T] or None, target_mask_full or None), masks
@@ -203,10 +217,12 @@ def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segme
     bar = tqdm(total=len(starts), desc="arranging", unit="window", disable=not progress)
     with inference(), bar:
         for first in range(0, len(starts), batch_size):
-            batch_starts = starts[first:first + batch_size]
+            batch_starts = starts[first : first + batch_size]
             size = len(batch_starts)
-            frames = torch.stack([source[s:s + segment] for s in batch_starts]
-                                 + [target[s:s + segment] for s in batch_starts])[:, None]
+            frames = torch.stack(
+                [source[s : s + segment] for s in batch_starts]
+                + [target[s : s + segment] for s in batch_starts]
+            )[:, None]
             latents = codec.encode(frames.to(device))
             encoded_input, encoded_target = latents[:size], latents[size:]
             with autocast_for(device, model_precision):
@@ -218,18 +234,28 @@ def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segme
                 if start == 0:
                     weights[:fade] = 1.0
                 if start + segment >= padded:
-                    weights[segment - fade:] = 1.0
-                output[start:start + segment] += weights * audio[row]
-                weight_sum[start:start + segment] += weights
+                    weights[segment - fade :] = 1.0
+                output[start : start + segment] += weights * audio[row]
+                weight_sum[start : start + segment] += weights
             if record.input_mask is not None:
-                input_mask, target_mask = (m.expand_as(encoded_input).float().cpu()
-                                           for m in (record.input_mask, record.target_mask))
+                input_mask, target_mask = (
+                    m.expand_as(encoded_input).float().cpu()
+                    for m in (record.input_mask, record.target_mask)
+                )
                 if input_mask_full is None:
                     input_mask_full = torch.zeros(encoded_input.shape[1], total_frames)
                     target_mask_full = torch.zeros_like(input_mask_full)
                     mask_weight = torch.zeros(total_frames)
-                _add_masks(input_mask_full, target_mask_full, mask_weight, input_mask, target_mask,
-                           batch_starts, window, codec_hop)
+                _add_masks(
+                    input_mask_full,
+                    target_mask_full,
+                    mask_weight,
+                    input_mask,
+                    target_mask,
+                    batch_starts,
+                    window,
+                    codec_hop,
+                )
             bar.update(size)
 
     result_audio = output / weight_sum.clamp_min(_WEIGHT_EPS)
@@ -244,8 +270,16 @@ def arrange(model: Any, codec: Codec, input_audio: Any, target_audio: Any, segme
     return result_audio, input_mask_full, target_mask_full
 
 
-def _add_masks(input_full: Tensor, target_full: Tensor, weight_full: Tensor, input_mask: Tensor,
-               target_mask: Tensor, starts: list[int], window: Tensor, codec_hop: int) -> None:
+def _add_masks(
+    input_full: Tensor,
+    target_full: Tensor,
+    weight_full: Tensor,
+    input_mask: Tensor,
+    target_mask: Tensor,
+    starts: list[int],
+    window: Tensor,
+    codec_hop: int,
+) -> None:
     """Overlap-add window masks [B, D, Tw] into the full masks [D, T] (for plots only)."""
     window_frames = input_mask.shape[-1]
     # Crossfade weight at each frame's position in the window (nearest sample).
@@ -313,8 +347,9 @@ def output_rate(sample_rate: int | str, codec_rate: int, source_rate: int) -> in
     raise ValueError(f"--sample_rate must be codec, source or a rate in Hz, got {sample_rate!r}")
 
 
-def resample_output(audio: np.ndarray, from_rate: int, to_rate: int,
-                    length: int | None = None) -> np.ndarray:
+def resample_output(
+    audio: np.ndarray, from_rate: int, to_rate: int, length: int | None = None
+) -> np.ndarray:
     """Resample (torchaudio windowed sinc) to `to_rate`; crop or zero-pad to `length` if given."""
     if to_rate != from_rate:
         tensor = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
@@ -329,31 +364,58 @@ def masks_path(output: Path) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(description=__doc__.split("\n\n")[0],
-                           epilog="Booleans accept true/false, 1/0, yes/no (a bare flag means "
-                                  "true).")
-    parser.add_argument("--checkpoint", required=True,
-                        help="checkpoint .pth written by training, or a folder written by "
-                             "export_model.py (path)")
+    parser = OneLineParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Booleans accept true/false, 1/0, yes/no (a bare flag means true).",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint .pth written by training, or a folder written by export_model.py (path)",
+    )
     parser.add_argument("--input", required=True, help="song A, any format/rate/channels (path)")
     parser.add_argument("--target", required=True, help="song B, looped when shorter than A (path)")
-    parser.add_argument("--output", required=True,
-                        help="the arrangement, A's length; its extension picks the format: "
-                             f"{', '.join(OUTPUT_FORMATS)} (path)")
-    parser.add_argument("--sample_rate", type=parse_sample_rate, default="codec",
-                        help="rate of the output: codec (the model's), source (the input file's) "
-                             "or a rate in Hz such as 44100 or 48000")
-    parser.add_argument("--segment_seconds", type=float, default=None,
-                        help="window length (s); default: the training segment length")
-    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
-                        help="overlap of consecutive windows (fraction of a window)")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="the arrangement, A's length; its extension picks the format: "
+        f"{', '.join(OUTPUT_FORMATS)} (path)",
+    )
+    parser.add_argument(
+        "--sample_rate",
+        type=parse_sample_rate,
+        default="codec",
+        help="rate of the output: codec (the model's), source (the input file's) "
+        "or a rate in Hz such as 44100 or 48000",
+    )
+    parser.add_argument(
+        "--segment_seconds",
+        type=float,
+        default=None,
+        help="window length (s); default: the training segment length",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=float,
+        default=DEFAULT_OVERLAP,
+        help="overlap of consecutive windows (fraction of a window)",
+    )
     parser.add_argument("--batch_size", type=int, default=8, help="windows per model call (count)")
-    parser.add_argument("--subtype", default=None, type=str.upper, choices=SUBTYPES,
-                        help="sample format; default: PCM_16 for .wav and .flac, VORBIS for .ogg")
+    parser.add_argument(
+        "--subtype",
+        default=None,
+        type=str.upper,
+        choices=SUBTYPES,
+        help="sample format; default: PCM_16 for .wav and .flac, VORBIS for .ogg",
+    )
     add_device_flag(parser)
-    parser.add_argument("--precision", choices=PRECISION_REQUESTS, default="auto",
-                        help="the model's precision: auto (bf16 where the CPU or GPU multiplies "
-                             "it natively, else fp32), fp32 or bf16; the codec stays fp32")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_REQUESTS,
+        default="auto",
+        help="the model's precision: auto (bf16 where the CPU or GPU multiplies "
+        "it natively, else fp32), fp32 or bf16; the codec stays fp32",
+    )
     add_bool_flag(parser, "--progress", True, "show a progress bar")
     return parser
 
@@ -362,12 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
 class ArrangeResult:
     output: Path
     masks_png: Path | None
-    seconds: float            # arranged audio duration
-    process_seconds: float    # wall time of arrange() alone
-    total_seconds: float      # including loading the checkpoint and decoding both songs
+    seconds: float  # arranged audio duration
+    process_seconds: float  # wall time of arrange() alone
+    total_seconds: float  # including loading the checkpoint and decoding both songs
     peak: float
     subtype: str
-    sample_rate: int          # of the written file
+    sample_rate: int  # of the written file
 
     @property
     def real_time_factor(self) -> float:
@@ -375,22 +437,34 @@ class ArrangeResult:
 
     def summary(self, input_path: Any, target_path: Any) -> str:
         scaled = ", scaled to 0.99" if self.subtype != "FLOAT" and self.peak > 1 else ""
-        lines = [f"arranged {self.seconds:.1f} s ({input_path} with {target_path}) in "
-                 f"{self.process_seconds:.2f} s: real-time factor {self.real_time_factor:.1f}x "
-                 f"({self.seconds / max(self.total_seconds, 1e-9):.1f}x including loading)",
-                 (f"wrote {self.output} ({self.subtype}, {self.sample_rate} Hz, "
-                  f"peak {self.peak:.3f}{scaled})")]
+        lines = [
+            f"arranged {self.seconds:.1f} s ({input_path} with {target_path}) in "
+            f"{self.process_seconds:.2f} s: real-time factor {self.real_time_factor:.1f}x "
+            f"({self.seconds / max(self.total_seconds, 1e-9):.1f}x including loading)",
+            (
+                f"wrote {self.output} ({self.subtype}, {self.sample_rate} Hz, "
+                f"peak {self.peak:.3f}{scaled})"
+            ),
+        ]
         if self.masks_png is not None:
             lines.append(f"wrote {self.masks_png}")
         return "\n".join(lines)
 
 
-def arrange_files(checkpoint: str | os.PathLike, input_path: str | os.PathLike,
-                  target_path: str | os.PathLike, output: str | os.PathLike,
-                  segment_seconds: float | None = None, overlap: float = DEFAULT_OVERLAP,
-                  batch_size: int = 8, subtype: str | None = None, device: str = "auto",
-                  progress: bool = True, sample_rate: int | str = "codec",
-                  precision: str = "auto") -> ArrangeResult:
+def arrange_files(
+    checkpoint: str | os.PathLike,
+    input_path: str | os.PathLike,
+    target_path: str | os.PathLike,
+    output: str | os.PathLike,
+    segment_seconds: float | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int = 8,
+    subtype: str | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    sample_rate: int | str = "codec",
+    precision: str = "auto",
+) -> ArrangeResult:
     """The CLI as a function: read both songs, arrange, write OUTPUT and OUT_masks.png.
 
     `checkpoint` is a training checkpoint or a folder written by export_model.py.
@@ -415,8 +489,17 @@ def arrange_files(checkpoint: str | os.PathLike, input_path: str | os.PathLike,
     info = sf.info(str(input_path))
     rate = output_rate(sample_rate, codec.sample_rate, info.samplerate)
     loaded = time.perf_counter()
-    audio, input_mask, _ = arrange(trained.model, codec, source, target, segment, overlap,
-                                   batch_size, progress=progress, precision=precision)
+    audio, input_mask, _ = arrange(
+        trained.model,
+        codec,
+        source,
+        target,
+        segment,
+        overlap,
+        batch_size,
+        progress=progress,
+        precision=precision,
+    )
     processed = time.perf_counter()
     seconds_out = len(audio) / codec.sample_rate
     # At the input's own rate, the output has exactly the input file's length.
@@ -427,12 +510,14 @@ def arrange_files(checkpoint: str | os.PathLike, input_path: str | os.PathLike,
     if input_mask is not None:
         axis = plots.ChannelAxis.for_codec(codec.name, codec.dim, codec.sample_rate)
         title = f"input mask over the arrangement ({trained.mask_kind})"
-        masks_png = plots.mask_heatmap(masks_path(output), input_mask, codec.frame_rate, axis,
-                                       title=title)
+        masks_png = plots.mask_heatmap(
+            masks_path(output), input_mask, codec.frame_rate, axis, title=title
+        )
     else:
         log.info("the model does not mask its inputs: no mask plot")
-    return ArrangeResult(output, masks_png, seconds_out, processed - loaded,
-                         processed - started, peak, subtype, rate)
+    return ArrangeResult(
+        output, masks_png, seconds_out, processed - loaded, processed - started, peak, subtype, rate
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -440,10 +525,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     tune_malloc()
     try:
-        result = arrange_files(args.checkpoint, args.input, args.target, args.output,
-                               args.segment_seconds, args.overlap, args.batch_size, args.subtype,
-                               args.device, progress=args.progress, sample_rate=args.sample_rate,
-                               precision=args.precision)
+        result = arrange_files(
+            args.checkpoint,
+            args.input,
+            args.target,
+            args.output,
+            args.segment_seconds,
+            args.overlap,
+            args.batch_size,
+            args.subtype,
+            args.device,
+            progress=args.progress,
+            sample_rate=args.sample_rate,
+            precision=args.precision,
+        )
     except (CheckpointError, FileNotFoundError, ValueError, TimeoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

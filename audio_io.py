@@ -21,6 +21,7 @@ Skip reasons (``AudioFileError.reason``), stable keys:
     unreadable      not audio libsndfile can decode (truncated header, text, ...)
     non-finite      NaN or infinite samples
 """
+
 from __future__ import annotations
 
 import errno
@@ -45,8 +46,17 @@ _ROLLOFF = 0.99
 # Frames decoded per block: 2^20 frames is 11 s at 96 kHz, 32 MB for 8 float32 channels.
 BLOCK_FRAMES = 1 << 20
 
-AUDIO_REASONS = ("missing", "folder", "symlink-loop", "broken-symlink", "not-a-file",
-                 "permission", "empty", "unreadable", "non-finite")
+AUDIO_REASONS = (
+    "missing",
+    "folder",
+    "symlink-loop",
+    "broken-symlink",
+    "not-a-file",
+    "permission",
+    "empty",
+    "unreadable",
+    "non-finite",
+)
 
 
 class AudioFileError(ValueError):
@@ -73,17 +83,18 @@ def check_input_file(path: str | os.PathLike) -> None:
     except FileNotFoundError:
         raise AudioFileError(path, "missing", "audio file not found") from None
     except NotADirectoryError:
-        raise AudioFileError(path, "missing", "audio file not found (a parent in the path is a "
-                                              "file)") from None
+        raise AudioFileError(
+            path, "missing", "audio file not found (a parent in the path is a file)"
+        ) from None
     except OSError as error:
         _raise_stat_error(path, error)
     try:
         info = os.stat(path)
     except FileNotFoundError:
         target = os.readlink(path) if stat.S_ISLNK(link.st_mode) else "?"
-        raise AudioFileError(path, "broken-symlink",
-                             f"broken symbolic link (its target {target} does not exist)"
-                             ) from None
+        raise AudioFileError(
+            path, "broken-symlink", f"broken symbolic link (its target {target} does not exist)"
+        ) from None
     except OSError as error:
         _raise_stat_error(path, error)
     if stat.S_ISDIR(info.st_mode):
@@ -103,8 +114,11 @@ def check_input_file(path: str | os.PathLike) -> None:
 
 def _raise_stat_error(path: Path, error: OSError) -> None:
     if error.errno == errno.ELOOP:
-        raise AudioFileError(path, "symlink-loop", "symbolic link loop (the link points at "
-                                                   "itself through other links)") from None
+        raise AudioFileError(
+            path,
+            "symlink-loop",
+            "symbolic link loop (the link points at itself through other links)",
+        ) from None
     if error.errno in (errno.EACCES, errno.EPERM):
         raise AudioFileError(path, "permission", "permission denied: cannot reach it") from None
     raise AudioFileError(path, "unreadable", f"cannot stat it ({error.strerror})") from None
@@ -129,16 +143,17 @@ class StreamResampler:
         # The kernel is computed once here (functional.resample recomputes it per call), in
         # float32 as functional.resample does for float32 audio: the transform's default float64
         # kernel gives results up to 2.5e-4 away from it.
-        self.resampler = None if self.identity else AT.Resample(source_rate, target_rate,
-                                                                dtype=torch.float32)
+        self.resampler = (
+            None if self.identity else AT.Resample(source_rate, target_rate, dtype=torch.float32)
+        )
         width = math.ceil(_LOWPASS_FILTER_WIDTH * self.orig / (min(self.orig, self.new) * _ROLLOFF))
         self.context_frames = math.ceil(width / self.orig) + 1
         context = self.context_frames * self.orig
         # Zeros before the start stand for the zero padding of a whole-signal call.
         self.buffer = np.zeros(context, dtype=np.float32)
         # The buffer starts at input sample (frames_done - context_frames) * orig.
-        self.frames_done = 0      # output frames emitted (new samples each)
-        self.samples_in = 0       # input samples pushed
+        self.frames_done = 0  # output frames emitted (new samples each)
+        self.samples_in = 0  # input samples pushed
         self.finished = False
 
     def _resample(self, chunk: np.ndarray) -> np.ndarray:
@@ -160,9 +175,9 @@ class StreamResampler:
         count = stop - self.frames_done
         if count <= 0:
             return np.zeros(0, dtype=np.float32)
-        chunk = self.buffer[:(count + 2 * context) * self.orig]
-        out = self._resample(chunk)[context * self.new:(context + count) * self.new]
-        self.buffer = self.buffer[count * self.orig:].copy()
+        chunk = self.buffer[: (count + 2 * context) * self.orig]
+        out = self._resample(chunk)[context * self.new : (context + count) * self.new]
+        self.buffer = self.buffer[count * self.orig :].copy()
         self.frames_done = stop
         return out
 
@@ -177,7 +192,7 @@ class StreamResampler:
             return np.zeros(0, dtype=np.float32)
         out = self._resample(self.buffer)
         start = self.context_frames * self.new
-        return out[start:start + remaining]
+        return out[start : start + remaining]
 
 
 class _Output:
@@ -191,17 +206,18 @@ class _Output:
         end = self.size + len(values)
         if end > len(self.data):
             grown = np.empty(max(end, 2 * len(self.data)), dtype=np.float32)
-            grown[:self.size] = self.data[:self.size]
+            grown[: self.size] = self.data[: self.size]
             self.data = grown
-        self.data[self.size:end] = values
+        self.data[self.size : end] = values
         self.size = end
 
     def result(self) -> np.ndarray:
-        return self.data[:self.size]
+        return self.data[: self.size]
 
 
-def read_mono(path: str | os.PathLike, sample_rate: int,
-              block_frames: int = BLOCK_FRAMES) -> np.ndarray:
+def read_mono(
+    path: str | os.PathLike, sample_rate: int, block_frames: int = BLOCK_FRAMES
+) -> np.ndarray:
     """Any audio file -> mono float32 at ``sample_rate``, decoded and resampled block by block.
 
     Raises AudioFileError (reason: one of AUDIO_REASONS) when the file cannot be used.
@@ -211,8 +227,9 @@ def read_mono(path: str | os.PathLike, sample_rate: int,
     try:
         handle = sf.SoundFile(str(path))
     except Exception as error:  # noqa: BLE001  libsndfile raises several types; all mean unusable
-        raise AudioFileError(path, "unreadable", f"unreadable or not audio "
-                                                 f"({_one_line(error, path)})") from None
+        raise AudioFileError(
+            path, "unreadable", f"unreadable or not audio ({_one_line(error, path)})"
+        ) from None
     with handle:
         if handle.frames == 0:
             raise AudioFileError(path, "empty", "no audio frames")
@@ -227,8 +244,11 @@ def read_mono(path: str | os.PathLike, sample_rate: int,
             try:
                 block = handle.read(block_frames, dtype="float32", always_2d=True, out=buffer)
             except Exception as error:  # noqa: BLE001  a damaged file fails mid-way in many ways
-                raise AudioFileError(path, "unreadable", f"decoding failed after {decoded} frames "
-                                                         f"({_one_line(error, path)})") from None
+                raise AudioFileError(
+                    path,
+                    "unreadable",
+                    f"decoding failed after {decoded} frames ({_one_line(error, path)})",
+                ) from None
             if len(block) == 0:
                 break
             decoded += len(block)
@@ -259,24 +279,26 @@ def check_output_path(path: str | os.PathLike) -> Path:
     if str(path).endswith(os.sep) or path.is_dir():
         raise ValueError(f"{path}: is a folder; give a file name, e.g. {path / 'output.wav'}")
     if path.is_symlink() and not path.exists():
-        raise ValueError(f"{path}: is a broken or looping symbolic link; remove it or pick "
-                         f"another name")
+        raise ValueError(
+            f"{path}: is a broken or looping symbolic link; remove it or pick another name"
+        )
     if path.exists() and not path.is_file():
         raise ValueError(f"{path}: exists and is not a regular file")
     folder = path.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise ValueError(f"{path}: cannot create folder {folder}: a file of that name "
-                         f"exists") from None
+        raise ValueError(
+            f"{path}: cannot create folder {folder}: a file of that name exists"
+        ) from None
     except OSError as error:
-        raise ValueError(f"{path}: cannot create folder {folder} "
-                         f"({error.strerror or error})") from None
+        raise ValueError(
+            f"{path}: cannot create folder {folder} ({error.strerror or error})"
+        ) from None
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.probe-", dir=folder)
     except OSError as error:
-        raise ValueError(f"{path}: cannot write in {folder} ({error.strerror or error})"
-                         ) from None
+        raise ValueError(f"{path}: cannot write in {folder} ({error.strerror or error})") from None
     os.close(fd)
     os.unlink(probe)
     return path
@@ -284,6 +306,7 @@ def check_output_path(path: str | os.PathLike) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # Writing
+
 
 @dataclass(frozen=True)
 class OutputFormat:
@@ -298,11 +321,14 @@ class OutputFormat:
         return self.subtypes[0]
 
 
-OUTPUT_FORMATS = {fmt.extension: fmt for fmt in (
-    OutputFormat(".wav", "WAV", ("PCM_16", "PCM_24", "FLOAT")),
-    OutputFormat(".flac", "FLAC", ("PCM_16", "PCM_24")),
-    OutputFormat(".ogg", "OGG", ("VORBIS",)),
-)}
+OUTPUT_FORMATS = {
+    fmt.extension: fmt
+    for fmt in (
+        OutputFormat(".wav", "WAV", ("PCM_16", "PCM_24", "FLOAT")),
+        OutputFormat(".flac", "FLAC", ("PCM_16", "PCM_24")),
+        OutputFormat(".ogg", "OGG", ("VORBIS",)),
+    )
+}
 SUBTYPES = tuple(dict.fromkeys(t for fmt in OUTPUT_FORMATS.values() for t in fmt.subtypes))
 
 
@@ -311,8 +337,9 @@ def output_format(path: str | os.PathLike) -> OutputFormat:
     extension = Path(path).suffix.lower()
     if extension not in OUTPUT_FORMATS:
         shown = extension or "(no extension)"
-        raise ValueError(f"--output {path}: unknown audio format {shown!r}; "
-                         f"use {', '.join(OUTPUT_FORMATS)}")
+        raise ValueError(
+            f"--output {path}: unknown audio format {shown!r}; use {', '.join(OUTPUT_FORMATS)}"
+        )
     return OUTPUT_FORMATS[extension]
 
 
@@ -321,13 +348,15 @@ def output_subtype(fmt: OutputFormat, subtype: str | None) -> str:
     if subtype is None:
         return fmt.default_subtype
     if subtype.upper() not in fmt.subtypes:
-        raise ValueError(f"--subtype {subtype}: {fmt.extension} files hold "
-                         f"{' or '.join(fmt.subtypes)}")
+        raise ValueError(
+            f"--subtype {subtype}: {fmt.extension} files hold {' or '.join(fmt.subtypes)}"
+        )
     return subtype.upper()
 
 
-def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
-                subtype: str | None = None) -> tuple[float, str]:
+def write_audio(
+    path: str | os.PathLike, audio: np.ndarray, sample_rate: int, subtype: str | None = None
+) -> tuple[float, str]:
     """Atomic write (tmp + os.replace) in the format the name asks for.
 
     Returns (peak |sample| before any scaling, subtype written). Integer and Vorbis subtypes
@@ -339,8 +368,11 @@ def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
     audio = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     if subtype != "FLOAT" and peak > 1.0:
-        log.warning("output peak %.3f exceeds full scale: scaled down by %.2f dB to avoid clipping",
-                    peak, 20 * math.log10(peak / 0.99))
+        log.warning(
+            "output peak %.3f exceeds full scale: scaled down by %.2f dB to avoid clipping",
+            peak,
+            20 * math.log10(peak / 0.99),
+        )
         audio = audio * (0.99 / peak)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

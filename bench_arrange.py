@@ -52,20 +52,35 @@ def parse_args(argv: list[str] | None = None) -> ArrangeBenchConfig:
     defaults = ArrangeBenchConfig()
     parser = _Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=defaults.seconds, help="song length")
-    parser.add_argument("--precisions", nargs="+", choices=REQUESTS, default=defaults.precisions,
-                        help="model precisions to time arrange() in")
-    parser.add_argument("--batch_size", type=int, default=defaults.batch_size,
-                        help="windows per model call")
-    parser.add_argument("--threads", type=int, default=defaults.threads,
-                        help="torch intra-op threads (0 = torch's default)")
-    parser.add_argument("--no_cli", dest="cli", action="store_false",
-                        help="skip timing the whole arrange.py command")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=REQUESTS,
+        default=defaults.precisions,
+        help="model precisions to time arrange() in",
+    )
+    parser.add_argument(
+        "--batch_size", type=int, default=defaults.batch_size, help="windows per model call"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help="torch intra-op threads (0 = torch's default)",
+    )
+    parser.add_argument(
+        "--no_cli",
+        dest="cli",
+        action="store_false",
+        help="skip timing the whole arrange.py command",
+    )
     parser.add_argument("--json", default=defaults.json, help="also write the JSON to this file")
     args = vars(parser.parse_args(argv))
     config = ArrangeBenchConfig(**{**args, "precisions": tuple(args["precisions"])})
     if not config.seconds >= SEGMENT_SECONDS:
         raise UsageError(
-            f"--seconds must be >= {SEGMENT_SECONDS} (one window), got {config.seconds}")
+            f"--seconds must be >= {SEGMENT_SECONDS} (one window), got {config.seconds}"
+        )
     if config.batch_size < 1 or config.threads < 0:
         raise UsageError("--batch_size must be >= 1 and --threads >= 0")
     return config
@@ -76,10 +91,16 @@ def default_model_config() -> dict:
     from bench import BenchConfig
 
     bench = BenchConfig()
-    return dict(encoding_dim=128, nhead=bench.nhead, num_layers=bench.num_layers,
-                num_transformer_layers=bench.num_transformer_layers, dropout=bench.dropout,
-                use_creative_agent=bench.use_creative_agent, dim_feedforward=bench.dim_feedforward,
-                agent_hidden_dim=bench.agent_hidden_dim)
+    return dict(
+        encoding_dim=128,
+        nhead=bench.nhead,
+        num_layers=bench.num_layers,
+        num_transformer_layers=bench.num_transformer_layers,
+        dropout=bench.dropout,
+        use_creative_agent=bench.use_creative_agent,
+        dim_feedforward=bench.dim_feedforward,
+        agent_hidden_dim=bench.agent_hidden_dim,
+    )
 
 
 def write_checkpoint(path: Path, model_config: dict, seed: int = 0) -> Path:
@@ -93,9 +114,15 @@ def write_checkpoint(path: Path, model_config: dict, seed: int = 0) -> Path:
     with torch.no_grad():  # trained-like: the zero-initialized stages would return their input
         for stage in model.stages:
             stage.projection.weight.normal_(0.0, 0.02)
-    return save_checkpoint(path, {
-        "model_state_dict": model.state_dict(), "model_config": model.config, "epoch": 1,
-        "train_config": {"codec": "mdct", "codec_weights": "", "codec_option": {}}})
+    return save_checkpoint(
+        path,
+        {
+            "model_state_dict": model.state_dict(),
+            "model_config": model.config,
+            "epoch": 1,
+            "train_config": {"codec": "mdct", "codec_weights": "", "codec_option": {}},
+        },
+    )
 
 
 def write_song(path: Path, seconds: float, seed: int, sample_rate: int = 24_000) -> Path:
@@ -108,8 +135,9 @@ def write_song(path: Path, seconds: float, seed: int, sample_rate: int = 24_000)
     return path
 
 
-def time_arrange(checkpoint: Path, song_a: Path, song_b: Path, precision: str,
-                 batch_size: int) -> dict:
+def time_arrange(
+    checkpoint: Path, song_a: Path, song_b: Path, precision: str, batch_size: int
+) -> dict:
     """arrange.arrange alone (songs and model already loaded), as arrange.py times it."""
     import torch
 
@@ -123,32 +151,60 @@ def time_arrange(checkpoint: Path, song_a: Path, song_b: Path, precision: str,
     target = arrange.read_song(song_b, codec.sample_rate)
     segment = int(round(SEGMENT_SECONDS * codec.sample_rate))
     start_wall, start_cpu = time.perf_counter(), time.process_time()
-    audio, _, _ = arrange.arrange(trained.model, codec, source, target, segment,
-                                  batch_size=batch_size, progress=False, precision=precision)
+    audio, _, _ = arrange.arrange(
+        trained.model,
+        codec,
+        source,
+        target,
+        segment,
+        batch_size=batch_size,
+        progress=False,
+        precision=precision,
+    )
     wall, cpu = time.perf_counter() - start_wall, time.process_time() - start_cpu
     seconds = len(audio) / codec.sample_rate
-    return {"precision": precision,
-            "resolved": choose_precision(precision, torch.device("cpu")).precision,
-            "song_s": seconds, "arrange_s": wall, "process_cpu_s": cpu,
-            "real_time_factor": seconds / wall, "threads": torch.get_num_threads()}
+    return {
+        "precision": precision,
+        "resolved": choose_precision(precision, torch.device("cpu")).precision,
+        "song_s": seconds,
+        "arrange_s": wall,
+        "process_cpu_s": cpu,
+        "real_time_factor": seconds / wall,
+        "threads": torch.get_num_threads(),
+    }
 
 
-def time_cli(checkpoint: Path, song_a: Path, song_b: Path, output: Path, seconds: float,
-             threads: int) -> dict:
+def time_cli(
+    checkpoint: Path, song_a: Path, song_b: Path, output: Path, seconds: float, threads: int
+) -> dict:
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    command = [sys.executable, str(ROOT / "arrange.py"), "--checkpoint", str(checkpoint),
-               "--input", str(song_a), "--target", str(song_b), "--output", str(output),
-               "--progress", "false"]
+    command = [
+        sys.executable,
+        str(ROOT / "arrange.py"),
+        "--checkpoint",
+        str(checkpoint),
+        "--input",
+        str(song_a),
+        "--target",
+        str(song_b),
+        "--output",
+        str(output),
+        "--progress",
+        "false",
+    ]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
         raise RuntimeError(f"arrange.py exited with status {done.returncode}: {tail[0]}")
-    return {"command_s": wall, "real_time_factor_with_startup": seconds / wall,
-            "printed": done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""}
+    return {
+        "command_s": wall,
+        "real_time_factor_with_startup": seconds / wall,
+        "printed": done.stdout.strip().splitlines()[0] if done.stdout.strip() else "",
+    }
 
 
 def run(config: ArrangeBenchConfig) -> dict:
@@ -161,25 +217,37 @@ def run(config: ArrangeBenchConfig) -> dict:
         checkpoint = write_checkpoint(work / "checkpoint.pth", default_model_config())
         song_a = write_song(work / "a.wav", config.seconds, seed=1)
         song_b = write_song(work / "b.wav", min(config.seconds, 150.0), seed=2)
-        timings = [time_arrange(checkpoint, song_a, song_b, precision, config.batch_size)
-                   for precision in config.precisions]
+        timings = [
+            time_arrange(checkpoint, song_a, song_b, precision, config.batch_size)
+            for precision in config.precisions
+        ]
         cli = None
         if config.cli:
-            cli = time_cli(checkpoint, song_a, song_b, work / "out.wav", config.seconds,
-                           config.threads)
-    return {"config": asdict(config), "model_config": default_model_config(),
-            "load_average_1min": os.getloadavg()[0], "arrange": timings, "cli": cli}
+            cli = time_cli(
+                checkpoint, song_a, song_b, work / "out.wav", config.seconds, config.threads
+            )
+    return {
+        "config": asdict(config),
+        "model_config": default_model_config(),
+        "load_average_1min": os.getloadavg()[0],
+        "arrange": timings,
+        "cli": cli,
+    }
 
 
 def table(result: dict) -> str:
-    rows = [f"{t['precision']:>5} ({t['resolved']}): {t['song_s']:.0f} s song arranged in "
-            f"{t['arrange_s']:.2f} s, real-time factor {t['real_time_factor']:.1f}x "
-            f"({t['threads']} threads, {t['process_cpu_s']:.1f} s process CPU)"
-            for t in result["arrange"]]
+    rows = [
+        f"{t['precision']:>5} ({t['resolved']}): {t['song_s']:.0f} s song arranged in "
+        f"{t['arrange_s']:.2f} s, real-time factor {t['real_time_factor']:.1f}x "
+        f"({t['threads']} threads, {t['process_cpu_s']:.1f} s process CPU)"
+        for t in result["arrange"]
+    ]
     if result["cli"]:
-        rows.append(f"arrange.py command: {result['cli']['command_s']:.2f} s with start-up "
-                    f"({result['cli']['real_time_factor_with_startup']:.1f}x); it printed: "
-                    f"{result['cli']['printed']}")
+        rows.append(
+            f"arrange.py command: {result['cli']['command_s']:.2f} s with start-up "
+            f"({result['cli']['real_time_factor_with_startup']:.1f}x); it printed: "
+            f"{result['cli']['printed']}"
+        )
     return "\n".join(rows)
 
 

@@ -176,5 +176,3 @@ def load_average() -> float:
         return os.getloadavg()[0]
     except OSError:
         return float("nan")
-
-

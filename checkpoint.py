@@ -82,6 +82,7 @@ def epoch_checkpoint_name(epoch: int) -> str:
 # Plain types
 # --------------------------------------------------------------------------------------------
 
+
 def to_plain(obj: Any, where: str = "state") -> Any:
     """Convert ``obj`` into types ``torch.load(weights_only=True)`` accepts, or raise.
 
@@ -129,7 +130,8 @@ def to_plain(obj: Any, where: str = "state") -> Any:
         return [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
     raise CheckpointError(
         f"{where}: {type(obj).__name__} is not a plain type (tensors, dicts, lists, numbers, "
-        f"strings only)")
+        f"strings only)"
+    )
 
 
 def first_nonfinite_tensor(tree: Any, where: str = "") -> str | None:
@@ -154,6 +156,7 @@ def first_nonfinite_tensor(tree: Any, where: str = "") -> str | None:
 # --------------------------------------------------------------------------------------------
 # Save / load
 # --------------------------------------------------------------------------------------------
+
 
 def temporary_path(path: Path) -> Path:
     """Where ``path`` is written before the rename: same folder, hidden, host and PID named."""
@@ -225,24 +228,26 @@ def _write_error(path: Path, error: BaseException, needed: int, existed: bool) -
     """One line for a failed write: the file, the cause, space needed vs free, what is intact."""
     intact = _what_is_intact(path, existed)
     free = _free_bytes(path.parent)
-    space = (f"needs about {_format_bytes(needed)}, "
-             f"{_format_bytes(free) if free is not None else 'unknown'} free")
+    space = (
+        f"needs about {_format_bytes(needed)}, "
+        f"{_format_bytes(free) if free is not None else 'unknown'} free"
+    )
     cause = _os_error_in(error)
     number = cause.errno if cause is not None else None
     if number == errno.ENOSPC or (cause is None and free is not None and free < needed):
-        return CheckpointError(f"cannot write {path}: no space left on device ({space}); "
-                               f"{intact}")
+        return CheckpointError(f"cannot write {path}: no space left on device ({space}); {intact}")
     if number == errno.EDQUOT:
         return CheckpointError(f"cannot write {path}: disk quota exceeded ({space}); {intact}")
     if number in (errno.EACCES, errno.EPERM):
-        return CheckpointError(f"cannot write {path}: permission denied in {path.parent}; "
-                               f"{intact}")
+        return CheckpointError(f"cannot write {path}: permission denied in {path.parent}; {intact}")
     if number == errno.EROFS:
-        return CheckpointError(f"cannot write {path}: {path.parent} is on a read-only file "
-                               f"system; {intact}")
+        return CheckpointError(
+            f"cannot write {path}: {path.parent} is on a read-only file system; {intact}"
+        )
     if cause is not None:
-        return CheckpointError(f"cannot write {path}: {cause.strerror or cause} "
-                               f"(errno {number}); {intact}")
+        return CheckpointError(
+            f"cannot write {path}: {cause.strerror or cause} (errno {number}); {intact}"
+        )
     return CheckpointError(f"cannot write {path}: {_first_line(error)}; {intact}")
 
 
@@ -283,9 +288,11 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     free = _free_bytes(path.parent)
     if free is not None and free < needed:
         # Before writing: a partial file would only fill the disk for everything else.
-        raise CheckpointError(f"cannot write {path}: no space left on device (needs about "
-                              f"{_format_bytes(needed)}, {_format_bytes(free)} free); "
-                              f"{_what_is_intact(path, existed)}")
+        raise CheckpointError(
+            f"cannot write {path}: no space left on device (needs about "
+            f"{_format_bytes(needed)}, {_format_bytes(free)} free); "
+            f"{_what_is_intact(path, existed)}"
+        )
     # Same folder as the destination so os.replace is a rename on one file system.
     tmp = temporary_path(path)
     try:
@@ -326,8 +333,13 @@ def copy_checkpoint(source: str | os.PathLike, destination: str | os.PathLike) -
     return destination
 
 
-def save_training_checkpoints(folder: str | os.PathLike, state: dict[str, Any], *,
-                              best: bool = False, epoch_copy: int | None = None) -> list[Path]:
+def save_training_checkpoints(
+    folder: str | os.PathLike,
+    state: dict[str, Any],
+    *,
+    best: bool = False,
+    epoch_copy: int | None = None,
+) -> list[Path]:
     """Write checkpoint_last.pth, and checkpoint_best.pth / checkpoint_epoch_N.pth with it.
 
     checkpoint_last.pth is always written last: a kill at any point leaves it either old or
@@ -361,8 +373,9 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, *, run_lock_held: bool = False
-                             ) -> list[Path]:
+def remove_stale_temporaries(
+    folder: str | os.PathLike, *, run_lock_held: bool = False
+) -> list[Path]:
     """Delete ``.checkpoint_*.pth.tmp-*`` files left by writes that were killed; return them.
 
     Only files of our naming pattern are considered. A file is removed when its writer is
@@ -385,16 +398,19 @@ def remove_stale_temporaries(folder: str | os.PathLike, *, run_lock_held: bool =
         if pid == os.getpid() and writer_host in (None, host):
             continue
         if not run_lock_held and (writer_host != host or process_alive(pid)):
-            log.info("left %s: its writer (PID %d on %s) may still be running", child, pid,
-                     writer_host or "an unknown host")
+            log.info(
+                "left %s: its writer (PID %d on %s) may still be running",
+                child,
+                pid,
+                writer_host or "an unknown host",
+            )
             continue
         try:
             child.unlink()
         except OSError as error:
             log.warning("cannot remove leftover temporary file %s: %s", child, error)
             continue
-        log.info("removed %s, left by a checkpoint write that was interrupted (PID %d)",
-                 child, pid)
+        log.info("removed %s, left by a checkpoint write that was interrupted (PID %d)", child, pid)
         removed.append(child)
     return removed
 
@@ -437,20 +453,25 @@ def verify_checkpoint_file(path: str | os.PathLike) -> bool:
     except zipfile.BadZipFile as error:
         message = _first_line(error)
         if message.startswith("Bad CRC-32"):
-            raise CheckpointError(f"{path}: corrupt checkpoint: checksum mismatch in record "
-                                  f"{record} (its bytes changed after it was written)") from None
-        raise CheckpointError(f"{path}: corrupted or truncated checkpoint ({message} in "
-                              f"{record})") from None
+            raise CheckpointError(
+                f"{path}: corrupt checkpoint: checksum mismatch in record "
+                f"{record} (its bytes changed after it was written)"
+            ) from None
+        raise CheckpointError(
+            f"{path}: corrupted or truncated checkpoint ({message} in {record})"
+        ) from None
     except (OSError, EOFError, ValueError, NotImplementedError, struct.error, zlib.error) as error:
         # a damaged index makes the zip reader fail in many ways
-        raise CheckpointError(f"{path}: corrupted or truncated checkpoint "
-                              f"({type(error).__name__}: {_first_line(error)} in {record})"
-                              ) from None
+        raise CheckpointError(
+            f"{path}: corrupted or truncated checkpoint "
+            f"({type(error).__name__}: {_first_line(error)} in {record})"
+        ) from None
     return True
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
-                    mmap: bool = False, verify: bool = True) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False, verify: bool = True
+) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` (never runs code).
 
     With ``verify`` (default) every record's stored checksum is checked first
@@ -465,12 +486,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if verify and not verify_checkpoint_file(path):
-        log.debug("%s has no stored checksums (older format): loaded without an integrity check",
-                  path)
+        log.debug(
+            "%s has no stored checksums (older format): loaded without an integrity check", path
+        )
     head = _file_head(path)
     if not head.startswith(ZIP_MAGIC) and not head.startswith(PICKLE_PREFIX):
-        raise CheckpointError(f"{path}: corrupted or truncated checkpoint (neither a zip archive "
-                              f"nor a legacy torch file)")
+        raise CheckpointError(
+            f"{path}: corrupted or truncated checkpoint (neither a zip archive "
+            f"nor a legacy torch file)"
+        )
     # mmap needs the zip format; the legacy format loads without it.
     mmap = mmap and head.startswith(ZIP_MAGIC)
     try:
@@ -482,15 +506,18 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu",
             raise CheckpointError(
                 f"{path}: refused to load: it needs arbitrary pickled objects, and checkpoints "
                 f"are loaded with weights_only=True (plain tensors/dicts/lists/numbers/strings "
-                f"only)") from None
+                f"only)"
+            ) from None
         raise CheckpointError(f"{path}: corrupted or truncated checkpoint ({message})") from None
     except Exception as error:  # noqa: BLE001  zip reader errors, EOFError, OSError ...
         raise CheckpointError(
             f"{path}: corrupted or truncated checkpoint ({type(error).__name__}: "
-            f"{_first_line(error)})") from None
+            f"{_first_line(error)})"
+        ) from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: not a checkpoint (top level is {type(state).__name__}, "
-                              f"expected a dict)")
+        raise CheckpointError(
+            f"{path}: not a checkpoint (top level is {type(state).__name__}, expected a dict)"
+        )
     return state
 
 
@@ -499,8 +526,9 @@ def _file_head(path: Path) -> bytes:
         with open(path, "rb") as handle:
             return handle.read(len(ZIP_MAGIC))
     except OSError as error:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({error.strerror or error})"
-                              ) from None
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({error.strerror or error})"
+        ) from None
 
 
 def require_keys(state: dict[str, Any], keys: tuple[str, ...], path: str | os.PathLike) -> None:
@@ -523,16 +551,17 @@ class ResumeChoice:
     """What ``--resume auto`` continues from, and which checkpoints it passed over and why."""
 
     path: Path
-    epoch: int            # epochs completed in that checkpoint
-    batches_done: int     # batches of the next epoch already done (a mid-epoch stop)
+    epoch: int  # epochs completed in that checkpoint
+    batches_done: int  # batches of the next epoch already done (a mid-epoch stop)
     skipped: tuple[SkippedCheckpoint, ...] = ()
 
     def describe(self) -> str:
         partial = f" + {self.batches_done} batch(es)" if self.batches_done else ""
         text = f"continuing from {self.path} (epoch {self.epoch}{partial})"
         if self.skipped:
-            text += "; skipped " + "; ".join(f"{item.path.name} ({item.reason})"
-                                              for item in self.skipped)
+            text += "; skipped " + "; ".join(
+                f"{item.path.name} ({item.reason})" for item in self.skipped
+            )
         return text
 
 
@@ -540,7 +569,7 @@ def _reason(error: BaseException, path: Path) -> str:
     text = str(error)
     for prefix in (f"{path}: ", f"checkpoint not found: {path}"):
         if text.startswith(prefix):
-            return text[len(prefix):] or "not found"
+            return text[len(prefix) :] or "not found"
     return text
 
 
@@ -549,8 +578,11 @@ def _progress_of(path: Path) -> tuple[int, int, int]:
     never read, so this is cheap even for large checkpoints. Not an integrity check."""
     state = load_checkpoint(path, map_location="cpu", mmap=True, verify=False)
     require_keys(state, RESUME_KEYS, path)
-    return (int(state["epoch"]), int(state.get("batches_done", 0) or 0),
-            int(state.get("global_step", 0) or 0))
+    return (
+        int(state["epoch"]),
+        int(state.get("batches_done", 0) or 0),
+        int(state.get("global_step", 0) or 0),
+    )
 
 
 def find_resume_checkpoint(directory: str | os.PathLike) -> ResumeChoice | None:
@@ -569,8 +601,14 @@ def find_resume_checkpoint(directory: str | os.PathLike) -> ResumeChoice | None:
     if not directory.is_dir():
         return None
     named = [directory / LAST_NAME, directory / BEST_NAME]
-    epochs = sorted(((int(m.group(1)), child) for child in directory.iterdir()
-                     if (m := EPOCH_PATTERN.match(child.name))), reverse=True)
+    epochs = sorted(
+        (
+            (int(m.group(1)), child)
+            for child in directory.iterdir()
+            if (m := EPOCH_PATTERN.match(child.name))
+        ),
+        reverse=True,
+    )
     candidates = [p for p in named if p.exists()] + [p for _, p in epochs]
     if not candidates:
         return None
@@ -607,19 +645,24 @@ FORMAT_VERSION = 1
 class Progress:
     """Where training stands; saved in every checkpoint."""
 
-    epoch: int = 0                       # completed epochs
-    batches_done: int = 0                # batches already trained in epoch `epoch` (mid-epoch stop)
-    global_step: int = 0                 # batches trained so far, skipped ones included
+    epoch: int = 0  # completed epochs
+    batches_done: int = 0  # batches already trained in epoch `epoch` (mid-epoch stop)
+    global_step: int = 0  # batches trained so far, skipped ones included
     best_val_loss: float = float("inf")
     best_epoch: int = 0
     epochs_without_improvement: int = 0
 
 
-def build_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                     scheduler_state: dict[str, Any], progress: Progress,
-                     train_config: dict[str, Any], rng_states: list[dict[str, Any]],
-                     partial_epoch: dict[str, Any] | None = None,
-                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_checkpoint(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler_state: dict[str, Any],
+    progress: Progress,
+    train_config: dict[str, Any],
+    rng_states: list[dict[str, Any]],
+    partial_epoch: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The checkpoint of a training run: ``model`` is the plain model (no DDP/compile wrapper);
     ``rng_states`` holds every rank's RNG state in rank order; ``extra`` adds entries (the
     adversary's)."""
@@ -641,32 +684,40 @@ def build_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return state
 
 
-def check_model_config(path: str | os.PathLike, state: dict[str, Any],
-                       model_config: dict[str, Any]) -> None:
+def check_model_config(
+    path: str | os.PathLike, state: dict[str, Any], model_config: dict[str, Any]
+) -> None:
     """One line naming the first model setting that differs between a checkpoint and the model
     built from the current flags."""
     saved = state.get("model_config") or {}
-    different = sorted(k for k in set(saved) | set(model_config)
-                       if saved.get(k) != model_config.get(k))
+    different = sorted(
+        k for k in set(saved) | set(model_config) if saved.get(k) != model_config.get(k)
+    )
     if saved and different:
         key = different[0]
         raise CheckpointError(
             f"{path} was trained with {key}={saved.get(key)!r}, these flags give "
             f"{model_config.get(key)!r} (and {len(different) - 1} more difference(s)): pass the "
-            f"same model flags to resume")
+            f"same model flags to resume"
+        )
 
 
-def restore_training_state(path: str | os.PathLike, state: dict[str, Any],
-                           model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                           progress: Progress) -> None:
+def restore_training_state(
+    path: str | os.PathLike,
+    state: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: Progress,
+) -> None:
     """Weights, optimizer and progress from a loaded checkpoint (in place)."""
     check_model_config(path, state, dict(getattr(model, "config", {})))
     try:
         model.load_state_dict(state["model_state_dict"])
         optimizer.load_state_dict(state["optimizer_state_dict"])
     except (RuntimeError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{path}: does not fit this model/optimizer "
-                              f"({str(error).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: does not fit this model/optimizer ({str(error).splitlines()[0]})"
+        ) from None
     for item in dataclasses.fields(Progress):
         if item.name in state:
             setattr(progress, item.name, type(getattr(progress, item.name))(state[item.name]))

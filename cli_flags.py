@@ -45,9 +45,14 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if (action.required or action.default is None or action.default is argparse.SUPPRESS
-                or not action.option_strings or isinstance(action, argparse._HelpAction)
-                or "default:" in text):
+        if (
+            action.required
+            or action.default is None
+            or action.default is argparse.SUPPRESS
+            or not action.option_strings
+            or isinstance(action, argparse._HelpAction)
+            or "default:" in text
+        ):
             return text
         return f"{text}; default: {show_default(action.default)}"
 
@@ -64,15 +69,27 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def add_bool_flag(parser: argparse.ArgumentParser, flag: str, default: bool, help: str,
-                  dest: str | None = None) -> argparse.Action:
+def add_bool_flag(
+    parser: argparse.ArgumentParser, flag: str, default: bool, help: str, dest: str | None = None
+) -> argparse.Action:
     """`--flag BOOL` with true/false values; a bare `--flag` means true."""
     kwargs: dict[str, Any] = {"dest": dest} if dest else {}
-    return parser.add_argument(flag, type=parse_bool, nargs="?", const=True, default=default,
-                               metavar="BOOL", help=help, **kwargs)
+    return parser.add_argument(
+        flag,
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=default,
+        metavar="BOOL",
+        help=help,
+        **kwargs,
+    )
 
 
 def add_device_flag(parser: argparse.ArgumentParser, default: str = "auto") -> argparse.Action:
     return parser.add_argument(
-        "--device", default=default, choices=DEVICE_CHOICES,
-        help="where the model runs: auto (cuda when available, else cpu), cpu or cuda")
+        "--device",
+        default=default,
+        choices=DEVICE_CHOICES,
+        help="where the model runs: auto (cuda when available, else cpu), cpu or cuda",
+    )

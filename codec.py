@@ -115,8 +115,9 @@ class MDCTCodec(Codec):
 
     name = "mdct"
 
-    def __init__(self, dim: int = 128, sample_rate: int = SAMPLE_RATE,
-                 scale: float = MDCT_LATENT_SCALE):
+    def __init__(
+        self, dim: int = 128, sample_rate: int = SAMPLE_RATE, scale: float = MDCT_LATENT_SCALE
+    ):
         super().__init__()
         if dim < 2:
             raise ValueError(f"mdct dim must be >= 2, got {dim}")
@@ -208,7 +209,8 @@ def _load_encodec(weights: str | Path | None):
             raise RuntimeError(
                 f"could not download the pretrained EnCodec 24 kHz weights ({_first_line(error)}); "
                 f"pass weights=PATH to a local {ENCODEC_CHECKPOINT} (or its directory), "
-                "or weights='random'") from None
+                "or weights='random'"
+            ) from None
         cached = Path(torch.hub.get_dir()) / "checkpoints" / ENCODEC_CHECKPOINT
         return model, sha256_file(cached) if cached.is_file() else "pretrained"
     if isinstance(weights, str) and weights == "random":
@@ -224,13 +226,17 @@ def _load_encodec(weights: str | Path | None):
     if not path.is_file():
         raise FileNotFoundError(
             f"EnCodec weights not found: {path} (weights= takes a state-dict .th file, "
-            f"a directory containing {ENCODEC_CHECKPOINT}, or 'random')")
+            f"a directory containing {ENCODEC_CHECKPOINT}, or 'random')"
+        )
     digest = sha256_file(path)
     # The package's own directory loader insists on this prefix; we only warn, so fine-tuned or
     # test weights saved under the official name still load.
     if path.name == ENCODEC_CHECKPOINT and not digest.startswith(_ENCODEC_HASH_PREFIX):
-        logger.warning("%s does not match the official checksum %s; using it anyway",
-                       path, _ENCODEC_HASH_PREFIX)
+        logger.warning(
+            "%s does not match the official checksum %s; using it anyway",
+            path,
+            _ENCODEC_HASH_PREFIX,
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
@@ -243,7 +249,8 @@ def _load_encodec(weights: str | Path | None):
         model.load_state_dict(state)
     except Exception as error:
         raise RuntimeError(
-            f"{path} is not an EnCodec 24 kHz state dict: {_first_line(error)}") from None
+            f"{path} is not an EnCodec 24 kHz state dict: {_first_line(error)}"
+        ) from None
     return model, digest
 
 
@@ -319,6 +326,8 @@ def get_codec(name: str = "mdct", **options) -> Codec:
     given = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(given) - accepted)
     if unknown:
-        raise ValueError(f"codec {key!r} does not take option(s): {', '.join(unknown)} "
-                         f"(accepted: {', '.join(sorted(accepted)) or 'none'})")
+        raise ValueError(
+            f"codec {key!r} does not take option(s): {', '.join(unknown)} "
+            f"(accepted: {', '.join(sorted(accepted)) or 'none'})"
+        )
     return cls(**given)

@@ -97,19 +97,36 @@ COMPARABLE_BALANCE = (0.45, 0.55)
 # Evaluation batching, the same for every variant (pair diversities depend on it).
 EVAL_BATCH_SIZE = 8
 # Training flags that compare_masks sets itself.
-RESERVED_TRAINING_FLAGS = ("--dataset_folder", "--checkpoint_dir", "--use_creative_agent",
-                           "--mask_type", "--resume", "--overwrite", "--demo", "--epochs",
-                           "--config")
+RESERVED_TRAINING_FLAGS = (
+    "--dataset_folder",
+    "--checkpoint_dir",
+    "--use_creative_agent",
+    "--mask_type",
+    "--resume",
+    "--overwrite",
+    "--demo",
+    "--epochs",
+    "--config",
+)
 STATE_NAME = "compare_state.json"
 LOG_NAME = "train.log"
 EVAL_DIRNAME = "eval"
 # Training output lines echoed while a variant trains (the rest goes to its train.log only).
-ECHO = re.compile(r"train: epoch \d|error|Error|WARNING|Traceback|nothing to do|resumed from|"
-                  r"training finished|early stopping")
+ECHO = re.compile(
+    r"train: epoch \d|error|Error|WARNING|Traceback|nothing to do|resumed from|"
+    r"training finished|early stopping"
+)
 # Figures copied from the evaluation report into comparison.json.
-MASK_FIGURES = ("band_complementarity", "band_balance", "band_temporal_diversity",
-                "band_pair_diversity", "band_switches", "content_alignment", "complementarity",
-                "balance")
+MASK_FIGURES = (
+    "band_complementarity",
+    "band_balance",
+    "band_temporal_diversity",
+    "band_pair_diversity",
+    "band_switches",
+    "content_alignment",
+    "complementarity",
+    "balance",
+)
 
 
 class Interrupted(Exception):
@@ -151,20 +168,31 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         usage="%(prog)s --dataset_folder DATA --out DIR [options] [-- TRAINING FLAGS ...]",
         epilog="Flags after `--` are passed to every training (train_simple_ddp.py --help), "
-               "e.g. `-- --world_size 1 --codec_option dim=16`; the flags compare_masks sets "
-               f"itself ({', '.join(RESERVED_TRAINING_FLAGS)}) are refused there. Exit status: "
-               "0 done, 1 a training or evaluation failed, 2 bad flags, 130 interrupted (rerun "
-               "to resume).")
-    parser.add_argument("--dataset_folder", required=True,
-                        help="DATA folder written by prepare_pairs.py (train/, val/, "
-                             "manifest.jsonl) (path)")
+        "e.g. `-- --world_size 1 --codec_option dim=16`; the flags compare_masks sets "
+        f"itself ({', '.join(RESERVED_TRAINING_FLAGS)}) are refused there. Exit status: "
+        "0 done, 1 a training or evaluation failed, 2 bad flags, 130 interrupted (rerun "
+        "to resume).",
+    )
+    parser.add_argument(
+        "--dataset_folder",
+        required=True,
+        help="DATA folder written by prepare_pairs.py (train/, val/, manifest.jsonl) (path)",
+    )
     parser.add_argument("--out", required=True, help="comparison folder DIR (path)")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="training epochs of every variant (count; default: the demo's)")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated subset of {', '.join(VARIANTS)}")
-    add_bool_flag(parser, "--overwrite", False,
-                  "retrain and re-evaluate every variant from scratch")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs of every variant (count; default: the demo's)",
+    )
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated subset of {', '.join(VARIANTS)}",
+    )
+    add_bool_flag(
+        parser, "--overwrite", False, "retrain and re-evaluate every variant from scratch"
+    )
     add_bool_flag(parser, "--progress", True, "show progress bars")
     return parser
 
@@ -174,7 +202,7 @@ def split_training_flags(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     argv = list(argv)
     if "--" in argv:
         at = argv.index("--")
-        return argv[:at], argv[at + 1:]
+        return argv[:at], argv[at + 1 :]
     return argv, []
 
 
@@ -193,28 +221,44 @@ def parse_options(argv: Sequence[str]) -> CompareOptions:
     for flag in training:
         name = flag.split("=", 1)[0]
         if name in RESERVED_TRAINING_FLAGS:
-            raise ValueError(f"training flag {name} is set by compare_masks itself"
-                             + (" (use compare_masks --epochs)" if name == "--epochs" else ""))
+            raise ValueError(
+                f"training flag {name} is set by compare_masks itself"
+                + (" (use compare_masks --epochs)" if name == "--epochs" else "")
+            )
     data = Path(args.dataset_folder)
     missing = [name for name in ("train", "val", "manifest.jsonl") if not (data / name).exists()]
     if not data.is_dir():
         raise ValueError(f"--dataset_folder {data}: no such folder")
     if missing:
         # --demo would otherwise try to synthesize its demo songs into DATA.
-        raise ValueError(f"--dataset_folder {data} lacks {', '.join(missing)}: prepare it with "
-                         f"prepare_pairs.py --out {data}")
+        raise ValueError(
+            f"--dataset_folder {data} lacks {', '.join(missing)}: prepare it with "
+            f"prepare_pairs.py --out {data}"
+        )
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
-    return CompareOptions(dataset_folder=data.resolve(), out=out.resolve(), epochs=args.epochs,
-                          variants=variants, training_flags=tuple(training),
-                          overwrite=args.overwrite, progress=args.progress)
+    return CompareOptions(
+        dataset_folder=data.resolve(),
+        out=out.resolve(),
+        epochs=args.epochs,
+        variants=variants,
+        training_flags=tuple(training),
+        overwrite=args.overwrite,
+        progress=args.progress,
+    )
 
 
 def training_flags(options: CompareOptions, variant: str) -> list[str]:
     """The launcher's flags for one variant (without the resume / overwrite choice)."""
-    flags = ["--demo", "--dataset_folder", str(options.dataset_folder), "--checkpoint_dir",
-             str(options.out / variant), *VARIANTS[variant]]
+    flags = [
+        "--demo",
+        "--dataset_folder",
+        str(options.dataset_folder),
+        "--checkpoint_dir",
+        str(options.out / variant),
+        *VARIANTS[variant],
+    ]
     if options.epochs is not None:
         flags += ["--epochs", str(options.epochs)]
     flags += list(options.training_flags)
@@ -277,8 +321,7 @@ def checkpoint_progress(path: Path) -> dict[str, Any] | None:
         state = load_checkpoint(path, map_location="cpu", mmap=True)
     except (CheckpointError, FileNotFoundError, OSError):
         return None
-    return {key: state.get(key) for key in ("epoch", "partial_epoch",
-                                            "epochs_without_improvement")}
+    return {key: state.get(key) for key in ("epoch", "partial_epoch", "epochs_without_improvement")}
 
 
 def training_finished(folder: Path, cfg: TrainConfig) -> bool:
@@ -288,16 +331,18 @@ def training_finished(folder: Path, cfg: TrainConfig) -> bool:
     progress = checkpoint_progress(folder / LAST_NAME)
     if progress is None or progress["partial_epoch"] or not isinstance(progress["epoch"], int):
         return False
-    early_stopped = bool(cfg.patience) and int(
-        progress.get("epochs_without_improvement") or 0) >= cfg.patience
+    early_stopped = (
+        bool(cfg.patience) and int(progress.get("epochs_without_improvement") or 0) >= cfg.patience
+    )
     return progress["epoch"] >= cfg.epochs or early_stopped
 
 
 def best_checkpoint(folder: Path) -> Path | None:
     from checkpoint import BEST_NAME, LAST_NAME
 
-    return next((folder / name for name in (BEST_NAME, LAST_NAME) if (folder / name).is_file()),
-                None)
+    return next(
+        (folder / name for name in (BEST_NAME, LAST_NAME) if (folder / name).is_file()), None
+    )
 
 
 def current_report(folder: Path, options: CompareOptions) -> dict[str, Any] | None:
@@ -341,8 +386,9 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_training(options: CompareOptions, variant: str, echo: Callable[[str], None],
-                 fresh: bool = False) -> None:
+def run_training(
+    options: CompareOptions, variant: str, echo: Callable[[str], None], fresh: bool = False
+) -> None:
     """Train one variant in a subprocess, resumed from its checkpoint unless `fresh` or it has
     none. Its output goes to DIR/<variant>/train.log, its epoch summaries and errors to `echo`.
     Raises CompareError when it fails, Interrupted (after the training saved and exited) on
@@ -365,8 +411,14 @@ def run_training(options: CompareOptions, variant: str, echo: Callable[[str], No
     interrupted = False
     with open(folder / LOG_NAME, "a") as log_file:
         log_file.write(f"\n$ {' '.join(command)}\n")
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1, env=environment)
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env=environment,
+        )
         try:
             for line in process.stdout:  # universal newlines: progress bars' \r end lines too
                 line = line.rstrip()
@@ -391,16 +443,19 @@ def run_training(options: CompareOptions, variant: str, echo: Callable[[str], No
     if interrupted:
         raise Interrupted()
     if process.returncode != 0:
-        raise CompareError(f"training {variant} failed (exit {process.returncode}): "
-                           f"{_last_error(folder / LOG_NAME)}; log: {folder / LOG_NAME}")
+        raise CompareError(
+            f"training {variant} failed (exit {process.returncode}): "
+            f"{_last_error(folder / LOG_NAME)}; log: {folder / LOG_NAME}"
+        )
 
 
 class _signals_ignored:
     """SIGINT / SIGTERM ignored while a stopping training saves its checkpoint."""
 
     def __enter__(self) -> None:
-        self.previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT,
-                                                                       signal.SIGTERM)}
+        self.previous = {
+            s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)
+        }
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self.previous.items():
@@ -408,8 +463,9 @@ class _signals_ignored:
 
 
 def _last_error(log_path: Path) -> str:
-    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()
-             if line.strip()]
+    lines = [
+        line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()
+    ]
     errors = [line for line in lines if line.startswith("error:")]
     return (errors or lines or ["no output"])[-1]
 
@@ -424,8 +480,14 @@ def evaluate_variant(options: CompareOptions, variant: str) -> dict[str, Any]:
     if checkpoint is None:
         raise CompareError(f"{variant}: no checkpoint in {folder}")
     try:
-        return evaluate(checkpoint, options.dataset_folder, folder / EVAL_DIRNAME, split="val",
-                        batch_size=EVAL_BATCH_SIZE, progress=options.progress)
+        return evaluate(
+            checkpoint,
+            options.dataset_folder,
+            folder / EVAL_DIRNAME,
+            split="val",
+            batch_size=EVAL_BATCH_SIZE,
+            progress=options.progress,
+        )
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         raise CompareError(f"evaluating {variant} failed: {error}") from None
 
@@ -482,8 +544,10 @@ def agent_verdicts(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
             reason = "MR-STFT missing"
         else:
             beats = agent["mr_stft"] < other["mr_stft"]
-            reason = (f"MR-STFT {_fmt(agent['mr_stft'])} vs {_fmt(other['mr_stft'])}; SI-SDR "
-                      f"{_fmt(agent['si_sdr_db'], 2)} vs {_fmt(other['si_sdr_db'], 2)} dB")
+            reason = (
+                f"MR-STFT {_fmt(agent['mr_stft'])} vs {_fmt(other['mr_stft'])}; SI-SDR "
+                f"{_fmt(agent['si_sdr_db'], 2)} vs {_fmt(other['si_sdr_db'], 2)} dB"
+            )
         verdicts[f"agent_beats_{rival}_mr_stft"] = {"beats": beats, "reason": reason}
     return verdicts
 
@@ -501,8 +565,9 @@ def verdict_lines(verdicts: dict[str, dict[str, Any]]) -> list[str]:
     for rival in RIVALS:
         verdict = verdicts[f"agent_beats_{rival}_mr_stft"]
         answer = {True: "yes", False: "no", None: "not comparable"}[verdict["beats"]]
-        lines.append(f"agent beats {rival} in MR-STFT distance to the target: {answer} "
-                     f"({verdict['reason']})")
+        lines.append(
+            f"agent beats {rival} in MR-STFT distance to the target: {answer} ({verdict['reason']})"
+        )
     lines.append(f"{REFERENCE_VARIANT} hides nothing of the target: a reference, never a win.")
     return lines
 
@@ -511,9 +576,12 @@ def verdict_lines(verdicts: dict[str, dict[str, Any]]) -> list[str]:
 TABLE_COLUMNS = (
     ("variant", "variant"),
     *((METRIC_LABELS[name], name) for name in MASK_FIGURES[:6]),
-    ("MR-STFT", "mr_stft"), ("SI-SDR dB", "si_sdr_db"),
-    ("masked mix MR-STFT", "masked_mix_mr_stft"), ("masked mix SI-SDR dB", "masked_mix_si_sdr_db"),
-    ("train s", "train_seconds"), ("comparable", "comparable"),
+    ("MR-STFT", "mr_stft"),
+    ("SI-SDR dB", "si_sdr_db"),
+    ("masked mix MR-STFT", "masked_mix_mr_stft"),
+    ("masked mix SI-SDR dB", "masked_mix_si_sdr_db"),
+    ("train s", "train_seconds"),
+    ("comparable", "comparable"),
 )
 
 
@@ -529,16 +597,24 @@ def _cell(variant: str, key: str, value: Any) -> str:
     return str(value)
 
 
-def comparison_markdown(results: dict[str, dict[str, Any]], verdicts: dict[str, dict[str, Any]],
-                        options: CompareOptions) -> str:
+def comparison_markdown(
+    results: dict[str, dict[str, Any]], verdicts: dict[str, dict[str, Any]], options: CompareOptions
+) -> str:
     num_pairs = next(iter(results.values()))["num_pairs"]
-    intro = (f"Same demo recipe for every variant, evaluated on the validation split ({num_pairs} "
-             f"pairs, batches of {EVAL_BATCH_SIZE}). Comparable: band balance within {_range()}; "
-             f"`{REFERENCE_VARIANT}` hides nothing and is a reference only. train s: the "
-             f"training steps' time (metrics.jsonl).")
-    lines = [f"# Mask comparison on {options.dataset_folder}", "", intro, "",
-             "| " + " | ".join(title for title, _ in TABLE_COLUMNS) + " |",
-             "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"]
+    intro = (
+        f"Same demo recipe for every variant, evaluated on the validation split ({num_pairs} "
+        f"pairs, batches of {EVAL_BATCH_SIZE}). Comparable: band balance within {_range()}; "
+        f"`{REFERENCE_VARIANT}` hides nothing and is a reference only. train s: the "
+        f"training steps' time (metrics.jsonl)."
+    )
+    lines = [
+        f"# Mask comparison on {options.dataset_folder}",
+        "",
+        intro,
+        "",
+        "| " + " | ".join(title for title, _ in TABLE_COLUMNS) + " |",
+        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
+    ]
     for variant, result in results.items():
         cells = [_cell(variant, key, result.get(key)) for _, key in TABLE_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
@@ -566,8 +642,10 @@ def compare(options: CompareOptions, configs: dict[str, TrainConfig]) -> dict[st
             if not finished:
                 run_training(options, variant, tqdm.write, fresh=options.overwrite)
                 if not training_finished(folder, configs[variant]):
-                    raise CompareError(f"training {variant} stopped before its last epoch; "
-                                       f"run the comparison again to resume it")
+                    raise CompareError(
+                        f"training {variant} stopped before its last epoch; "
+                        f"run the comparison again to resume it"
+                    )
             report = current_report(folder, options)
             if report is None:
                 tqdm.write(f"evaluating {variant}")
@@ -576,10 +654,17 @@ def compare(options: CompareOptions, configs: dict[str, TrainConfig]) -> dict[st
     bar.close()
 
     verdicts = agent_verdicts(results)
-    comparison = {**results, "verdicts": verdicts, "settings": {
-        "dataset_folder": str(options.dataset_folder), "epochs": options.epochs,
-        "training_flags": list(options.training_flags), "comparable_balance":
-            list(COMPARABLE_BALANCE), "eval_batch_size": EVAL_BATCH_SIZE}}
+    comparison = {
+        **results,
+        "verdicts": verdicts,
+        "settings": {
+            "dataset_folder": str(options.dataset_folder),
+            "epochs": options.epochs,
+            "training_flags": list(options.training_flags),
+            "comparable_balance": list(COMPARABLE_BALANCE),
+            "eval_batch_size": EVAL_BATCH_SIZE,
+        },
+    }
     _write_json(options.out / "comparison.json", _finite(comparison))
     markdown = comparison_markdown(results, verdicts, options)
     tmp = options.out / ".comparison.md.tmp"
@@ -634,8 +719,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     print((options.out / "comparison.md").read_text())
-    print(f"wrote {options.out / 'comparison.json'} and comparison.md "
-          f"({len(comparison['verdicts'])} verdicts)")
+    print(
+        f"wrote {options.out / 'comparison.json'} and comparison.md "
+        f"({len(comparison['verdicts'])} verdicts)"
+    )
     return EXIT_OK
 
 

@@ -36,8 +36,16 @@ from mask_metrics import loudness_difference
 logger = logging.getLogger(__name__)
 
 # Every mask type, the one list that launchers, evaluation and the model validate against.
-MASK_TYPES = ("none", "temporal", "frequency", "spectral", "energy", "hybrid", "band_energy",
-              "band_energy_median")
+MASK_TYPES = (
+    "none",
+    "temporal",
+    "frequency",
+    "spectral",
+    "energy",
+    "hybrid",
+    "band_energy",
+    "band_energy_median",
+)
 
 # Types that need a `layout=` argument (and both songs).
 LAYOUT_MASK_TYPES = ("band_energy", "band_energy_median")

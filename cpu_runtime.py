@@ -87,7 +87,9 @@ def share_cores(processes_per_machine: int, environ: Mapping[str, str] = os.envi
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     threads = max(1, (cores or 1) // max(1, processes_per_machine))
     torch.set_num_threads(threads)
-    line = f"{threads} intra-op thread(s) per process: {cores} core(s), " \
-           f"{processes_per_machine} process(es) on this machine"
+    line = (
+        f"{threads} intra-op thread(s) per process: {cores} core(s), "
+        f"{processes_per_machine} process(es) on this machine"
+    )
     log.info(line)
     return line

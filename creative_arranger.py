@@ -41,11 +41,11 @@ Song = str | os.PathLike | np.ndarray | Any  # a path, or a mono numpy array / t
 
 @dataclass
 class Arrangement:
-    audio: np.ndarray               # mono float32, the input's length, at sample_rate
+    audio: np.ndarray  # mono float32, the input's length, at sample_rate
     sample_rate: int
-    input_mask: np.ndarray | None   # [D, T] input mask over the arrangement (None: no masks)
+    input_mask: np.ndarray | None  # [D, T] input mask over the arrangement (None: no masks)
     target_mask: np.ndarray | None
-    output: Path | None             # the file written, when `output` was given
+    output: Path | None  # the file written, when `output` was given
 
 
 def load(path: str | os.PathLike, device: str = "auto") -> TrainedModel:
@@ -66,8 +66,9 @@ def _as_array(song: Any, name: str) -> np.ndarray:
     return audio.reshape(-1)
 
 
-def _song_audio(song: Song, codec_rate: int, rate: int | None,
-                name: str) -> tuple[np.ndarray, int, int]:
+def _song_audio(
+    song: Song, codec_rate: int, rate: int | None, name: str
+) -> tuple[np.ndarray, int, int]:
     """(audio at codec_rate, the song's own rate, its own length in samples)."""
     if _is_path(song):
         if rate is not None:
@@ -80,12 +81,22 @@ def _song_audio(song: Song, codec_rate: int, rate: int | None,
     return resample_output(audio, own_rate, codec_rate), own_rate, audio.size
 
 
-def arrange_songs(model: TrainedModel | str | os.PathLike, input: Song, target: Song, *,
-                  output: str | os.PathLike | None = None, sample_rate: int | str = "codec",
-                  input_sample_rate: int | None = None, target_sample_rate: int | None = None,
-                  segment_seconds: float | None = None, overlap: float = DEFAULT_OVERLAP,
-                  batch_size: int = 8, subtype: str | None = None, device: str = "auto",
-                  progress: bool = False) -> Arrangement:
+def arrange_songs(
+    model: TrainedModel | str | os.PathLike,
+    input: Song,
+    target: Song,
+    *,
+    output: str | os.PathLike | None = None,
+    sample_rate: int | str = "codec",
+    input_sample_rate: int | None = None,
+    target_sample_rate: int | None = None,
+    segment_seconds: float | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    batch_size: int = 8,
+    subtype: str | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> Arrangement:
     """Arrange `input` with `target` (looped when shorter); optionally write `output`.
 
     sample_rate: "codec" (the model's rate), "source" (the input's own rate and length) or a
@@ -100,15 +111,24 @@ def arrange_songs(model: TrainedModel | str | os.PathLike, input: Song, target: 
     trained = model if isinstance(model, TrainedModel) else load(model, device)
     codec = trained.codec
     seconds = segment_seconds or training_segment_seconds(trained.train_config)
-    source, source_rate, source_length = _song_audio(input, codec.sample_rate, input_sample_rate,
-                                                     "input")
+    source, source_rate, source_length = _song_audio(
+        input, codec.sample_rate, input_sample_rate, "input"
+    )
     partner, _, _ = _song_audio(target, codec.sample_rate, target_sample_rate, "target")
     rate = output_rate(sample_rate, codec.sample_rate, source_rate)
     audio, input_mask, target_mask = arrange(
-        trained.model, codec, source, partner, round(seconds * codec.sample_rate), overlap,
-        batch_size, progress=progress)
-    audio = resample_output(audio, codec.sample_rate, rate,
-                            source_length if sample_rate == "source" else None)
+        trained.model,
+        codec,
+        source,
+        partner,
+        round(seconds * codec.sample_rate),
+        overlap,
+        batch_size,
+        progress=progress,
+    )
+    audio = resample_output(
+        audio, codec.sample_rate, rate, source_length if sample_rate == "source" else None
+    )
     if output is not None:
         write_audio(output, audio, rate, subtype)
     return Arrangement(audio, rate, input_mask, target_mask, output)

@@ -7,7 +7,6 @@ than RAM still trains.
 The pairs come from pair_manifest.list_pairs; their latents from the cache in latent_cache.py.
 """
 
-
 from __future__ import annotations
 
 import logging

@@ -49,8 +49,16 @@ _MODES = {
 }
 # Chord progressions as scale degrees (0 = tonic); each is a loop.
 _PROGRESSIONS = (
-    (0, 4, 5, 3), (0, 5, 3, 4), (0, 3, 4, 0), (5, 3, 0, 4), (0, 3, 0, 4),
-    (0, 6, 5, 4), (0, 2, 3, 4), (1, 4, 0, 0), (0, 4, 3, 3), (3, 4, 5, 5),
+    (0, 4, 5, 3),
+    (0, 5, 3, 4),
+    (0, 3, 4, 0),
+    (5, 3, 0, 4),
+    (0, 3, 0, 4),
+    (0, 6, 5, 4),
+    (0, 2, 3, 4),
+    (1, 4, 0, 0),
+    (0, 4, 3, 3),
+    (3, 4, 5, 5),
 )
 # 16-step patterns (sixteenth notes in a 4/4 bar).
 _KICKS = ((0, 4, 8, 12), (0, 8, 10), (0, 3, 8, 11), (0, 10), (0, 6, 10), (0, 7, 8, 14))
@@ -63,22 +71,23 @@ _STABS = ((2, 6, 10, 14), (0, 3, 6, 10), (0, 8), (0, 6, 12))
 @dataclass
 class SongStyle:
     """Everything random about one song (drawn by `random_style`)."""
+
     tempo: float
-    root: int                 # MIDI note of the key in the bass octave
+    root: int  # MIDI note of the key in the bass octave
     mode: str
     progression: tuple[int, ...]
-    bars_per_chord: int       # 1 -> 4-bar loop, 2 -> 8-bar loop
-    brightness: float         # 0 muffled .. 1 bright
+    bars_per_chord: int  # 1 -> 4-bar loop, 2 -> 8-bar loop
+    brightness: float  # 0 muffled .. 1 bright
     kick: tuple[int, ...]
     snare: tuple[int, ...]
     hats: tuple[int, ...]
     bass_rhythm: tuple[int, ...]
     chord_stabs: tuple[int, ...] | None  # None = sustained pads
-    lead_density: float       # probability of a note on each eighth
+    lead_density: float  # probability of a note on each eighth
     lead_octave: int
-    gains: dict[str, float]   # drums, bass, chords, lead (relative RMS in the mix)
+    gains: dict[str, float]  # drums, bass, chords, lead (relative RMS in the mix)
     waves: dict[str, np.ndarray]  # per instrument: weights of (sine, triangle, square, saw)
-    swing: float              # delay of off-beat sixteenths, fraction of a step
+    swing: float  # delay of off-beat sixteenths, fraction of a step
     target_rms: float
 
 
@@ -113,18 +122,21 @@ def _midi_hz(note: float) -> float:
     return 440.0 * 2.0 ** ((note - 69) / 12)
 
 
-def _wavetable(weights: np.ndarray, rolloff: float, max_hz: float, sample_rate: int,
-               size: int = 2048) -> np.ndarray:
+def _wavetable(
+    weights: np.ndarray, rolloff: float, max_hz: float, sample_rate: int, size: int = 2048
+) -> np.ndarray:
     """One period of a band-limited wave: additive harmonics, none above 0.45 x sample_rate."""
     n_harm = max(1, int(0.45 * sample_rate / max_hz))
     k = np.arange(1, n_harm + 1)
     odd = (k % 2 == 1).astype(float)
-    shapes = np.stack([
-        (k == 1).astype(float),                         # sine
-        odd * (-1.0) ** ((k - 1) // 2) / k ** 2,        # triangle
-        odd / k,                                        # square
-        1.0 / k,                                        # saw
-    ])
+    shapes = np.stack(
+        [
+            (k == 1).astype(float),  # sine
+            odd * (-1.0) ** ((k - 1) // 2) / k**2,  # triangle
+            odd / k,  # square
+            1.0 / k,  # saw
+        ]
+    )
     amps = (weights @ shapes) * np.exp(-(k - 1) / rolloff)
     phase = np.arange(size) / size
     table = amps @ np.sin(2 * np.pi * np.outer(k, phase))
@@ -138,24 +150,34 @@ def _lookup(table: np.ndarray, phase: np.ndarray) -> np.ndarray:
     return table[i0] * (1 - frac) + table[(i0 + 1) % len(table)] * frac
 
 
-def _envelope(n: int, sample_rate: int, attack: float, decay: float, sustain: float,
-              release: float) -> np.ndarray:
+def _envelope(
+    n: int, sample_rate: int, attack: float, decay: float, sustain: float, release: float
+) -> np.ndarray:
     t = np.arange(n) / sample_rate
     env = sustain + (1 - sustain) * np.exp(-np.maximum(t - attack, 0) / decay)
     env *= np.minimum(t / max(attack, 1e-4), 1.0)
     rel = min(int(release * sample_rate), n)
     if rel > 0:
-        env[n - rel:] *= np.linspace(1.0, 0.0, rel)
+        env[n - rel :] *= np.linspace(1.0, 0.0, rel)
     return env
 
 
 class _Voice:
     """A pitched instrument: bright and dark wavetables, a filter-like decay between them."""
 
-    def __init__(self, weights: np.ndarray, brightness: float, max_hz: float, sample_rate: int,
-                 attack: float, decay: float, sustain: float, release: float,
-                 vibrato: float = 0.0):
-        rolloff = 1.5 + 25.0 * brightness ** 2
+    def __init__(
+        self,
+        weights: np.ndarray,
+        brightness: float,
+        max_hz: float,
+        sample_rate: int,
+        attack: float,
+        decay: float,
+        sustain: float,
+        release: float,
+        vibrato: float = 0.0,
+    ):
+        rolloff = 1.5 + 25.0 * brightness**2
         self.bright = _wavetable(weights, rolloff * 2.5, max_hz, sample_rate)
         self.dark = _wavetable(weights, rolloff, max_hz, sample_rate)
         self.sample_rate = sample_rate
@@ -180,8 +202,9 @@ class _Voice:
         return self._cache[key]
 
 
-def _drum_kit(rng: np.random.Generator, brightness: float,
-              sample_rate: int) -> dict[str, np.ndarray]:
+def _drum_kit(
+    rng: np.random.Generator, brightness: float, sample_rate: int
+) -> dict[str, np.ndarray]:
     sr = sample_rate
     t = np.arange(int(0.4 * sr)) / sr
     f_end = rng.uniform(40, 60)
@@ -191,8 +214,9 @@ def _drum_kit(rng: np.random.Generator, brightness: float,
 
     t = np.arange(int(0.3 * sr)) / sr
     noise = np.diff(rng.normal(0, 1, len(t) + 1))  # first difference: a gentle high-pass
-    snare = (0.6 * noise * np.exp(-t / rng.uniform(0.05, 0.14))
-             + np.sin(2 * np.pi * rng.uniform(170, 240) * t) * np.exp(-t / 0.05))
+    snare = 0.6 * noise * np.exp(-t / rng.uniform(0.05, 0.14)) + np.sin(
+        2 * np.pi * rng.uniform(170, 240) * t
+    ) * np.exp(-t / 0.05)
 
     t = np.arange(int(0.12 * sr)) / sr
     noise = np.diff(rng.normal(0, 1, len(t) + 2), n=2)  # second difference: hiss, no body
@@ -212,8 +236,13 @@ def _chord_notes(scale: np.ndarray, degree: int, size: int) -> list[int]:
     return [int(scale[degree + 2 * j]) for j in range(size)]
 
 
-def _melody(rng: np.random.Generator, scale: np.ndarray, chords: list[int], density: float,
-            bars_per_chord: int) -> list[tuple[int, int, int]]:
+def _melody(
+    rng: np.random.Generator,
+    scale: np.ndarray,
+    chords: list[int],
+    density: float,
+    bars_per_chord: int,
+) -> list[tuple[int, int, int]]:
     """(eighth index in the loop, length in eighths, scale index) of a melody over one loop."""
     n_eighths = 8 * bars_per_chord * len(chords)
     onsets = [i for i in range(n_eighths) if i % 8 == 0 or rng.random() < density]
@@ -231,11 +260,13 @@ def _melody(rng: np.random.Generator, scale: np.ndarray, chords: list[int], dens
     return notes
 
 
-def _vary(rng: np.random.Generator,
-          melody: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+def _vary(
+    rng: np.random.Generator, melody: list[tuple[int, int, int]]
+) -> list[tuple[int, int, int]]:
     """A variation: about a quarter of the notes move by a scale step."""
-    return [(s, n, (p + int(rng.choice([-1, 1]))) if rng.random() < 0.25 else p)
-            for s, n, p in melody]
+    return [
+        (s, n, (p + int(rng.choice([-1, 1]))) if rng.random() < 0.25 else p) for s, n, p in melody
+    ]
 
 
 def _tilt(x: np.ndarray, brightness: float, sample_rate: int) -> np.ndarray:
@@ -273,19 +304,44 @@ def synthesize_song(rng: np.random.Generator, seconds: float, sample_rate: int) 
 
     parts = {k: np.zeros(n + sr) for k in ("drums", "bass", "chords", "lead")}
     kit = _drum_kit(rng, style.brightness, sr)
-    bass = _Voice(style.waves["bass"], 0.3 * style.brightness, _midi_hz(style.root + 24), sr,
-                  attack=0.005, decay=0.2, sustain=0.6, release=0.03)
+    bass = _Voice(
+        style.waves["bass"],
+        0.3 * style.brightness,
+        _midi_hz(style.root + 24),
+        sr,
+        attack=0.005,
+        decay=0.2,
+        sustain=0.6,
+        release=0.03,
+    )
     pad = style.chord_stabs is None
-    chords = _Voice(style.waves["chords"], style.brightness, _midi_hz(style.root + 60), sr,
-                    attack=0.15 if pad else 0.005, decay=0.6 if pad else 0.12,
-                    sustain=0.7 if pad else 0.0, release=0.2 if pad else 0.05)
-    melody_a = _melody(rng, scale, list(style.progression), style.lead_density,
-                       style.bars_per_chord)
+    chords = _Voice(
+        style.waves["chords"],
+        style.brightness,
+        _midi_hz(style.root + 60),
+        sr,
+        attack=0.15 if pad else 0.005,
+        decay=0.6 if pad else 0.12,
+        sustain=0.7 if pad else 0.0,
+        release=0.2 if pad else 0.05,
+    )
+    melody_a = _melody(
+        rng, scale, list(style.progression), style.lead_density, style.bars_per_chord
+    )
     melody_b = _vary(rng, melody_a)
     top = max(int(scale[p]) for _, _, p in melody_a + melody_b) + 12 * style.lead_octave
     # The wavetable's harmonic count follows the highest note played, so nothing aliases.
-    lead = _Voice(style.waves["lead"], style.brightness, _midi_hz(top + 0.1), sr,
-                  attack=0.01, decay=0.3, sustain=0.5, release=0.05, vibrato=0.004)
+    lead = _Voice(
+        style.waves["lead"],
+        style.brightness,
+        _midi_hz(top + 0.1),
+        sr,
+        attack=0.01,
+        decay=0.3,
+        sustain=0.5,
+        release=0.05,
+        vibrato=0.004,
+    )
     hat_accents = rng.uniform(0.4, 1.0, 16)  # fixed per song: the groove repeats exactly
 
     for b in range(n_bars):
@@ -324,8 +380,12 @@ def synthesize_song(rng: np.random.Generator, seconds: float, sample_rate: int) 
             for start, length, pos in melody:
                 if base <= start < base + 8:
                     midi = int(scale[pos]) + 12 * style.lead_octave
-                    _add(parts["lead"], lead.note(midi, int(length * 2 * step * 0.95)),
-                         at(b, (start - base) * 2), 1.0)
+                    _add(
+                        parts["lead"],
+                        lead.note(midi, int(length * 2 * step * 0.95)),
+                        at(b, (start - base) * 2),
+                        1.0,
+                    )
 
     return _mixdown(parts, style, n, sr)
 
@@ -338,15 +398,20 @@ def _mixdown(parts: dict[str, np.ndarray], style: SongStyle, n: int, sr: int) ->
         if rms > 0:
             mix += style.gains[name] * part[:n] / rms
     mix = _tilt(mix, style.brightness, sr)
-    mix *= style.target_rms / (np.sqrt(np.mean(mix ** 2)) + 1e-12)
+    mix *= style.target_rms / (np.sqrt(np.mean(mix**2)) + 1e-12)
     mix = _limit(mix)
     fade = min(int(0.05 * sr), n)  # no click where the song is cut
-    mix[n - fade:] *= np.linspace(1.0, 0.0, fade)
+    mix[n - fade :] *= np.linspace(1.0, 0.0, fade)
     return mix.astype(np.float32)
 
 
-def make_demo_songs(out_dir: str | Path, num_songs: int = 24, seed: int = 0,
-                    seconds: float = 48.0, sample_rate: int = 24000) -> list[Path]:
+def make_demo_songs(
+    out_dir: str | Path,
+    num_songs: int = 24,
+    seed: int = 0,
+    seconds: float = 48.0,
+    sample_rate: int = 24000,
+) -> list[Path]:
     """Write demo_song_000.wav ... (mono, 16-bit) into out_dir and return their paths."""
     if num_songs < 1:
         raise ValueError(f"--num_songs must be >= 1, got {num_songs}")
@@ -368,10 +433,16 @@ def _is_ready(data_dir: Path) -> bool:
     return all((data_dir / p).exists() for p in ("train", "val", "manifest.jsonl"))
 
 
-def ensure_demo_dataset(data_dir: str | Path = "data/demo", seed: int = 0, num_songs: int = 24,
-                        seconds: float = 48.0, sample_rate: int = 24000,
-                        segment_seconds: float = 4.0, val_fraction: float = 0.1,
-                        progress: bool = True) -> Path:
+def ensure_demo_dataset(
+    data_dir: str | Path = "data/demo",
+    seed: int = 0,
+    num_songs: int = 24,
+    seconds: float = 48.0,
+    sample_rate: int = 24000,
+    segment_seconds: float = 4.0,
+    val_fraction: float = 0.1,
+    progress: bool = True,
+) -> Path:
     """Build demo songs and their pairs in data_dir unless train/ and val/ are already there.
 
     The full songs end up in data_dir/songs_src (for arrangement demos); the pairs are made by
@@ -389,11 +460,17 @@ def ensure_demo_dataset(data_dir: str | Path = "data/demo", seed: int = 0, num_s
     songs_tmp = data_dir.parent / f".{data_dir.name}.songs-{uuid.uuid4().hex[:8]}"
     try:
         log.info("synthesizing %d demo songs of %.0f s (seed %d)", num_songs, seconds, seed)
-        make_demo_songs(songs_tmp, num_songs=num_songs, seed=seed, seconds=seconds,
-                        sample_rate=sample_rate)
+        make_demo_songs(
+            songs_tmp, num_songs=num_songs, seed=seed, seconds=seconds, sample_rate=sample_rate
+        )
         log.info("songs made in %.1f s; cutting pairs", time.perf_counter() - start)
-        config = PrepareConfig(segment_seconds=segment_seconds, sample_rate=sample_rate,
-                               val_fraction=val_fraction, seed=seed, progress=progress)
+        config = PrepareConfig(
+            segment_seconds=segment_seconds,
+            sample_rate=sample_rate,
+            val_fraction=val_fraction,
+            seed=seed,
+            progress=progress,
+        )
         try:
             summary = prepare_pairs(songs_tmp, data_dir, config)
         except FileExistsError:
@@ -404,17 +481,23 @@ def ensure_demo_dataset(data_dir: str | Path = "data/demo", seed: int = 0, num_s
     finally:
         shutil.rmtree(songs_tmp, ignore_errors=True)
     log.info("%s", summary.format())
-    log.info("demo dataset ready in %s: %d train / %d val pairs, %.1f s",
-             data_dir, summary.pairs_per_split["train"], summary.pairs_per_split["val"],
-             time.perf_counter() - start)
+    log.info(
+        "demo dataset ready in %s: %d train / %d val pairs, %.1f s",
+        data_dir,
+        summary.pairs_per_split["train"],
+        summary.pairs_per_split["val"],
+        time.perf_counter() - start,
+    )
     return data_dir
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="data/demo",
-                   help="DATA folder (the songs folder with --songs_only)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--out", default="data/demo", help="DATA folder (the songs folder with --songs_only)"
+    )
     p.add_argument("--num_songs", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seconds", type=float, default=48.0, help="length of each song")
@@ -426,13 +509,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.songs_only:
             start = time.perf_counter()
-            paths = make_demo_songs(args.out, args.num_songs, args.seed, args.seconds,
-                                    args.sample_rate)
+            paths = make_demo_songs(
+                args.out, args.num_songs, args.seed, args.seconds, args.sample_rate
+            )
             print(f"{len(paths)} demo songs in {args.out} ({time.perf_counter() - start:.1f} s)")
         else:
-            ensure_demo_dataset(args.out, seed=args.seed, num_songs=args.num_songs,
-                                seconds=args.seconds, sample_rate=args.sample_rate,
-                                segment_seconds=args.segment_seconds)
+            ensure_demo_dataset(
+                args.out,
+                seed=args.seed,
+                num_songs=args.num_songs,
+                seconds=args.seconds,
+                sample_rate=args.sample_rate,
+                segment_seconds=args.segment_seconds,
+            )
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

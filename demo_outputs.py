@@ -36,13 +36,17 @@ def demo_songs(dataset_folder: str | os.PathLike) -> list[Path]:
             path = songs_dir / str(name)
             if name and path.is_file() and path not in preferred:
                 preferred.append(path)
-    others = sorted(p for p in songs_dir.iterdir() if p.is_file() and p not in preferred
-                    and not p.name.startswith("."))
+    others = sorted(
+        p
+        for p in songs_dir.iterdir()
+        if p.is_file() and p not in preferred and not p.name.startswith(".")
+    )
     return preferred + others
 
 
-def demo_outputs(checkpoint_dir: str | os.PathLike, dataset_folder: str | os.PathLike,
-                 progress: bool = True) -> dict[str, Any]:
+def demo_outputs(
+    checkpoint_dir: str | os.PathLike, dataset_folder: str | os.PathLike, progress: bool = True
+) -> dict[str, Any]:
     """What `train_simple_ddp.py --demo` shows at the end.
 
     Evaluates checkpoint_best.pth (else checkpoint_last.pth) on the validation split into
@@ -52,8 +56,9 @@ def demo_outputs(checkpoint_dir: str | os.PathLike, dataset_folder: str | os.Pat
     Returns {"report": dict, "eval_dir": Path, "page": Path, "arrangement": ArrangeResult | None}.
     """
     folder = Path(checkpoint_dir)
-    checkpoint = next((folder / name for name in (BEST_NAME, LAST_NAME)
-                       if (folder / name).is_file()), None)
+    checkpoint = next(
+        (folder / name for name in (BEST_NAME, LAST_NAME) if (folder / name).is_file()), None
+    )
     if checkpoint is None:
         raise FileNotFoundError(f"no {BEST_NAME} or {LAST_NAME} in {folder}")
     eval_dir = folder / "eval"
@@ -65,8 +70,9 @@ def demo_outputs(checkpoint_dir: str | os.PathLike, dataset_folder: str | os.Pat
     result = None
     if songs:
         source, target = songs[0], songs[1] if len(songs) > 1 else songs[0]
-        result = arrange_files(checkpoint, source, target, folder / "arrangement.wav",
-                               progress=progress)
+        result = arrange_files(
+            checkpoint, source, target, folder / "arrangement.wav", progress=progress
+        )
         print(result.summary(source.name, target.name))
     else:
         log.info("no songs in %s/songs_src: no demo arrangement", dataset_folder)

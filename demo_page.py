@@ -39,8 +39,12 @@ PAGE_NAME = "index.html"
 SAMPLES_DIRNAME = "samples"
 SAMPLES_INDEX = "samples.json"
 REPORT_NAME = "report.json"
-ROLE_TITLES = {"input": "input (song A)", "target": "target (song B)",
-               "masked_mix": "masked mix", "output": "model output"}
+ROLE_TITLES = {
+    "input": "input (song A)",
+    "target": "target (song B)",
+    "masked_mix": "masked mix",
+    "output": "model output",
+}
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222;
@@ -94,19 +98,36 @@ def _write_sample(sample: SamplePair, folder: Path, plots: Any, write_audio: Any
         files[role] = f"{SAMPLES_DIRNAME}/{name}"
     files["masks"] = None
     if sample.input_mask is not None and sample.target_mask is not None:
-        axis = plots.ChannelAxis.for_codec(sample.codec_name, sample.input_mask.shape[0],
-                                           sample.sample_rate)
+        axis = plots.ChannelAxis.for_codec(
+            sample.codec_name, sample.input_mask.shape[0], sample.sample_rate
+        )
         name = f"{sample.name}_masks.png"
-        plots.mask_plot(folder / name, sample.input_mask, sample.target_mask, sample.frame_rate,
-                        axis, title=f"masks of {sample.name}")
+        plots.mask_plot(
+            folder / name,
+            sample.input_mask,
+            sample.target_mask,
+            sample.frame_rate,
+            axis,
+            title=f"masks of {sample.name}",
+        )
         files["masks"] = f"{SAMPLES_DIRNAME}/{name}"
-    return {"name": sample.name, "seconds": round(sample.seconds, 6),
-            "sample_rate": sample.sample_rate, "input_source": sample.input_source,
-            "target_source": sample.target_source, "files": files}
+    return {
+        "name": sample.name,
+        "seconds": round(sample.seconds, 6),
+        "sample_rate": sample.sample_rate,
+        "input_source": sample.input_source,
+        "target_source": sample.target_source,
+        "files": files,
+    }
 
 
-def write_eval_demo(trained: Any, dataset_folder: str | os.PathLike,
-                    eval_dir: str | os.PathLike, split: str = "val", num_pairs: int = 4) -> Path:
+def write_eval_demo(
+    trained: Any,
+    dataset_folder: str | os.PathLike,
+    eval_dir: str | os.PathLike,
+    split: str = "val",
+    num_pairs: int = 4,
+) -> Path:
     """Samples of `num_pairs` pairs spread over the split, then index.html; returns its path.
 
     `trained` is a loaded model (evaluate.load_trained or export_model.load_model).
@@ -124,9 +145,12 @@ def write_eval_demo(trained: Any, dataset_folder: str | os.PathLike,
     except (FileNotFoundError, ValueError):
         entries = []  # a dataset without a manifest: pairs have no song names
     if len(entries) == len(dataset):
-        samples = [replace(sample, input_source=entries[i].input_source,
-                           target_source=entries[i].target_source)
-                   for sample, i in zip(samples, indices)]
+        samples = [
+            replace(
+                sample, input_source=entries[i].input_source, target_source=entries[i].target_source
+            )
+            for sample, i in zip(samples, indices)
+        ]
     write_samples(samples, eval_dir)
     return write_demo_page(eval_dir)
 
@@ -152,8 +176,12 @@ def _num(value: Any, digits: int = 3) -> str:
 def _samples_section(eval_dir: Path) -> list[str]:
     index = eval_dir / SAMPLES_DIRNAME / SAMPLES_INDEX
     if not index.is_file():
-        return [("<p class='note'>No audio examples in this folder (evaluate.py writes them "
-                 "with <code>--demo_pairs N</code>).</p>")]
+        return [
+            (
+                "<p class='note'>No audio examples in this folder (evaluate.py writes them "
+                "with <code>--demo_pairs N</code>).</p>"
+            )
+        ]
     pairs = json.loads(index.read_text()).get("pairs") or []
     if not pairs:
         return ["<p class='note'>No audio examples (--demo_pairs 0).</p>"]
@@ -162,51 +190,83 @@ def _samples_section(eval_dir: Path) -> list[str]:
     for pair in pairs:
         songs = ""
         if pair.get("input_source") or pair.get("target_source"):
-            songs = (f"<div class='songs'>A: {_e(pair.get('input_source') or '?')}<br>"
-                     f"B: {_e(pair.get('target_source') or '?')}</div>")
+            songs = (
+                f"<div class='songs'>A: {_e(pair.get('input_source') or '?')}<br>"
+                f"B: {_e(pair.get('target_source') or '?')}</div>"
+            )
         seconds = f"<div class='songs'>{_num(pair.get('seconds'), 2)} s</div>"
         cells = [f"<td><div class='pair-name'>{_e(pair['name'])}</div>{songs}{seconds}</td>"]
         for role in AUDIO_ROLES:
             src = _url(pair["files"][role])
-            cells.append(f"<td><audio controls preload='auto' src='{src}' "
-                         f"data-seconds='{_e(pair.get('seconds'))}'></audio></td>")
+            cells.append(
+                f"<td><audio controls preload='auto' src='{src}' "
+                f"data-seconds='{_e(pair.get('seconds'))}'></audio></td>"
+            )
         masks = pair["files"].get("masks")
-        cells.append(f"<td><a href='{_url(masks)}'><img class='mask' src='{_url(masks)}' "
-                     f"alt='masks of {_e(pair['name'])}'></a></td>" if masks
-                     else "<td class='note'>the model does not mask</td>")
+        cells.append(
+            f"<td><a href='{_url(masks)}'><img class='mask' src='{_url(masks)}' "
+            f"alt='masks of {_e(pair['name'])}'></a></td>"
+            if masks
+            else "<td class='note'>the model does not mask</td>"
+        )
         rows.append("<tr>" + "".join(cells) + "</tr>")
     rows.append("</table>")
-    rows.append("<p class='note'>Masked mix: the two songs' latents times their masks, summed and "
-                "decoded; the cascade starts from it. Mask pictures: input mask, target mask and "
-                "their overlap over time (x) and channel (y).</p>")
+    rows.append(
+        "<p class='note'>Masked mix: the two songs' latents times their masks, summed and "
+        "decoded; the cascade starts from it. Mask pictures: input mask, target mask and "
+        "their overlap over time (x) and channel (y).</p>"
+    )
     return rows
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(
-        f"<td class='num'>{c}</td>" if i >= numeric_from else f"<td>{c}</td>"
-        for i, c in enumerate(row)) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='num'>{c}</td>" if i >= numeric_from else f"<td>{c}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 def _report_sections(report: dict[str, Any]) -> list[str]:
     parts = ["<h2>Reconstruction against the target</h2>"]
     reconstruction = report.get("reconstruction") or {}
-    parts.append(_table(["", "MR-STFT distance (lower is better)", "SI-SDR dB (higher)"],
-                        [[_e(name), _num(v.get("mr_stft")), _num(v.get("si_sdr_db"), 2)]
-                         for name, v in reconstruction.items()]))
+    parts.append(
+        _table(
+            ["", "MR-STFT distance (lower is better)", "SI-SDR dB (higher)"],
+            [
+                [_e(name), _num(v.get("mr_stft")), _num(v.get("si_sdr_db"), 2)]
+                for name, v in reconstruction.items()
+            ],
+        )
+    )
     if report.get("baseline_masked_mix_uses"):
-        parts.append(f"<p class='note'>baseline_masked_mix uses "
-                     f"{_e(report['baseline_masked_mix_uses'])}.</p>")
+        parts.append(
+            f"<p class='note'>baseline_masked_mix uses "
+            f"{_e(report['baseline_masked_mix_uses'])}.</p>"
+        )
     masks = report.get("masks") or {}
     if masks:
         metrics = list(next(iter(masks.values())).keys())
         own = report.get("model_masks")
         parts.append("<h2>Masks</h2>")
-        parts.append(_table(["masks", *metrics], [
-            [f"<b>{_e(name)}</b> (the model's)" if name == own else _e(name),
-             *(_num(values.get(m), 4) for m in metrics)] for name, values in masks.items()]))
+        parts.append(
+            _table(
+                ["masks", *metrics],
+                [
+                    [
+                        f"<b>{_e(name)}</b> (the model's)" if name == own else _e(name),
+                        *(_num(values.get(m), 4) for m in metrics),
+                    ]
+                    for name, values in masks.items()
+                ],
+            )
+        )
         if report.get("masks_note"):
             parts.append(f"<p class='note'>{_e(report['masks_note'])}</p>")
     envelope = report.get("envelope_correlation") or {}
@@ -216,9 +276,15 @@ def _report_sections(report: dict[str, Any]) -> list[str]:
     verdicts = report.get("verdicts") or {}
     if verdicts:
         parts.append("<h2>Verdicts</h2>")
-        parts.append(_table(["check", "result"], [
-            [_e(k), "<span class='yes'>yes</span>" if v else "<span class='no'>no</span>"]
-            for k, v in verdicts.items()]))
+        parts.append(
+            _table(
+                ["check", "result"],
+                [
+                    [_e(k), "<span class='yes'>yes</span>" if v else "<span class='no'>no</span>"]
+                    for k, v in verdicts.items()
+                ],
+            )
+        )
     return parts
 
 
@@ -228,8 +294,11 @@ def _figures_section(eval_dir: Path, report: dict[str, Any]) -> list[str]:
     names.sort(key=lambda name: (name != "training_curves.png", name))
     if not names:
         return ["<p class='note'>No figures in this folder.</p>"]
-    return [f"<h3>{_e(name)}</h3><a href='{_url(name)}'><img class='figure' src='{_url(name)}' "
-            f"alt='{_e(name)}'></a>" for name in names]
+    return [
+        f"<h3>{_e(name)}</h3><a href='{_url(name)}'><img class='figure' src='{_url(name)}' "
+        f"alt='{_e(name)}'></a>"
+        for name in names
+    ]
 
 
 def write_demo_page(eval_dir: str | os.PathLike) -> Path:
@@ -243,17 +312,27 @@ def write_demo_page(eval_dir: str | os.PathLike) -> Path:
     except ValueError:
         raise ValueError(f"{report_path}: not a JSON report written by evaluate.py") from None
     checkpoint = Path(str(report.get("checkpoint", "?"))).name
-    meta = (f"{_e(checkpoint)}, epoch {_e(report.get('epoch'))} &middot; split "
-            f"{_e(report.get('split'))}, {_e(report.get('num_pairs'))} pairs &middot; codec "
-            f"{_e(report.get('codec'))} &middot; masks: {_e(report.get('model_masks') or 'none')}")
-    body = ["<h1>Creative agent: audio examples</h1>", f"<p class='meta'>{meta}</p>",
-            "<h2>Validation pairs</h2>", *_samples_section(eval_dir), *_report_sections(report),
-            "<h2>Training curves and figures</h2>", *_figures_section(eval_dir, report),
-            "<p class='note'>Written by evaluate.py from report.json in this folder.</p>"]
-    page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            f"<title>Creative agent: {_e(checkpoint)}</title><style>{STYLE}</style></head>"
-            "<body>\n" + "\n".join(body) + "\n</body></html>\n")
+    meta = (
+        f"{_e(checkpoint)}, epoch {_e(report.get('epoch'))} &middot; split "
+        f"{_e(report.get('split'))}, {_e(report.get('num_pairs'))} pairs &middot; codec "
+        f"{_e(report.get('codec'))} &middot; masks: {_e(report.get('model_masks') or 'none')}"
+    )
+    body = [
+        "<h1>Creative agent: audio examples</h1>",
+        f"<p class='meta'>{meta}</p>",
+        "<h2>Validation pairs</h2>",
+        *_samples_section(eval_dir),
+        *_report_sections(report),
+        "<h2>Training curves and figures</h2>",
+        *_figures_section(eval_dir, report),
+        "<p class='note'>Written by evaluate.py from report.json in this folder.</p>",
+    ]
+    page = (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>Creative agent: {_e(checkpoint)}</title><style>{STYLE}</style></head>"
+        "<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
     path = eval_dir / PAGE_NAME
     tmp = path.with_name(f".{PAGE_NAME}.tmp-{os.getpid()}")
     try:

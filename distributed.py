@@ -68,7 +68,6 @@ class StopRequest:
         return self.signum == signal.SIGUSR1
 
 
-
 def pick_device(device_flag: str, local_rank: int) -> torch.device:
     """--device auto/cpu/cuda -> this rank's device."""
     if device_flag == "cpu" or (device_flag == "auto" and not torch.cuda.is_available()):
@@ -87,8 +86,9 @@ def init_distributed(rank: int, world_size: int, device: torch.device, timeout_s
     kwargs: dict[str, Any] = {}
     if device.type == "cuda":
         kwargs["device_id"] = device
-    dist.init_process_group(backend, rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=timeout_s), **kwargs)
+    dist.init_process_group(
+        backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s), **kwargs
+    )
 
 
 def is_distributed() -> bool:
@@ -109,15 +109,15 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> DistributedDataParallel:
         options["forward_sync_buffers"] = False
     else:  # older torch
         options["broadcast_buffers"] = False
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                   else None, **options)
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, **options
+    )
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain model inside torch.compile's and DDP's wrappers."""
     model = getattr(model, "_orig_mod", model)
     return model.module if isinstance(model, DistributedDataParallel) else model
-
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -127,10 +127,17 @@ class ResumableDistributedSampler(DistributedSampler):
     without loading them.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool = True,
-                 seed: int = 0) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed,
-                         drop_last=False)
+    def __init__(
+        self, dataset: Dataset, num_replicas: int, rank: int, shuffle: bool = True, seed: int = 0
+    ) -> None:
+        super().__init__(
+            dataset,
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=False,
+        )
         self.start = 0
 
     def set_start(self, start: int) -> None:
@@ -155,7 +162,6 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
-
 
 
 class StepSync:
@@ -193,19 +199,24 @@ class StepSync:
     def poll(self, where: str) -> tuple[bool, bool]:
         """Host read (one sync): (stop agreed, requeue agreed); raises on a non-finite streak."""
         stop, requeue, max_streak, nonfinite = torch.stack(
-            [self.flags[1], self.flags[2], self.max_streak, self.nonfinite]).tolist()
+            [self.flags[1], self.flags[2], self.max_streak, self.nonfinite]
+        ).tolist()
         self.max_streak = self.streak.clone()
         if nonfinite > self.reported_nonfinite:
-            log.warning("skipped %d step(s) with a non-finite loss or gradient (%d in total, %s)",
-                        int(nonfinite) - self.reported_nonfinite, int(nonfinite), where)
+            log.warning(
+                "skipped %d step(s) with a non-finite loss or gradient (%d in total, %s)",
+                int(nonfinite) - self.reported_nonfinite,
+                int(nonfinite),
+                where,
+            )
             self.reported_nonfinite = int(nonfinite)
         if max_streak >= self.max_nonfinite_steps:
             raise NonFiniteError(
                 f"loss or gradients non-finite for {int(max_streak)} steps in a row ({where}); "
                 f"stopping (no checkpoint written from this state). Try a lower --lr, "
-                f"--precision fp32 or a smaller --grad_clip, and resume from the last checkpoint")
+                f"--precision fp32 or a smaller --grad_clip, and resume from the last checkpoint"
+            )
         return stop > 0, requeue > 0
-
 
 
 def gather_rng_states() -> list[dict[str, Any]]:
@@ -216,7 +227,6 @@ def gather_rng_states() -> list[dict[str, Any]]:
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, state)
     return gathered
-
 
 
 def leave_together() -> None:
@@ -233,7 +243,6 @@ def leave_together() -> None:
         dist.barrier()
 
 
-
 def requeue_slurm_job(requested: bool) -> None:
     """`scontrol requeue $SLURM_JOB_ID` when asked to (--requeue or REQUEUE=1) and possible."""
     job_id = os.environ.get("SLURM_JOB_ID")
@@ -244,8 +253,9 @@ def requeue_slurm_job(requested: bool) -> None:
     if scontrol is None:
         log.warning("requeue requested but scontrol is not on PATH: job %s not requeued", job_id)
         return
-    result = subprocess.run([scontrol, "requeue", job_id], capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [scontrol, "requeue", job_id], capture_output=True, text=True, timeout=60
+    )
     if result.returncode == 0:
         log.info("requeued SLURM job %s: it resumes from its last checkpoint", job_id)
     else:

@@ -103,8 +103,10 @@ def _by_segments(count: int, work: Callable[[int, int, int], None]) -> None:
         for index, (start, stop) in enumerate(bounds):
             work(index, start, stop)
         return
-    futures = [_executor(workers).submit(work, index, start, stop)
-               for index, (start, stop) in enumerate(bounds)]
+    futures = [
+        _executor(workers).submit(work, index, start, stop)
+        for index, (start, stop) in enumerate(bounds)
+    ]
     for future in futures:
         future.result()
 
@@ -157,6 +159,7 @@ def _scaled_writer(
     scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
     mask = torch.empty(count, dtype=dtype)
     if not dtype.is_floating_point or scale.element_size() not in _UNSIGNED:
+
         def write_through_torch(start: int, stop: int, keep: np.ndarray) -> None:
             mask[start:stop] = torch.from_numpy(keep).to(dtype) * scale
 

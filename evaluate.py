@@ -64,8 +64,16 @@ EXIT_OK, EXIT_USAGE = 0, 2
 REPORT_NAME = "report.json"
 # The fixed masks every model is compared with, in report order: the zero-parameter band
 # reference first, `none` (both songs whole, nothing hidden) last.
-REFERENCE_MASK_TYPES = ("band_energy", "band_energy_median", "temporal", "frequency", "spectral",
-                        "energy", "hybrid", "none")
+REFERENCE_MASK_TYPES = (
+    "band_energy",
+    "band_energy_median",
+    "temporal",
+    "frequency",
+    "spectral",
+    "energy",
+    "hybrid",
+    "none",
+)
 # Figures that compare the pairs of a batch: batches of one pair leave them out.
 BATCH_FIGURES = ("band_pair_diversity", "pair_diversity")
 RECONSTRUCTION_NAMES = ("model", "baseline_input_copy", "baseline_masked_mix")
@@ -79,7 +87,9 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 LAYOUT_OPTIONS = ("mask_layout", "sample_rate", "mask_window_frames")
 # Model options older checkpoints lack, with the behaviour they were trained with.
 LEGACY_DEFAULTS = {
-    "agent_balance": "penalty", "agent_switch_weight": 0.0, "keep_target_parts": False,
+    "agent_balance": "penalty",
+    "agent_switch_weight": 0.0,
+    "keep_target_parts": False,
 }
 
 # What a learned agent must reach, on band figures (what a listener hears as one song or the
@@ -88,14 +98,18 @@ AGENT_MIN_BAND_COMPLEMENTARITY = 0.92
 AGENT_BAND_BALANCE_RANGE = (0.4, 0.6)
 AGENT_MIN_BAND_DIVERSITY = 0.03
 
-MASKS_NOTE = ("Band figures are computed on masks pooled per band-window of the model's mask "
-              "layout (mean over a band's channels and a window's frames); cell figures on the "
-              "latent cells. pair_diversity and band_pair_diversity are computed within each "
-              "batch (variance over its pairs) and averaged over batches weighted by batch size; "
-              "batches of one pair are left out of them. Every other figure is averaged over "
-              "batches weighted by batch size. All mask types are measured on the same batches.")
-TIME_LAYOUT_NOTE = ("The codec's latent channels are not frequencies (EnCodec): band figures "
-                    "pool over time only (one band made of all channels).")
+MASKS_NOTE = (
+    "Band figures are computed on masks pooled per band-window of the model's mask "
+    "layout (mean over a band's channels and a window's frames); cell figures on the "
+    "latent cells. pair_diversity and band_pair_diversity are computed within each "
+    "batch (variance over its pairs) and averaged over batches weighted by batch size; "
+    "batches of one pair are left out of them. Every other figure is averaged over "
+    "batches weighted by batch size. All mask types are measured on the same batches."
+)
+TIME_LAYOUT_NOTE = (
+    "The codec's latent channels are not frequencies (EnCodec): band figures "
+    "pool over time only (one band made of all channels)."
+)
 
 
 @dataclass
@@ -154,7 +168,7 @@ def _strip_wrapper_prefixes(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     for key, value in state_dict.items():
         for prefix in _WRAPPER_PREFIXES:
             while key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
         cleaned[key] = value
     return cleaned
 
@@ -170,8 +184,9 @@ def build_codec(train_config: dict[str, Any], device: torch.device) -> Codec:
     return codec.to(device).eval()
 
 
-def model_config_with_layout(model_config: dict[str, Any], train_config: dict[str, Any]
-                             ) -> dict[str, Any]:
+def model_config_with_layout(
+    model_config: dict[str, Any], train_config: dict[str, Any]
+) -> dict[str, Any]:
     """model_config with the options older checkpoints lack.
 
     The mask layout comes from the training codec: SimpleTransformer's own defaults (mel bands at
@@ -188,13 +203,15 @@ def model_config_with_layout(model_config: dict[str, Any], train_config: dict[st
     try:
         derived = mask_layout_kwargs(config_from_dict(train_config))
     except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"no mask layout for the training codec {train_config.get('codec')!r} "
-                         f"({error})") from None
+        raise ValueError(
+            f"no mask layout for the training codec {train_config.get('codec')!r} ({error})"
+        ) from None
     return {**completed, **{name: derived[name] for name in missing}}
 
 
-def load_trained(checkpoint_path: str | os.PathLike, device: str | torch.device = "auto"
-                 ) -> TrainedModel:
+def load_trained(
+    checkpoint_path: str | os.PathLike, device: str | torch.device = "auto"
+) -> TrainedModel:
     """Rebuild model + codec from a checkpoint.
 
     Raises FileNotFoundError / CheckpointError / ValueError with one-line messages.
@@ -210,18 +227,23 @@ def load_trained(checkpoint_path: str | os.PathLike, device: str | torch.device 
         model_config = model_config_with_layout(state["model_config"], train_config)
         model = SimpleTransformer(**model_config)
     except (TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: model_config does not build a SimpleTransformer "
-                              f"({str(error).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: model_config does not build a SimpleTransformer "
+            f"({str(error).splitlines()[0]})"
+        ) from None
     try:
         model.load_state_dict(_strip_wrapper_prefixes(state["model_state_dict"]))
     except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not fit its model_config "
-                              f"({str(error).strip().splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit its model_config ({str(error).strip().splitlines()[0]})"
+        ) from None
     model.to(device).eval()
     codec = build_codec(train_config, device)
     if codec.dim != model.encoding_dim:
-        raise ValueError(f"{path}: the model expects {model.encoding_dim} latent channels, codec "
-                         f"{codec.name!r} gives {codec.dim}")
+        raise ValueError(
+            f"{path}: the model expects {model.encoding_dim} latent channels, codec "
+            f"{codec.name!r} gives {codec.dim}"
+        )
     return TrainedModel(model, codec, state, train_config, device, path)
 
 
@@ -237,8 +259,12 @@ def training_segment_seconds(train_config: dict[str, Any]) -> float:
     """Segment length the model was trained on: train_config's segment_seconds (an export stores
     it), else DATA/dataset_info.json, else 4.0 s."""
     stored = train_config.get("segment_seconds")
-    if isinstance(stored, (int, float)) and not isinstance(stored, bool) and stored > 0 \
-            and math.isfinite(stored):
+    if (
+        isinstance(stored, (int, float))
+        and not isinstance(stored, bool)
+        and stored > 0
+        and math.isfinite(stored)
+    ):
         return float(stored)
     folder = train_config.get("dataset_folder")
     if folder:
@@ -248,8 +274,11 @@ def training_segment_seconds(train_config: dict[str, Any]) -> float:
             if seconds > 0 and math.isfinite(seconds):
                 return seconds
         except (OSError, ValueError, KeyError, TypeError):
-            log.info("no usable %s: using the default segment of %.1f s", info_path,
-                     DEFAULT_SEGMENT_SECONDS)
+            log.info(
+                "no usable %s: using the default segment of %.1f s",
+                info_path,
+                DEFAULT_SEGMENT_SECONDS,
+            )
     return DEFAULT_SEGMENT_SECONDS
 
 
@@ -301,18 +330,28 @@ def _expand(mask: Tensor, like: Tensor) -> Tensor:
     return mask.expand_as(like) if mask.shape != like.shape else mask
 
 
-def _pair_title(kind: str, split: str, pair: int, input_mask: Tensor, target_mask: Tensor,
-                layout: BandLayout) -> str:
+def _pair_title(
+    kind: str, split: str, pair: int, input_mask: Tensor, target_mask: Tensor, layout: BandLayout
+) -> str:
     band = band_mask_statistics(input_mask[None], target_mask[None], layout)
-    return (f"{kind} masks, {split} pair {pair}: band compl. "
-            f"{float(band['band_complementarity']):.2f}, band balance "
-            f"{float(band['band_balance']):.2f}")
+    return (
+        f"{kind} masks, {split} pair {pair}: band compl. "
+        f"{float(band['band_complementarity']):.2f}, band balance "
+        f"{float(band['band_balance']):.2f}"
+    )
 
 
-def evaluate(checkpoint_path: str | os.PathLike, dataset_folder: str | os.PathLike,
-             out_dir: str | os.PathLike | None = None, split: str = "val", batch_size: int = 8,
-             max_batches: int = 0, num_plot_pairs: int = 3, device: str = "auto",
-             progress: bool = True) -> dict[str, Any]:
+def evaluate(
+    checkpoint_path: str | os.PathLike,
+    dataset_folder: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    split: str = "val",
+    batch_size: int = 8,
+    max_batches: int = 0,
+    num_plot_pairs: int = 3,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Evaluate a checkpoint on one split; write report.json and PNGs to out_dir; return it."""
     from tqdm import tqdm
 
@@ -332,8 +371,7 @@ def evaluate(checkpoint_path: str | os.PathLike, dataset_folder: str | os.PathLi
     if not dataset_folder.is_dir():
         raise FileNotFoundError(f"--dataset_folder {dataset_folder} does not exist")
     dataset = WavPairsDataset(dataset_folder, codec, split=split, return_audio=True)
-    loader, _ = make_dataloader(dataset, batch_size, shuffle=False, num_workers=0,
-                                pin_memory=False)
+    loader, _ = make_dataloader(dataset, batch_size, shuffle=False, num_workers=0, pin_memory=False)
     out.mkdir(parents=True, exist_ok=True)
 
     mask_kind = trained.mask_kind
@@ -344,8 +382,13 @@ def evaluate(checkpoint_path: str | os.PathLike, dataset_folder: str | os.PathLi
     total_batches = len(loader) if max_batches == 0 else min(max_batches, len(loader))
 
     with inference():
-        bar = tqdm(loader, total=total_batches, desc=f"evaluating {split}", unit="batch",
-                   disable=not progress)
+        bar = tqdm(
+            loader,
+            total=total_batches,
+            desc=f"evaluating {split}",
+            unit="batch",
+            disable=not progress,
+        )
         for batch_index, batch in enumerate(bar):
             if max_batches and batch_index >= max_batches:
                 break
@@ -366,8 +409,7 @@ def evaluate(checkpoint_path: str | os.PathLike, dataset_folder: str | os.PathLi
                 input_mask = target_mask = None
                 mixed = encoded_input + encoded_target
             for mask_type in reference_types:
-                fixed = complementary_masks(mask_type, encoded_input, encoded_target,
-                                            layout=layout)
+                fixed = complementary_masks(mask_type, encoded_input, encoded_target, layout=layout)
                 statistics = all_mask_statistics(*fixed, encoded_input, encoded_target, layout)
                 _add_statistics(means, mask_type, statistics, size)
 
@@ -376,31 +418,48 @@ def evaluate(checkpoint_path: str | os.PathLike, dataset_folder: str | os.PathLi
             decoded = codec.decode(torch.cat([output, encoded_input, mixed]).float())
             decoded = decoded[..., :length].split(size)
             for name, audio in zip(RECONSTRUCTION_NAMES, decoded):
-                means.add_items(f"reconstruction/{name}/mr_stft",
-                                multi_resolution_stft_distance(audio, target_audio))
+                means.add_items(
+                    f"reconstruction/{name}/mr_stft",
+                    multi_resolution_stft_distance(audio, target_audio),
+                )
                 means.add_items(f"reconstruction/{name}/si_sdr_db", si_sdr(audio, target_audio))
             output_envelope = envelope(decoded[0])
-            means.add_items("envelope/output_vs_input",
-                            pearson(output_envelope, envelope(input_audio)))
-            means.add_items("envelope/output_vs_target",
-                            pearson(output_envelope, envelope(target_audio)))
+            means.add_items(
+                "envelope/output_vs_input", pearson(output_envelope, envelope(input_audio))
+            )
+            means.add_items(
+                "envelope/output_vs_target", pearson(output_envelope, envelope(target_audio))
+            )
 
             for item in range(size):
                 if plotted >= num_plot_pairs or input_mask is None:
                     break
                 pair = int(batch["index"][item])
                 path = plots.mask_plot(
-                    out / f"masks_pair_{plotted}.png", input_mask[item], target_mask[item],
-                    codec.frame_rate, axis,
-                    title=_pair_title(mask_kind, split, pair, input_mask[item],
-                                      target_mask[item], layout),
-                    input_latent=encoded_input[item], target_latent=encoded_target[item])
+                    out / f"masks_pair_{plotted}.png",
+                    input_mask[item],
+                    target_mask[item],
+                    codec.frame_rate,
+                    axis,
+                    title=_pair_title(
+                        mask_kind, split, pair, input_mask[item], target_mask[item], layout
+                    ),
+                    input_latent=encoded_input[item],
+                    target_latent=encoded_target[item],
+                )
                 figures.append(path.name)
                 plotted += 1
             if batch_index == 0 and model.creative_agent is not None:
-                figures.append(_attention_figure(model, encoded_input[:1], encoded_target[:1],
-                                                 codec.frame_rate, out,
-                                                 f"{split} pair {int(batch['index'][0])}"))
+                figures.append(
+                    _attention_figure(
+                        model,
+                        encoded_input[:1],
+                        encoded_target[:1],
+                        codec.frame_rate,
+                        out,
+                        f"{split} pair {int(batch['index'][0])}",
+                    )
+                )
         bar.close()
 
     if num_pairs == 0:
@@ -417,8 +476,16 @@ def evaluate(checkpoint_path: str | os.PathLike, dataset_folder: str | os.PathLi
     else:
         log.info("no %s next to the checkpoint: training_curves.png skipped", METRICS_NAME)
 
-    report = build_report(trained, means, split, num_pairs, mask_kind, figures, dataset_folder,
-                          time.perf_counter() - started)
+    report = build_report(
+        trained,
+        means,
+        split,
+        num_pairs,
+        mask_kind,
+        figures,
+        dataset_folder,
+        time.perf_counter() - started,
+    )
     # Pair diversities depend on which pairs share a batch: comparisons need the same batching.
     report.update(batch_size=batch_size, max_batches=max_batches)
     write_json(out / REPORT_NAME, report)
@@ -426,30 +493,54 @@ def evaluate(checkpoint_path: str | os.PathLike, dataset_folder: str | os.PathLi
     return report
 
 
-def _attention_figure(model: SimpleTransformer, encoded_input: Tensor, encoded_target: Tensor,
-                      frame_rate: float, out: Path, where: str) -> str:
+def _attention_figure(
+    model: SimpleTransformer,
+    encoded_input: Tensor,
+    encoded_target: Tensor,
+    frame_rate: float,
+    out: Path,
+    where: str,
+) -> str:
     """attention.png of the agent's cross-attention for one pair; returns the file name."""
     import plots
 
     _, _, record = model(encoded_input, encoded_target, return_record=True, need_attention=True)
-    path = plots.attention_plot(out / "attention.png", record.attention[0], frame_rate,
-                                title=f"agent cross-attention (input queries target), {where}")
+    path = plots.attention_plot(
+        out / "attention.png",
+        record.attention[0],
+        frame_rate,
+        title=f"agent cross-attention (input queries target), {where}",
+    )
     return path.name
 
 
-def build_report(trained: TrainedModel, means: _Mean, split: str, num_pairs: int,
-                 mask_kind: str | None, figures: list[str], dataset_folder: Path,
-                 seconds: float) -> dict[str, Any]:
+def build_report(
+    trained: TrainedModel,
+    means: _Mean,
+    split: str,
+    num_pairs: int,
+    mask_kind: str | None,
+    figures: list[str],
+    dataset_folder: Path,
+    seconds: float,
+) -> dict[str, Any]:
     mask_names = ([mask_kind] if mask_kind is not None else []) + [
-        t for t in REFERENCE_MASK_TYPES if t != mask_kind]
-    masks = {name: {metric: means.get(f"masks/{name}/{metric}") for metric in STATISTIC_NAMES}
-             for name in mask_names}
+        t for t in REFERENCE_MASK_TYPES if t != mask_kind
+    ]
+    masks = {
+        name: {metric: means.get(f"masks/{name}/{metric}") for metric in STATISTIC_NAMES}
+        for name in mask_names
+    }
     reconstruction = {
-        name: {metric: means.get(f"reconstruction/{name}/{metric}")
-               for metric in ("mr_stft", "si_sdr_db")}
-        for name in RECONSTRUCTION_NAMES}
-    envelope_correlation = {name: means.get(f"envelope/{name}")
-                            for name in ("output_vs_input", "output_vs_target")}
+        name: {
+            metric: means.get(f"reconstruction/{name}/{metric}")
+            for metric in ("mr_stft", "si_sdr_db")
+        }
+        for name in RECONSTRUCTION_NAMES
+    }
+    envelope_correlation = {
+        name: means.get(f"envelope/{name}") for name in ("output_vs_input", "output_vs_target")
+    }
     layout = trained.model.mask_layout
     return {
         "checkpoint": str(trained.path),
@@ -465,8 +556,11 @@ def build_report(trained: TrainedModel, means: _Mean, split: str, num_pairs: int
         "mask_layout_note": TIME_LAYOUT_NOTE if layout.kind == "time" else None,
         "masks": masks,
         "masks_note": MASKS_NOTE,
-        "baseline_masked_mix_uses": (f"the model's own masks ({mask_kind})" if mask_kind
-                                     else "no masks: decode(input + target)"),
+        "baseline_masked_mix_uses": (
+            f"the model's own masks ({mask_kind})"
+            if mask_kind
+            else "no masks: decode(input + target)"
+        ),
         "reconstruction": reconstruction,
         "envelope_correlation": envelope_correlation,
         "verdicts": verdicts(masks, reconstruction, mask_kind),
@@ -476,10 +570,14 @@ def build_report(trained: TrainedModel, means: _Mean, split: str, num_pairs: int
 
 
 def _beats(model: dict[str, float | None], baseline: dict[str, float | None]) -> dict[str, bool]:
-    stft = (None not in (model["mr_stft"], baseline["mr_stft"])
-            and model["mr_stft"] < baseline["mr_stft"])
-    sdr = (None not in (model["si_sdr_db"], baseline["si_sdr_db"])
-           and model["si_sdr_db"] > baseline["si_sdr_db"])
+    stft = (
+        None not in (model["mr_stft"], baseline["mr_stft"])
+        and model["mr_stft"] < baseline["mr_stft"]
+    )
+    sdr = (
+        None not in (model["si_sdr_db"], baseline["si_sdr_db"])
+        and model["si_sdr_db"] > baseline["si_sdr_db"]
+    )
     return {"mr_stft": bool(stft), "si_sdr": bool(sdr)}
 
 
@@ -502,8 +600,9 @@ def agent_verdict_names() -> dict[str, str]:
     }
 
 
-def verdicts(masks: dict[str, dict], reconstruction: dict[str, dict], mask_kind: str | None
-             ) -> dict[str, bool]:
+def verdicts(
+    masks: dict[str, dict], reconstruction: dict[str, dict], mask_kind: str | None
+) -> dict[str, bool]:
     """Booleans: the model beats each baseline (lower MR-STFT, higher SI-SDR); for a learned
     agent, each band target and `agent_done` (every band target and the model beating its own
     masked mix in both)."""
@@ -518,12 +617,14 @@ def verdicts(masks: dict[str, dict], reconstruction: dict[str, dict], mask_kind:
         agent = masks["learned_agent"]
         names = agent_verdict_names()
         result[names["band_complementarity"]] = _at_least(
-            agent["band_complementarity"], AGENT_MIN_BAND_COMPLEMENTARITY)
+            agent["band_complementarity"], AGENT_MIN_BAND_COMPLEMENTARITY
+        )
         result[names["band_balance"]] = _within(agent["band_balance"], *AGENT_BAND_BALANCE_RANGE)
         for figure in ("band_temporal_diversity", "band_pair_diversity"):
             result[names[figure]] = _at_least(agent[figure], AGENT_MIN_BAND_DIVERSITY)
-        result["agent_done"] = all(result[key] for key in names.values()) and result[
-            "model_beats_masked_mix"]
+        result["agent_done"] = (
+            all(result[key] for key in names.values()) and result["model_beats_masked_mix"]
+        )
     return result
 
 
@@ -556,26 +657,39 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 # The figures of the console tables (report.json holds every statistic).
-CONSOLE_BAND_FIGURES = ("band_complementarity", "band_balance", "band_temporal_diversity",
-                        "band_pair_diversity", "band_switches", "content_alignment")
+CONSOLE_BAND_FIGURES = (
+    "band_complementarity",
+    "band_balance",
+    "band_temporal_diversity",
+    "band_pair_diversity",
+    "band_switches",
+    "content_alignment",
+)
 
 
 def _mask_table(report: dict[str, Any], names: Sequence[str]) -> list[str]:
     widths = [max(len(METRIC_LABELS[name]), 7) + 2 for name in names]
     header = f"{'masks':<16}" + "".join(
-        f"{METRIC_LABELS[name]:>{width}}" for name, width in zip(names, widths))
+        f"{METRIC_LABELS[name]:>{width}}" for name, width in zip(names, widths)
+    )
     lines = [header, "-" * len(header)]
     for kind, values in report["masks"].items():
         label = f"{kind}*" if kind == report["model_masks"] else kind
-        lines.append(f"{label:<16}" + "".join(
-            f"{_fmt(values[name], 4):>{width}}" for name, width in zip(names, widths)))
+        lines.append(
+            f"{label:<16}"
+            + "".join(f"{_fmt(values[name], 4):>{width}}" for name, width in zip(names, widths))
+        )
     return lines
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [(f"checkpoint {report['checkpoint']} (epoch {report['epoch']}), split "
-              f"{report['split']}, {report['num_pairs']} pairs, codec {report['codec']}"),
-             f"mask layout: {report['mask_layout']}"]
+    lines = [
+        (
+            f"checkpoint {report['checkpoint']} (epoch {report['epoch']}), split "
+            f"{report['split']}, {report['num_pairs']} pairs, codec {report['codec']}"
+        ),
+        f"mask layout: {report['mask_layout']}",
+    ]
     if report.get("mask_layout_note"):
         lines.append(report["mask_layout_note"])
     lines += ["", "band figures (what a listener hears as one song or the other):"]
@@ -583,16 +697,25 @@ def format_report(report: dict[str, Any]) -> str:
     lines += ["", "cell figures (latent cells):"]
     lines += _mask_table(report, METRIC_NAMES)
     if report["model_masks"]:
-        lines.append("* the model's own masks. Pair diversities: within each batch, averaged over "
-                     "batches.")
-    lines += ["", (f"{'reconstruction vs target':<26}{'MR-STFT (lower)':>18}"
-                   f"{'SI-SDR dB (higher)':>20}")]
+        lines.append(
+            "* the model's own masks. Pair diversities: within each batch, averaged over batches."
+        )
+    lines += [
+        "",
+        (f"{'reconstruction vs target':<26}{'MR-STFT (lower)':>18}{'SI-SDR dB (higher)':>20}"),
+    ]
     for name, values in report["reconstruction"].items():
-        lines.append(f"{name:<26}{_fmt(values['mr_stft']):>18}"
-                     f"{_fmt(values['si_sdr_db'], 2):>20}")
+        lines.append(f"{name:<26}{_fmt(values['mr_stft']):>18}{_fmt(values['si_sdr_db'], 2):>20}")
     envelope = report["envelope_correlation"]
-    lines += ["", (f"envelope correlation: output vs input {_fmt(envelope['output_vs_input'])}, "
-                   f"output vs target {_fmt(envelope['output_vs_target'])}"), "", "verdicts:"]
+    lines += [
+        "",
+        (
+            f"envelope correlation: output vs input {_fmt(envelope['output_vs_input'])}, "
+            f"output vs target {_fmt(envelope['output_vs_target'])}"
+        ),
+        "",
+        "verdicts:",
+    ]
     lines += [f"  {'yes' if ok else 'NO ':<4}{name}" for name, ok in report["verdicts"].items()]
     return "\n".join(lines)
 
@@ -600,24 +723,34 @@ def format_report(report: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     from cli_flags import OneLineParser, add_bool_flag, add_device_flag
 
-    parser = OneLineParser(description=__doc__.split("\n\n")[0],
-                           epilog="Booleans accept true/false, 1/0, yes/no (a bare flag means "
-                                  "true).")
-    parser.add_argument("--checkpoint", required=True,
-                        help="checkpoint .pth written by training (path)")
-    parser.add_argument("--dataset_folder", required=True,
-                        help="DATA folder with the split's pairs (path)")
-    parser.add_argument("--out", default=None,
-                        help="output folder (path); default: eval/ next to the checkpoint")
+    parser = OneLineParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Booleans accept true/false, 1/0, yes/no (a bare flag means true).",
+    )
+    parser.add_argument(
+        "--checkpoint", required=True, help="checkpoint .pth written by training (path)"
+    )
+    parser.add_argument(
+        "--dataset_folder", required=True, help="DATA folder with the split's pairs (path)"
+    )
+    parser.add_argument(
+        "--out", default=None, help="output folder (path); default: eval/ next to the checkpoint"
+    )
     parser.add_argument("--split", default="val", help="split of DATA to evaluate")
     parser.add_argument("--batch_size", type=int, default=8, help="pairs per batch (count)")
-    parser.add_argument("--max_batches", type=int, default=0,
-                        help="cap on batches, 0 = all (count)")
-    parser.add_argument("--num_plot_pairs", type=int, default=3,
-                        help="mask figures to draw (count)")
-    parser.add_argument("--demo_pairs", type=int, default=4,
-                        help="pairs with audio on the listening page OUT/index.html, spread over "
-                             "the split; 0 = a page without audio (count)")
+    parser.add_argument(
+        "--max_batches", type=int, default=0, help="cap on batches, 0 = all (count)"
+    )
+    parser.add_argument(
+        "--num_plot_pairs", type=int, default=3, help="mask figures to draw (count)"
+    )
+    parser.add_argument(
+        "--demo_pairs",
+        type=int,
+        default=4,
+        help="pairs with audio on the listening page OUT/index.html, spread over "
+        "the split; 0 = a page without audio (count)",
+    )
     add_device_flag(parser)
     add_bool_flag(parser, "--progress", True, "show a progress bar")
     return parser
@@ -633,12 +766,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.demo_pairs < 0:
             raise ValueError(f"--demo_pairs must be >= 0, got {args.demo_pairs}")
-        report = evaluate(args.checkpoint, args.dataset_folder, args.out, split=args.split,
-                          batch_size=args.batch_size, max_batches=args.max_batches,
-                          num_plot_pairs=args.num_plot_pairs, device=args.device,
-                          progress=args.progress)
-        page = write_eval_demo(load_trained(args.checkpoint, args.device), args.dataset_folder,
-                               out, split=args.split, num_pairs=args.demo_pairs)
+        report = evaluate(
+            args.checkpoint,
+            args.dataset_folder,
+            args.out,
+            split=args.split,
+            batch_size=args.batch_size,
+            max_batches=args.max_batches,
+            num_plot_pairs=args.num_plot_pairs,
+            device=args.device,
+            progress=args.progress,
+        )
+        page = write_eval_demo(
+            load_trained(args.checkpoint, args.device),
+            args.dataset_folder,
+            out,
+            split=args.split,
+            num_pairs=args.demo_pairs,
+        )
     except (CheckpointError, FileNotFoundError, ValueError, TimeoutError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

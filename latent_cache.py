@@ -30,7 +30,6 @@ rebuilt from the wav files (the damaged one is replaced only once the new one is
 Caches built before checksums existed are checked for size, shape and finite values only.
 """
 
-
 from __future__ import annotations
 
 import contextlib

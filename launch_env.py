@@ -64,31 +64,39 @@ def detect_launch_env(environ: dict[str, str] | os._Environ, launcher: str = "au
         return LaunchEnv(mode="spawn")
     if all(k in environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK")):
         port = environ.get("MASTER_PORT")
-        return LaunchEnv(mode="torchrun", rank=int(environ["RANK"]),
-                         world_size=int(environ["WORLD_SIZE"]),
-                         local_rank=int(environ["LOCAL_RANK"]),
-                         master_addr=environ.get("MASTER_ADDR", "127.0.0.1"),
-                         master_port=int(port) if port else None)
+        return LaunchEnv(
+            mode="torchrun",
+            rank=int(environ["RANK"]),
+            world_size=int(environ["WORLD_SIZE"]),
+            local_rank=int(environ["LOCAL_RANK"]),
+            master_addr=environ.get("MASTER_ADDR", "127.0.0.1"),
+            master_port=int(port) if port else None,
+        )
     if all(k in environ for k in ("SLURM_PROCID", "SLURM_NTASKS")):
-        nodelist = environ.get("SLURM_STEP_NODELIST") or environ.get("SLURM_JOB_NODELIST") \
-            or environ.get("SLURM_NODELIST") or "127.0.0.1"
+        nodelist = (
+            environ.get("SLURM_STEP_NODELIST")
+            or environ.get("SLURM_JOB_NODELIST")
+            or environ.get("SLURM_NODELIST")
+            or "127.0.0.1"
+        )
         hosts = expand_nodelist(nodelist) or ["127.0.0.1"]
         port = environ.get("MASTER_PORT")
-        return LaunchEnv(mode="slurm", rank=int(environ["SLURM_PROCID"]),
-                         world_size=int(environ["SLURM_NTASKS"]),
-                         local_rank=int(environ.get("SLURM_LOCALID", "0")),
-                         master_addr=environ.get("MASTER_ADDR") or hosts[0],
-                         master_port=int(port) if port else port_from_job_id(
-                             environ.get("SLURM_JOB_ID", "0")))
+        return LaunchEnv(
+            mode="slurm",
+            rank=int(environ["SLURM_PROCID"]),
+            world_size=int(environ["SLURM_NTASKS"]),
+            local_rank=int(environ.get("SLURM_LOCALID", "0")),
+            master_addr=environ.get("MASTER_ADDR") or hosts[0],
+            master_port=int(port) if port else port_from_job_id(environ.get("SLURM_JOB_ID", "0")),
+        )
     if launcher == "env":
         return LaunchEnv(mode="invalid")
     return LaunchEnv(mode="spawn")
 
 
-
-
-def processes_on_this_machine(world_size: int,
-                              environ: dict[str, str] | os._Environ = os.environ) -> int:
+def processes_on_this_machine(
+    world_size: int, environ: dict[str, str] | os._Environ = os.environ
+) -> int:
     """How many training processes share this machine: torchrun's LOCAL_WORLD_SIZE, SLURM's
     tasks per node ("4" or "4(x2)"), else all of them (the launcher spawns them here)."""
     for name in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE", "SLURM_TASKS_PER_NODE"):

@@ -80,15 +80,23 @@ def _crop_pair(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 def _magnitude(audio: Tensor, n_fft: int) -> Tensor:
     """STFT magnitude [B, F, frames], hop n_fft/4, Hann; sqrt(power + eps) keeps grads finite."""
     # Zero (not reflect) padding so clips shorter than n_fft/2 still work.
-    spec = torch.stft(audio, n_fft, hop_length=n_fft // 4, win_length=n_fft,
-                      window=_hann_window(n_fft, audio.device), center=True,
-                      pad_mode="constant", return_complex=True)
+    spec = torch.stft(
+        audio,
+        n_fft,
+        hop_length=n_fft // 4,
+        win_length=n_fft,
+        window=_hann_window(n_fft, audio.device),
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
     power = spec.real.square() + spec.imag.square()
     return torch.sqrt(power + EPS)
 
 
-def multi_resolution_stft_distance(a: Tensor, b: Tensor,
-                                   fft_sizes: tuple[int, ...] = STFT_SIZES) -> Tensor:
+def multi_resolution_stft_distance(
+    a: Tensor, b: Tensor, fft_sizes: tuple[int, ...] = STFT_SIZES
+) -> Tensor:
     """Per-item [B] distance of a to reference b: mean over FFT sizes of
     spectral convergence ||A|-|B||_F / ||B||_F + mean |log|A| - log|B||."""
     with no_autocast(a.device):
@@ -105,9 +113,12 @@ def multi_resolution_stft_distance(a: Tensor, b: Tensor,
         return total / len(fft_sizes)
 
 
-def multi_resolution_mel_distance(a: Tensor, b: Tensor,
-                                  resolutions: tuple[tuple[int, int], ...] = MEL_RESOLUTIONS,
-                                  sample_rate: int = SAMPLE_RATE) -> Tensor:
+def multi_resolution_mel_distance(
+    a: Tensor,
+    b: Tensor,
+    resolutions: tuple[tuple[int, int], ...] = MEL_RESOLUTIONS,
+    sample_rate: int = SAMPLE_RATE,
+) -> Tensor:
     """Per-item [B] mean over (n_fft, n_mels) of the L1 distance of log-mel magnitudes."""
     with no_autocast(a.device):
         a, b = _crop_pair(_as_batch(a), _as_batch(b))
@@ -127,7 +138,8 @@ def si_sdr(estimate: Tensor, reference: Tensor, eps: float = EPS) -> Tensor:
         estimate = estimate - estimate.mean(dim=-1, keepdim=True)
         reference = reference - reference.mean(dim=-1, keepdim=True)
         scale = (estimate * reference).sum(-1, keepdim=True) / (
-            reference.square().sum(-1, keepdim=True) + eps)
+            reference.square().sum(-1, keepdim=True) + eps
+        )
         target = scale * reference
         noise = estimate - target
         ratio = (target.square().sum(-1) + eps) / (noise.square().sum(-1) + eps)
@@ -162,11 +174,15 @@ class ReconstructionLoss(nn.Module):
     Returns (total, terms) where terms holds the detached computed terms only.
     """
 
-    def __init__(self, codec: Codec, loss_domain: str = "audio",
-                 weights: LossWeights | None = None,
-                 stft_sizes: tuple[int, ...] = STFT_SIZES,
-                 mel_resolutions: tuple[tuple[int, int], ...] = MEL_RESOLUTIONS,
-                 latent_pools: tuple[int, ...] = LATENT_POOLS):
+    def __init__(
+        self,
+        codec: Codec,
+        loss_domain: str = "audio",
+        weights: LossWeights | None = None,
+        stft_sizes: tuple[int, ...] = STFT_SIZES,
+        mel_resolutions: tuple[tuple[int, int], ...] = MEL_RESOLUTIONS,
+        latent_pools: tuple[int, ...] = LATENT_POOLS,
+    ):
         super().__init__()
         weights = weights if weights is not None else LossWeights()
         if loss_domain not in LOSS_DOMAINS:
@@ -178,8 +194,10 @@ class ReconstructionLoss(nn.Module):
         if not any(values.values()):
             raise ValueError("all loss weights are 0: nothing to optimise")
         if loss_domain == "latent" and weights.mel > 0:
-            raise ValueError("the mel loss needs audio: set the mel weight to 0 with "
-                             "loss_domain='latent', or use loss_domain='audio'")
+            raise ValueError(
+                "the mel loss needs audio: set the mel weight to 0 with "
+                "loss_domain='latent', or use loss_domain='audio'"
+            )
         self.codec = codec
         self.loss_domain = loss_domain
         self.weights = weights
@@ -187,16 +205,25 @@ class ReconstructionLoss(nn.Module):
         self.mel_resolutions = tuple(mel_resolutions)
         self.latent_pools = tuple(latent_pools)
 
-    def forward(self, output_latent: Tensor, input_latent: Tensor, target_latent: Tensor,
-                input_audio: Tensor | None = None,
-                target_audio: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward(
+        self,
+        output_latent: Tensor,
+        input_latent: Tensor,
+        target_latent: Tensor,
+        input_audio: Tensor | None = None,
+        target_audio: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         with no_autocast(output_latent.device):
             if self.loss_domain == "latent":
                 terms = self._latent_terms(output_latent, input_latent, target_latent)
             else:
                 terms = self._audio_terms(output_latent, input_audio, target_audio)
-            weight_of = {"rms_input": self.weights.input, "rms_target": self.weights.target,
-                         "spectral": self.weights.spectral, "mel": self.weights.mel}
+            weight_of = {
+                "rms_input": self.weights.input,
+                "rms_target": self.weights.target,
+                "spectral": self.weights.spectral,
+                "mel": self.weights.mel,
+            }
             total = sum(weight_of[name] * value for name, value in terms.items())
         return total, {name: value.detach() for name, value in terms.items()}
 
@@ -210,14 +237,16 @@ class ReconstructionLoss(nn.Module):
             terms["spectral"] = latent_spectral_distance(output, target, self.latent_pools)
         return terms
 
-    def _audio_terms(self, output_latent: Tensor, input_audio: Tensor | None,
-                     target_audio: Tensor | None) -> dict[str, Tensor]:
+    def _audio_terms(
+        self, output_latent: Tensor, input_audio: Tensor | None, target_audio: Tensor | None
+    ) -> dict[str, Tensor]:
         needs_target = self.weights.target > 0 or self.weights.spectral > 0 or self.weights.mel > 0
         if self.weights.input > 0 and input_audio is None:
             raise ValueError("loss_domain='audio' with an input weight > 0 needs input_audio")
         if needs_target and target_audio is None:
-            raise ValueError("loss_domain='audio' needs target_audio for the target, "
-                             "spectral and mel terms")
+            raise ValueError(
+                "loss_domain='audio' needs target_audio for the target, spectral and mel terms"
+            )
         decoded = self.codec.decode(output_latent.float()).float()
         terms: dict[str, Tensor] = {}
         if self.weights.input > 0:
@@ -228,10 +257,12 @@ class ReconstructionLoss(nn.Module):
                 terms["rms_target"] = rms_distance(out, target)
             if self.weights.spectral > 0:
                 terms["spectral"] = multi_resolution_stft_distance(
-                    out, target, self.stft_sizes).mean()
+                    out, target, self.stft_sizes
+                ).mean()
             if self.weights.mel > 0:
                 terms["mel"] = multi_resolution_mel_distance(
-                    out, target, self.mel_resolutions, self.codec.sample_rate).mean()
+                    out, target, self.mel_resolutions, self.codec.sample_rate
+                ).mean()
         return terms
 
 
@@ -261,9 +292,14 @@ class TrainingLoss(nn.Module):
     generator's backward reaches the output and stops there.
     """
 
-    def __init__(self, reconstruction: ReconstructionLoss, mask_reg_weight: float,
-                 gan_weight: float = 0.0, discriminator: nn.Module | None = None,
-                 precision: str = "fp32"):
+    def __init__(
+        self,
+        reconstruction: ReconstructionLoss,
+        mask_reg_weight: float,
+        gan_weight: float = 0.0,
+        discriminator: nn.Module | None = None,
+        precision: str = "fp32",
+    ):
         super().__init__()
         if gan_weight > 0 and discriminator is None:
             raise ValueError("gan_weight > 0 needs a discriminator")
@@ -273,13 +309,22 @@ class TrainingLoss(nn.Module):
         self.discriminator = discriminator if gan_weight > 0 else None
         self.precision = precision
 
-    def forward(self, output: Tensor, batch: dict[str, Tensor], mask_reg_loss: Tensor | None,
-                adversarial: bool = True) -> LossBreakdown:
+    def forward(
+        self,
+        output: Tensor,
+        batch: dict[str, Tensor],
+        mask_reg_loss: Tensor | None,
+        adversarial: bool = True,
+    ) -> LossBreakdown:
         """``adversarial=False`` leaves the adversarial term out (validation)."""
         output = output.float()
         reconstruction, terms = self.reconstruction(
-            output, batch["input_latent"], batch["target_latent"], batch.get("input_audio"),
-            batch.get("target_audio"))
+            output,
+            batch["input_latent"],
+            batch["target_latent"],
+            batch.get("input_audio"),
+            batch.get("target_audio"),
+        )
         named = {"reconstruction": reconstruction.detach(), **terms}
         objective = reconstruction
         if mask_reg_loss is not None:

@@ -429,6 +429,7 @@ def recorded_config(**kwargs: Any) -> dict[str, Any]:
     parameters = inspect.signature(SimpleTransformer.__init__).parameters
     config = {name: p.default for name, p in parameters.items() if name != "self"}
     config.update(kwargs)
-    config["agent_balance"] = resolved_agent_balance(config["agent_balance"],
-                                                     config["agent_shared_weights"])
+    config["agent_balance"] = resolved_agent_balance(
+        config["agent_balance"], config["agent_shared_weights"]
+    )
     return config

@@ -19,8 +19,10 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
     device, so no host sync is needed to decide.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     groups = [g for g in groups if g["params"]]
     try:
         return torch.optim.AdamW(groups, lr=lr, fused=True)
@@ -45,8 +47,15 @@ class LRSchedule:
     ``step()`` after every optimizer step, ``step_epoch(val_loss)`` after every validation.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, kind: str, warmup_steps: int,
-                 total_steps: int, plateau_factor: float = 0.5, plateau_patience: int = 5) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        kind: str,
+        warmup_steps: int,
+        total_steps: int,
+        plateau_factor: float = 0.5,
+        plateau_patience: int = 5,
+    ) -> None:
         self.optimizer = optimizer
         self.kind = kind
         self.warmup_steps = int(warmup_steps)
@@ -94,10 +103,16 @@ class LRSchedule:
         return [float(g["lr"]) for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "warmup_steps": self.warmup_steps,
-                "total_steps": self.total_steps, "base_lrs": list(self.base_lrs),
-                "step_count": self.step_count, "plateau_scale": self.plateau_scale,
-                "plateau_best": self.plateau_best, "plateau_bad_epochs": self.plateau_bad_epochs}
+        return {
+            "kind": self.kind,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+            "base_lrs": list(self.base_lrs),
+            "step_count": self.step_count,
+            "plateau_scale": self.plateau_scale,
+            "plateau_best": self.plateau_best,
+            "plateau_bad_epochs": self.plateau_bad_epochs,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # The current flags decide kind/warmup/horizon (e.g. more --epochs); progress is restored.
@@ -106,4 +121,3 @@ class LRSchedule:
         self.plateau_best = float(state.get("plateau_best", math.inf))
         self.plateau_bad_epochs = int(state.get("plateau_bad_epochs", 0))
         self._apply()
-

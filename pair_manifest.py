@@ -63,9 +63,9 @@ class ManifestError(ValueError):
 @dataclass(frozen=True)
 class ManifestPair:
     split: str
-    input_path: Path      # resolved against the dataset folder
+    input_path: Path  # resolved against the dataset folder
     output_path: Path
-    line: int             # 1-based line number in the manifest
+    line: int  # 1-based line number in the manifest
     pairing: str | None = None
     input_source: str | None = None
     target_source: str | None = None
@@ -86,14 +86,17 @@ def _parse_line(text: str, where: str, folder: Path, line: int) -> ManifestPair:
     try:
         record = json.loads(text)
     except json.JSONDecodeError as error:
-        raise ManifestError(f"{where}: not valid JSON ({error.msg} at column {error.colno})"
-                            ) from None
+        raise ManifestError(
+            f"{where}: not valid JSON ({error.msg} at column {error.colno})"
+        ) from None
     if not isinstance(record, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(record).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in record]
     if missing:
-        raise ManifestError(f"{where}: missing key {', '.join(repr(k) for k in missing)} "
-                            f"(required: {', '.join(REQUIRED_KEYS)})")
+        raise ManifestError(
+            f"{where}: missing key {', '.join(repr(k) for k in missing)} "
+            f"(required: {', '.join(REQUIRED_KEYS)})"
+        )
     for key in REQUIRED_KEYS:
         if not isinstance(record[key], str) or not record[key].strip():
             raise ManifestError(f"{where}: {key!r} must be a non-empty string, got {record[key]!r}")
@@ -101,25 +104,35 @@ def _parse_line(text: str, where: str, folder: Path, line: int) -> ManifestPair:
         if record.get(key) is not None and not isinstance(record[key], str):
             raise ManifestError(f"{where}: {key!r} must be a string, got {record[key]!r}")
     if record.get("pairing") is not None and record["pairing"] not in PAIRINGS:
-        raise ManifestError(f"{where}: pairing {record['pairing']!r} is not one of "
-                            f"{', '.join(PAIRINGS)}")
+        raise ManifestError(
+            f"{where}: pairing {record['pairing']!r} is not one of {', '.join(PAIRINGS)}"
+        )
     seconds: dict[str, float | None] = {}
     for key in _SECONDS_KEYS:
         value = record.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value) or value < 0):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
             raise ManifestError(f"{where}: {key!r} must be a number of seconds >= 0, got {value!r}")
         seconds[key] = None if value is None else float(value)
     return ManifestPair(
-        split=record["split"], input_path=_resolve(folder, record["input_file"]),
-        output_path=_resolve(folder, record["output_file"]), line=line,
+        split=record["split"],
+        input_path=_resolve(folder, record["input_file"]),
+        output_path=_resolve(folder, record["output_file"]),
+        line=line,
         pairing=record.get("pairing"),
         input_source=record.get("input_source", record.get("source")),
-        target_source=record.get("target_source", record.get("source")), **seconds)
+        target_source=record.get("target_source", record.get("source")),
+        **seconds,
+    )
 
 
-def read_manifest(folder: str | os.PathLike, split: str | None = None,
-                  check_files: bool = True) -> list[ManifestPair]:
+def read_manifest(
+    folder: str | os.PathLike, split: str | None = None, check_files: bool = True
+) -> list[ManifestPair]:
     """Pairs of FOLDER/manifest.jsonl (of one split, or all), in file order.
 
     Every line is parsed and checked, whatever its split. With check_files, the files of the

@@ -90,10 +90,26 @@ def pool_columns(array: np.ndarray, max_columns: int = MAX_COLUMNS) -> np.ndarra
     return array.reshape(*array.shape[:-1], padded // factor, factor).mean(axis=-1)
 
 
-def _heatmap(ax: Any, array: np.ndarray, seconds: float, axis: ChannelAxis, title: str,
-             vmin: float = 0.0, vmax: float = 1.0, cmap: str = "magma") -> Any:
-    image = ax.imshow(pool_columns(array), origin="lower", aspect="auto", interpolation="nearest",
-                      extent=(0.0, seconds, axis.low, axis.high), vmin=vmin, vmax=vmax, cmap=cmap)
+def _heatmap(
+    ax: Any,
+    array: np.ndarray,
+    seconds: float,
+    axis: ChannelAxis,
+    title: str,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    cmap: str = "magma",
+) -> Any:
+    image = ax.imshow(
+        pool_columns(array),
+        origin="lower",
+        aspect="auto",
+        interpolation="nearest",
+        extent=(0.0, seconds, axis.low, axis.high),
+        vmin=vmin,
+        vmax=vmax,
+        cmap=cmap,
+    )
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(axis.label)
     return image
@@ -107,9 +123,16 @@ def _magnitude_db(latent: np.ndarray, reference: float) -> np.ndarray:
     return 20.0 * np.log10(np.maximum(np.abs(latent), 1e-12) / max(reference, 1e-12))
 
 
-def mask_plot(path: str | os.PathLike, input_mask: Any, target_mask: Any, frame_rate: float,
-              axis: ChannelAxis, title: str = "", input_latent: Any = None,
-              target_latent: Any = None) -> Path:
+def mask_plot(
+    path: str | os.PathLike,
+    input_mask: Any,
+    target_mask: Any,
+    frame_rate: float,
+    axis: ChannelAxis,
+    title: str = "",
+    input_latent: Any = None,
+    target_latent: Any = None,
+) -> Path:
     """The masks as applied over time x channel and, when both latents [D, T] are given, what
     the cascade reads of each song: |latent * mask| in dB (both on one scale, 0 dB = the
     louder song's peak). Without latents the third panel is the overlap input x target."""
@@ -124,12 +147,26 @@ def mask_plot(path: str | os.PathLike, input_mask: Any, target_mask: Any, frame_
         seen_target = _as_array(target_latent) * target_mask
         peak = float(max(np.abs(seen_input).max(), np.abs(seen_target).max()))
         for array, song in ((seen_input, "input"), (seen_target, "target")):
-            panels.append((_magnitude_db(array, peak), (f"{song} as the cascade reads it: "
-                           f"|latent x mask| (dB)"), -LATENT_RANGE_DB, 0.0, "viridis"))
+            panels.append(
+                (
+                    _magnitude_db(array, peak),
+                    (f"{song} as the cascade reads it: |latent x mask| (dB)"),
+                    -LATENT_RANGE_DB,
+                    0.0,
+                    "viridis",
+                )
+            )
     else:
         overlap = input_mask * target_mask
-        panels.append((overlap, (f"overlap input x target (mean {overlap.mean():.3f}; "
-                                f"0 = complementary)"), 0.0, 0.25, "magma"))
+        panels.append(
+            (
+                overlap,
+                (f"overlap input x target (mean {overlap.mean():.3f}; 0 = complementary)"),
+                0.0,
+                0.25,
+                "magma",
+            )
+        )
     fig = Figure(figsize=(9, 2.9 * len(panels)), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True)
     for ax, (array, label, vmin, vmax, cmap) in zip(axes, panels):
@@ -141,8 +178,9 @@ def mask_plot(path: str | os.PathLike, input_mask: Any, target_mask: Any, frame_
     return save_figure(fig, path)
 
 
-def mask_heatmap(path: str | os.PathLike, mask: Any, frame_rate: float, axis: ChannelAxis,
-                 title: str = "") -> Path:
+def mask_heatmap(
+    path: str | os.PathLike, mask: Any, frame_rate: float, axis: ChannelAxis, title: str = ""
+) -> Path:
     """One mask as a time x channel heatmap (long masks are mean-pooled in time)."""
     array = _as_array(mask)
     seconds = array.shape[-1] / frame_rate
@@ -154,17 +192,23 @@ def mask_heatmap(path: str | os.PathLike, mask: Any, frame_rate: float, axis: Ch
     return save_figure(fig, path)
 
 
-def attention_plot(path: str | os.PathLike, attention: Any, frame_rate: float,
-                   title: str = "") -> Path:
+def attention_plot(
+    path: str | os.PathLike, attention: Any, frame_rate: float, title: str = ""
+) -> Path:
     """Cross-attention weights [T_input, T_target] (input frames query target frames)."""
     array = _as_array(attention)
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.subplots()
     # Pool both axes for long sequences (rows: input frames, columns: target frames).
     pooled = pool_columns(pool_columns(array, 800).T, 800).T
-    image = ax.imshow(pooled, origin="lower", aspect="auto", interpolation="nearest",
-                      extent=(0.0, array.shape[1] / frame_rate, 0.0, array.shape[0] / frame_rate),
-                      cmap="viridis")
+    image = ax.imshow(
+        pooled,
+        origin="lower",
+        aspect="auto",
+        interpolation="nearest",
+        extent=(0.0, array.shape[1] / frame_rate, 0.0, array.shape[0] / frame_rate),
+        cmap="viridis",
+    )
     ax.set_xlabel("target time (s) (keys)")
     ax.set_ylabel("input time (s) (queries)")
     ax.set_title(title or "creative agent cross-attention (mean over heads)", fontsize=10)
@@ -199,8 +243,9 @@ CURVE_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def training_curves(path: str | os.PathLike, records: Sequence[dict]) -> Path | None:
     """Per-epoch curves from metrics.jsonl records; None (nothing written) when no key has data."""
-    panels = [(name, [(key, *_series(records, key)) for key in keys])
-              for name, keys in CURVE_PANELS]
+    panels = [
+        (name, [(key, *_series(records, key)) for key in keys]) for name, keys in CURVE_PANELS
+    ]
     panels = [(name, [s for s in series if s[1]]) for name, series in panels]
     panels = [(name, series) for name, series in panels if series]
     if not panels:
@@ -209,12 +254,17 @@ def training_curves(path: str | os.PathLike, records: Sequence[dict]) -> Path | 
     rows = math.ceil(len(panels) / columns)
     fig = Figure(figsize=(5.5 * columns, 3.6 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     for ax, (name, series) in zip(axes, panels):
         for key, xs, ys in series:
-            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3,
-                    label=METRIC_LABELS.get(key, key))
+            ax.plot(
+                xs,
+                ys,
+                marker="o" if len(xs) < 30 else None,
+                markersize=3,
+                label=METRIC_LABELS.get(key, key),
+            )
         if name == "band balance":
             ax.axhline(0.5, color="grey", linewidth=0.8, linestyle="--")
         ax.set_title(name, fontsize=10)

@@ -111,19 +111,19 @@ SKIP_REASONS: dict[str, str] = {
 # The manifest format (required keys, paths) is defined in pair_manifest.py; these are the keys
 # this tool writes.
 MANIFEST_KEYS = (
-    "split",         # "train" | "val"
-    "index",         # pair number within the split (the NNNNN of the file names)
-    "input_file",    # path relative to DATA, e.g. "train/pair_00000_input.wav"
-    "output_file",   # path relative to DATA, the target segment
-    "pairing",       # "continuation" (next segment, same song) | "cross_song" (another song)
+    "split",  # "train" | "val"
+    "index",  # pair number within the split (the NNNNN of the file names)
+    "input_file",  # path relative to DATA, e.g. "train/pair_00000_input.wav"
+    "output_file",  # path relative to DATA, the target segment
+    "pairing",  # "continuation" (next segment, same song) | "cross_song" (another song)
     "input_source",  # song of the input segment, path relative to --songs (POSIX separators)
     "target_source",  # song of the target segment
-    "source",        # continuation pairs only: the song (= input_source = target_source)
-    "source_pair",   # continuation pairs only: i for the pair (segment i, segment i + 1)
-    "input_start",   # seconds into input_source where the input segment starts
+    "source",  # continuation pairs only: the song (= input_source = target_source)
+    "source_pair",  # continuation pairs only: i for the pair (segment i, segment i + 1)
+    "input_start",  # seconds into input_source where the input segment starts
     "target_start",  # seconds into target_source where the target segment starts
-    "duration",      # seconds per segment (input and target are the same length)
-    "num_samples",   # samples per segment at sample_rate
+    "duration",  # seconds per segment (input and target are the same length)
+    "num_samples",  # samples per segment at sample_rate
     "sample_rate",
     "input_rms",
     "target_rms",
@@ -144,8 +144,8 @@ class PrepareConfig:
     min_rms: float = 1e-3
     subtype: str = "FLOAT"  # soundfile WAV subtype of the written pairs: FLOAT | PCM_16 | PCM_24
     overwrite: bool = False
-    progress: bool = True   # tqdm bar over songs
-    workers: int = 2        # decode threads (libsndfile and torch release the GIL); 1 = serial
+    progress: bool = True  # tqdm bar over songs
+    workers: int = 2  # decode threads (libsndfile and torch release the GIL); 1 = serial
     pairing: str = "continuation"  # continuation | cross_song | both (see PAIRINGS)
 
     def validate(self) -> None:
@@ -164,8 +164,9 @@ class PrepareConfig:
         if self.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {self.workers}")
         if self.pairing not in PAIRINGS:
-            raise ValueError(f"--pairing must be one of {', '.join(PAIRINGS)}, "
-                             f"got {self.pairing!r}")
+            raise ValueError(
+                f"--pairing must be one of {', '.join(PAIRINGS)}, got {self.pairing!r}"
+            )
         if not sf.check_format("WAV", self.subtype):
             raise ValueError(f"--subtype {self.subtype} is not a WAV subtype soundfile can write")
 
@@ -176,7 +177,7 @@ class PrepareConfig:
 
 @dataclass
 class SkippedFile:
-    path: str    # relative to the songs folder
+    path: str  # relative to the songs folder
     reason: str  # a key of SKIP_REASONS
     detail: str  # one line
 
@@ -185,13 +186,13 @@ class SkippedFile:
 class PrepareSummary:
     out_dir: Path
     songs_found: int = 0
-    songs_read: int = 0          # decoded without error (some may still give no pairs)
+    songs_read: int = 0  # decoded without error (some may still give no pairs)
     songs_per_split: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     pairs_per_split: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     cross_song_pairs: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
     silent_pairs_skipped: int = 0
     skipped: list[SkippedFile] = field(default_factory=list)
-    seconds_read: float = 0.0    # duration of all decoded songs
+    seconds_read: float = 0.0  # duration of all decoded songs
     seconds_in_pairs: float = 0.0  # distinct audio covered by the written pairs
     elapsed: float = 0.0
 
@@ -217,27 +218,35 @@ class PrepareSummary:
         ]
         for reason, paths in sorted(self.skipped_by_reason().items()):
             lines.append(f"  skipped ({SKIP_REASONS[reason]}): {len(paths)}")
-            lines.extend(f"    {item.path}: {item.detail}" for item in self.skipped
-                         if item.reason == reason)
+            lines.extend(
+                f"    {item.path}: {item.detail}" for item in self.skipped if item.reason == reason
+            )
         for split in SPLITS:
-            lines.append(f"  {split}: {self.pairs_per_split[split]} pairs from "
-                         f"{self.songs_per_split[split]} songs")
+            lines.append(
+                f"  {split}: {self.pairs_per_split[split]} pairs from "
+                f"{self.songs_per_split[split]} songs"
+            )
         if any(self.cross_song_pairs.values()):
-            lines.append("  of which cross-song pairs: " + ", ".join(
-                f"{split} {self.cross_song_pairs[split]}" for split in SPLITS))
+            lines.append(
+                "  of which cross-song pairs: "
+                + ", ".join(f"{split} {self.cross_song_pairs[split]}" for split in SPLITS)
+            )
         lines.append(f"  silent pairs skipped (rms below min_rms): {self.silent_pairs_skipped}")
-        lines.append(f"  audio read: {self.seconds_read / 3600:.3f} h; in pairs: "
-                     f"{self.seconds_in_pairs / 3600:.3f} h")
-        lines.append(f"  elapsed {self.elapsed:.1f} s, {self.speed:.0f}x real time "
-                     f"-> {self.out_dir}")
+        lines.append(
+            f"  audio read: {self.seconds_read / 3600:.3f} h; in pairs: "
+            f"{self.seconds_in_pairs / 3600:.3f} h"
+        )
+        lines.append(
+            f"  elapsed {self.elapsed:.1f} s, {self.speed:.0f}x real time -> {self.out_dir}"
+        )
         return "\n".join(lines)
 
 
 @dataclass
 class _SongPairs:
     source: str
-    pair_ids: list[int]       # i of (segment i, segment i + 1)
-    rms: np.ndarray           # per segment
+    pair_ids: list[int]  # i of (segment i, segment i + 1)
+    rms: np.ndarray  # per segment
     staged: list[tuple[Path, Path]]  # written input/output files in the staging folder
 
 
@@ -255,8 +264,9 @@ def find_audio_files(songs_dir: Path, exclude: tuple[Path, ...] = ()) -> list[Pa
     for root, dirs, files in os.walk(songs_dir):
         root_path = Path(root)
         # Prune in place so os.walk never descends into hidden or excluded folders.
-        dirs[:] = [d for d in dirs if not d.startswith(".")
-                   and (root_path / d).resolve() not in excluded]
+        dirs[:] = [
+            d for d in dirs if not d.startswith(".") and (root_path / d).resolve() not in excluded
+        ]
         for name in files:
             if not name.startswith(".") and Path(name).suffix.lower().lstrip(".") in extensions:
                 found.append(root_path / name)
@@ -292,8 +302,9 @@ def _try_load(path: Path, sample_rate: int) -> np.ndarray | _Skip:
         return skip
 
 
-def decode_in_order(files: list[Path], sample_rate: int,
-                    workers: int) -> Iterator[tuple[Path, np.ndarray | _Skip]]:
+def decode_in_order(
+    files: list[Path], sample_rate: int, workers: int
+) -> Iterator[tuple[Path, np.ndarray | _Skip]]:
     """Yield (path, mono audio or _Skip) in the order of `files`.
 
     With workers > 1 the next few songs decode in background threads while the caller writes
@@ -337,8 +348,9 @@ def select_pairs(rms: np.ndarray, min_rms: float, max_pairs: int | None) -> tupl
     return ids.tolist(), silent
 
 
-def assign_splits(sources: list[str], val_fraction: float, seed: int,
-                  min_songs_per_split: int = 1) -> dict[str, str]:
+def assign_splits(
+    sources: list[str], val_fraction: float, seed: int, min_songs_per_split: int = 1
+) -> dict[str, str]:
     """Deterministic song -> split map: a seeded permutation of the sorted song list.
 
     With val_fraction > 0, each split gets at least min_songs_per_split songs when there are
@@ -357,8 +369,9 @@ def assign_splits(sources: list[str], val_fraction: float, seed: int,
     return {s: ("val" if s in val else "train") for s in ordered}
 
 
-def prepare_pairs(songs_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                  config: PrepareConfig | None = None) -> PrepareSummary:
+def prepare_pairs(
+    songs_dir: str | os.PathLike, out_dir: str | os.PathLike, config: PrepareConfig | None = None
+) -> PrepareSummary:
     """Write DATA/{train,val}/pair_NNNNN_{input,output}.wav + manifest.jsonl + dataset_info.json.
 
     Raises FileNotFoundError / NotADirectoryError for a missing songs folder, FileExistsError
@@ -391,11 +404,14 @@ def prepare_pairs(songs_dir: str | os.PathLike, out_dir: str | os.PathLike,
         staging.mkdir(parents=True)
         songs = _stage_songs(files, songs_dir, staging, config, summary)
         if not songs:
-            reasons = ", ".join(f"{len(v)} {k}"
-                                for k, v in sorted(summary.skipped_by_reason().items()))
-            raise ValueError(f"no pairs could be made from {len(files)} audio files under "
-                             f"{songs_dir} (skipped: {reasons or 'none'}; "
-                             f"silent pairs: {summary.silent_pairs_skipped})")
+            reasons = ", ".join(
+                f"{len(v)} {k}" for k, v in sorted(summary.skipped_by_reason().items())
+            )
+            raise ValueError(
+                f"no pairs could be made from {len(files)} audio files under "
+                f"{songs_dir} (skipped: {reasons or 'none'}; "
+                f"silent pairs: {summary.silent_pairs_skipped})"
+            )
         _finalize(songs, partial, config, summary)
         shutil.rmtree(staging)
         _move_into_place(partial, out_dir, config.overwrite)
@@ -411,11 +427,13 @@ def _check_out_dir(out_dir: Path, songs_dir: Path, overwrite: bool) -> None:
         raise FileExistsError(f"--out exists and is not a folder: {out_dir}")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"--out folder {out_dir} is not empty; pass --overwrite to "
-                                  f"replace it")
+            raise FileExistsError(
+                f"--out folder {out_dir} is not empty; pass --overwrite to replace it"
+            )
         if songs_dir.resolve().is_relative_to(out_dir.resolve()):
-            raise ValueError(f"--songs {songs_dir} is inside --out {out_dir}; --overwrite would "
-                             f"delete it")
+            raise ValueError(
+                f"--songs {songs_dir} is inside --out {out_dir}; --overwrite would delete it"
+            )
 
 
 def _warn_leftovers(out_dir: Path) -> None:
@@ -423,12 +441,22 @@ def _warn_leftovers(out_dir: Path) -> None:
         log.warning("found %s from an interrupted run; it is not used and can be deleted", leftover)
 
 
-def _stage_songs(files: list[Path], songs_dir: Path, staging: Path, config: PrepareConfig,
-                 summary: PrepareSummary) -> list[_SongPairs]:
+def _stage_songs(
+    files: list[Path],
+    songs_dir: Path,
+    staging: Path,
+    config: PrepareConfig,
+    summary: PrepareSummary,
+) -> list[_SongPairs]:
     """Decode every song and write its pairs under temporary names (split not known yet)."""
     songs: list[_SongPairs] = []
-    bar = tqdm(total=len(files), unit="song", desc="prepare_pairs", disable=not config.progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(files),
+        unit="song",
+        desc="prepare_pairs",
+        disable=not config.progress,
+        dynamic_ncols=True,
+    )
     decoded = decode_in_order(files, config.sample_rate, config.workers)
     try:
         for song_idx, (path, audio) in enumerate(decoded):
@@ -450,14 +478,17 @@ def _stage_songs(files: list[Path], songs_dir: Path, staging: Path, config: Prep
     return songs
 
 
-def _stage_song(audio: np.ndarray, rel: str, prefix: Path, config: PrepareConfig,
-                summary: PrepareSummary) -> _SongPairs:
+def _stage_song(
+    audio: np.ndarray, rel: str, prefix: Path, config: PrepareConfig, summary: PrepareSummary
+) -> _SongPairs:
     """Cut one song into segments and write the segments its audible pairs use."""
     seg = config.segment_samples
     n_seg = len(audio) // seg
     if n_seg < 2:
-        raise _Skip("too-short", f"{len(audio) / config.sample_rate:.2f} s < 2 x "
-                                 f"{config.segment_seconds:g} s")
+        raise _Skip(
+            "too-short",
+            f"{len(audio) / config.sample_rate:.2f} s < 2 x {config.segment_seconds:g} s",
+        )
     segments = audio[: n_seg * seg].reshape(n_seg, seg)
     rms = np.sqrt(np.mean(np.square(segments, dtype=np.float64), axis=1))
     pair_ids, silent = select_pairs(rms, config.min_rms, config.max_pairs_per_song)
@@ -474,12 +505,17 @@ def _stage_song(audio: np.ndarray, rel: str, prefix: Path, config: PrepareConfig
     return _SongPairs(rel, pair_ids, rms, staged)
 
 
-def _finalize(songs: list[_SongPairs], partial: Path, config: PrepareConfig,
-              summary: PrepareSummary) -> None:
+def _finalize(
+    songs: list[_SongPairs], partial: Path, config: PrepareConfig, summary: PrepareSummary
+) -> None:
     """Assign splits, give the staged segments their final names, write manifest and info."""
     crossed = config.pairing in ("cross_song", "both")
-    splits = assign_splits([s.source for s in songs], config.val_fraction, config.seed,
-                           min_songs_per_split=2 if crossed else 1)
+    splits = assign_splits(
+        [s.source for s in songs],
+        config.val_fraction,
+        config.seed,
+        min_songs_per_split=2 if crossed else 1,
+    )
     for split in SPLITS:
         (partial / split).mkdir()
     by_split = {split: [s for s in songs if splits[s.source] == split] for split in SPLITS}
@@ -498,8 +534,9 @@ def _finalize(songs: list[_SongPairs], partial: Path, config: PrepareConfig,
                     pairs.add(split, (song, i, staged_in), (song, i + 1, staged_out))
         if crossed and len(by_split[split]) >= 2:
             rng = np.random.default_rng([config.seed, SPLITS.index(split)])
-            summary.cross_song_pairs[split] = _add_cross_song_pairs(pairs, split, by_split[split],
-                                                                    rng)
+            summary.cross_song_pairs[split] = _add_cross_song_pairs(
+                pairs, split, by_split[split], rng
+            )
     summary.pairs_per_split.update(pairs.next_index)
     # Manifest lists train then val, each in index order, so it is stable for a given seed.
     write_manifest(partial / MANIFEST_NAME, pairs.records)
@@ -513,14 +550,20 @@ def _check_cross_song_splits(by_split: dict[str, list[_SongPairs]], pairing: str
         if len(members) != 1:
             continue
         if pairing == "cross_song":
-            raise ValueError(f"--pairing cross_song needs 2 songs in each split, split {split} has "
-                             f"1 ({members[0].source}); add songs, or use --pairing both")
-        log.warning("split %s has one song (%s): continuation pairs only, no cross-song pairs",
-                    split, members[0].source)
+            raise ValueError(
+                f"--pairing cross_song needs 2 songs in each split, split {split} has "
+                f"1 ({members[0].source}); add songs, or use --pairing both"
+            )
+        log.warning(
+            "split %s has one song (%s): continuation pairs only, no cross-song pairs",
+            split,
+            members[0].source,
+        )
 
 
-def _add_cross_song_pairs(pairs: _PairWriter, split: str, members: list[_SongPairs],
-                          rng: np.random.Generator) -> int:
+def _add_cross_song_pairs(
+    pairs: _PairWriter, split: str, members: list[_SongPairs], rng: np.random.Generator
+) -> int:
     """One cross-song pair per input segment: a seeded pick of another song and of its segment."""
     segments = {id(song): _song_segments(song) for song in members}
     count = 0
@@ -550,8 +593,9 @@ class _PairWriter:
         self.next_index = {s: 0 for s in SPLITS}
         self.records: list[dict] = []
 
-    def add(self, split: str, source: tuple[_SongPairs, int, Path],
-            target: tuple[_SongPairs, int, Path]) -> None:
+    def add(
+        self, split: str, source: tuple[_SongPairs, int, Path], target: tuple[_SongPairs, int, Path]
+    ) -> None:
         (in_song, in_seg, in_file), (out_song, out_seg, out_file) = source, target
         index = self.next_index[split]
         self.next_index[split] += 1
@@ -560,18 +604,28 @@ class _PairWriter:
             _link_or_copy(staged_file, self.partial / name)
         continuation = in_song is out_song and out_seg == in_seg + 1
         duration = self.config.segment_samples / self.config.sample_rate
-        record = {"split": split, "index": index, "input_file": names[0], "output_file": names[1],
-                  "pairing": "continuation" if continuation else "cross_song",
-                  "input_source": in_song.source, "target_source": out_song.source}
+        record = {
+            "split": split,
+            "index": index,
+            "input_file": names[0],
+            "output_file": names[1],
+            "pairing": "continuation" if continuation else "cross_song",
+            "input_source": in_song.source,
+            "target_source": out_song.source,
+        }
         if continuation:
             record.update(source=in_song.source, source_pair=int(in_seg))
-        record.update({
-            "input_start": round(in_seg * duration, 6),
-            "target_start": round(out_seg * duration, 6),
-            "duration": round(duration, 6), "num_samples": self.config.segment_samples,
-            "sample_rate": self.config.sample_rate,
-            "input_rms": round(float(in_song.rms[in_seg]), 6),
-            "target_rms": round(float(out_song.rms[out_seg]), 6)})
+        record.update(
+            {
+                "input_start": round(in_seg * duration, 6),
+                "target_start": round(out_seg * duration, 6),
+                "duration": round(duration, 6),
+                "num_samples": self.config.segment_samples,
+                "sample_rate": self.config.sample_rate,
+                "input_rms": round(float(in_song.rms[in_seg]), 6),
+                "target_rms": round(float(out_song.rms[out_seg]), 6),
+            }
+        )
         self.records.append(record)
 
 
@@ -608,8 +662,10 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int, subtype: str) -> 
     data = np.asarray(audio, dtype="<f4").tobytes()
     fmt = struct.pack("<HHIIHHH", 3, 1, sample_rate, 4 * sample_rate, 4, 32, 0)
     fact = struct.pack("<I", len(data) // 4)
-    chunks = b"".join(tag + struct.pack("<I", len(body)) + body
-                      for tag, body in ((b"fmt ", fmt), (b"fact", fact), (b"data", data)))
+    chunks = b"".join(
+        tag + struct.pack("<I", len(body)) + body
+        for tag, body in ((b"fmt ", fmt), (b"fact", fact), (b"data", data))
+    )
     with open(path, "wb") as f:
         f.write(b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks)
 
@@ -627,8 +683,9 @@ def _move_into_place(partial: Path, out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists():
         if any(out_dir.iterdir()) and not overwrite:
             # Another run finished first while we were working.
-            raise FileExistsError(f"--out folder {out_dir} is not empty; pass --overwrite to "
-                                  f"replace it")
+            raise FileExistsError(
+                f"--out folder {out_dir} is not empty; pass --overwrite to replace it"
+            )
         # Move the old folder aside first: the new one is never mixed with it, and the old one
         # is only deleted once the new one is in place.
         old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
@@ -641,26 +698,56 @@ def _move_into_place(partial: Path, out_dir: Path, overwrite: bool) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     d = PrepareConfig()
-    p = OneLineParser(description=__doc__.split("\n\n")[0],
-                      epilog="Booleans accept true/false, 1/0, yes/no (a bare flag means true).")
+    p = OneLineParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Booleans accept true/false, 1/0, yes/no (a bare flag means true).",
+    )
     p.add_argument("--songs", required=True, help="folder of songs, searched recursively (path)")
     p.add_argument("--out", required=True, help="DATA folder to create (path)")
-    p.add_argument("--segment_seconds", type=float, default=d.segment_seconds,
-                   help="length of the input and of the target segment (s)")
-    p.add_argument("--sample_rate", type=int, default=d.sample_rate,
-                   help="rate of the written pairs, the codec's rate (Hz)")
-    p.add_argument("--val_fraction", type=float, default=d.val_fraction,
-                   help="fraction of songs (not pairs) held out for validation")
-    p.add_argument("--max_pairs_per_song", type=int, default=None,
-                   help="keep at most N pairs per song, spread evenly over it; default: all")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help="seed of the song split and of the cross-song draws")
-    p.add_argument("--min_rms", type=float, default=d.min_rms,
-                   help="skip a pair when either segment's RMS is below this (1e-3 ~ -60 dBFS)")
+    p.add_argument(
+        "--segment_seconds",
+        type=float,
+        default=d.segment_seconds,
+        help="length of the input and of the target segment (s)",
+    )
+    p.add_argument(
+        "--sample_rate",
+        type=int,
+        default=d.sample_rate,
+        help="rate of the written pairs, the codec's rate (Hz)",
+    )
+    p.add_argument(
+        "--val_fraction",
+        type=float,
+        default=d.val_fraction,
+        help="fraction of songs (not pairs) held out for validation",
+    )
+    p.add_argument(
+        "--max_pairs_per_song",
+        type=int,
+        default=None,
+        help="keep at most N pairs per song, spread evenly over it; default: all",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seed of the song split and of the cross-song draws",
+    )
+    p.add_argument(
+        "--min_rms",
+        type=float,
+        default=d.min_rms,
+        help="skip a pair when either segment's RMS is below this (1e-3 ~ -60 dBFS)",
+    )
     p.add_argument("--subtype", default=d.subtype, help="WAV subtype: FLOAT, PCM_16, PCM_24")
-    p.add_argument("--pairing", default=d.pairing, choices=PAIRINGS,
-                   help="continuation: target = the next segment of the same song; cross_song: "
-                        "a segment of another song of the split; both: the two kinds")
+    p.add_argument(
+        "--pairing",
+        default=d.pairing,
+        choices=PAIRINGS,
+        help="continuation: target = the next segment of the same song; cross_song: "
+        "a segment of another song of the split; both: the two kinds",
+    )
     add_bool_flag(p, "--overwrite", d.overwrite, "replace a non-empty --out")
     p.add_argument("--workers", type=int, default=d.workers, help="decode threads (count)")
     add_bool_flag(p, "--progress", d.progress, "show a progress bar")
@@ -671,11 +758,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = PrepareConfig(
-        segment_seconds=args.segment_seconds, sample_rate=args.sample_rate,
-        val_fraction=args.val_fraction, max_pairs_per_song=args.max_pairs_per_song,
-        seed=args.seed, min_rms=args.min_rms, subtype=args.subtype.upper(),
-        overwrite=args.overwrite, progress=args.progress, workers=args.workers,
-        pairing=args.pairing)
+        segment_seconds=args.segment_seconds,
+        sample_rate=args.sample_rate,
+        val_fraction=args.val_fraction,
+        max_pairs_per_song=args.max_pairs_per_song,
+        seed=args.seed,
+        min_rms=args.min_rms,
+        subtype=args.subtype.upper(),
+        overwrite=args.overwrite,
+        progress=args.progress,
+        workers=args.workers,
+        pairing=args.pairing,
+    )
     try:
         summary = prepare_pairs(args.songs, args.out, config)
     except (ValueError, OSError) as exc:

@@ -52,6 +52,7 @@ host memory was not measured (no GPU where this was written), so the CUDA estima
 bound: it only refuses runs that cannot fit even without it. DataLoader worker processes
 (--num_workers) are not in the estimate either; GPU memory is not checked.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,14 +66,14 @@ GIB = 1 << 30
 BASE_BYTES = 360 * MIB
 SHARED_BYTES = 340 * MIB
 WEIGHT_BYTES_PER_PARAM = 4
-TRAINING_BYTES_PER_PARAM = 12   # gradients 4 + AdamW moments 8
+TRAINING_BYTES_PER_PARAM = 12  # gradients 4 + AdamW moments 8
 DDP_BYTES_PER_PARAM = 4
-RESUME_BYTES_PER_PARAM = 16     # weights + AdamW moments loaded on the CPU
+RESUME_BYTES_PER_PARAM = 16  # weights + AdamW moments loaded on the CPU
 STEP_FIXED_BYTES = 12 * MIB
-WIDTH_FACTOR = 12.1             # floats kept per frame per channel of an encoder layer
-FEEDFORWARD_FACTOR = 2.0        # floats kept per frame per feed-forward unit
-LATENT_FACTOR = 93              # floats per frame per latent channel outside the encoder layers
-ATTENTION_FACTOR = 3.1          # T x T matrices kept per head and layer (unfused attention)
+WIDTH_FACTOR = 12.1  # floats kept per frame per channel of an encoder layer
+FEEDFORWARD_FACTOR = 2.0  # floats kept per frame per feed-forward unit
+LATENT_FACTOR = 93  # floats per frame per latent channel outside the encoder layers
+ATTENTION_FACTOR = 3.1  # T x T matrices kept per head and layer (unfused attention)
 AUDIO_BYTES_PER_SAMPLE = 400
 # Above this share of the available memory a run is likely to be killed when anything else grows
 # (real workers peaked 7% above the estimate, see above).
@@ -81,40 +82,40 @@ TIGHT_FRACTION = 0.9
 
 @dataclass(frozen=True)
 class Finding:
-    level: str    # "error": do not start; "warning": start, but say it
+    level: str  # "error": do not start; "warning": start, but say it
     message: str  # one line
 
 
 @dataclass(frozen=True)
 class MachineResources:
-    cores: int           # CPU cores this process may use
-    gpus: int            # CUDA devices visible
-    ram_available: int   # bytes
-    ram_source: str      # where ram_available comes from, for messages
+    cores: int  # CPU cores this process may use
+    gpus: int  # CUDA devices visible
+    ram_available: int  # bytes
+    ram_source: str  # where ram_available comes from, for messages
 
 
 @dataclass(frozen=True)
 class ModelSize:
     """What the RAM estimate needs to know about one training process."""
 
-    parameters: int      # of the model being trained
-    encoding_dim: int    # D
+    parameters: int  # of the model being trained
+    encoding_dim: int  # D
     nhead: int
-    num_layers: int      # encoder layers per cascade stage
-    num_stages: int      # --num_transformer_layers
+    num_layers: int  # encoder layers per cascade stage
+    num_stages: int  # --num_transformer_layers
     dim_feedforward: int
     dropout: float
-    batch_size: int      # items per process
-    latent_frames: int   # T: codec.num_frames(segment samples)
-    audio_samples: int   # segment samples with --loss_domain audio, else 0
+    batch_size: int  # items per process
+    latent_frames: int  # T: codec.num_frames(segment samples)
+    audio_samples: int  # segment samples with --loss_domain audio, else 0
 
 
 @dataclass(frozen=True)
 class RamEstimate:
-    per_process: int     # private bytes of one training process
-    per_item: int        # of which each batch item takes this many
-    shared: int          # bytes shared by all processes of a machine
-    lower_bound: bool    # True when a part could not be estimated (CUDA runtime)
+    per_process: int  # private bytes of one training process
+    per_item: int  # of which each batch item takes this many
+    shared: int  # bytes shared by all processes of a machine
+    lower_bound: bool  # True when a part could not be estimated (CUDA runtime)
 
     def total(self, processes: int) -> int:
         return self.shared + processes * self.per_process
@@ -131,14 +132,14 @@ def stage_widths(encoding_dim: int, num_stages: int) -> list[int]:
 def activation_bytes_per_item(size: ModelSize) -> int:
     """Bytes one batch item adds to a CPU training step (see the module doc)."""
     frames = size.latent_frames
-    per_frame = sum(size.num_layers * (WIDTH_FACTOR * width
-                                       + FEEDFORWARD_FACTOR * size.dim_feedforward)
-                    for width in stage_widths(size.encoding_dim, size.num_stages))
+    per_frame = sum(
+        size.num_layers * (WIDTH_FACTOR * width + FEEDFORWARD_FACTOR * size.dim_feedforward)
+        for width in stage_widths(size.encoding_dim, size.num_stages)
+    )
     per_frame += LATENT_FACTOR * size.encoding_dim
     total = 4 * frames * per_frame
     if size.dropout > 0:
-        total += 4 * ATTENTION_FACTOR * size.nhead * frames ** 2 * size.num_layers \
-            * size.num_stages
+        total += 4 * ATTENTION_FACTOR * size.nhead * frames**2 * size.num_layers * size.num_stages
     total += AUDIO_BYTES_PER_SAMPLE * size.audio_samples
     return int(total)
 
@@ -146,14 +147,16 @@ def activation_bytes_per_item(size: ModelSize) -> int:
 def estimate_process_ram(size: ModelSize, device_kind: str, world_size: int) -> RamEstimate:
     """Host RAM of one training process (``device_kind`` "cpu" or "cuda")."""
     if device_kind == "cuda":
-        return RamEstimate(BASE_BYTES + RESUME_BYTES_PER_PARAM * size.parameters, 0,
-                           SHARED_BYTES, lower_bound=True)
+        return RamEstimate(
+            BASE_BYTES + RESUME_BYTES_PER_PARAM * size.parameters, 0, SHARED_BYTES, lower_bound=True
+        )
     per_param = WEIGHT_BYTES_PER_PARAM + TRAINING_BYTES_PER_PARAM
     if world_size > 1:
         per_param += DDP_BYTES_PER_PARAM
     per_item = activation_bytes_per_item(size)
-    per_process = (BASE_BYTES + STEP_FIXED_BYTES + per_param * size.parameters
-                   + size.batch_size * per_item)
+    per_process = (
+        BASE_BYTES + STEP_FIXED_BYTES + per_param * size.parameters + size.batch_size * per_item
+    )
     return RamEstimate(per_process, per_item, SHARED_BYTES, lower_bound=False)
 
 
@@ -161,59 +164,91 @@ def _gb(size: float) -> str:
     return f"{size / GIB:.1f} GiB"
 
 
-def check_resources(world_size: int, device_kind: str, num_workers: int,
-                    machine: MachineResources, ram: RamEstimate) -> list[Finding]:
+def check_resources(
+    world_size: int, device_kind: str, num_workers: int, machine: MachineResources, ram: RamEstimate
+) -> list[Finding]:
     """Findings (errors first) for running ``world_size`` training processes on ``machine``."""
     findings: list[Finding] = []
     if device_kind == "cuda" and world_size > machine.gpus:
-        findings.append(Finding("error", f"--world_size {world_size} needs {world_size} GPUs "
-                                         f"(one per process), {machine.gpus} visible"))
+        findings.append(
+            Finding(
+                "error",
+                f"--world_size {world_size} needs {world_size} GPUs "
+                f"(one per process), {machine.gpus} visible",
+            )
+        )
     needed = ram.total(world_size)
-    usage = (f"{world_size} process(es) need about {_gb(needed)} "
-             f"({_gb(ram.per_process)} each + {_gb(ram.shared)} shared), "
-             f"{_gb(machine.ram_available)} available ({machine.ram_source})")
-    advice = ("lower --world_size" if device_kind == "cuda" else
-              f"lower --batch_size (each item takes about {ram.per_item / MIB:.0f} MiB) or "
-              f"--world_size")
+    usage = (
+        f"{world_size} process(es) need about {_gb(needed)} "
+        f"({_gb(ram.per_process)} each + {_gb(ram.shared)} shared), "
+        f"{_gb(machine.ram_available)} available ({machine.ram_source})"
+    )
+    advice = (
+        "lower --world_size"
+        if device_kind == "cuda"
+        else f"lower --batch_size (each item takes about {ram.per_item / MIB:.0f} MiB) or "
+        f"--world_size"
+    )
     if needed > machine.ram_available:
         floor = "at least " if ram.lower_bound else ""
         findings.append(Finding("error", f"not enough memory: {floor}{usage}; {advice}"))
     elif not ram.lower_bound and needed > TIGHT_FRACTION * machine.ram_available:
-        findings.append(Finding("warning", f"memory is tight: {usage}; the run may be killed "
-                                           f"for memory, consider to {advice}"))
+        findings.append(
+            Finding(
+                "warning",
+                f"memory is tight: {usage}; the run may be killed for memory, consider to {advice}",
+            )
+        )
     if device_kind == "cpu" and world_size > machine.cores:
-        findings.append(Finding("error", f"--world_size {world_size} CPU processes on "
-                                         f"{machine.cores} core(s): use --world_size "
-                                         f"{machine.cores} or fewer"))
+        findings.append(
+            Finding(
+                "error",
+                f"--world_size {world_size} CPU processes on "
+                f"{machine.cores} core(s): use --world_size "
+                f"{machine.cores} or fewer",
+            )
+        )
     elif device_kind == "cpu":
         processes = world_size * (1 + num_workers)
         if processes > machine.cores:
-            findings.append(Finding("warning", f"{world_size} training process(es) with "
-                                               f"{num_workers} DataLoader worker(s) each are "
-                                               f"{processes} processes on {machine.cores} "
-                                               f"core(s): they will slow each other down "
-                                               f"(lower --world_size or --num_workers)"))
+            findings.append(
+                Finding(
+                    "warning",
+                    f"{world_size} training process(es) with "
+                    f"{num_workers} DataLoader worker(s) each are "
+                    f"{processes} processes on {machine.cores} "
+                    f"core(s): they will slow each other down "
+                    f"(lower --world_size or --num_workers)",
+                )
+            )
     return sorted(findings, key=lambda f: f.level != "error")
 
 
-def check_batch_size(train_pairs: int, batch_size: int, world_size: int,
-                     drop_last: bool = False) -> Finding | None:
+def check_batch_size(
+    train_pairs: int, batch_size: int, world_size: int, drop_last: bool = False
+) -> Finding | None:
     """A batch larger than what each process gets of the training set, or None."""
     per_process = math.ceil(train_pairs / world_size)
     if batch_size <= per_process:
         return None
-    share = (f"{train_pairs} training pairs over {world_size} process(es) give {per_process} "
-             f"each")
+    share = f"{train_pairs} training pairs over {world_size} process(es) give {per_process} each"
     if drop_last:
-        return Finding("error", f"--batch_size {batch_size} is larger than the data: {share}, "
-                                f"so no full batch exists (lower --batch_size to "
-                                f"{max(per_process, 1)} or less)")
-    return Finding("warning", f"--batch_size {batch_size} is larger than the data: {share}, so "
-                              f"every step sees only {per_process} pair(s) (lower --batch_size "
-                              f"to {per_process} or add data)")
+        return Finding(
+            "error",
+            f"--batch_size {batch_size} is larger than the data: {share}, "
+            f"so no full batch exists (lower --batch_size to "
+            f"{max(per_process, 1)} or less)",
+        )
+    return Finding(
+        "warning",
+        f"--batch_size {batch_size} is larger than the data: {share}, so "
+        f"every step sees only {per_process} pair(s) (lower --batch_size "
+        f"to {per_process} or add data)",
+    )
 
 
 # ----------------------------------------------------------------------------- probing
+
 
 def parse_meminfo(text: str) -> int | None:
     """MemAvailable from /proc/meminfo, in bytes."""
@@ -249,16 +284,18 @@ def _cgroup_dirs(cgroup_text: str, root: Path, controller: str) -> list[Path]:
     return []
 
 
-def cgroup_memory_available(cgroup_text: str, root: Path = Path("/sys/fs/cgroup")
-                            ) -> int | None:
+def cgroup_memory_available(cgroup_text: str, root: Path = Path("/sys/fs/cgroup")) -> int | None:
     """Bytes the memory cgroup still allows (limit - usage + page cache), None without a limit.
 
     cgroup v2 (memory.max / memory.current) and v1 (memory.limit_in_bytes / usage_in_bytes).
     """
-    candidates = [(d, "memory.max", "memory.current", "file")
-                  for d in _cgroup_dirs(cgroup_text, root, "")]
-    candidates += [(d, "memory.limit_in_bytes", "memory.usage_in_bytes", "cache")
-                   for d in _cgroup_dirs(cgroup_text, root, "memory")]
+    candidates = [
+        (d, "memory.max", "memory.current", "file") for d in _cgroup_dirs(cgroup_text, root, "")
+    ]
+    candidates += [
+        (d, "memory.limit_in_bytes", "memory.usage_in_bytes", "cache")
+        for d in _cgroup_dirs(cgroup_text, root, "memory")
+    ]
     for folder, limit_name, usage_name, cache_key in candidates:
         limit = _read_int(folder / limit_name)
         usage = _read_int(folder / usage_name)
@@ -299,8 +336,9 @@ def probe_resources(gpus_visible: int) -> MachineResources:
         cgroup_text = Path("/proc/self/cgroup").read_text()
     except OSError:
         cgroup_text = ""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else os.cpu_count() or 1
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
     quota = cgroup_cpu_limit(cgroup_text)
     if quota is not None:
         cores = max(1, min(cores, math.floor(quota)))
@@ -314,5 +352,6 @@ def probe_resources(gpus_visible: int) -> MachineResources:
         available, source = limited, "cgroup memory limit"
     if available is None:
         available, source = 1 << 62, "unknown"
-    return MachineResources(cores=cores, gpus=gpus_visible, ram_available=available,
-                            ram_source=source)
+    return MachineResources(
+        cores=cores, gpus=gpus_visible, ram_available=available, ram_source=source
+    )

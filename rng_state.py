@@ -23,12 +23,18 @@ def capture_rng_state() -> dict[str, Any]:
     py_version, py_internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": {"name": str(np_name), "keys": torch.from_numpy(np_keys.astype(np.int64)),
-                  "pos": int(np_pos), "has_gauss": int(np_has_gauss),
-                  "cached_gaussian": float(np_gauss)},
-        "python": {"version": int(py_version),
-                   "internal": torch.tensor(py_internal, dtype=torch.int64),
-                   "gauss_next": py_gauss},
+        "numpy": {
+            "name": str(np_name),
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "cached_gaussian": float(np_gauss),
+        },
+        "python": {
+            "version": int(py_version),
+            "internal": torch.tensor(py_internal, dtype=torch.int64),
+            "gauss_next": py_gauss,
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
@@ -41,9 +47,15 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
     if "numpy" in state:
         np_state = state["numpy"]
-        np.random.set_state((np_state["name"], np_state["keys"].cpu().numpy().astype(np.uint32),
-                             int(np_state["pos"]), int(np_state["has_gauss"]),
-                             float(np_state["cached_gaussian"])))
+        np.random.set_state(
+            (
+                np_state["name"],
+                np_state["keys"].cpu().numpy().astype(np.uint32),
+                int(np_state["pos"]),
+                int(np_state["has_gauss"]),
+                float(np_state["cached_gaussian"]),
+            )
+        )
     if "python" in state:
         py_state = state["python"]
         internal = tuple(int(v) for v in py_state["internal"].tolist())
@@ -53,5 +65,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         if len(cuda_states) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu().to(torch.uint8) for s in cuda_states])
         else:
-            log.warning("checkpoint has CUDA RNG states for %d devices, this machine has %d: "
-                        "CUDA RNG not restored", len(cuda_states), torch.cuda.device_count())
+            log.warning(
+                "checkpoint has CUDA RNG states for %d devices, this machine has %d: "
+                "CUDA RNG not restored",
+                len(cuda_states),
+                torch.cuda.device_count(),
+            )

@@ -21,6 +21,7 @@ certainly gone:
 
 Anything else is a live holder: ``RunLockError`` names it (PID, host, since when, command).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -60,18 +61,21 @@ class RunLockError(RuntimeError):
 class LockRecord:
     pid: int
     host: str
-    started: float          # Unix time the lock was taken
+    started: float  # Unix time the lock was taken
     command: str
-    slurm_job_id: str       # "" outside SLURM
+    slurm_job_id: str  # "" outside SLURM
     slurm_restart_count: int
-    process_start: str      # kernel start time of pid ("" where /proc is missing)
-    token: str              # tells our own record apart from a successor's
+    process_start: str  # kernel start time of pid ("" where /proc is missing)
+    token: str  # tells our own record apart from a successor's
 
     def describe(self) -> str:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
         job = f", SLURM job {self.slurm_job_id}" if self.slurm_job_id else ""
-        command = self.command if len(self.command) <= _COMMAND_SHOWN \
+        command = (
+            self.command
+            if len(self.command) <= _COMMAND_SHOWN
             else self.command[:_COMMAND_SHOWN] + "..."
+        )
         return f"PID {self.pid} on {self.host} since {since}{job} ({command})"
 
 
@@ -95,7 +99,7 @@ def process_start_time(pid: int) -> str:
     except OSError:
         return ""
     # Field 2 (the command name) may hold spaces and parentheses: split after its last ')'.
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     return fields[19] if len(fields) > 19 else ""
 
 
@@ -109,11 +113,15 @@ def _slurm_restart_count() -> int:
 def current_record(command: str | None = None) -> LockRecord:
     """The record this process would write."""
     return LockRecord(
-        pid=os.getpid(), host=socket.gethostname(), started=time.time(),
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        started=time.time(),
         command=command if command is not None else shlex.join([sys.executable] + sys.argv),
         slurm_job_id=os.environ.get("SLURM_JOB_ID", ""),
         slurm_restart_count=_slurm_restart_count(),
-        process_start=process_start_time(os.getpid()), token=uuid.uuid4().hex)
+        process_start=process_start_time(os.getpid()),
+        token=uuid.uuid4().hex,
+    )
 
 
 def read_lock(path: Path) -> LockRecord | None:
@@ -127,8 +135,9 @@ def read_lock(path: Path) -> LockRecord | None:
         return None
 
 
-def stale_reason(record: LockRecord | None, age_s: float, me: LockRecord,
-                 stale_after_s: float = STALE_AFTER_S) -> str | None:
+def stale_reason(
+    record: LockRecord | None, age_s: float, me: LockRecord, stale_after_s: float = STALE_AFTER_S
+) -> str | None:
     """Why the holder of ``record`` is certainly gone, or None when it may still be running.
 
     ``age_s`` is the time since the lock file was last touched (its heartbeat).
@@ -137,10 +146,15 @@ def stale_reason(record: LockRecord | None, age_s: float, me: LockRecord,
         if age_s > UNREADABLE_GRACE_S:
             return f"unreadable lock record untouched for {age_s:.0f} s"
         return None
-    if me.slurm_job_id and record.slurm_job_id == me.slurm_job_id \
-            and record.slurm_restart_count < me.slurm_restart_count:
-        return (f"earlier run of this SLURM job (restart {record.slurm_restart_count}, now "
-                f"{me.slurm_restart_count})")
+    if (
+        me.slurm_job_id
+        and record.slurm_job_id == me.slurm_job_id
+        and record.slurm_restart_count < me.slurm_restart_count
+    ):
+        return (
+            f"earlier run of this SLURM job (restart {record.slurm_restart_count}, now "
+            f"{me.slurm_restart_count})"
+        )
     if record.host == me.host:
         if not process_alive(record.pid):
             return "its process no longer exists"
@@ -180,8 +194,14 @@ class RunLock:
     ``taken_over`` is the record of a stale holder replaced by ``acquire`` (None otherwise).
     """
 
-    def __init__(self, folder: str | os.PathLike, command: str | None = None, *,
-                 heartbeat_s: float = HEARTBEAT_S, stale_after_s: float = STALE_AFTER_S):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        command: str | None = None,
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
+        stale_after_s: float = STALE_AFTER_S,
+    ):
         self.folder = Path(folder)
         self.path = self.folder / RUN_LOCK_NAME
         self.command = command
@@ -205,8 +225,9 @@ class RunLock:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise RunLockError(f"cannot create run folder {self.folder}: "
-                               f"{error.strerror or error}") from None
+            raise RunLockError(
+                f"cannot create run folder {self.folder}: {error.strerror or error}"
+            ) from None
         me = current_record(self.command)
         with _folder_guard(self.folder):
             for _ in range(3):
@@ -220,20 +241,27 @@ class RunLock:
                 except FileNotFoundError:
                     continue  # released between our attempt and the read: try again
                 except OSError as error:
-                    raise RunLockError(f"cannot read run lock {self.path}: "
-                                       f"{error.strerror or error}") from None
+                    raise RunLockError(
+                        f"cannot read run lock {self.path}: {error.strerror or error}"
+                    ) from None
                 reason = stale_reason(existing, age_s, me, self.stale_after_s)
                 if reason is None:
                     holder = existing.describe() if existing else "a launcher starting up"
                     raise RunLockError(
                         f"{self.folder} is in use by another run: {holder}; wait for it to end "
-                        f"or use another folder (lock file {self.path})")
-                log.warning("taking over the run lock %s from %s: %s", self.path,
-                            existing.describe() if existing else "an unknown holder", reason)
+                        f"or use another folder (lock file {self.path})"
+                    )
+                log.warning(
+                    "taking over the run lock %s from %s: %s",
+                    self.path,
+                    existing.describe() if existing else "an unknown holder",
+                    reason,
+                )
                 self.taken_over = existing
                 self.path.unlink(missing_ok=True)
-        raise RunLockError(f"{self.path}: could not take the run lock (other launchers keep "
-                           f"racing for it)")
+        raise RunLockError(
+            f"{self.path}: could not take the run lock (other launchers keep racing for it)"
+        )
 
     def _create(self, record: LockRecord) -> bool:
         try:
@@ -241,8 +269,9 @@ class RunLock:
         except FileExistsError:
             return False
         except OSError as error:
-            raise RunLockError(f"cannot create run lock {self.path}: "
-                               f"{error.strerror or error}") from None
+            raise RunLockError(
+                f"cannot create run lock {self.path}: {error.strerror or error}"
+            ) from None
         try:
             with os.fdopen(fd, "w") as handle:
                 json.dump(dataclasses.asdict(record), handle)
@@ -250,8 +279,9 @@ class RunLock:
                 os.fsync(handle.fileno())
         except OSError as error:
             self.path.unlink(missing_ok=True)
-            raise RunLockError(f"cannot write run lock {self.path}: "
-                               f"{error.strerror or error}") from None
+            raise RunLockError(
+                f"cannot write run lock {self.path}: {error.strerror or error}"
+            ) from None
         return True
 
     def holds_lock(self) -> bool:
@@ -266,15 +296,15 @@ class RunLock:
 
     def _start_heartbeat(self) -> None:
         self._stop.clear()
-        self._heartbeat = threading.Thread(target=self._beat, name="run-lock-heartbeat",
-                                           daemon=True)
+        self._heartbeat = threading.Thread(
+            target=self._beat, name="run-lock-heartbeat", daemon=True
+        )
         self._heartbeat.start()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             if not self.holds_lock():
-                log.error("run lock %s is no longer ours (taken over by another run?)",
-                          self.path)
+                log.error("run lock %s is no longer ours (taken over by another run?)", self.path)
                 return
             try:
                 os.utime(self.path)

@@ -41,7 +41,7 @@ MIN_IMAGE_HEIGHT, MIN_IMAGE_WIDTH = 256, 512
 class SamplePair:
     """One validation pair as heard and seen: mono float audio, masks [D, T] in [0, 1]."""
 
-    name: str                     # e.g. "val_003": stable across epochs
+    name: str  # e.g. "val_003": stable across epochs
     sample_rate: int
     input_audio: np.ndarray
     target_audio: np.ndarray
@@ -49,7 +49,7 @@ class SamplePair:
     output_audio: np.ndarray
     input_mask: np.ndarray | None  # None when the model does not mask
     target_mask: np.ndarray | None
-    frame_rate: float             # latent frames per second (mask columns)
+    frame_rate: float  # latent frames per second (mask columns)
     codec_name: str
     input_source: str | None = None  # song names, when the dataset's manifest has them
     target_source: str | None = None
@@ -80,8 +80,14 @@ def _mono(audio: torch.Tensor) -> np.ndarray:
     return audio.reshape(-1).float().cpu().numpy().astype(np.float32)
 
 
-def collect_samples(model: torch.nn.Module, codec: Any, dataset: Any, indices: Sequence[int],
-                    max_seconds: float | None = None, name_prefix: str = "val") -> list[SamplePair]:
+def collect_samples(
+    model: torch.nn.Module,
+    codec: Any,
+    dataset: Any,
+    indices: Sequence[int],
+    max_seconds: float | None = None,
+    name_prefix: str = "val",
+) -> list[SamplePair]:
     """Run `model` on dataset[i] for each index and decode input, target, masked mix and output.
 
     `model` is a SimpleTransformer (the unwrapped module, not DDP); the masks come from its
@@ -114,22 +120,36 @@ def collect_samples(model: torch.nn.Module, codec: Any, dataset: Any, indices: S
     samples = []
     for row, (index, item) in enumerate(zip(indices, items)):
         # Decoding may pad past the segment; the dataset's audio, when present, has its length.
-        length = (item["input_audio"].shape[-1] if "input_audio" in item
-                  else decoded[2][row].shape[-1])
+        length = (
+            item["input_audio"].shape[-1] if "input_audio" in item else decoded[2][row].shape[-1]
+        )
         keep = length if max_seconds is None else min(length, int(max_seconds * codec.sample_rate))
         frames = max(1, math.ceil(keep / codec.sample_rate * codec.frame_rate))
-        audio = {role: _mono(decoded[k][row])[:keep] for k, role in
-                 ((0, "output"), (1, "masked_mix"), (2, "input"), (3, "target"))}
+        audio = {
+            role: _mono(decoded[k][row])[:keep]
+            for k, role in ((0, "output"), (1, "masked_mix"), (2, "input"), (3, "target"))
+        }
         for role in ("input", "target"):
             if f"{role}_audio" in item:
                 audio[role] = _mono(item[f"{role}_audio"])[:keep]
-        samples.append(SamplePair(
-            name=f"{name_prefix}_{int(index):03d}", sample_rate=int(codec.sample_rate),
-            input_audio=audio["input"], target_audio=audio["target"],
-            masked_mix_audio=audio["masked_mix"], output_audio=audio["output"],
-            input_mask=None if input_mask is None else input_mask[row, :, :frames].cpu().numpy(),
-            target_mask=None if target_mask is None else target_mask[row, :, :frames].cpu().numpy(),
-            frame_rate=float(codec.frame_rate), codec_name=str(codec.name)))
+        samples.append(
+            SamplePair(
+                name=f"{name_prefix}_{int(index):03d}",
+                sample_rate=int(codec.sample_rate),
+                input_audio=audio["input"],
+                target_audio=audio["target"],
+                masked_mix_audio=audio["masked_mix"],
+                output_audio=audio["output"],
+                input_mask=None
+                if input_mask is None
+                else input_mask[row, :, :frames].cpu().numpy(),
+                target_mask=None
+                if target_mask is None
+                else target_mask[row, :, :frames].cpu().numpy(),
+                frame_rate=float(codec.frame_rate),
+                codec_name=str(codec.name),
+            )
+        )
     return samples
 
 
@@ -192,12 +212,16 @@ class TensorBoardTracker:
         for sample in samples:
             for order, role in enumerate(AUDIO_ROLES, 1):
                 audio = torch.from_numpy(_playable(sample.audio(role)))[None]
-                self.writer.add_audio(f"{sample.name}/{order}_{role}", audio, epoch,
-                                      sample_rate=sample.sample_rate)
+                self.writer.add_audio(
+                    f"{sample.name}/{order}_{role}", audio, epoch, sample_rate=sample.sample_rate
+                )
             if sample.input_mask is not None and sample.target_mask is not None:
-                self.writer.add_image(f"{sample.name}/masks_input_above_target",
-                                      mask_image(sample.input_mask, sample.target_mask), epoch,
-                                      dataformats="HWC")
+                self.writer.add_image(
+                    f"{sample.name}/masks_input_above_target",
+                    mask_image(sample.input_mask, sample.target_mask),
+                    epoch,
+                    dataformats="HWC",
+                )
         self.writer.flush()
 
     def close(self) -> None:

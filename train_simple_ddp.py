@@ -56,8 +56,16 @@ EXIT_STOPPED = -1
 STOP_GRACE_S = 50.0
 # Failures a worker reports in one line (bad data, files, checkpoints, a diverged run, a full
 # disk); other exceptions are bugs and keep their traceback.
-EXPECTED_ERRORS = ("CheckpointError", "NonFiniteError", "FileNotFoundError", "ValueError",
-                   "ManifestError", "AudioFileError", "OSError", "PermissionError")
+EXPECTED_ERRORS = (
+    "CheckpointError",
+    "NonFiniteError",
+    "FileNotFoundError",
+    "ValueError",
+    "ManifestError",
+    "AudioFileError",
+    "OSError",
+    "PermissionError",
+)
 # What a run leaves in its folder (besides evaluation outputs).
 RUN_FILE_PATTERNS = ("checkpoint_*.pth", METRICS_NAME, CONFIG_NAME, "tensorboard")
 
@@ -79,6 +87,7 @@ def resolve_resume(cfg: TrainConfig) -> ResumePoint:
         load_checkpoint,
         require_keys,
     )
+
     if not cfg.resume:
         return ResumePoint()
     path = cfg.resume
@@ -119,23 +128,32 @@ def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
 
     pairs = list_pairs(Path(cfg.dataset_folder) / "train")
     info = sf.info(str(pairs[0].input_path))
-    frame_rate = info.samplerate / int(cfg.codec_option.get("dim", 128)) \
-        if cfg.codec == "mdct" else 75.0
+    frame_rate = (
+        info.samplerate / int(cfg.codec_option.get("dim", 128)) if cfg.codec == "mdct" else 75.0
+    )
     segment_samples = int(info.frames)
     size = ModelSize(
         parameters=sum(p.numel() for p in build_model(cfg).parameters()),
         encoding_dim=cfg.encoding_dim,
-        nhead=cfg.nhead, num_layers=cfg.num_layers, num_stages=cfg.num_transformer_layers,
+        nhead=cfg.nhead,
+        num_layers=cfg.num_layers,
+        num_stages=cfg.num_transformer_layers,
         dim_feedforward=int(model_kwargs(cfg).get("dim_feedforward", 2048)),
         # A batch never holds more than a process's share of the data.
         dropout=cfg.dropout,
         batch_size=min(cfg.batch_size, -(-len(pairs) // cfg.world_size)),
         latent_frames=int(segment_samples / info.samplerate * frame_rate) + 1,
-        audio_samples=segment_samples if cfg.loss_domain == "audio" else 0)
+        audio_samples=segment_samples if cfg.loss_domain == "audio" else 0,
+    )
     device_kind = "cuda" if cfg.device != "cpu" and cuda_count else "cpu"
     machine = probe_resources(gpus_visible=cuda_count)
-    findings = check_resources(cfg.world_size, device_kind, cfg.num_workers, machine,
-                               estimate_process_ram(size, device_kind, cfg.world_size))
+    findings = check_resources(
+        cfg.world_size,
+        device_kind,
+        cfg.num_workers,
+        machine,
+        estimate_process_ram(size, device_kind, cfg.world_size),
+    )
     batch = check_batch_size(len(pairs), cfg.batch_size, cfg.world_size)
     return findings + ([batch] if batch is not None else [])
 
@@ -160,11 +178,16 @@ def prepare_run_folder(cfg: TrainConfig, resume: ResumePoint, resume_asked: bool
         names = ", ".join(path.name for path in earlier[:3])
         no_checkpoint = not any(path.suffix == ".pth" for path in earlier)
         if resume_asked and no_checkpoint:
-            log.info("--resume auto: %s holds no checkpoint of the earlier run (%s): starting "
-                     "over", folder, names)
+            log.info(
+                "--resume auto: %s holds no checkpoint of the earlier run (%s): starting over",
+                folder,
+                names,
+            )
         elif not cfg.overwrite:
-            return (f"{folder} holds an earlier run ({names}): continue it with --resume auto, "
-                    f"or pass --overwrite true to replace it")
+            return (
+                f"{folder} holds an earlier run ({names}): continue it with --resume auto, "
+                f"or pass --overwrite true to replace it"
+            )
         else:
             log.warning("--overwrite: removing the earlier run in %s (%s)", folder, names)
         for path in earlier:
@@ -185,6 +208,7 @@ def _export_env(env: LaunchEnv) -> None:
 def run_in_process(cfg: TrainConfig, env: LaunchEnv) -> int:
     """torchrun / srun rank, or a single spawn-mode process: the worker runs right here."""
     from train_simple_worker import train_worker
+
     if env.mode == "spawn":
         env = LaunchEnv(mode="spawn")  # one process: no process group at all
     else:
@@ -202,11 +226,20 @@ def spawn_workers(cfg: TrainConfig) -> int:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     if not os.environ.get("MASTER_PORT"):
         os.environ["MASTER_PORT"] = str(find_free_port())
-    log.info("spawning %d workers (%s, MASTER_ADDR=%s MASTER_PORT=%s)", cfg.world_size,
-             "nccl" if cfg.device != "cpu" and _cuda_count() else "gloo",
-             os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
-    context = mp.start_processes(train_worker, args=(cfg.world_size, dataclasses.asdict(cfg)),
-                                 nprocs=cfg.world_size, join=False, start_method="spawn")
+    log.info(
+        "spawning %d workers (%s, MASTER_ADDR=%s MASTER_PORT=%s)",
+        cfg.world_size,
+        "nccl" if cfg.device != "cpu" and _cuda_count() else "gloo",
+        os.environ["MASTER_ADDR"],
+        os.environ["MASTER_PORT"],
+    )
+    context = mp.start_processes(
+        train_worker,
+        args=(cfg.world_size, dataclasses.asdict(cfg)),
+        nprocs=cfg.world_size,
+        join=False,
+        start_method="spawn",
+    )
     stop = {"signal": None, "deadline": None, "count": 0}
 
     def forward(signum: int, _frame: Any) -> None:
@@ -218,15 +251,18 @@ def spawn_workers(cfg: TrainConfig) -> int:
         if stop["signal"] is None:
             stop["signal"] = signum
             stop["deadline"] = time.monotonic() + STOP_GRACE_S
-            log.warning("received %s: workers finish their step, write checkpoint_last.pth and "
-                        "exit", signal.Signals(signum).name)
+            log.warning(
+                "received %s: workers finish their step, write checkpoint_last.pth and exit",
+                signal.Signals(signum).name,
+            )
         # SIGINT from a terminal already reached the workers (same process group); forwarding
         # as SIGTERM covers `kill -INT <launcher>` too, and the workers' handler is idempotent.
         forwarded = signal.SIGTERM if signum == signal.SIGINT else signum
         _kill_all(context.processes, forwarded)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR1,
-                                                       signal.SIGINT)}
+    previous = {
+        s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+    }
     try:
         while True:
             try:
@@ -243,28 +279,42 @@ def spawn_workers(cfg: TrainConfig) -> int:
                 print(f"error: worker {index} failed: {last}", file=sys.stderr)
                 return EXIT_FAILED
             except mp.ProcessExitedException as error:
-                print(f"error: worker {error.error_index} exited with status {error.exit_code}"
-                      + (f" ({error.signal_name})" if error.signal_name else ""), file=sys.stderr)
+                print(
+                    f"error: worker {error.error_index} exited with status {error.exit_code}"
+                    + (f" ({error.signal_name})" if error.signal_name else ""),
+                    file=sys.stderr,
+                )
                 return EXIT_FAILED
             if stop["deadline"] is not None and time.monotonic() > stop["deadline"]:
-                print(f"error: workers did not stop within {STOP_GRACE_S:.0f} s after "
-                      f"{signal.Signals(stop['signal']).name}; killed", file=sys.stderr)
+                print(
+                    f"error: workers did not stop within {STOP_GRACE_S:.0f} s after "
+                    f"{signal.Signals(stop['signal']).name}; killed",
+                    file=sys.stderr,
+                )
                 _kill_all(context.processes, signal.SIGKILL)
                 return EXIT_FAILED
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if stop["signal"] is not None:
-        print(f"stopped by {signal.Signals(stop['signal']).name}: "
-              f"{Path(cfg.checkpoint_dir) / LAST_NAME} written; continue with "
-              f"--resume auto", file=sys.stderr)
+        print(
+            f"stopped by {signal.Signals(stop['signal']).name}: "
+            f"{Path(cfg.checkpoint_dir) / LAST_NAME} written; continue with "
+            f"--resume auto",
+            file=sys.stderr,
+        )
         return EXIT_STOPPED
     return EXIT_OK
 
 
 # A worker fails this way when another one died: its peer's error is the one to report.
-PEER_FAILURE_MARKERS = ("DistBackendError", "Connection closed by peer", "Connection reset",
-                        "NCCL communicator was aborted", "ProcessGroupGloo")
+PEER_FAILURE_MARKERS = (
+    "DistBackendError",
+    "Connection closed by peer",
+    "Connection reset",
+    "NCCL communicator was aborted",
+    "ProcessGroupGloo",
+)
 
 
 def root_cause(error_files: Sequence[str | None], error: Any) -> tuple[int, str]:
@@ -278,13 +328,17 @@ def root_cause(error_files: Sequence[str | None], error: Any) -> tuple[int, str]
                 traces.append((rank, str(pickle.load(handle))))
         except (OSError, EOFError, pickle.UnpicklingError):
             continue
-    own = [(rank, trace) for rank, trace in traces
-           if not any(marker in _last_line(trace) for marker in PEER_FAILURE_MARKERS)]
+    own = [
+        (rank, trace)
+        for rank, trace in traces
+        if not any(marker in _last_line(trace) for marker in PEER_FAILURE_MARKERS)
+    ]
     return (own or traces or [(error.error_index, str(error))])[0]
 
 
 def _cuda_count() -> int:
     import torch
+
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -300,8 +354,6 @@ def _kill_all(processes: Sequence[Any], signum: int) -> None:
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else text
-
-
 
 
 def prepare_demo(cfg: TrainConfig) -> None:
@@ -345,10 +397,24 @@ def print_summary(cfg: TrainConfig) -> None:
     records = read_metrics_log(folder / METRICS_NAME)
     if records:
         last = records[-1]
-        shown = {k: last[k] for k in ("epoch", "train_loss", "val_loss", "band_complementarity",
-                                      "band_balance", "content_alignment") if k in last}
-        print("last epoch: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                         for k, v in shown.items()))
+        shown = {
+            k: last[k]
+            for k in (
+                "epoch",
+                "train_loss",
+                "val_loss",
+                "band_complementarity",
+                "band_balance",
+                "content_alignment",
+            )
+            if k in last
+        }
+        print(
+            "last epoch: "
+            + ", ".join(
+                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()
+            )
+        )
     print(f"checkpoints and {METRICS_NAME} in {folder}")
 
 
@@ -370,6 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if env.mode == "spawn" and cuda_count == 0 and cfg.device == "auto":
         cfg = dataclasses.replace(cfg, device="cpu")
     from checkpoint import CheckpointError
+
     try:
         if cfg.demo:
             prepare_demo(cfg)
@@ -380,8 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     asked_resume = cfg.resume
     cfg = dataclasses.replace(cfg, resume=resume.path)
     if resume.path and resume.epoch >= cfg.epochs:
-        print(f"nothing to do: {resume.path} already holds {resume.epoch} epoch(s) and --epochs "
-              f"is {cfg.epochs}; raise --epochs to train further", file=sys.stderr)
+        print(
+            f"nothing to do: {resume.path} already holds {resume.epoch} epoch(s) and --epochs "
+            f"is {cfg.epochs}; raise --epochs to train further",
+            file=sys.stderr,
+        )
         return EXIT_OK
     if env.mode == "spawn":
         findings = resource_findings(cfg, cuda_count)
@@ -415,11 +485,22 @@ def launch(cfg: TrainConfig, env: LaunchEnv) -> int:
     from checkpoint import CheckpointError
 
     if env.mode != "spawn":
-        log.info("%s launch: rank %d of %d (local rank %d), master %s:%s", env.mode, env.rank,
-                 env.world_size, env.local_rank, env.master_addr, env.master_port)
+        log.info(
+            "%s launch: rank %d of %d (local rank %d), master %s:%s",
+            env.mode,
+            env.rank,
+            env.world_size,
+            env.local_rank,
+            env.master_addr,
+            env.master_port,
+        )
         if cfg.world_size != 1 and cfg.world_size != env.world_size:
-            log.warning("--world_size %d ignored: the %s environment says %d", cfg.world_size,
-                        env.mode, env.world_size)
+            log.warning(
+                "--world_size %d ignored: the %s environment says %d",
+                cfg.world_size,
+                env.mode,
+                env.world_size,
+            )
     try:
         if env.mode == "spawn" and cfg.world_size > 1:
             return spawn_workers(cfg)

@@ -103,8 +103,10 @@ class RunEnd:
 # The process
 # ============================================================================================
 
-def train_worker(rank: int, world_size: int, args: TrainConfig | dict[str, Any]
-                 ) -> dict[str, Any] | None:
+
+def train_worker(
+    rank: int, world_size: int, args: TrainConfig | dict[str, Any]
+) -> dict[str, Any] | None:
     """Entry point of one training process (torch.multiprocessing, torchrun or srun).
 
     Returns a small summary on rank 0 (None elsewhere). Raises on failure: the launcher turns
@@ -129,16 +131,20 @@ def train_worker(rank: int, world_size: int, args: TrainConfig | dict[str, Any]
         stop.uninstall()  # matters when called in-process (tests, notebooks)
 
 
-def run_training(cfg: TrainConfig, rank: int, world_size: int, device: torch.device,
-                 stop: StopRequest) -> dict[str, Any] | None:
+def run_training(
+    cfg: TrainConfig, rank: int, world_size: int, device: torch.device, stop: StopRequest
+) -> dict[str, Any] | None:
     # ---- build everything, resume, then wrap for DDP / compile
     run = build_run(cfg, rank, world_size, device)
     progress, resumed = resume(run)
     distribute(run)
     folder = Path(cfg.checkpoint_dir)
-    metrics_log = MetricsLog(folder, enabled=rank == 0,
-                             resumed_epoch=progress.epoch if resumed else None,
-                             tensorboard=cfg.tensorboard)
+    metrics_log = MetricsLog(
+        folder,
+        enabled=rank == 0,
+        resumed_epoch=progress.epoch if resumed else None,
+        tensorboard=cfg.tensorboard,
+    )
     announce(run)
     if resumed is None:
         log_initial_validation(run, metrics_log)
@@ -152,8 +158,15 @@ def run_training(cfg: TrainConfig, rank: int, world_size: int, device: torch.dev
             resumed = None
             metrics_log.reset_interval()
             outcome = train_epoch(
-                run, run.train_loader, progress, stop, sync, sums=sums, rng_state=rng_state,
-                on_interval=lambda reduced: metrics_log.interval(reduced, progress.global_step))
+                run,
+                run.train_loader,
+                progress,
+                stop,
+                sync,
+                sums=sums,
+                rng_state=rng_state,
+                on_interval=lambda reduced: metrics_log.interval(reduced, progress.global_step),
+            )
             elapsed = elapsed_before + outcome.elapsed_s
             if outcome.stopped and progress.batches_done < run.steps_per_epoch:
                 save_partial_epoch(run, progress, outcome, elapsed)
@@ -164,15 +177,22 @@ def run_training(cfg: TrainConfig, rank: int, world_size: int, device: torch.dev
             finish_epoch(run, progress, outcome, elapsed, metrics_log)
             if cfg.patience and progress.epochs_without_improvement >= cfg.patience:
                 if rank == 0:
-                    log.info("early stopping: no validation improvement for %d epoch(s); best "
-                             "epoch %d (val loss %.5g)", cfg.patience, progress.best_epoch,
-                             progress.best_val_loss)
+                    log.info(
+                        "early stopping: no validation improvement for %d epoch(s); best "
+                        "epoch %d (val loss %.5g)",
+                        cfg.patience,
+                        progress.best_epoch,
+                        progress.best_val_loss,
+                    )
                 end = RunEnd(early_stopped=True)
                 break
             if outcome.stopped:
                 if rank == 0:
-                    log.warning("stopped by signal after epoch %d: %s written; continue with "
-                                "--resume auto", progress.epoch, folder / LAST_NAME)
+                    log.warning(
+                        "stopped by signal after epoch %d: %s written; continue with --resume auto",
+                        progress.epoch,
+                        folder / LAST_NAME,
+                    )
                 end = RunEnd(stopped_by_signal=True, requeue=outcome.requeue)
                 break
     finally:
@@ -183,6 +203,7 @@ def run_training(cfg: TrainConfig, rank: int, world_size: int, device: torch.dev
 # ============================================================================================
 # Before the first epoch
 # ============================================================================================
+
 
 def resume(run: TrainingRun) -> tuple[Progress, dict[str, Any] | None]:
     """Progress from --resume's checkpoint (weights, optimizer, schedule, discriminator restored
@@ -201,9 +222,14 @@ def resume(run: TrainingRun) -> tuple[Progress, dict[str, Any] | None]:
         run.adversary.restore(path, state)
     elif "discriminator_state_dict" in state:
         log.info("%s holds a discriminator: not used (--gan_weight 0)", path)
-    log.info("resumed from %s: %d epoch(s) done%s, step %d, best val loss %.5g", path,
-             progress.epoch, f" + {progress.batches_done} batch(es)" if progress.batches_done
-             else "", progress.global_step, progress.best_val_loss)
+    log.info(
+        "resumed from %s: %d epoch(s) done%s, step %d, best val loss %.5g",
+        path,
+        progress.epoch,
+        f" + {progress.batches_done} batch(es)" if progress.batches_done else "",
+        progress.global_step,
+        progress.best_val_loss,
+    )
     return progress, state
 
 
@@ -213,37 +239,52 @@ def announce(run: TrainingRun) -> None:
         return
     cfg = run.cfg
     n_params = sum(p.numel() for p in run.model.parameters())
-    log.info("model: %.2fM parameters, %d stage(s); %d train / %d val pairs; %d process(es) on "
-             "%s; %d steps per epoch", n_params / 1e6, cfg.num_transformer_layers,
-             len(run.train_set), len(run.val_set) if run.val_set is not None else 0,
-             run.world_size, run.device.type, run.steps_per_epoch)
+    log.info(
+        "model: %.2fM parameters, %d stage(s); %d train / %d val pairs; %d process(es) on "
+        "%s; %d steps per epoch",
+        n_params / 1e6,
+        cfg.num_transformer_layers,
+        len(run.train_set),
+        len(run.val_set) if run.val_set is not None else 0,
+        run.world_size,
+        run.device.type,
+        run.steps_per_epoch,
+    )
     if cfg.use_creative_agent:
         log.info("Creative Agent ENABLED (mask_reg_weight=%g)", cfg.mask_reg_weight)
         if cfg.agent_hold_epochs:
-            log.info("the agent keeps its initial weights for the first %d epoch(s)",
-                     cfg.agent_hold_epochs)
+            log.info(
+                "the agent keeps its initial weights for the first %d epoch(s)",
+                cfg.agent_hold_epochs,
+            )
     if cfg.compile:
         log.info("torch.compile: the training steps run compiled (the first steps compile)")
     if run.adversary is not None:
-        log.info("Adversarial training ENABLED (gan_weight=%g): discriminator %.2fM parameters, "
-                 "lr %g, updated every %d step(s)", cfg.gan_weight,
-                 sum(p.numel() for p in run.adversary.module.parameters()) / 1e6, cfg.disc_lr,
-                 cfg.disc_update_freq)
+        log.info(
+            "Adversarial training ENABLED (gan_weight=%g): discriminator %.2fM parameters, "
+            "lr %g, updated every %d step(s)",
+            cfg.gan_weight,
+            sum(p.numel() for p in run.adversary.module.parameters()) / 1e6,
+            cfg.disc_lr,
+            cfg.disc_update_freq,
+        )
 
 
 def log_initial_validation(run: TrainingRun, metrics_log: MetricsLog) -> None:
     """Epoch 0: the untrained model, so curves start where training starts."""
     initial = validate(run)
     if run.rank == 0:
-        record = epoch_record(0, None, {}, initial, run.scheduler.get_last_lr()[0], 0.0,
-                              run.world_size)
+        record = epoch_record(
+            0, None, {}, initial, run.scheduler.get_last_lr()[0], 0.0, run.world_size
+        )
         metrics_log.write(record)
         log.info(summary_line(record, run.cfg.epochs, improved=False))
         log_listening_samples(run, metrics_log, 0)
 
 
-def start_epoch(run: TrainingRun, progress: Progress, resumed: dict[str, Any] | None
-                ) -> tuple[MetricSums, dict[str, Any] | None, float]:
+def start_epoch(
+    run: TrainingRun, progress: Progress, resumed: dict[str, Any] | None
+) -> tuple[MetricSums, dict[str, Any] | None, float]:
     """Position data order and randomness for epoch ``progress.epoch`` (functions of seed, epoch
     and rank only); after a mid-epoch stop, also the sums, RNG state and time already spent."""
     cfg, epoch = run.cfg, progress.epoch
@@ -265,18 +306,29 @@ def start_epoch(run: TrainingRun, progress: Progress, resumed: dict[str, Any] | 
 # One step, one epoch, validation
 # ============================================================================================
 
-def forward_and_loss(model: nn.Module, batch: dict[str, Any], loss: TrainingLoss,
-                     precision: str, adversarial: bool = True
-                     ) -> tuple[Tensor, LossBreakdown, dict[str, Tensor]]:
+
+def forward_and_loss(
+    model: nn.Module,
+    batch: dict[str, Any],
+    loss: TrainingLoss,
+    precision: str,
+    adversarial: bool = True,
+) -> tuple[Tensor, LossBreakdown, dict[str, Tensor]]:
     """The model on one batch and its loss: (output latents, loss breakdown, mask figures)."""
     with autocast_for(batch["input_latent"].device, precision):
-        output, mask_reg_loss, record = model(batch["input_latent"], batch["target_latent"],
-                                              return_record=True)
+        output, mask_reg_loss, record = model(
+            batch["input_latent"], batch["target_latent"], return_record=True
+        )
     # Losses always in fp32 (ReconstructionLoss also disables autocast inside).
     breakdown = loss(output.float(), batch, mask_reg_loss, adversarial=adversarial)
     figures = dict(record.statistics)
-    figures.update({f"reg_{name}": value for name, value in record.regularizer_terms.items()
-                    if name != "reg_loss"})
+    figures.update(
+        {
+            f"reg_{name}": value
+            for name, value in record.regularizer_terms.items()
+            if name != "reg_loss"
+        }
+    )
     return output.float(), breakdown, figures
 
 
@@ -293,11 +345,16 @@ def held_agent_parameters(model: nn.Module, epoch: int, hold_epochs: int) -> lis
     return [p for p in agent.mask_generator.parameters() if p.requires_grad]
 
 
-def train_epoch(run: TrainingRun, loader: Any, progress: Progress, stop: StopRequest,
-                sync: StepSync, sums: MetricSums | None = None,
-                rng_state: dict[str, Any] | None = None,
-                on_interval: Callable[[dict[str, tuple[float, float]]], None] | None = None
-                ) -> EpochOutcome:
+def train_epoch(
+    run: TrainingRun,
+    loader: Any,
+    progress: Progress,
+    stop: StopRequest,
+    sync: StepSync,
+    sums: MetricSums | None = None,
+    rng_state: dict[str, Any] | None = None,
+    on_interval: Callable[[dict[str, tuple[float, float]]], None] | None = None,
+) -> EpochOutcome:
     """Train over ``loader`` (already positioned for this epoch) until it ends,
     ``run.steps_per_epoch`` batches of the epoch are done, or all ranks agree to stop.
     Updates ``progress`` in place."""
@@ -313,9 +370,15 @@ def train_epoch(run: TrainingRun, loader: Any, progress: Progress, stop: StopReq
     max_steps = run.steps_per_epoch
     tty = os.isatty(2)
     # In a log file (SLURM) the bar updates every 30 s and keeps its last state on its own line.
-    bar = tqdm(total=max_steps, initial=progress.batches_done, disable=rank != 0, leave=not tty,
-               desc=f"epoch {progress.epoch + 1}/{cfg.epochs}", dynamic_ncols=True,
-               mininterval=1.0 if tty else 30.0)
+    bar = tqdm(
+        total=max_steps,
+        initial=progress.batches_done,
+        disable=rank != 0,
+        leave=not tty,
+        desc=f"epoch {progress.epoch + 1}/{cfg.epochs}",
+        dynamic_ncols=True,
+        mininterval=1.0 if tty else 30.0,
+    )
     parameters = [p for p in run.model.parameters() if p.requires_grad]
     held = held_agent_parameters(run.model, progress.epoch, cfg.agent_hold_epochs)
     max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
@@ -325,16 +388,21 @@ def train_epoch(run: TrainingRun, loader: Any, progress: Progress, stop: StopReq
         batch = next(iterator, None)
         if batch is None:
             break
-        if cfg.fail_at_step >= 0 and progress.global_step == cfg.fail_at_step \
-                and rank == world_size - 1:
-            raise RuntimeError(f"injected failure at step {cfg.fail_at_step} on rank {rank} "
-                               f"(--fail_at_step)")
+        if (
+            cfg.fail_at_step >= 0
+            and progress.global_step == cfg.fail_at_step
+            and rank == world_size - 1
+        ):
+            raise RuntimeError(
+                f"injected failure at step {cfg.fail_at_step} on rank {rank} (--fail_at_step)"
+            )
         batch = to_device(batch, device)
         batch_size = int(batch["input_latent"].shape[0])
 
         # ---- forward, backward, agreed update
-        output, breakdown, figures = forward_and_loss(run.step_model, batch, run.loss,
-                                                      cfg.precision)
+        output, breakdown, figures = forward_and_loss(
+            run.step_model, batch, run.loss, cfg.precision
+        )
         breakdown.total.backward()
         for parameter in held:
             # Without a gradient AdamW leaves a weight alone: no update, no decay, no moments.
@@ -348,8 +416,9 @@ def train_epoch(run: TrainingRun, loader: Any, progress: Progress, stop: StopReq
         if adversary is not None and progress.global_step % adversary.update_every == 0:
             # After the generator's backward: updating the discriminator in place earlier would
             # invalidate the weights the generator loss was computed with.
-            values.update(discriminator_step(adversary, batch["target_latent"], output,
-                                             cfg.precision))
+            values.update(
+                discriminator_step(adversary, batch["target_latent"], output, cfg.precision)
+            )
 
         # ---- bookkeeping: a skipped step contributes no loss figures
         sums.add(values, weight=(1.0 - found_inf) * batch_size)
@@ -369,15 +438,19 @@ def train_epoch(run: TrainingRun, loader: Any, progress: Progress, stop: StopReq
         # Reading the agreed flags costs a device sync on GPUs only; on CPU read them every step,
         # so a stop signal never waits for slow steps to add up.
         if device.type == "cpu" or progress.global_step % cfg.sync_every == 0:
-            stopped, requeue = sync.poll(f"epoch {progress.epoch + 1}, step "
-                                         f"{progress.global_step}")
+            stopped, requeue = sync.poll(f"epoch {progress.epoch + 1}, step {progress.global_step}")
             if stopped:
                 break
     bar.close()
     if not stopped:
         stopped, requeue = sync.poll(f"end of epoch {progress.epoch + 1}")
-    return EpochOutcome(sums=sums, steps=steps, elapsed_s=time.perf_counter() - start,
-                        stopped=stopped, requeue=requeue)
+    return EpochOutcome(
+        sums=sums,
+        steps=steps,
+        elapsed_s=time.perf_counter() - start,
+        stopped=stopped,
+        requeue=requeue,
+    )
 
 
 @torch.no_grad()
@@ -395,10 +468,10 @@ def validate(run: TrainingRun) -> dict[str, float]:
             if run.cfg.max_val_batches and index >= run.cfg.max_val_batches:
                 break
             batch = to_device(batch, run.device)
-            _, breakdown, figures = forward_and_loss(model, batch, run.loss, run.cfg.precision,
-                                                     adversarial=False)
-            sums.add({**breakdown.terms, **figures},
-                     weight=int(batch["input_latent"].shape[0]))
+            _, breakdown, figures = forward_and_loss(
+                model, batch, run.loss, run.cfg.precision, adversarial=False
+            )
+            sums.add({**breakdown.terms, **figures}, weight=int(batch["input_latent"].shape[0]))
         model.train(was_training)
     return reduce_metric_sums(sums, sync_names=True)
 
@@ -407,8 +480,14 @@ def validate(run: TrainingRun) -> dict[str, float]:
 # After an epoch: bookkeeping and checkpoints
 # ============================================================================================
 
-def finish_epoch(run: TrainingRun, progress: Progress, outcome: EpochOutcome, elapsed: float,
-                 metrics_log: MetricsLog) -> None:
+
+def finish_epoch(
+    run: TrainingRun,
+    progress: Progress,
+    outcome: EpochOutcome,
+    elapsed: float,
+    metrics_log: MetricsLog,
+) -> None:
     """Validate, score, log and checkpoint a completed epoch (collective)."""
     train_reduced = outcome.sums.reduce(sync_names=True)
     train_means = means(train_reduced)
@@ -424,15 +503,25 @@ def finish_epoch(run: TrainingRun, progress: Progress, outcome: EpochOutcome, el
     else:
         progress.epochs_without_improvement += 1
     run.scheduler.step_epoch(score)
-    record = epoch_record(epoch, train_means, train_totals, val, run.scheduler.get_last_lr()[0],
-                          elapsed, run.world_size)
+    record = epoch_record(
+        epoch,
+        train_means,
+        train_totals,
+        val,
+        run.scheduler.get_last_lr()[0],
+        elapsed,
+        run.world_size,
+    )
     check_finite_weights(run, f"end of epoch {epoch}")
     rng_states = gather_rng_states()
     if run.rank == 0:
         metrics_log.write(record)
         if "mask_reg_loss" in train_means:
-            log.info("Creative Agent mask regularization loss: %.6f (weight=%g)",
-                     train_means["mask_reg_loss"], run.cfg.mask_reg_weight)
+            log.info(
+                "Creative Agent mask regularization loss: %.6f (weight=%g)",
+                train_means["mask_reg_loss"],
+                run.cfg.mask_reg_weight,
+            )
         log.info(summary_line(record, run.cfg.epochs, improved))
         save_epoch_checkpoints(run, progress, rng_states, improved)
         log_listening_samples(run, metrics_log, epoch)
@@ -445,22 +534,29 @@ def log_listening_samples(run: TrainingRun, metrics_log: MetricsLog, epoch: int)
         return
     dataset = run.val_set if run.val_set is not None else run.train_set
     indices = sample_indices(len(dataset), LISTENING_PAIRS)
-    metrics_log.samples(epoch, collect_samples(run.model, run.codec, dataset, indices,
-                                               max_seconds=LISTENING_SECONDS))
+    metrics_log.samples(
+        epoch,
+        collect_samples(run.model, run.codec, dataset, indices, max_seconds=LISTENING_SECONDS),
+    )
 
 
-def save_epoch_checkpoints(run: TrainingRun, progress: Progress,
-                           rng_states: list[dict[str, Any]], improved: bool) -> None:
+def save_epoch_checkpoints(
+    run: TrainingRun, progress: Progress, rng_states: list[dict[str, Any]], improved: bool
+) -> None:
     """checkpoint_best (when improved) and checkpoint_epoch_N (every --save_every) first,
     checkpoint_last last, so last never names a best epoch that is not on disk."""
     every = run.cfg.save_every
     save_training_checkpoints(
-        run.cfg.checkpoint_dir, checkpoint_of(run, progress, rng_states), best=improved,
-        epoch_copy=progress.epoch if every and progress.epoch % every == 0 else None)
+        run.cfg.checkpoint_dir,
+        checkpoint_of(run, progress, rng_states),
+        best=improved,
+        epoch_copy=progress.epoch if every and progress.epoch % every == 0 else None,
+    )
 
 
-def save_partial_epoch(run: TrainingRun, progress: Progress, outcome: EpochOutcome,
-                       elapsed: float) -> None:
+def save_partial_epoch(
+    run: TrainingRun, progress: Progress, outcome: EpochOutcome, elapsed: float
+) -> None:
     """Stopped mid-epoch: save where we are; a resume continues this epoch (collective)."""
     reduced = outcome.sums.reduce(sync_names=True)
     check_finite_weights(run, f"epoch {progress.epoch + 1}")
@@ -470,15 +566,31 @@ def save_partial_epoch(run: TrainingRun, progress: Progress, outcome: EpochOutco
     folder = Path(run.cfg.checkpoint_dir)
     partial = {"sums": {k: list(v) for k, v in reduced.items()}, "elapsed_s": elapsed}
     save_checkpoint(folder / LAST_NAME, checkpoint_of(run, progress, rng_states, partial))
-    log.warning("stopped by signal in epoch %d after %d batch(es): wrote %s; continue with "
-                "--resume auto", progress.epoch + 1, progress.batches_done, folder / LAST_NAME)
+    log.warning(
+        "stopped by signal in epoch %d after %d batch(es): wrote %s; continue with --resume auto",
+        progress.epoch + 1,
+        progress.batches_done,
+        folder / LAST_NAME,
+    )
 
 
-def checkpoint_of(run: TrainingRun, progress: Progress, rng_states: list[dict[str, Any]],
-                  partial_epoch: dict[str, Any] | None = None) -> dict[str, Any]:
+def checkpoint_of(
+    run: TrainingRun,
+    progress: Progress,
+    rng_states: list[dict[str, Any]],
+    partial_epoch: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     extra = run.adversary.checkpoint_entries() if run.adversary is not None else None
-    return build_checkpoint(run.model, run.optimizer, run.scheduler.state_dict(), progress,
-                            dataclasses.asdict(run.cfg), rng_states, partial_epoch, extra)
+    return build_checkpoint(
+        run.model,
+        run.optimizer,
+        run.scheduler.state_dict(),
+        progress,
+        dataclasses.asdict(run.cfg),
+        rng_states,
+        partial_epoch,
+        extra,
+    )
 
 
 def check_finite_weights(run: TrainingRun, where: str) -> None:
@@ -489,9 +601,11 @@ def check_finite_weights(run: TrainingRun, where: str) -> None:
     for kind, module in modules:
         for name, tensor in module.state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise NonFiniteError(f"{kind} weight {name} became non-finite ({where}); not "
-                                     f"writing a checkpoint. Resume from the last one with a "
-                                     f"lower --lr" + (" / --disc_lr" if kind != "model" else ""))
+                raise NonFiniteError(
+                    f"{kind} weight {name} became non-finite ({where}); not "
+                    f"writing a checkpoint. Resume from the last one with a "
+                    f"lower --lr" + (" / --disc_lr" if kind != "model" else "")
+                )
 
 
 def finish_run(run: TrainingRun, progress: Progress, end: RunEnd) -> dict[str, Any] | None:
@@ -503,8 +617,18 @@ def finish_run(run: TrainingRun, progress: Progress, end: RunEnd) -> dict[str, A
     if run.rank != 0:
         return None
     if not end.stopped_by_signal and not end.early_stopped:
-        log.info("training finished: %d epoch(s), best epoch %d (val loss %.5g); checkpoints in "
-                 "%s", progress.epoch, progress.best_epoch, progress.best_val_loss, folder)
-    return {"epoch": progress.epoch, "best_val_loss": progress.best_val_loss,
-            "best_epoch": progress.best_epoch, "stopped_by_signal": end.stopped_by_signal,
-            "early_stopped": end.early_stopped, "checkpoint_dir": str(folder)}
+        log.info(
+            "training finished: %d epoch(s), best epoch %d (val loss %.5g); checkpoints in %s",
+            progress.epoch,
+            progress.best_epoch,
+            progress.best_val_loss,
+            folder,
+        )
+    return {
+        "epoch": progress.epoch,
+        "best_val_loss": progress.best_val_loss,
+        "best_epoch": progress.best_epoch,
+        "stopped_by_signal": end.stopped_by_signal,
+        "early_stopped": end.early_stopped,
+        "checkpoint_dir": str(folder),
+    }

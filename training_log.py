@@ -31,26 +31,56 @@ METRICS_NAME = "metrics.jsonl"
 # Display labels of every figure a run shows: the mask figures' own, then the training ones.
 LABELS: dict[str, str] = {
     **METRIC_LABELS,
-    "train_loss": "train_loss", "val_loss": "val_loss", "loss": "loss",
-    "disc_accuracy_real": "D_acc_real", "disc_accuracy_fake": "D_acc_fake",
-    "disc_loss": "D_loss", "gen_loss": "G_loss", "grad_norm": "grad_norm", "lr": "lr",
+    "train_loss": "train_loss",
+    "val_loss": "val_loss",
+    "loss": "loss",
+    "disc_accuracy_real": "D_acc_real",
+    "disc_accuracy_fake": "D_acc_fake",
+    "disc_loss": "D_loss",
+    "gen_loss": "G_loss",
+    "grad_norm": "grad_norm",
+    "lr": "lr",
 }
 # Shown on the progress bar (running means over the epoch) when present.
-BAR_FIGURES = ("loss", "band_complementarity", "band_balance", "disc_accuracy_real",
-               "disc_accuracy_fake", "disc_loss", "gen_loss")
+BAR_FIGURES = (
+    "loss",
+    "band_complementarity",
+    "band_balance",
+    "disc_accuracy_real",
+    "disc_accuracy_fake",
+    "disc_loss",
+    "gen_loss",
+)
 # Shown in the one-line epoch summary when present: band figures lead.
-SUMMARY_FIGURES = ("train_loss", "val_loss", "band_complementarity", "band_balance",
-                   "band_temporal_diversity", "band_pair_diversity", "band_switches",
-                   "content_alignment", "complementarity", "balance", "disc_accuracy_real",
-                   "disc_accuracy_fake", "gen_loss", "grad_norm", "lr")
+SUMMARY_FIGURES = (
+    "train_loss",
+    "val_loss",
+    "band_complementarity",
+    "band_balance",
+    "band_temporal_diversity",
+    "band_pair_diversity",
+    "band_switches",
+    "content_alignment",
+    "complementarity",
+    "balance",
+    "disc_accuracy_real",
+    "disc_accuracy_fake",
+    "gen_loss",
+    "grad_norm",
+    "lr",
+)
 
 
 def setup_logging(rank: int = 0) -> None:
     """INFO on rank 0, warnings and errors elsewhere, with the rank in every line."""
     level = logging.INFO if rank == 0 else logging.WARNING
-    logging.basicConfig(level=level, stream=sys.stderr, force=True,
-                        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        force=True,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
 class MetricSums:
@@ -81,8 +111,9 @@ class MetricSums:
 
     def _index(self, names: tuple[str, ...]) -> Tensor:
         if names not in self._index_cache:
-            self._index_cache[names] = torch.tensor([self._position[n] for n in names],
-                                                    device=self.device)
+            self._index_cache[names] = torch.tensor(
+                [self._position[n] for n in names], device=self.device
+            )
         return self._index_cache[names]
 
     def add(self, values: dict[str, Tensor | float], weight: float | Tensor = 1.0) -> None:
@@ -90,10 +121,14 @@ class MetricSums:
             return
         names = tuple(values)
         self._ensure(names)
-        vector = torch.stack([
-            v.detach().reshape(()).to(self.device, torch.float64) if isinstance(v, Tensor)
-            else torch.tensor(float(v), dtype=torch.float64, device=self.device)
-            for v in values.values()])
+        vector = torch.stack(
+            [
+                v.detach().reshape(()).to(self.device, torch.float64)
+                if isinstance(v, Tensor)
+                else torch.tensor(float(v), dtype=torch.float64, device=self.device)
+                for v in values.values()
+            ]
+        )
         finite = torch.isfinite(vector)
         weights = finite.to(torch.float64) * weight
         index = self._index(names)
@@ -146,7 +181,6 @@ def reduce_metric_sums(sums: MetricSums, sync_names: bool = False) -> dict[str, 
     return means(sums.reduce(sync_names=sync_names))
 
 
-
 def read_metrics_log(path: Path, up_to_epoch: int | None = None) -> list[dict[str, Any]]:
     """The records of a metrics.jsonl, in order; a torn or unreadable line (a crash or a full
     disk mid-append) is dropped with a warning instead of stopping whoever reads the log."""
@@ -179,8 +213,9 @@ class MetricsLog:
     last line, which a resume drops.
     """
 
-    def __init__(self, folder: Path, enabled: bool, resumed_epoch: int | None,
-                 tensorboard: bool) -> None:
+    def __init__(
+        self, folder: Path, enabled: bool, resumed_epoch: int | None, tensorboard: bool
+    ) -> None:
         self.path = folder / METRICS_NAME
         self.enabled = enabled
         self.tracker = TensorBoardTracker(folder, enabled=enabled and tensorboard)
@@ -199,8 +234,10 @@ class MetricsLog:
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                 for k, v in record.items()}
+        clean = {
+            k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+            for k, v in record.items()
+        }
         try:
             with open(self.path, "a") as handle:
                 handle.write(json.dumps(clean) + "\n")
@@ -208,9 +245,12 @@ class MetricsLog:
                 os.fsync(handle.fileno())
         except OSError as error:
             # A failed write (a full disk) names no file: say which, and what is left of it.
-            raise OSError(error.errno, f"cannot append epoch {record['epoch']} to {self.path}: "
-                          f"{error.strerror or error}; the earlier records are intact (a torn "
-                          f"last line is dropped on resume)") from None
+            raise OSError(
+                error.errno,
+                f"cannot append epoch {record['epoch']} to {self.path}: "
+                f"{error.strerror or error}; the earlier records are intact (a torn "
+                f"last line is dropped on resume)",
+            ) from None
         self.tracker.log_scalars(clean, record["epoch"])
 
     def interval(self, reduced: dict[str, tuple[float, float]], step: int) -> None:
@@ -235,15 +275,25 @@ class MetricsLog:
         self.tracker.close()
 
 
-TRAIN_KEYS = {"loss": "train_loss", "reconstruction": "train_reconstruction",
-              "mask_reg_loss": "train_mask_reg_loss", **{name: name for name in GAN_METRICS}}
+TRAIN_KEYS = {
+    "loss": "train_loss",
+    "reconstruction": "train_reconstruction",
+    "mask_reg_loss": "train_mask_reg_loss",
+    **{name: name for name in GAN_METRICS},
+}
 # Step bookkeeping summed by the training loop, not figures of the model.
 STEP_COUNTERS = ("loss", "grad_norm", "samples", "nonfinite_steps")
 
 
-def epoch_record(epoch: int, train: dict[str, float] | None, train_totals: dict[str, float],
-                 val: dict[str, float], lr: float, elapsed_s: float, world_size: int
-                 ) -> dict[str, Any]:
+def epoch_record(
+    epoch: int,
+    train: dict[str, float] | None,
+    train_totals: dict[str, float],
+    val: dict[str, float],
+    lr: float,
+    elapsed_s: float,
+    world_size: int,
+) -> dict[str, Any]:
     """One metrics.jsonl line. Unprefixed mask figures are the validation ones (the model as it
     stands after the epoch); train_ prefixed ones average the epoch."""
     record: dict[str, Any] = {"epoch": epoch}
@@ -263,8 +313,9 @@ def epoch_record(epoch: int, train: dict[str, float] | None, train_totals: dict[
         record["grad_norm"] = train.get("grad_norm")
         samples = train_totals.get("samples", 0.0)
         record["samples_per_s"] = samples / elapsed_s if elapsed_s > 0 else None
-        record["nonfinite_steps"] = int(round(train_totals.get("nonfinite_steps", 0.0)
-                                              / max(1, world_size)))
+        record["nonfinite_steps"] = int(
+            round(train_totals.get("nonfinite_steps", 0.0) / max(1, world_size))
+        )
         record["epoch_time_s"] = elapsed_s
     record["lr"] = lr
     return record
@@ -272,8 +323,9 @@ def epoch_record(epoch: int, train: dict[str, float] | None, train_totals: dict[
 
 def summary_line(record: dict[str, Any], epochs: int, improved: bool) -> str:
     parts = [f"epoch {record['epoch']}/{epochs}"]
-    parts += [f"{LABELS[key]} {record[key]:.3g}" for key in SUMMARY_FIGURES
-              if record.get(key) is not None]
+    parts += [
+        f"{LABELS[key]} {record[key]:.3g}" for key in SUMMARY_FIGURES if record.get(key) is not None
+    ]
     if record.get("samples_per_s"):
         parts.append(f"{record['samples_per_s']:.1f} samples/s")
     if record.get("nonfinite_steps"):

@@ -69,48 +69,64 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v)
-            for k, v in batch.items()}
+    return {
+        k: (v.to(device, non_blocking=True) if isinstance(v, Tensor) else v)
+        for k, v in batch.items()
+    }
 
 
-def build_datasets(cfg: TrainConfig, codec: Codec, rank: int, world_size: int
-                   ) -> tuple[Dataset, Dataset | None]:
+def build_datasets(
+    cfg: TrainConfig, codec: Codec, rank: int, world_size: int
+) -> tuple[Dataset, Dataset | None]:
     """Train and validation pairs as cached latents (one process builds the cache)."""
     from dataset_wav_pairs import WavPairsDataset
     from pair_manifest import split_has_pairs
 
-    common = dict(return_audio=cfg.loss_domain == "audio", seed=cfg.seed, rank=rank,
-                  world_size=world_size)
-    train_set = WavPairsDataset(cfg.dataset_folder, codec, split="train",
-                                shuffle_targets=cfg.shuffle_targets, unity_test=cfg.unity_test,
-                                **common)
+    common = dict(
+        return_audio=cfg.loss_domain == "audio", seed=cfg.seed, rank=rank, world_size=world_size
+    )
+    train_set = WavPairsDataset(
+        cfg.dataset_folder,
+        codec,
+        split="train",
+        shuffle_targets=cfg.shuffle_targets,
+        unity_test=cfg.unity_test,
+        **common,
+    )
     if len(train_set) == 0:
         raise ValueError(f"{cfg.dataset_folder}/train holds no pairs")
     val_set = None
     if split_has_pairs(cfg.dataset_folder, "val"):
-        val_set = WavPairsDataset(cfg.dataset_folder, codec, split="val",
-                                  unity_test=cfg.unity_test, **common)
+        val_set = WavPairsDataset(
+            cfg.dataset_folder, codec, split="val", unity_test=cfg.unity_test, **common
+        )
     if val_set is None or len(val_set) == 0:
-        log.warning("%s has no validation pairs: best checkpoint and early stopping use the "
-                    "training loss", cfg.dataset_folder)
+        log.warning(
+            "%s has no validation pairs: best checkpoint and early stopping use the training loss",
+            cfg.dataset_folder,
+        )
         val_set = None
     return train_set, val_set
 
 
-def build_loaders(cfg: TrainConfig, train_set: Dataset, val_set: Dataset | None, rank: int,
-                  world_size: int
-                  ) -> tuple[DataLoader, ResumableDistributedSampler, DataLoader | None]:
+def build_loaders(
+    cfg: TrainConfig, train_set: Dataset, val_set: Dataset | None, rank: int, world_size: int
+) -> tuple[DataLoader, ResumableDistributedSampler, DataLoader | None]:
     # Our own samplers (not make_dataloader's): the order must be a function of (seed, epoch)
     # for resume equivalence, and a resumed epoch must be able to start mid-way.
     sampler = ResumableDistributedSampler(train_set, world_size, rank, shuffle=True, seed=cfg.seed)
-    common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                  pin_memory=torch.cuda.is_available() and cfg.device != "cpu",
-                  persistent_workers=cfg.num_workers > 0)
+    common = dict(
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        pin_memory=torch.cuda.is_available() and cfg.device != "cpu",
+        persistent_workers=cfg.num_workers > 0,
+    )
     train_loader = DataLoader(train_set, sampler=sampler, **common)
     val_loader = None
     if val_set is not None:
-        val_loader = DataLoader(val_set, sampler=ShardSampler(len(val_set), rank, world_size),
-                                **common)
+        val_loader = DataLoader(
+            val_set, sampler=ShardSampler(len(val_set), rank, world_size), **common
+        )
     return train_loader, sampler, val_loader
 
 
@@ -124,9 +140,15 @@ def build_model(cfg: TrainConfig) -> SimpleTransformer:
     return model
 
 
-def build_run(cfg: TrainConfig, rank: int, world_size: int, device: torch.device, *,
-              with_data: bool = True,
-              prepare_model: Callable[[nn.Module], None] | None = None) -> TrainingRun:
+def build_run(
+    cfg: TrainConfig,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    *,
+    with_data: bool = True,
+    prepare_model: Callable[[nn.Module], None] | None = None,
+) -> TrainingRun:
     """Everything a run needs, unwrapped (see ``distribute``). ``with_data=False`` builds no
     datasets (the benchmark feeds its own batches); ``prepare_model`` may change the model
     before its optimizer is built (the benchmark swaps layer implementations)."""
@@ -137,8 +159,9 @@ def build_run(cfg: TrainConfig, rank: int, world_size: int, device: torch.device
     steps_per_epoch = cfg.max_steps_per_epoch or 1
     if with_data:
         train_set, val_set = build_datasets(cfg, codec, rank, world_size)
-        train_loader, train_sampler, val_loader = build_loaders(cfg, train_set, val_set, rank,
-                                                                world_size)
+        train_loader, train_sampler, val_loader = build_loaders(
+            cfg, train_set, val_set, rank, world_size
+        )
         steps_per_epoch = math.ceil(train_sampler.num_samples / cfg.batch_size)
         if cfg.max_steps_per_epoch:
             steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
@@ -147,31 +170,62 @@ def build_run(cfg: TrainConfig, rank: int, world_size: int, device: torch.device
     if prepare_model is not None:
         prepare_model(model)
     model = model.to(device)
-    weights = LossWeights(input=cfg.loss_weight_input, target=cfg.loss_weight_target,
-                          spectral=cfg.loss_weight_spectral, mel=cfg.loss_weight_mel)
-    reconstruction = ReconstructionLoss(codec.to(device), loss_domain=cfg.loss_domain,
-                                        weights=weights)
+    weights = LossWeights(
+        input=cfg.loss_weight_input,
+        target=cfg.loss_weight_target,
+        spectral=cfg.loss_weight_spectral,
+        mel=cfg.loss_weight_mel,
+    )
+    reconstruction = ReconstructionLoss(
+        codec.to(device), loss_domain=cfg.loss_domain, weights=weights
+    )
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
-    scheduler = LRSchedule(optimizer, cfg.schedule, cfg.warmup_steps,
-                           total_steps=cfg.epochs * steps_per_epoch,
-                           plateau_factor=cfg.plateau_factor,
-                           plateau_patience=cfg.plateau_patience)
+    scheduler = LRSchedule(
+        optimizer,
+        cfg.schedule,
+        cfg.warmup_steps,
+        total_steps=cfg.epochs * steps_per_epoch,
+        plateau_factor=cfg.plateau_factor,
+        plateau_patience=cfg.plateau_patience,
+    )
     adversary = None
     if cfg.gan_weight > 0:
         # Sized like the creative agent's own discriminator (agent_hidden_dim).
-        adversary = build_adversary(cfg.encoding_dim, model.config["agent_hidden_dim"],
-                                    lr=cfg.disc_lr, weight_decay=cfg.weight_decay,
-                                    update_every=cfg.disc_update_freq, grad_clip=cfg.grad_clip,
-                                    device=device)
-    loss = TrainingLoss(reconstruction, cfg.mask_reg_weight, cfg.gan_weight,
-                        adversary.module if adversary is not None else None,
-                        precision=cfg.precision).to(device)
-    return TrainingRun(cfg=cfg, device=device, rank=rank, world_size=world_size, codec=codec,
-                       train_set=train_set, val_set=val_set, train_loader=train_loader,
-                       train_sampler=train_sampler, val_loader=val_loader,
-                       steps_per_epoch=steps_per_epoch, model=model, loss=loss,
-                       optimizer=optimizer, scheduler=scheduler, adversary=adversary,
-                       step_model=model)
+        adversary = build_adversary(
+            cfg.encoding_dim,
+            model.config["agent_hidden_dim"],
+            lr=cfg.disc_lr,
+            weight_decay=cfg.weight_decay,
+            update_every=cfg.disc_update_freq,
+            grad_clip=cfg.grad_clip,
+            device=device,
+        )
+    loss = TrainingLoss(
+        reconstruction,
+        cfg.mask_reg_weight,
+        cfg.gan_weight,
+        adversary.module if adversary is not None else None,
+        precision=cfg.precision,
+    ).to(device)
+    return TrainingRun(
+        cfg=cfg,
+        device=device,
+        rank=rank,
+        world_size=world_size,
+        codec=codec,
+        train_set=train_set,
+        val_set=val_set,
+        train_loader=train_loader,
+        train_sampler=train_sampler,
+        val_loader=val_loader,
+        steps_per_epoch=steps_per_epoch,
+        model=model,
+        loss=loss,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        adversary=adversary,
+        step_model=model,
+    )
 
 
 def distribute(run: TrainingRun) -> None:

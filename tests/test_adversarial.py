@@ -1,6 +1,7 @@
 """Adversarial training (--gan_weight, --disc_lr, --disc_update_freq): the discriminator learns
 to tell targets from outputs, its state resumes exactly, and with --gan_weight 0 it does not exist.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,9 +24,25 @@ def data(tmp_path_factory) -> Path:
 
 def _config(data: Path, folder: Path, *extra: str, **changes):
     from train_config import parse_config
-    cfg = parse_config(["--dataset_folder", str(data), "--checkpoint_dir", str(folder),
-                        *TINY_ARGS, "--use_creative_agent", "true", "--save_every", "0",
-                        "--patience", "0", "--tensorboard", "false", *extra])
+
+    cfg = parse_config(
+        [
+            "--dataset_folder",
+            str(data),
+            "--checkpoint_dir",
+            str(folder),
+            *TINY_ARGS,
+            "--use_creative_agent",
+            "true",
+            "--save_every",
+            "0",
+            "--patience",
+            "0",
+            "--tensorboard",
+            "false",
+            *extra,
+        ]
+    )
     return dataclasses.replace(cfg, **changes)
 
 
@@ -33,9 +50,11 @@ def _config(data: Path, folder: Path, *extra: str, **changes):
 # Units: the generator term never trains the discriminator; a discriminator step does
 # --------------------------------------------------------------------------------------------
 
+
 def test_generator_loss_reaches_the_output_not_the_discriminator(tmp_path):
     from adversary import discriminator_step
     from training_setup import build_run
+
     cfg = _config(tmp_path, tmp_path, "--gan_weight", "0.5", "--disc_lr", "1e-2")
     run = build_run(cfg, 0, 1, torch.device("cpu"), with_data=False)
     adversary = run.adversary
@@ -56,6 +75,7 @@ def test_generator_loss_reaches_the_output_not_the_discriminator(tmp_path):
 
 def test_gan_weight_zero_builds_no_discriminator(tmp_path):
     from training_setup import build_model, build_run
+
     cfg = _config(tmp_path, tmp_path)
     assert cfg.gan_weight == 0
     run = build_run(cfg, 0, 1, torch.device("cpu"), with_data=False)
@@ -71,14 +91,17 @@ def test_gan_weight_zero_builds_no_discriminator(tmp_path):
 
 def test_gan_flags_are_validated(tmp_path):
     from train_config import parse_config, validate_config
+
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "pair_00000_input.wav").touch()  # found by name; never opened here
     (tmp_path / "train" / "pair_00000_output.wav").touch()
     base = ["--dataset_folder", str(tmp_path)]
     assert validate_config(parse_config([*base, "--gan_weight", "0.1"]), 0) == []
-    for argv, fragment in ((["--gan_weight", "-1"], "--gan_weight must be >= 0"),
-                           (["--disc_lr", "0"], "--disc_lr must be > 0"),
-                           (["--disc_update_freq", "0"], "--disc_update_freq must be >= 1")):
+    for argv, fragment in (
+        (["--gan_weight", "-1"], "--gan_weight must be >= 0"),
+        (["--disc_lr", "0"], "--disc_lr must be > 0"),
+        (["--disc_update_freq", "0"], "--disc_update_freq must be >= 1"),
+    ):
         errors = validate_config(parse_config([*base, *argv]), 0)
         assert any(fragment in e for e in errors), errors
 
@@ -86,6 +109,7 @@ def test_gan_flags_are_validated(tmp_path):
 # --------------------------------------------------------------------------------------------
 # A short adversarial run: the discriminator moves away from chance
 # --------------------------------------------------------------------------------------------
+
 
 def test_short_adversarial_run_discriminator_learns(data, tmp_path):
     from creative_agent import StyleDiscriminator
@@ -95,8 +119,22 @@ def test_short_adversarial_run_discriminator_learns(data, tmp_path):
     # 8 pairs, batch 2: 4 discriminator steps per epoch, 16 in all. An untrained generator's
     # outputs are easy to tell from real targets; at disc_lr 1e-2 every seed tried separates
     # them completely by the last epoch (the test asks for much less).
-    train_worker(0, 1, _config(data, run, "--gan_weight", "0.1", "--disc_lr", "1e-2",
-                               "--epochs", "4", "--batch_size", "2"))
+    train_worker(
+        0,
+        1,
+        _config(
+            data,
+            run,
+            "--gan_weight",
+            "0.1",
+            "--disc_lr",
+            "1e-2",
+            "--epochs",
+            "4",
+            "--batch_size",
+            "2",
+        ),
+    )
     records = read_metrics(run)
     assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4]
     assert not any(name in records[0] for name in GAN_FIELDS)  # epoch 0: validation only
@@ -110,8 +148,11 @@ def test_short_adversarial_run_discriminator_learns(data, tmp_path):
     assert last["disc_loss"] < records[1]["disc_loss"], [r["disc_loss"] for r in records[1:]]
 
     state = torch.load(run / "checkpoint_last.pth", weights_only=True)
-    for key in ("discriminator_state_dict", "discriminator_optimizer_state_dict",
-                "discriminator_config"):
+    for key in (
+        "discriminator_state_dict",
+        "discriminator_optimizer_state_dict",
+        "discriminator_config",
+    ):
         assert key in state, key
     assert not any("discriminator" in name for name in state["model_state_dict"])
     discriminator = StyleDiscriminator(**state["discriminator_config"])
@@ -123,9 +164,24 @@ def test_short_adversarial_run_discriminator_learns(data, tmp_path):
 
 def test_gan_weight_zero_checkpoint_has_no_discriminator(data, tmp_path):
     from train_simple_worker import train_worker
+
     run = tmp_path / "run"
-    train_worker(0, 1, _config(data, run, "--epochs", "1", "--batch_size", "4",
-                               "--max_steps_per_epoch", "1", "--max_val_batches", "1"))
+    train_worker(
+        0,
+        1,
+        _config(
+            data,
+            run,
+            "--epochs",
+            "1",
+            "--batch_size",
+            "4",
+            "--max_steps_per_epoch",
+            "1",
+            "--max_val_batches",
+            "1",
+        ),
+    )
     state = torch.load(run / "checkpoint_last.pth", weights_only=True)
     assert not any(key.startswith("discriminator") for key in state)
     assert not any(name in read_metrics(run)[-1] for name in GAN_FIELDS)
@@ -135,26 +191,39 @@ def test_gan_weight_zero_checkpoint_has_no_discriminator(data, tmp_path):
 # Resume equivalence with the discriminator on (single process)
 # --------------------------------------------------------------------------------------------
 
+
 def test_resume_with_gan_equals_straight_run(data, tmp_path):
     from train_simple_worker import train_worker
 
     # Batch 3 of 8 pairs: 3 steps per epoch, so with --disc_update_freq 2 the discriminator's
     # update steps (global steps 0, 2, 4) straddle the epoch boundary.
-    extra = ("--gan_weight", "0.2", "--disc_lr", "5e-3", "--disc_update_freq", "2",
-             "--batch_size", "3", "--dropout", "0.1", "--shuffle_targets", "true")
+    extra = (
+        "--gan_weight",
+        "0.2",
+        "--disc_lr",
+        "5e-3",
+        "--disc_update_freq",
+        "2",
+        "--batch_size",
+        "3",
+        "--dropout",
+        "0.1",
+        "--shuffle_targets",
+        "true",
+    )
     straight, split = tmp_path / "straight", tmp_path / "split"
     train_worker(0, 1, _config(data, straight, *extra, epochs=2))
     train_worker(0, 1, _config(data, split, *extra, epochs=1))
-    train_worker(0, 1, _config(data, split, *extra, epochs=2,
-                               resume=str(split / "checkpoint_last.pth")))
+    train_worker(
+        0, 1, _config(data, split, *extra, epochs=2, resume=str(split / "checkpoint_last.pth"))
+    )
 
     a = torch.load(straight / "checkpoint_last.pth", weights_only=True)
     b = torch.load(split / "checkpoint_last.pth", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
     for key in ("model_state_dict", "discriminator_state_dict"):
         for name, tensor in a[key].items():
-            torch.testing.assert_close(b[key][name], tensor, atol=1e-5, rtol=0,
-                                       msg=f"{key}.{name}")
+            torch.testing.assert_close(b[key][name], tensor, atol=1e-5, rtol=0, msg=f"{key}.{name}")
     for index, moments in a["discriminator_optimizer_state_dict"]["state"].items():
         other = b["discriminator_optimizer_state_dict"]["state"][index]
         assert float(moments["step"]) == float(other["step"]) == 3.0
@@ -163,19 +232,44 @@ def test_resume_with_gan_equals_straight_run(data, tmp_path):
     assert [r["epoch"] for r in metrics_b] == [0, 1, 2]
     for name in ("val_loss", *GAN_FIELDS):
         assert [r.get(name) for r in metrics_a] == pytest.approx(
-            [r.get(name) for r in metrics_b], abs=1e-5), name
+            [r.get(name) for r in metrics_b], abs=1e-5
+        ), name
 
 
 # --------------------------------------------------------------------------------------------
 # Two processes: the discriminator has its own DDP, the generator's DDP never sees it
 # --------------------------------------------------------------------------------------------
 
+
 def test_two_process_adversarial_run(data, tmp_path):
     run = tmp_path / "run"
-    result = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(run), *TINY_ARGS,
-                      "--use_creative_agent", "true", "--world_size", "2", "--epochs", "2",
-                      "--batch_size", "2", "--save_every", "0", "--tensorboard", "false",
-                      "--gan_weight", "0.1", "--disc_lr", "1e-2", "--disc_update_freq", "1"])
+    result = run_cli(
+        [
+            "--dataset_folder",
+            str(data),
+            "--checkpoint_dir",
+            str(run),
+            *TINY_ARGS,
+            "--use_creative_agent",
+            "true",
+            "--world_size",
+            "2",
+            "--epochs",
+            "2",
+            "--batch_size",
+            "2",
+            "--save_every",
+            "0",
+            "--tensorboard",
+            "false",
+            "--gan_weight",
+            "0.1",
+            "--disc_lr",
+            "1e-2",
+            "--disc_update_freq",
+            "1",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Adversarial training ENABLED (gan_weight=0.1)" in result.stderr
     records = read_metrics(run)

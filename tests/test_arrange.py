@@ -178,9 +178,22 @@ def test_cli_output_has_input_length(
         sf.write(tmp_path / name, audio, rate)
         paths.append(tmp_path / name)
     output = tmp_path / "out" / "arranged.wav"
-    code = arrange.main(["--checkpoint", str(checkpoint), "--input", str(paths[0]), "--target",
-                         str(paths[1]), "--output", str(output), "--overlap", "0.5",
-                         "--progress", "false"])
+    code = arrange.main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--input",
+            str(paths[0]),
+            "--target",
+            str(paths[1]),
+            "--output",
+            str(output),
+            "--overlap",
+            "0.5",
+            "--progress",
+            "false",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "real-time factor" in printed and "peak" in printed
@@ -225,8 +238,9 @@ def test_cli_errors_are_one_line(checkpoint, tmp_path, capsys, case):
         extra = ["--overlap", "1.0"]
     else:
         args["--checkpoint"] = str(tmp_path / "missing.pth")
-    code = arrange.main([item for pair in args.items() for item in pair] + extra
-                        + ["--progress", "false"])
+    code = arrange.main(
+        [item for pair in args.items() for item in pair] + extra + ["--progress", "false"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: ")
     assert not (tmp_path / "out.wav").exists()
@@ -244,8 +258,15 @@ def test_demo_outputs_evaluates_and_arranges(tmp_path, tiny_model, capsys):
         for role, part in (("input", audio[:12000]), ("output", audio[12000:24000])):
             names[role] = f"val/pair_{index:05d}_{role}.wav"
             sf.write(data / names[role], part, SAMPLE_RATE, subtype="FLOAT")
-        records.append({"split": "val", "index": index, "source": song,
-                        "input_file": names["input"], "output_file": names["output"]})
+        records.append(
+            {
+                "split": "val",
+                "index": index,
+                "source": song,
+                "input_file": names["input"],
+                "output_file": names["output"],
+            }
+        )
     (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (data / "dataset_info.json").write_text(json.dumps({"segment_seconds": 0.5}))
     run = tmp_path / "run"

@@ -1,4 +1,5 @@
 """audio_io.py: block-wise reading equals whole-file resampling; precise one-line errors."""
+
 from __future__ import annotations
 
 import os
@@ -29,15 +30,17 @@ def _whole_file(path: Path, rate: int) -> np.ndarray:
     return AF.resample(torch.from_numpy(np.ascontiguousarray(mono)), source_rate, rate).numpy()
 
 
-@pytest.mark.parametrize("source_rate, channels, frames, block", [
-    (96000, 8, 40000, 4097),   # many blocks, not aligned to anything
-    (44100, 2, 30011, 1000),
-    (22050, 1, 9000, 100000),  # one block
-    (48000, 3, 50, 7),         # shorter than the resampler's context
-    (24000, 2, 5000, 999),     # no resampling
-])
-def test_block_reading_equals_whole_file_resampling(tmp_path, source_rate, channels, frames,
-                                                    block):
+@pytest.mark.parametrize(
+    "source_rate, channels, frames, block",
+    [
+        (96000, 8, 40000, 4097),  # many blocks, not aligned to anything
+        (44100, 2, 30011, 1000),
+        (22050, 1, 9000, 100000),  # one block
+        (48000, 3, 50, 7),  # shorter than the resampler's context
+        (24000, 2, 5000, 999),  # no resampling
+    ],
+)
+def test_block_reading_equals_whole_file_resampling(tmp_path, source_rate, channels, frames, block):
     path = tmp_path / "song.wav"
     sf.write(str(path), _noise(frames, channels), source_rate, subtype="FLOAT")
     got = read_mono(path, 24000, block_frames=block)
@@ -75,19 +78,31 @@ def _make_bad_inputs(folder: Path) -> dict[str, Path]:
     nan = _noise(2000, 2)
     nan[100, 1] = np.nan
     sf.write(str(folder / "nan.wav"), nan, 48000, subtype="FLOAT")
-    return {"missing": folder / "missing.wav", "folder": folder / "song.wav",
-            "symlink-loop": loop, "broken-symlink": folder / "dangling.wav",
-            "not-a-file": folder / "pipe.wav", "empty": folder / "empty.wav",
-            "unreadable": folder / "text.wav", "non-finite": folder / "nan.wav"}
+    return {
+        "missing": folder / "missing.wav",
+        "folder": folder / "song.wav",
+        "symlink-loop": loop,
+        "broken-symlink": folder / "dangling.wav",
+        "not-a-file": folder / "pipe.wav",
+        "empty": folder / "empty.wav",
+        "unreadable": folder / "text.wav",
+        "non-finite": folder / "nan.wav",
+    }
 
 
 def test_each_bad_input_is_named_precisely(tmp_path):
     cases = _make_bad_inputs(tmp_path)
     assert sorted(cases) == sorted(audio_io.AUDIO_REASONS[:5] + audio_io.AUDIO_REASONS[6:])
-    phrases = {"missing": "audio file not found", "folder": "is a folder, not an audio file",
-               "symlink-loop": "symbolic link loop", "broken-symlink": "broken symbolic link",
-               "not-a-file": "not a regular file", "empty": "empty file",
-               "unreadable": "unreadable or not audio", "non-finite": "1 NaN/inf samples"}
+    phrases = {
+        "missing": "audio file not found",
+        "folder": "is a folder, not an audio file",
+        "symlink-loop": "symbolic link loop",
+        "broken-symlink": "broken symbolic link",
+        "not-a-file": "not a regular file",
+        "empty": "empty file",
+        "unreadable": "unreadable or not audio",
+        "non-finite": "1 NaN/inf samples",
+    }
     for reason, path in cases.items():
         with pytest.raises(AudioFileError) as info:
             read_mono(path, 24000)
@@ -145,5 +160,7 @@ def test_check_output_path(tmp_path, monkeypatch):
     monkeypatch.setattr(audio_io.tempfile, "mkstemp", read_only)
     with pytest.raises(ValueError) as info:
         check_output_path(tmp_path / "out.wav")
-    assert str(info.value) == f"{tmp_path / 'out.wav'}: cannot write in {tmp_path} (Read-only " \
-                              f"file system)"
+    assert (
+        str(info.value) == f"{tmp_path / 'out.wav'}: cannot write in {tmp_path} (Read-only "
+        f"file system)"
+    )

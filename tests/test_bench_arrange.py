@@ -14,16 +14,20 @@ from precision import choose_precision
 
 def test_defaults_and_flags():
     assert bench_arrange.parse_args([]) == ArrangeBenchConfig()
-    config = bench_arrange.parse_args(["--seconds", "30", "--precisions", "bf16", "--no_cli",
-                                       "--threads", "1"])
+    config = bench_arrange.parse_args(
+        ["--seconds", "30", "--precisions", "bf16", "--no_cli", "--threads", "1"]
+    )
     assert config == ArrangeBenchConfig(seconds=30.0, precisions=("bf16",), cli=False, threads=1)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--seconds", "2"], "--seconds must be >= 4.0"),
-    (["--precisions", "fp16"], "invalid choice: 'fp16'"),
-    (["--batch_size", "0"], "--batch_size must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seconds", "2"], "--seconds must be >= 4.0"),
+        (["--precisions", "fp16"], "invalid choice: 'fp16'"),
+        (["--batch_size", "0"], "--batch_size must be >= 1"),
+    ],
+)
 def test_bad_flags_are_one_line_errors(argv, message, capsys):
     with pytest.raises(UsageError, match=message):
         bench_arrange.parse_args(argv)
@@ -33,13 +37,26 @@ def test_bad_flags_are_one_line_errors(argv, message, capsys):
 
 def test_default_model_is_benchs():
     config = bench_arrange.default_model_config()
-    assert (config["num_transformer_layers"], config["num_layers"], config["dim_feedforward"],
-            config["agent_hidden_dim"], config["use_creative_agent"]) == (2, 4, 2048, 256, True)
+    assert (
+        config["num_transformer_layers"],
+        config["num_layers"],
+        config["dim_feedforward"],
+        config["agent_hidden_dim"],
+        config["use_creative_agent"],
+    ) == (2, 4, 2048, 256, True)
 
 
 def test_run_times_arrange_per_precision_and_the_command(monkeypatch, tmp_path, capsys):
-    tiny = dict(encoding_dim=128, nhead=4, num_layers=1, num_transformer_layers=2, dropout=0.0,
-                use_creative_agent=True, dim_feedforward=64, agent_hidden_dim=32)
+    tiny = dict(
+        encoding_dim=128,
+        nhead=4,
+        num_layers=1,
+        num_transformer_layers=2,
+        dropout=0.0,
+        use_creative_agent=True,
+        dim_feedforward=64,
+        agent_hidden_dim=32,
+    )
     monkeypatch.setattr(bench_arrange, "default_model_config", lambda: tiny)
     out = tmp_path / "speed.json"
     assert bench_arrange.main(["--seconds", "5", "--json", str(out)]) == 0

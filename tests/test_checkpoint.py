@@ -1,4 +1,5 @@
 """checkpoint.py: plain types, atomic writes, weights_only loads, clear errors, --resume auto."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,14 +35,27 @@ class _Opaque:
 
 
 def _state(scale: float = 1.0) -> dict:
-    return {"model_state_dict": {"w": torch.ones(3) * scale}, "optimizer_state_dict": {},
-            "epoch": 1}
+    return {
+        "model_state_dict": {"w": torch.ones(3) * scale},
+        "optimizer_state_dict": {},
+        "epoch": 1,
+    }
 
 
 def test_round_trip_plain_types_only(tmp_path):
-    path = save_checkpoint(tmp_path / "c.pth", {
-        **_state(), "train_config": _Config(), "array": np.arange(3), "scalar": np.float32(0.5),
-        "version": torch.__version__, "betas": (0.9, 0.999), "best": float("inf"), "none": None})
+    path = save_checkpoint(
+        tmp_path / "c.pth",
+        {
+            **_state(),
+            "train_config": _Config(),
+            "array": np.arange(3),
+            "scalar": np.float32(0.5),
+            "version": torch.__version__,
+            "betas": (0.9, 0.999),
+            "best": float("inf"),
+            "none": None,
+        },
+    )
     # The raw torch.load with weights_only=True (what users and the seed snippet do).
     state = torch.load(path, weights_only=True)
     assert state["train_config"] == {"lr": 1e-4, "folder": "runs/x"}
@@ -62,8 +76,7 @@ def test_non_finite_weights_are_never_written(tmp_path):
     bad = _state(float("nan"))
     with pytest.raises(CheckpointError, match="non-finite values in model_state_dict"):
         save_checkpoint(tmp_path / "c.pth", bad)
-    assert torch.equal(load_checkpoint(tmp_path / "c.pth")["model_state_dict"]["w"],
-                       torch.ones(3))
+    assert torch.equal(load_checkpoint(tmp_path / "c.pth")["model_state_dict"]["w"], torch.ones(3))
 
 
 def test_write_is_atomic_when_interrupted(tmp_path, monkeypatch):
@@ -143,10 +156,24 @@ def test_cli_reports_corrupted_checkpoint_last_clearly(tmp_path):
     runs.mkdir()
     (runs / "checkpoint_last.pth").write_bytes(b"PK\x03\x04 truncated zip")
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train_simple_ddp.py"), "--dataset_folder", str(data),
-         "--checkpoint_dir", str(runs), "--resume", "auto", "--device", "cpu"],
-        capture_output=True, text=True, timeout=120, check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        [
+            sys.executable,
+            str(ROOT / "train_simple_ddp.py"),
+            "--dataset_folder",
+            str(data),
+            "--checkpoint_dir",
+            str(runs),
+            "--resume",
+            "auto",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.stderr

@@ -14,31 +14,44 @@ import prepare_pairs
 import train_config
 from cli_flags import FALSE_WORDS, TRUE_WORDS, parse_bool
 
-PARSERS = {"evaluate": evaluate.build_parser, "arrange": arrange.build_parser,
-           "prepare_pairs": prepare_pairs.build_parser, "export_model": export_model.build_parser,
-           "compare_masks": compare_masks.build_parser}
-REQUIRED = {"evaluate": ["--checkpoint", "c.pth", "--dataset_folder", "d"],
-            "arrange": ["--checkpoint", "c.pth", "--input", "a", "--target", "b", "--output",
-                        "o.wav"],
-            "prepare_pairs": ["--songs", "s", "--out", "o"],
-            "export_model": ["--checkpoint", "c.pth", "--out", "o"],
-            "compare_masks": ["--dataset_folder", "d", "--out", "o"]}
-BOOL_FLAGS = {"evaluate": ["--progress"], "arrange": ["--progress"],
-              "prepare_pairs": ["--progress", "--overwrite"], "export_model": ["--overwrite"],
-              "compare_masks": ["--progress", "--overwrite"]}
+PARSERS = {
+    "evaluate": evaluate.build_parser,
+    "arrange": arrange.build_parser,
+    "prepare_pairs": prepare_pairs.build_parser,
+    "export_model": export_model.build_parser,
+    "compare_masks": compare_masks.build_parser,
+}
+REQUIRED = {
+    "evaluate": ["--checkpoint", "c.pth", "--dataset_folder", "d"],
+    "arrange": ["--checkpoint", "c.pth", "--input", "a", "--target", "b", "--output", "o.wav"],
+    "prepare_pairs": ["--songs", "s", "--out", "o"],
+    "export_model": ["--checkpoint", "c.pth", "--out", "o"],
+    "compare_masks": ["--dataset_folder", "d", "--out", "o"],
+}
+BOOL_FLAGS = {
+    "evaluate": ["--progress"],
+    "arrange": ["--progress"],
+    "prepare_pairs": ["--progress", "--overwrite"],
+    "export_model": ["--overwrite"],
+    "compare_masks": ["--progress", "--overwrite"],
+}
 
 
 def flags(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [action for action in parser._actions
-            if action.option_strings and not isinstance(action, argparse._HelpAction)]
+    return [
+        action
+        for action in parser._actions
+        if action.option_strings and not isinstance(action, argparse._HelpAction)
+    ]
 
 
 @pytest.mark.parametrize("tool", PARSERS)
 def test_booleans_are_true_false_flags(tool):
     parser = PARSERS[tool]()
     for action in flags(parser):
-        assert not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)), \
+        assert not isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)), (
             f"{tool} {action.option_strings}: use add_bool_flag"
+        )
     bools = sorted(a.option_strings[0] for a in flags(parser) if a.type is parse_bool)
     assert bools == sorted(BOOL_FLAGS[tool])
     for flag in BOOL_FLAGS[tool]:

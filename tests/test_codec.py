@@ -45,8 +45,10 @@ def test_mdct_round_trip_random(length):
 def test_mdct_round_trip_tone_mixture():
     mdct = get_codec("mdct")
     t = torch.arange(24000 + 77) / 24000
-    x = sum(a * torch.sin(2 * math.pi * f * t + p)
-            for a, f, p in [(0.3, 220.0, 0.1), (0.1, 1337.0, 1.0), (0.05, 7040.0, 2.0)])
+    x = sum(
+        a * torch.sin(2 * math.pi * f * t + p)
+        for a, f, p in [(0.3, 220.0, 0.1), (0.1, 1337.0, 1.0), (0.05, 7040.0, 2.0)]
+    )
     x = x.view(1, 1, -1)
     assert snr_db(x, mdct(x)) >= 100
 
@@ -64,7 +66,12 @@ def test_mdct_round_trip_under_autocast():
 def test_mdct_properties():
     mdct = MDCTCodec()
     assert (mdct.name, mdct.sample_rate, mdct.dim, mdct.hop, mdct.frame_rate) == (
-        "mdct", 24000, 128, 128, 187.5)
+        "mdct",
+        24000,
+        128,
+        128,
+        187.5,
+    )
     # Princen-Bradley: w[n]^2 + w[n+N]^2 = 1 for the window folded into the basis.
     window_sq = codec.sine_window(128).square()
     assert torch.allclose(window_sq[:128] + window_sq[128:], torch.ones(128, dtype=torch.float64))
@@ -73,7 +80,7 @@ def test_mdct_properties():
     assert torch.allclose(basis @ basis.T, torch.eye(128, dtype=torch.float64), atol=1e-12)
     x = torch.randn(1, 1, 1280)
     ratio = mdct.encode(x).square().sum() / x.square().sum()
-    assert ratio.item() == pytest.approx(mdct.scale ** 2, rel=1e-4)
+    assert ratio.item() == pytest.approx(mdct.scale**2, rel=1e-4)
     # Bin k is centred on (k + 1/2) * sr / (2N): a tone there peaks in channel k.
     t = torch.arange(4800) / 24000
     z = mdct.encode(torch.sin(2 * math.pi * 32.5 * 93.75 * t).view(1, 1, -1) * 0.1)
@@ -117,7 +124,12 @@ def random_encodec():
 def test_encodec_shapes_at_75hz(random_encodec):
     enc = random_encodec
     assert (enc.name, enc.sample_rate, enc.dim, enc.frame_rate, enc.hop) == (
-        "encodec", 24000, 128, 75.0, 320)
+        "encodec",
+        24000,
+        128,
+        75.0,
+        320,
+    )
     x = torch.randn(2, 1, 24000) * 0.1
     with torch.no_grad():
         z = enc.encode(x)

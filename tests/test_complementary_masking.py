@@ -79,8 +79,9 @@ def test_temporal_is_balanced_by_default(frames: int, segment: float) -> None:
 
 def test_temporal_fades_at_boundaries_only() -> None:
     x, y = latents(batch=1, frames=100)
-    input_mask, _ = complementary_masks("temporal", x, y, temporal_segment_frames=20, fade_frames=4,
-                                        temporal_balanced=False)
+    input_mask, _ = complementary_masks(
+        "temporal", x, y, temporal_segment_frames=20, fade_frames=4, temporal_balanced=False
+    )
     row = input_mask[0, 0]
     soft = ((row > 0) & (row < 1)).nonzero().flatten().tolist()
     # Four fractional frames around each inner boundary (20, 40, 60, 80), none at start or end.
@@ -90,8 +91,9 @@ def test_temporal_fades_at_boundaries_only() -> None:
     ramp = row[17:23]
     assert torch.all(ramp[1:] <= ramp[:-1])
     assert float(row[19]) > 0.5 > float(row[20])
-    hard, _ = complementary_masks("temporal", x, y, temporal_segment_frames=20, fade_frames=0,
-                                  temporal_balanced=False)
+    hard, _ = complementary_masks(
+        "temporal", x, y, temporal_segment_frames=20, fade_frames=0, temporal_balanced=False
+    )
     assert set(hard.unique().tolist()) == {0.0, 1.0}
 
 
@@ -278,8 +280,14 @@ def test_band_energy_median_gives_each_song_the_half_where_it_is_louder() -> Non
     assert torch.equal(band_input.float().mean(dim=(1, 2)), torch.full((2,), 0.5))
     for kept, gains in zip(band_input, gain):
         assert gains[kept].min() > gains[~kept].max()
-    assert float(LAYOUT.pool(complementary_masks("band_energy", x, y, layout=LAYOUT)[0],
-                             drop_incomplete=False).mean()) > 0.9
+    assert (
+        float(
+            LAYOUT.pool(
+                complementary_masks("band_energy", x, y, layout=LAYOUT)[0], drop_incomplete=False
+            ).mean()
+        )
+        > 0.9
+    )
     assert torch.allclose(input_mask + target_mask, torch.ones_like(input_mask))
     swapped_input, _ = complementary_masks("band_energy_median", y, x, layout=LAYOUT)
     assert torch.equal(swapped_input, target_mask)

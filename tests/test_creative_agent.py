@@ -98,8 +98,13 @@ def test_switch_term_charges_owner_changes_across_frequency():
     # On a soft split the switch term's gradient pushes the outer bands towards their neighbour's
     # owner (the lowest up, the highest down), never towards 0.5; at the edge the pulls cancel.
     only_switches = AttentionMaskGenerator(
-        4, hidden_dim=8, complementarity_weight=0.0, coverage_weight=0.0, balance_weight=0.0,
-        temporal_diversity_weight=0.0, switch_weight=1.0,
+        4,
+        hidden_dim=8,
+        complementarity_weight=0.0,
+        coverage_weight=0.0,
+        balance_weight=0.0,
+        temporal_diversity_weight=0.0,
+        switch_weight=1.0,
     )
     soft = torch.tensor([0.8, 0.8, 0.2, 0.2])[None, :, None].repeat(1, 1, 3).requires_grad_(True)
     only_switches.regularization(soft, 1 - soft)[0].backward()

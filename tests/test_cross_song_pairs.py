@@ -23,15 +23,22 @@ def songs(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     for name, seconds in SONGS.items():
         t = np.arange(int(seconds * RATE)) / RATE
-        audio = (0.2 * np.sin(2 * np.pi * rng.uniform(100, 1500) * t)
-                 + 0.02 * rng.normal(size=t.size))
+        audio = 0.2 * np.sin(2 * np.pi * rng.uniform(100, 1500) * t) + 0.02 * rng.normal(
+            size=t.size
+        )
         sf.write(root / name, audio.astype(np.float32), RATE, subtype="FLOAT")
     return root
 
 
 def prepare(songs: Path, out: Path, pairing: str, **kwargs) -> pp.PrepareSummary:
-    config = pp.PrepareConfig(segment_seconds=SEGMENT, sample_rate=RATE, progress=False,
-                              val_fraction=0.2, pairing=pairing, **kwargs)
+    config = pp.PrepareConfig(
+        segment_seconds=SEGMENT,
+        sample_rate=RATE,
+        progress=False,
+        val_fraction=0.2,
+        pairing=pairing,
+        **kwargs,
+    )
     return pp.prepare_pairs(songs, out, config)
 
 
@@ -42,7 +49,7 @@ def records(data: Path) -> list[dict]:
 def song_segment(songs: Path, name: str, start: float) -> np.ndarray:
     audio, _ = sf.read(songs / name, dtype="float32")
     first = round(start * RATE)
-    return audio[first:first + int(SEGMENT * RATE)]
+    return audio[first : first + int(SEGMENT * RATE)]
 
 
 def test_cross_song_pairs_cross_songs_within_a_split(songs: Path, tmp_path: Path) -> None:
@@ -58,8 +65,10 @@ def test_cross_song_pairs_cross_songs_within_a_split(songs: Path, tmp_path: Path
     assert summary.cross_song_pairs == summary.pairs_per_split
     # The files hold the segments the record names: song and start, input and target.
     for row in rows:
-        for key, song, start in (("input_file", "input_source", "input_start"),
-                                 ("output_file", "target_source", "target_start")):
+        for key, song, start in (
+            ("input_file", "input_source", "input_start"),
+            ("output_file", "target_source", "target_start"),
+        ):
             written, _ = sf.read(tmp_path / "DATA" / row[key], dtype="float32")
             np.testing.assert_array_equal(written, song_segment(songs, row[song], row[start]))
     # More than one target song per input song: the draws are not a fixed rotation.
@@ -83,8 +92,10 @@ def test_both_adds_cross_song_pairs_after_the_continuations(songs: Path, tmp_pat
         assert [r["index"] for r in rows if r["split"] == split] == list(range(2 * count))
     assert sum(both.cross_song_pairs.values()) == sum(both.pairs_per_split.values()) // 2
     # continuation mode is unchanged by the option's existence: no cross-song pairs at all.
-    assert all(r["pairing"] == "continuation" and r["source"] == r["input_source"]
-               for r in records(tmp_path / "C"))
+    assert all(
+        r["pairing"] == "continuation" and r["source"] == r["input_source"]
+        for r in records(tmp_path / "C")
+    )
     assert continuation.cross_song_pairs == {"train": 0, "val": 0}
     assert "cross-song pairs: train" in both.format()
     again = prepare(songs, tmp_path / "B2", "both", workers=1)
@@ -99,9 +110,24 @@ def test_cross_song_needs_two_songs_per_split(songs: Path, tmp_path: Path) -> No
     few.mkdir()
     for name in list(SONGS)[:3]:  # 3 songs: val gets 1
         (few / name).write_bytes((songs / name).read_bytes())
-    code = pp.main(["--songs", str(few), "--out", str(tmp_path / "DATA"), "--pairing", "cross_song",
-                    "--val_fraction", "0.2", "--sample_rate", str(RATE), "--segment_seconds",
-                    str(SEGMENT), "--progress", "false"])
+    code = pp.main(
+        [
+            "--songs",
+            str(few),
+            "--out",
+            str(tmp_path / "DATA"),
+            "--pairing",
+            "cross_song",
+            "--val_fraction",
+            "0.2",
+            "--sample_rate",
+            str(RATE),
+            "--segment_seconds",
+            str(SEGMENT),
+            "--progress",
+            "false",
+        ]
+    )
     assert code == 2 and not (tmp_path / "DATA").exists()
     summary = prepare(few, tmp_path / "DATA", "both")  # both: the lone val song keeps its pairs
     assert summary.cross_song_pairs["val"] == 0 and summary.pairs_per_split["val"] > 0

@@ -49,25 +49,34 @@ def test_structure_repeats():
     # drums, bass, chords; a varied melody), while a window shifted by a third of a loop does not.
     for seed in (0, 1):
         style = dm.random_style(np.random.default_rng([seed, 0]))  # the song's first draw
-        loop = int(round(style.bars_per_chord * len(style.progression) * 16
-                         * 60 / style.tempo / 4 * RATE))
+        loop = int(
+            round(style.bars_per_chord * len(style.progression) * 16 * 60 / style.tempo / 4 * RATE)
+        )
         x = _song(seed, 0, seconds=3 * loop / RATE + 0.5)
-        first, second = x[loop:2 * loop], x[2 * loop:3 * loop]
-        shifted = x[loop + loop // 3:2 * loop + loop // 3]
+        first, second = x[loop : 2 * loop], x[2 * loop : 3 * loop]
+        shifted = x[loop + loop // 3 : 2 * loop + loop // 3]
         assert np.corrcoef(first, second)[0, 1] > 0.6
         assert abs(np.corrcoef(first, shifted)[0, 1]) < 0.2
 
 
 def test_ensure_demo_dataset_builds_once(tmp_path, monkeypatch):
     data = tmp_path / "demo"
-    out = dm.ensure_demo_dataset(data, seed=0, num_songs=3, seconds=3.0, sample_rate=RATE,
-                                 segment_seconds=0.5, progress=False)
+    out = dm.ensure_demo_dataset(
+        data,
+        seed=0,
+        num_songs=3,
+        seconds=3.0,
+        sample_rate=RATE,
+        segment_seconds=0.5,
+        progress=False,
+    )
     assert out == data
     records = [json.loads(line) for line in (data / "manifest.jsonl").read_text().splitlines()]
     assert len(records) == 3 * 5  # 6 segments of 0.5 s per song -> 5 pairs
     assert {r["split"] for r in records} == {"train", "val"}
     assert sorted(p.name for p in (data / dm.SONGS_DIRNAME).iterdir()) == [
-        f"demo_song_{i:03d}.wav" for i in range(3)]
+        f"demo_song_{i:03d}.wav" for i in range(3)
+    ]
     info = json.loads((data / "dataset_info.json").read_text())
     assert info["sample_rate"] == RATE and info["segment_seconds"] == 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no temporary folders
@@ -83,8 +92,22 @@ def test_ensure_demo_dataset_builds_once(tmp_path, monkeypatch):
 
 def test_cli_songs_only(tmp_path, capsys):
     out = tmp_path / "songs"
-    assert dm.main(["--out", str(out), "--num_songs", "2", "--seconds", "1", "--sample_rate",
-                    str(RATE), "--songs_only"]) == 0
+    assert (
+        dm.main(
+            [
+                "--out",
+                str(out),
+                "--num_songs",
+                "2",
+                "--seconds",
+                "1",
+                "--sample_rate",
+                str(RATE),
+                "--songs_only",
+            ]
+        )
+        == 0
+    )
     assert len(list(Path(out).glob("*.wav"))) == 2
     assert dm.main(["--out", str(tmp_path / "x"), "--num_songs", "0", "--songs_only"]) == 2
     assert capsys.readouterr().err.startswith("error:")

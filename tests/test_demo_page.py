@@ -21,11 +21,25 @@ from model_simple_transformer import SimpleTransformer
 
 RATE = 24000
 SECONDS = 0.75
-TINY = {"encoding_dim": 128, "nhead": 4, "num_layers": 1, "dim_feedforward": 64,
-        "agent_hidden_dim": 32, "dropout": 0.0}
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--window-size=1300,2600")
+TINY = {
+    "encoding_dim": 128,
+    "nhead": 4,
+    "num_layers": 1,
+    "dim_feedforward": 64,
+    "agent_hidden_dim": 32,
+    "dropout": 0.0,
+}
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1300,2600",
+)
 
 
 def write_dataset(data: Path, count: int) -> None:
@@ -36,24 +50,47 @@ def write_dataset(data: Path, count: int) -> None:
     for index in range(count):
         names = {}
         for role in ("input", "output"):
-            audio = (0.25 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t)
-                     * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(1, 4) * t)))
+            audio = (
+                0.25
+                * np.sin(2 * np.pi * rng.uniform(100, 2000) * t)
+                * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(1, 4) * t))
+            )
             names[role] = f"val/pair_{index:05d}_{role}.wav"
             sf.write(data / names[role], audio.astype(np.float32), RATE, subtype="FLOAT")
-        records.append({"split": "val", "input_file": names["input"],
-                        "output_file": names["output"], "input_source": f"song <{index}>.wav",
-                        "target_source": f"song_{(index + 1) % count}.wav"})
+        records.append(
+            {
+                "split": "val",
+                "input_file": names["input"],
+                "output_file": names["output"],
+                "input_source": f"song <{index}>.wav",
+                "target_source": f"song_{(index + 1) % count}.wav",
+            }
+        )
     (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def write_run(folder: Path, data: Path, **model_kwargs) -> Path:
     torch.manual_seed(0)
     model = SimpleTransformer(**{**TINY, **model_kwargs})
-    checkpoint = save_checkpoint(folder / "checkpoint_best.pth", {
-        "model_state_dict": model.state_dict(), "model_config": model.config, "epoch": 2,
-        "train_config": {"codec": "mdct", "dataset_folder": str(data)}})
-    records = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "complementarity": 0.9,
-                "balance": 0.5} for e in (1, 2, 3)]
+    checkpoint = save_checkpoint(
+        folder / "checkpoint_best.pth",
+        {
+            "model_state_dict": model.state_dict(),
+            "model_config": model.config,
+            "epoch": 2,
+            "train_config": {"codec": "mdct", "dataset_folder": str(data)},
+        },
+    )
+    records = [
+        {
+            "epoch": e,
+            "train_loss": 1.0 / e,
+            "val_loss": 1.2 / e,
+            "complementarity": 0.9,
+            "balance": 0.5,
+        }
+        for e in (1, 2, 3)
+    ]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return checkpoint
 
@@ -62,10 +99,23 @@ def write_run(folder: Path, data: Path, **model_kwargs) -> Path:
 def evaluated(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("demo_page")
     write_dataset(root / "data", 5)
-    checkpoint = write_run(root / "agent", root / "data", num_transformer_layers=2,
-                           use_creative_agent=True)
-    code = evaluate.main(["--checkpoint", str(checkpoint), "--dataset_folder", str(root / "data"),
-                          "--demo_pairs", "3", "--progress", "false", "--batch_size", "5"])
+    checkpoint = write_run(
+        root / "agent", root / "data", num_transformer_layers=2, use_creative_agent=True
+    )
+    code = evaluate.main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--dataset_folder",
+            str(root / "data"),
+            "--demo_pairs",
+            "3",
+            "--progress",
+            "false",
+            "--batch_size",
+            "5",
+        ]
+    )
     assert code == 0
     return {"root": root, "eval": root / "agent" / "eval"}
 
@@ -100,8 +150,10 @@ def test_page_without_masks_or_samples(evaluated, tmp_path):
     out = tmp_path / "eval_plain"
     evaluate.evaluate(plain, root / "data", out, progress=False)
     from evaluate import load_trained
-    page = demo_page.write_eval_demo(load_trained(plain), root / "data", out,
-                                     num_pairs=2).read_text()
+
+    page = demo_page.write_eval_demo(
+        load_trained(plain), root / "data", out, num_pairs=2
+    ).read_text()
     assert page.count("<audio") == 2 * 4 and "the model does not mask" in page
     shutil.rmtree(out / "samples")
     assert "No audio examples" in demo_page.write_demo_page(out).read_text()
@@ -118,14 +170,17 @@ def test_page_in_headless_chromium(evaluated, tmp_path):
     options.binary_location = chromium
     for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(options=options,
-                              service=webdriver.ChromeService(executable_path=driver_path))
+    driver = webdriver.Chrome(
+        options=options, service=webdriver.ChromeService(executable_path=driver_path)
+    )
     try:
         driver.get((evaluated["eval"] / "index.html").as_uri())
         deadline = time.monotonic() + 30
-        script = ("return Array.from(document.querySelectorAll('audio')).map(a => "
-                  "[a.getAttribute('src'), a.readyState, a.duration, Number(a.dataset.seconds),"
-                  " a.error ? a.error.code : null])")
+        script = (
+            "return Array.from(document.querySelectorAll('audio')).map(a => "
+            "[a.getAttribute('src'), a.readyState, a.duration, Number(a.dataset.seconds),"
+            " a.error ? a.error.code : null])"
+        )
         while True:
             players = driver.execute_script(script)
             if all(state >= 1 for _, state, _, _, _ in players) or time.monotonic() > deadline:
@@ -137,7 +192,8 @@ def test_page_in_headless_chromium(evaluated, tmp_path):
             assert duration == pytest.approx(expected, abs=1e-3), src
         images = driver.execute_script(
             "return Array.from(document.images).map(i => [i.getAttribute('src'), i.complete, "
-            "i.naturalWidth])")
+            "i.naturalWidth])"
+        )
         assert len(images) >= 3 + 2  # three mask pictures, curves, attention
         for src, complete, width in images:
             assert complete and width > 0, src

@@ -334,8 +334,19 @@ def test_cli_errors_are_one_line(setup, case, tmp_path, capsys):
         extra = ["--split", "test"]
     else:
         dataset = tmp_path / "no_such_dataset"
-    code = evaluate.main(["--checkpoint", str(checkpoint), "--dataset_folder", str(dataset),
-                          "--out", str(tmp_path / "out"), "--progress", "false", *extra])
+    code = evaluate.main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--dataset_folder",
+            str(dataset),
+            "--out",
+            str(tmp_path / "out"),
+            "--progress",
+            "false",
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)

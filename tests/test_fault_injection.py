@@ -2,6 +2,7 @@
 folder, kill -9 at random points (checkpoint saves included), a disk that fills up mid-write,
 flipped bytes in a checkpoint or a latent cache, and runs with nothing to do or an earlier run in
 the way. Every test checks what the user sees as well: one line, never a Python traceback."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,20 @@ LAUNCH_TIMEOUT_S = 240.0
 
 def run_args(data: Path, run: Path, *extra: str) -> list[str]:
     """The tiny model with an epoch copy every epoch (more files written per save)."""
-    return ["--dataset_folder", str(data), "--checkpoint_dir", str(run), *TINY_ARGS,
-            "--batch_size", "2", "--save_every", "1", "--tensorboard", "false", *extra]
+    return [
+        "--dataset_folder",
+        str(data),
+        "--checkpoint_dir",
+        str(run),
+        *TINY_ARGS,
+        "--batch_size",
+        "2",
+        "--save_every",
+        "1",
+        "--tensorboard",
+        "false",
+        *extra,
+    ]
 
 
 def launch(args: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -74,8 +87,11 @@ def temporaries(run: Path) -> list[Path]:
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file below ``folder`` (hidden ones too): size and modification time."""
-    return {str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(folder)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def assert_checkpoints_consistent(run: Path) -> None:
@@ -85,8 +101,9 @@ def assert_checkpoints_consistent(run: Path) -> None:
     last = states.get("checkpoint_last.pth")
     if last is not None and int(last.get("best_epoch", 0)) > 0:
         best = states.get("checkpoint_best.pth")
-        assert best is not None, f"checkpoint_last names best epoch {last['best_epoch']}, " \
-                                 f"checkpoint_best.pth is missing"
+        assert best is not None, (
+            f"checkpoint_last names best epoch {last['best_epoch']}, checkpoint_best.pth is missing"
+        )
         assert int(best["epoch"]) >= int(last["best_epoch"]), (best["epoch"], last["best_epoch"])
 
 
@@ -100,8 +117,9 @@ def flip_bytes(path: Path, offset: int, count: int) -> None:
 def largest_tensor_span(path: Path) -> tuple[int, int]:
     """Byte offset and size of the biggest tensor storage in a checkpoint (a stored zip record)."""
     with zipfile.ZipFile(path) as archive:
-        info = max((i for i in archive.infolist() if "/data/" in i.filename),
-                   key=lambda i: i.file_size)
+        info = max(
+            (i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size
+        )
     with open(path, "rb") as handle:
         handle.seek(info.header_offset + 26)  # local header: name and extra field lengths
         name_len, extra_len = (int.from_bytes(handle.read(2), "little") for _ in range(2))
@@ -131,6 +149,7 @@ def copy_of(finished_run: Path, tmp_path: Path) -> Path:
 # 1. A torn metrics.jsonl
 # --------------------------------------------------------------------------------------------
 
+
 def test_torn_metrics_line_is_dropped_and_the_run_continues(data, finished_run, tmp_path):
     """A crash mid-append of epoch 3's record (written before its checkpoint) leaves a torn
     last line behind a checkpoint of epoch 2: the resumed run drops it and logs epoch 3 anew."""
@@ -141,8 +160,7 @@ def test_torn_metrics_line_is_dropped_and_the_run_continues(data, finished_run, 
     log.write_text(kept + torn)
     os.truncate(log, len(kept) + len(torn) // 2)
 
-    result = launch(run_args(data, run, "--world_size", "1", "--resume", "auto",
-                             "--epochs", "3"))
+    result = launch(run_args(data, run, "--world_size", "1", "--resume", "auto", "--epochs", "3"))
     assert result.returncode == 0, result.stderr[-4000:]
     assert f"{log} line 4 is torn or not JSON: dropped" in result.stderr
     assert metrics_epochs(run) == [0, 1, 2, 3]
@@ -153,14 +171,22 @@ def test_torn_metrics_line_is_dropped_and_the_run_continues(data, finished_run, 
 # 2. One run per folder
 # --------------------------------------------------------------------------------------------
 
+
 def test_second_run_into_the_same_folder_is_refused_naming_the_holder(data, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, str(ROOT / "train_simple_ddp.py"),
-               *run_args(data, run, "--world_size", "2", "--epochs", "3")]
+    command = [
+        sys.executable,
+        str(ROOT / "train_simple_ddp.py"),
+        *run_args(data, run, "--world_size", "2", "--epochs", "3"),
+    ]
     # Started together: whichever takes the folder first runs, the other is refused.
-    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=env) for _ in range(2)]
+    runs = [
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for _ in range(2)
+    ]
     try:
         outputs = [process.communicate(timeout=LAUNCH_TIMEOUT_S) for process in runs]
     finally:
@@ -176,8 +202,10 @@ def test_second_run_into_the_same_folder_is_refused_naming_the_holder(data, tmp_
     refusal = outputs[loser][1]
     errors = error_lines(refusal)
     assert len(errors) == 1 and refusal.strip().splitlines()[-1] == errors[0], refusal[-3000:]
-    assert f"{run} is in use by another run: PID {runs[winner].pid} on " \
-           f"{socket.gethostname()}" in errors[0]
+    assert (
+        f"{run} is in use by another run: PID {runs[winner].pid} on "
+        f"{socket.gethostname()}" in errors[0]
+    )
     assert metrics_epochs(run) == [0, 1, 2, 3]
     assert load_checkpoint(run / "checkpoint_last.pth")["epoch"] == 3
     assert not (run / "run.lock").exists()
@@ -187,15 +215,26 @@ def test_stale_lock_of_a_dead_launcher_is_taken_over(data, finished_run, tmp_pat
     run = copy_of(finished_run, tmp_path)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (run / "run.lock").write_text(json.dumps({
-        "pid": dead.pid, "host": socket.gethostname(), "started": time.time() - 100,
-        "command": "train_simple_ddp.py (killed)", "slurm_job_id": "", "slurm_restart_count": 0,
-        "process_start": "", "token": "dead"}))
-    result = launch(run_args(data, run, "--world_size", "1", "--resume", "auto",
-                             "--epochs", "3"))
+    (run / "run.lock").write_text(
+        json.dumps(
+            {
+                "pid": dead.pid,
+                "host": socket.gethostname(),
+                "started": time.time() - 100,
+                "command": "train_simple_ddp.py (killed)",
+                "slurm_job_id": "",
+                "slurm_restart_count": 0,
+                "process_start": "",
+                "token": "dead",
+            }
+        )
+    )
+    result = launch(run_args(data, run, "--world_size", "1", "--resume", "auto", "--epochs", "3"))
     assert result.returncode == 0, result.stderr[-4000:]
-    assert f"taking over the run lock {run / 'run.lock'} from PID {dead.pid} on " \
-           f"{socket.gethostname()}" in result.stderr
+    assert (
+        f"taking over the run lock {run / 'run.lock'} from PID {dead.pid} on "
+        f"{socket.gethostname()}" in result.stderr
+    )
     assert "its process no longer exists" in result.stderr
     assert metrics_epochs(run) == [0, 1, 2, 3]
     assert not (run / "run.lock").exists()
@@ -207,7 +246,7 @@ def test_stale_lock_of_a_dead_launcher_is_taken_over(data, finished_run, tmp_pat
 
 # A disk whose fsync of a checkpoint temporary takes a while: a save then lasts long enough for
 # the poll below to kill inside it. The library itself runs unchanged.
-SLOW_FSYNC_SITECUSTOMIZE = '''
+SLOW_FSYNC_SITECUSTOMIZE = """
 import os, re, time
 _fsync = os.fsync
 _TEMPORARY = re.compile(r"^\\.checkpoint_.+\\.pth\\.tmp-")
@@ -222,7 +261,7 @@ def _slow_fsync(fd):
     return _fsync(fd)
 
 os.fsync = _slow_fsync
-'''
+"""
 KILL_EPOCHS = 8
 KILL_SEED = 20240611
 
@@ -230,9 +269,13 @@ KILL_SEED = 20240611
 def start_launcher(args: list[str], output: Path, env: dict[str, str]) -> subprocess.Popen:
     """The launcher in its own process group (its workers included), output to a file."""
     with open(output, "w") as handle:
-        return subprocess.Popen([sys.executable, str(ROOT / "train_simple_ddp.py"), *args],
-                                stdout=handle, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "train_simple_ddp.py"), *args],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
 
 
 def wait_until(condition: Callable[[], bool], process: subprocess.Popen, poll_s: float) -> bool:
@@ -267,11 +310,13 @@ def kill_plan(rng: random.Random) -> list[tuple[str, float]]:
     run has one to resume from), the k-th checkpoint temporary a run opens (k = 1 is the first
     file of a save, 2-3 the copies, checkpoint_last.pth among them), or a delay after the
     workers resumed (mid-epoch or mid-save)."""
-    return [("after_first_checkpoint", rng.uniform(0.0, 1.5)),
-            ("temporary", rng.randint(1, 3)),
-            ("after_resume", rng.uniform(0.0, 2.0)),
-            ("temporary", rng.randint(1, 3)),
-            ("temporary", rng.randint(2, 3))]
+    return [
+        ("after_first_checkpoint", rng.uniform(0.0, 1.5)),
+        ("temporary", rng.randint(1, 3)),
+        ("after_resume", rng.uniform(0.0, 2.0)),
+        ("temporary", rng.randint(1, 3)),
+        ("temporary", rng.randint(2, 3)),
+    ]
 
 
 def test_kill_9_at_random_points_then_resume_auto(data, tmp_path):
@@ -288,8 +333,7 @@ def test_kill_9_at_random_points_then_resume_auto(data, tmp_path):
         process = start_launcher(args + (["--resume", "auto"] if cycle else []), output, env)
         try:
             if where == "after_first_checkpoint":
-                landed = wait_until(lambda: (run / "checkpoint_last.pth").exists(), process,
-                                    0.01)
+                landed = wait_until(lambda: (run / "checkpoint_last.pth").exists(), process, 0.01)
                 assert landed, output.read_text()[-4000:]
                 sleep_while_running(process, amount)
             elif where == "temporary":
@@ -328,16 +372,21 @@ def test_kill_before_the_first_checkpoint_then_resume_auto_starts_fresh(data, tm
     process = start_launcher(args, tmp_path / "killed.log", env)
     try:
         # The epoch-0 record is written before the first epoch trains: kill right after it.
-        landed = wait_until(lambda: (run / "metrics.jsonl").exists()
-                            and (run / "metrics.jsonl").stat().st_size > 0, process, 0.01)
+        landed = wait_until(
+            lambda: (run / "metrics.jsonl").exists() and (run / "metrics.jsonl").stat().st_size > 0,
+            process,
+            0.01,
+        )
     finally:
         kill_group(process)
     assert landed and not list(run.glob("checkpoint_*.pth")), "the kill came too late"
     result = launch(args + ["--resume", "auto"])
     if result.returncode == 2 and "holds an earlier run" in result.stderr:
-        pytest.xfail("known bug: train_simple_ddp.prepare_run_folder refuses --resume auto in a "
-                     "folder whose run was killed before its first checkpoint (config.json and "
-                     "metrics.jsonl, no checkpoint), and its message says to pass --resume auto")
+        pytest.xfail(
+            "known bug: train_simple_ddp.prepare_run_folder refuses --resume auto in a "
+            "folder whose run was killed before its first checkpoint (config.json and "
+            "metrics.jsonl, no checkpoint), and its message says to pass --resume auto"
+        )
     assert result.returncode == 0, result.stderr[-4000:]
     assert metrics_epochs(run) == [0, 1]
 
@@ -350,7 +399,7 @@ def test_kill_before_the_first_checkpoint_then_resume_auto_starts_fresh(data, tm
 # FAIL_AT_BYTE more bytes: TARGET is a checkpoint name ("first": the first checkpoint temporary
 # opened) or metrics.jsonl (its next append). fileno() is refused so that shutil's copy goes
 # through write() too instead of sendfile.
-FULL_DISK_WRAPPER = '''
+FULL_DISK_WRAPPER = """
 import builtins, errno, io, os, re, sys
 import train_simple_ddp
 
@@ -392,26 +441,37 @@ def full_disk_open(file, mode="r", *args, **kwargs):
 
 builtins.open = full_disk_open
 sys.exit(train_simple_ddp.main(sys.argv[3:]))
-'''
+"""
 
 
-def run_on_full_disk(data: Path, run: Path, target: str, fail_at_byte: int
-                     ) -> subprocess.CompletedProcess:
+def run_on_full_disk(
+    data: Path, run: Path, target: str, fail_at_byte: int
+) -> subprocess.CompletedProcess:
     """``--resume auto --epochs 3`` on a copy of the finished run, ``target`` on a full disk."""
     wrapper = run.parent / "full_disk.py"
     wrapper.write_text(FULL_DISK_WRAPPER)
     result = subprocess.run(
-        [sys.executable, str(wrapper), target, str(fail_at_byte),
-         *run_args(data, run, "--world_size", "1", "--resume", "auto", "--epochs", "3")],
-        capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+        [
+            sys.executable,
+            str(wrapper),
+            target,
+            str(fail_at_byte),
+            *run_args(data, run, "--world_size", "1", "--resume", "auto", "--epochs", "3"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=LAUNCH_TIMEOUT_S,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+    )
     return result
 
 
-@pytest.mark.parametrize("target", ["first", "checkpoint_last.pth"],
-                         ids=["serialized_file", "copy_to_last"])
+@pytest.mark.parametrize(
+    "target", ["first", "checkpoint_last.pth"], ids=["serialized_file", "copy_to_last"]
+)
 def test_full_disk_mid_write_is_one_line_and_keeps_the_previous_checkpoint(
-        data, finished_run, tmp_path, target):
+    data, finished_run, tmp_path, target
+):
     run = copy_of(finished_run, tmp_path)
     before = {path.name: path.read_bytes() for path in run.glob("checkpoint_*.pth")}
     result = run_on_full_disk(data, run, target, 100_000)
@@ -421,11 +481,15 @@ def test_full_disk_mid_write_is_one_line_and_keeps_the_previous_checkpoint(
     assert name in before or name == "checkpoint_epoch_3.pth", line
     if target != "first":
         assert name == target
-    assert line.startswith(f"error: cannot write {run / name}: no space left on device "
-                           f"(needs about "), line
+    assert line.startswith(
+        f"error: cannot write {run / name}: no space left on device (needs about "
+    ), line
     assert " free); " in line
-    intact = (f"the previous {name} is intact" if name in before
-              else f"no {name} existed before; other checkpoints are untouched")
+    intact = (
+        f"the previous {name} is intact"
+        if name in before
+        else f"no {name} existed before; other checkpoints are untouched"
+    )
     assert line.endswith(intact), line
     assert temporaries(run) == []
     if name in before:
@@ -440,12 +504,17 @@ def test_full_disk_on_the_metrics_append_is_one_line(data, finished_run, tmp_pat
     run = copy_of(finished_run, tmp_path)
     before = {path.name: path.read_bytes() for path in run.glob("checkpoint_*.pth")}
     result = run_on_full_disk(data, run, "metrics.jsonl", 100)
-    if result.returncode == 1 and TRACEBACK in result.stderr \
-            and "metrics_log.write(record)" in result.stderr:
-        pytest.xfail("known bug: with --world_size 1 (the worker runs in the launcher) an "
-                     "OSError from MetricsLog.write reaches the user as a traceback; "
-                     "train_simple_ddp.launch catches CheckpointError/FileNotFoundError/"
-                     "ValueError only, while spawned workers' OSErrors are one line")
+    if (
+        result.returncode == 1
+        and TRACEBACK in result.stderr
+        and "metrics_log.write(record)" in result.stderr
+    ):
+        pytest.xfail(
+            "known bug: with --world_size 1 (the worker runs in the launcher) an "
+            "OSError from MetricsLog.write reaches the user as a traceback; "
+            "train_simple_ddp.launch catches CheckpointError/FileNotFoundError/"
+            "ValueError only, while spawned workers' OSErrors are one line"
+        )
     assert TRACEBACK not in result.stdout + result.stderr, result.stderr[-4000:]
     line = assert_one_line_error(result, 1)
     assert "metrics.jsonl" in line and "no space left on device" in line.lower(), line
@@ -457,8 +526,8 @@ def test_full_disk_on_the_metrics_append_is_one_line(data, finished_run, tmp_pat
 # 5. Flipped bytes: checkpoints and latent caches
 # --------------------------------------------------------------------------------------------
 
-def test_corrupt_checkpoint_last_is_skipped_for_the_newest_intact_one(data, finished_run,
-                                                                     tmp_path):
+
+def test_corrupt_checkpoint_last_is_skipped_for_the_newest_intact_one(data, finished_run, tmp_path):
     run = copy_of(finished_run, tmp_path)
     last = run / "checkpoint_last.pth"
     offset, size = largest_tensor_span(last)
@@ -467,11 +536,12 @@ def test_corrupt_checkpoint_last_is_skipped_for_the_newest_intact_one(data, fini
     best_epoch = int(load_checkpoint(run / "checkpoint_best.pth")["epoch"])
     intact = run / ("checkpoint_best.pth" if best_epoch == 2 else "checkpoint_epoch_2.pth")
 
-    result = launch(run_args(data, run, "--world_size", "1", "--resume", "auto",
-                             "--epochs", "3"))
+    result = launch(run_args(data, run, "--world_size", "1", "--resume", "auto", "--epochs", "3"))
     assert result.returncode == 0, result.stderr[-4000:]
-    said = next((line for line in result.stderr.splitlines()
-                 if "--resume auto: continuing from" in line), "")
+    said = next(
+        (line for line in result.stderr.splitlines() if "--resume auto: continuing from" in line),
+        "",
+    )
     assert f"continuing from {intact} (epoch 2)" in said, result.stderr[-4000:]
     assert "skipped checkpoint_last.pth (corrupt checkpoint: checksum mismatch" in said, said
     assert load_checkpoint(last)["epoch"] == 3
@@ -484,11 +554,12 @@ def test_only_a_corrupt_checkpoint_is_refused_in_one_line(data, finished_run, tm
     last = Path(shutil.copy2(finished_run / "checkpoint_last.pth", run))
     offset, _ = largest_tensor_span(last)
     flip_bytes(last, offset + 50, 400)
-    result = launch(run_args(data, run, "--world_size", "1", "--resume", "auto",
-                             "--epochs", "3"))
+    result = launch(run_args(data, run, "--world_size", "1", "--resume", "auto", "--epochs", "3"))
     line = assert_one_line_error(result, 2)
-    assert line.startswith(f"error: no intact checkpoint in {run}: checkpoint_last.pth: corrupt "
-                           f"checkpoint: checksum mismatch in record "), line
+    assert line.startswith(
+        f"error: no intact checkpoint in {run}: checkpoint_last.pth: corrupt "
+        f"checkpoint: checksum mismatch in record "
+    ), line
 
 
 def _damage_npy(path: Path, how: str) -> str:
@@ -512,10 +583,14 @@ def _damage_npy(path: Path, how: str) -> str:
     return "checksum mismatch (its contents changed after the cache was built)"
 
 
-@pytest.mark.parametrize("damages", [
-    {"train/input_latents.npy": "flipped", "val/target_latents.npy": "nan"},
-    {"train/target_latents.npy": "garbage", "val/input_latents.npy": "empty"},
-], ids=["flipped+nan", "garbage+empty"])
+@pytest.mark.parametrize(
+    "damages",
+    [
+        {"train/input_latents.npy": "flipped", "val/target_latents.npy": "nan"},
+        {"train/target_latents.npy": "garbage", "val/input_latents.npy": "empty"},
+    ],
+    ids=["flipped+nan", "garbage+empty"],
+)
 def test_damaged_latent_cache_is_named_and_rebuilt(data, finished_run, tmp_path, damages):
     copy = Path(shutil.copytree(data, tmp_path / "data"))  # copy2 keeps the mtimes: same key
     caches = {split: list(copy.glob(f"cache/*/{split}")) for split in ("train", "val")}
@@ -542,16 +617,18 @@ def test_damaged_latent_cache_is_named_and_rebuilt(data, finished_run, tmp_path,
 # 6. Nothing to do; an earlier run in the way
 # --------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("epochs", [2, 1])
-def test_epochs_already_done_is_nothing_to_do_and_writes_nothing(data, finished_run, tmp_path,
-                                                                 epochs):
+def test_epochs_already_done_is_nothing_to_do_and_writes_nothing(
+    data, finished_run, tmp_path, epochs
+):
     run = copy_of(finished_run, tmp_path)
     before = snapshot(run)
-    result = launch(run_args(data, run, "--world_size", "1", "--resume", "auto",
-                             "--epochs", str(epochs)))
+    result = launch(
+        run_args(data, run, "--world_size", "1", "--resume", "auto", "--epochs", str(epochs))
+    )
     assert result.returncode == 0, result.stderr[-4000:]
-    assert f"nothing to do: {run / 'checkpoint_last.pth'} already holds 2 epoch(s)" \
-           in result.stderr
+    assert f"nothing to do: {run / 'checkpoint_last.pth'} already holds 2 epoch(s)" in result.stderr
     assert snapshot(run) == before
 
 
@@ -564,8 +641,9 @@ def test_fresh_run_into_an_earlier_run_is_refused_unless_overwrite(data, finishe
     assert "--resume auto" in line and "--overwrite true" in line
     assert snapshot(run) == before
 
-    result = launch(run_args(data, run, "--world_size", "1", "--epochs", "1",
-                             "--overwrite", "true"))
+    result = launch(
+        run_args(data, run, "--world_size", "1", "--epochs", "1", "--overwrite", "true")
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "--overwrite: removing the earlier run" in result.stderr
     assert metrics_epochs(run) == [0, 1]

@@ -18,20 +18,35 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_defaults_and_flags():
     assert gpu_check.parse_args([]) == GpuCheckConfig()
-    config = gpu_check.parse_args(["--out", "x", "--world_size", "2", "--timeout_s", "60",
-                                   "--bench_steps", "3", "--keep_work"])
-    assert config == GpuCheckConfig(out="x", world_size=2, timeout_s=60.0, bench_steps=3,
-                                    keep_work=True)
+    config = gpu_check.parse_args(
+        [
+            "--out",
+            "x",
+            "--world_size",
+            "2",
+            "--timeout_s",
+            "60",
+            "--bench_steps",
+            "3",
+            "--keep_work",
+        ]
+    )
+    assert config == GpuCheckConfig(
+        out="x", world_size=2, timeout_s=60.0, bench_steps=3, keep_work=True
+    )
     assert (config.device, config.precision, config.compile) == ("cuda", "bf16", True)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--world_size", "-1"], "--world_size must be >= 0, got -1"),
-    (["--timeout_s", "0"], "--timeout_s must be > 0"),
-    (["--bench_steps", "0"], "--bench_steps must be >= 1"),
-    (["--world_size", "two"], "invalid int value: 'two'"),
-    (["--precision", "fp32"], "unrecognized arguments: --precision fp32"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--world_size", "-1"], "--world_size must be >= 0, got -1"),
+        (["--timeout_s", "0"], "--timeout_s must be > 0"),
+        (["--bench_steps", "0"], "--bench_steps must be >= 1"),
+        (["--world_size", "two"], "invalid int value: 'two'"),
+        (["--precision", "fp32"], "unrecognized arguments: --precision fp32"),
+    ],
+)
 def test_bad_flags_are_one_line_usage_errors(argv, message):
     with pytest.raises(UsageError, match=message):
         gpu_check.parse_args(argv)
@@ -39,9 +54,14 @@ def test_bad_flags_are_one_line_usage_errors(argv, message):
 
 def test_without_cuda_the_command_refuses_in_one_line():
     # A fresh interpreter with CUDA hidden: the exact experience on a CPU-only machine.
-    done = subprocess.run([sys.executable, str(ROOT / "gpu_check.py")], capture_output=True,
-                          text=True, timeout=120, env={"CUDA_VISIBLE_DEVICES": "", "PATH": ""},
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "gpu_check.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"CUDA_VISIBLE_DEVICES": "", "PATH": ""},
+        check=False,
+    )
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
@@ -83,8 +103,9 @@ def test_any_failed_check_fails_the_run_and_every_result_is_reported(monkeypatch
 def test_training_sigterm_resume_and_arrange_checks_on_cpu(tmp_path):
     # The same checks as on a GPU, on one CPU process in fp32 without compiling: the launcher
     # calls, the SIGTERM / resume logic and the arrangement check are what is tested here.
-    config = GpuCheckConfig(out=str(tmp_path / "out"), device="cpu", precision="fp32",
-                            compile=False, timeout_s=240)
+    config = GpuCheckConfig(
+        out=str(tmp_path / "out"), device="cpu", precision="fp32", compile=False, timeout_s=240
+    )
     space = Workspace(tmp_path / "work", tmp_path / "out", world_size=1)
     space.out.mkdir()
     trained = gpu_check.check_training_stops_on_sigterm(config, space)

@@ -1,4 +1,5 @@
 """Checkpoint integrity: stored checksums, newest intact resume, failed writes, leftovers."""
+
 from __future__ import annotations
 
 import errno
@@ -37,9 +38,14 @@ HOST = socket.gethostname()
 
 def _state(epoch: int = 1, best_epoch: int = 0, batches_done: int = 0) -> dict:
     generator = torch.Generator().manual_seed(epoch)
-    return {"model_state_dict": {"w": torch.randn(64, 64, generator=generator)},
-            "optimizer_state_dict": {}, "epoch": epoch, "best_epoch": best_epoch,
-            "batches_done": batches_done, "global_step": 10 * epoch + batches_done}
+    return {
+        "model_state_dict": {"w": torch.randn(64, 64, generator=generator)},
+        "optimizer_state_dict": {},
+        "epoch": epoch,
+        "best_epoch": best_epoch,
+        "batches_done": batches_done,
+        "global_step": 10 * epoch + batches_done,
+    }
 
 
 def _record_span(path: Path, suffix: str) -> tuple[int, int]:
@@ -64,13 +70,16 @@ def _flip(path: Path, offset: int, count: int) -> None:
 
 # ----------------------------------------------------------------------------- checksums
 
+
 def test_flipped_bytes_in_a_weight_are_reported_as_corrupt(tmp_path):
     path = save_checkpoint(tmp_path / LAST_NAME, _state())
     offset, size = _record_span(path, "data/0")
     _flip(path, offset + size // 4, 400)
     # torch alone loads the damaged weights without complaint ...
-    assert not torch.equal(torch.load(path, weights_only=True)["model_state_dict"]["w"],
-                           _state()["model_state_dict"]["w"])
+    assert not torch.equal(
+        torch.load(path, weights_only=True)["model_state_dict"]["w"],
+        _state()["model_state_dict"]["w"],
+    )
     # ... the stored checksum does not.
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
@@ -120,6 +129,7 @@ def test_truncated_zip_and_folder(tmp_path):
 
 # ----------------------------------------------------------------------------- resume
 
+
 def test_resume_falls_back_to_the_newest_intact_checkpoint(tmp_path):
     save_checkpoint(tmp_path / "checkpoint_epoch_2.pth", _state(2))
     save_checkpoint(tmp_path / BEST_NAME, _state(3, best_epoch=3))
@@ -167,8 +177,7 @@ def test_resume_with_nothing_intact_refuses_in_one_line(tmp_path):
 
 
 def test_checkpoint_last_is_written_after_the_files_it_names(tmp_path, monkeypatch):
-    written = save_training_checkpoints(tmp_path, _state(1, best_epoch=1), best=True,
-                                        epoch_copy=1)
+    written = save_training_checkpoints(tmp_path, _state(1, best_epoch=1), best=True, epoch_copy=1)
     assert [p.name for p in written] == [BEST_NAME, "checkpoint_epoch_1.pth", LAST_NAME]
     assert all(load_checkpoint(p)["epoch"] == 1 for p in written)
 
@@ -191,6 +200,7 @@ def test_checkpoint_last_is_written_after_the_files_it_names(tmp_path, monkeypat
 
 # ----------------------------------------------------------------------------- failed writes
 
+
 class _FullDisk(io.FileIO):
     """A file whose device fills up after ``limit`` bytes."""
 
@@ -209,6 +219,7 @@ def _open_failing_with(number: int):
                 return _FullDisk(file, "wb")
             raise OSError(number, os.strerror(number), os.fspath(file))
         return open(file, mode, *args, **kwargs)
+
     return fake_open
 
 
@@ -226,9 +237,14 @@ def test_disk_full_mid_write_is_one_line_and_keeps_the_previous_file(tmp_path, m
     assert load_checkpoint(path)["epoch"] == 1
 
 
-@pytest.mark.parametrize("number, text", [(errno.EACCES, "permission denied in"),
-                                          (errno.EDQUOT, "disk quota exceeded"),
-                                          (errno.EROFS, "read-only file system")])
+@pytest.mark.parametrize(
+    "number, text",
+    [
+        (errno.EACCES, "permission denied in"),
+        (errno.EDQUOT, "disk quota exceeded"),
+        (errno.EROFS, "read-only file system"),
+    ],
+)
 def test_unwritable_destination_is_one_line(tmp_path, monkeypatch, number, text):
     monkeypatch.setattr(checkpoint, "open", _open_failing_with(number), raising=False)
     with pytest.raises(CheckpointError, match=text) as info:
@@ -240,8 +256,11 @@ def test_unwritable_destination_is_one_line(tmp_path, monkeypatch, number, text)
 def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda _: usage(10**9, 10**9, 1000))
-    with pytest.raises(CheckpointError, match=r"no space left on device \(needs about .* KiB, "
-                                              r"1000 B free\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"no space left on device \(needs about .* KiB, "
+        r"1000 B free\)",
+    ):
         save_checkpoint(tmp_path / LAST_NAME, _state())
     assert list(tmp_path.iterdir()) == []
 
@@ -255,6 +274,7 @@ def test_size_estimate_covers_the_written_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------- leftovers
+
 
 def test_remove_stale_temporaries(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -276,8 +296,11 @@ def test_remove_stale_temporaries(tmp_path):
         assert removed == {names["dead_here"]}
         removed = {p.name for p in remove_stale_temporaries(tmp_path, run_lock_held=True)}
         assert removed == {names["alive_here"], names["other_host"], names["old_style"]}
-        assert {p.name for p in tmp_path.iterdir()} == {names["ours"], names["not_ours"],
-                                                       names["real"]}
+        assert {p.name for p in tmp_path.iterdir()} == {
+            names["ours"],
+            names["not_ours"],
+            names["real"],
+        }
     finally:
         alive.kill()
         alive.wait()
@@ -285,6 +308,7 @@ def test_remove_stale_temporaries(tmp_path):
 
 
 # ----------------------------------------------------------------------------- latent cache
+
 
 class _FramesCodec(torch.nn.Module):
     """Latents are the audio cut into frames of ``dim`` samples (optionally NaN for one pair)."""
@@ -305,7 +329,7 @@ class _FramesCodec(torch.nn.Module):
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         self.encode_calls += 1
         frames = self.num_frames(wav.shape[-1])
-        latents = wav[:, 0, :frames * self.dim].reshape(len(wav), frames, self.dim)
+        latents = wav[:, 0, : frames * self.dim].reshape(len(wav), frames, self.dim)
         latents = latents.transpose(1, 2).clone()
         if self.nan_row is not None:
             latents[self.nan_row, 0, 0] = float("nan")
@@ -322,8 +346,12 @@ def pairs_data(tmp_path) -> Path:
     rng = np.random.default_rng(0)
     for number in range(4):
         for role in ("input", "output"):
-            sf.write(str(folder / f"pair_{number:05d}_{role}.wav"),
-                     (0.1 * rng.standard_normal(800)).astype(np.float32), 8000, subtype="FLOAT")
+            sf.write(
+                str(folder / f"pair_{number:05d}_{role}.wav"),
+                (0.1 * rng.standard_normal(800)).astype(np.float32),
+                8000,
+                subtype="FLOAT",
+            )
     return tmp_path / "DATA"
 
 
@@ -397,8 +425,9 @@ def test_ranks_opening_together_share_one_check(pairs_data, monkeypatch):
     first = WavPairsDataset(pairs_data, _FramesCodec())  # builds: nothing to check
     scans = []
     real_scan = latent_cache.scan_cache_file
-    monkeypatch.setattr(latent_cache, "scan_cache_file",
-                        lambda path: scans.append(path.name) or real_scan(path))
+    monkeypatch.setattr(
+        latent_cache, "scan_cache_file", lambda path: scans.append(path.name) or real_scan(path)
+    )
     WavPairsDataset(pairs_data, _FramesCodec())
     assert sorted(scans) == ["input_latents.npy", "target_latents.npy"]
     WavPairsDataset(pairs_data, _FramesCodec())  # another rank, moments later: no reading
@@ -418,5 +447,4 @@ def test_ranks_opening_together_share_one_check(pairs_data, monkeypatch):
 
 def test_byte_counts_are_readable():
     sizes = (5, 2048, 5 << 20, 3 << 30)
-    assert [checkpoint._format_bytes(n) for n in sizes] == ["5 B", "2.0 KiB", "5.0 MiB",
-                                                             "3.0 GiB"]
+    assert [checkpoint._format_bytes(n) for n in sizes] == ["5 B", "2.0 KiB", "5.0 MiB", "3.0 GiB"]

@@ -37,8 +37,9 @@ def test_stft_distance_zero_identical_known_for_scaled_positive_otherwise():
 def test_mel_distance_known_for_scaled():
     a = noise()
     assert torch.all(multi_resolution_mel_distance(a, a) == 0)
-    assert torch.allclose(multi_resolution_mel_distance(2 * a, a), torch.full((2,), math.log(2)),
-                          atol=1e-3)
+    assert torch.allclose(
+        multi_resolution_mel_distance(2 * a, a), torch.full((2,), math.log(2)), atol=1e-3
+    )
 
 
 def test_si_sdr_known_values():
@@ -46,7 +47,8 @@ def test_si_sdr_known_values():
     orthogonal = 0.5 * torch.tensor([1.0, 1.0, -1.0, -1.0] * 4).view(1, 1, -1)
     # Zero-mean, orthogonal noise: SI-SDR = 10 log10(||r||^2 / ||n||^2) = 10 log10(4).
     assert si_sdr(reference + orthogonal, reference).item() == pytest.approx(
-        10 * math.log10(4), abs=1e-4)
+        10 * math.log10(4), abs=1e-4
+    )
     assert si_sdr(0.3 * reference, reference).item() > 80  # scale invariant
     batch = noise()
     assert si_sdr(batch, batch).shape == (2,)
@@ -178,7 +180,8 @@ def test_audio_domain_with_encodec_codec():
     z = torch.randn(1, 128, 10, requires_grad=True)  # decodes to 3200 samples
     target = noise(batch=1, length=3000)
     total, terms = ReconstructionLoss(encodec, "audio", LossWeights(mel=0.5))(
-        z, z.detach(), z.detach(), target, target)
+        z, z.detach(), z.detach(), target, target
+    )
     total.backward()
     assert set(terms) == {"rms_input", "rms_target", "spectral", "mel"}
     assert torch.isfinite(total) and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0

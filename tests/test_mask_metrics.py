@@ -77,8 +77,9 @@ def test_band_switches_count_owner_changes_across_frequency():
     blend = band_mask_statistics(half, half, MDCT)["band_switches"]
     assert blend.item() == pytest.approx(0.0, abs=1e-5)
     time_layout = BandLayout.time(128)
-    assert band_mask_statistics(band_comb, 1 - band_comb, time_layout)[
-        "band_switches"].item() == 0.0
+    assert (
+        band_mask_statistics(band_comb, 1 - band_comb, time_layout)["band_switches"].item() == 0.0
+    )
 
 
 def test_a_blend_and_a_shared_mask():
@@ -144,7 +145,10 @@ def test_content_alignment_ignores_scale_and_survives_silence():
 
 def test_all_statistics_and_labels_share_one_order_with_band_figures_first():
     assert STATISTIC_NAMES == (
-        *BAND_METRIC_NAMES, "band_switches", "content_alignment", *METRIC_NAMES
+        *BAND_METRIC_NAMES,
+        "band_switches",
+        "content_alignment",
+        *METRIC_NAMES,
     )
     assert list(METRIC_LABELS) == list(STATISTIC_NAMES)
     assert len(set(METRIC_LABELS.values())) == len(METRIC_LABELS)

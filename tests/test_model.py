@@ -164,9 +164,14 @@ def test_untrained_cascade_starts_at_the_masked_mix():
 
 @pytest.mark.parametrize("keep_target_parts", [True, False])
 def test_the_target_keeps_its_parts_verbatim_and_the_cascade_rewrites_the_rest(keep_target_parts):
-    model = _trained_like(SimpleTransformer(
-        num_transformer_layers=2, mask_type="temporal", keep_target_parts=keep_target_parts, **TINY
-    )).eval()
+    model = _trained_like(
+        SimpleTransformer(
+            num_transformer_layers=2,
+            mask_type="temporal",
+            keep_target_parts=keep_target_parts,
+            **TINY,
+        )
+    ).eval()
     encoded_input, encoded_target = _latents(frames=40)
     output, _, record = model(encoded_input, encoded_target, return_record=True)
     masked_mix = encoded_input * record.input_mask + encoded_target * record.target_mask

@@ -21,10 +21,12 @@ def test_every_top_level_module_is_listed() -> None:
 
 def test_runtime_requirements_are_project_dependencies() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    declared = {dep.split(">")[0].split("=")[0].strip()
-                for dep in project["project"]["dependencies"]}
+    declared = {
+        dep.split(">")[0].split("=")[0].strip() for dep in project["project"]["dependencies"]
+    }
     development_only = {"pytest", "selenium", "ruff"}
     lines = (ROOT / "requirements.txt").read_text().splitlines()
-    required = {line.split("=")[0].strip() for line in lines
-                if line.strip() and not line.startswith("#")}
+    required = {
+        line.split("=")[0].strip() for line in lines if line.strip() and not line.startswith("#")
+    }
     assert required - development_only == declared

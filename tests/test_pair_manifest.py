@@ -18,16 +18,24 @@ from pair_manifest import ManifestError, list_pairs, read_manifest, split_has_pa
 
 RATE = 24000
 SAMPLES = 6000  # 0.25 s
-TINY = {"encoding_dim": 128, "nhead": 4, "num_layers": 1, "dim_feedforward": 64,
-        "agent_hidden_dim": 32, "dropout": 0.0, "num_transformer_layers": 2,
-        "use_creative_agent": True}
+TINY = {
+    "encoding_dim": 128,
+    "nhead": 4,
+    "num_layers": 1,
+    "dim_feedforward": 64,
+    "agent_hidden_dim": 32,
+    "dropout": 0.0,
+    "num_transformer_layers": 2,
+    "use_creative_agent": True,
+}
 
 
 def segment(path: Path, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     t = np.arange(SAMPLES) / RATE
-    audio = (0.3 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t)
-             + 0.01 * rng.standard_normal(SAMPLES))
+    audio = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t) + 0.01 * rng.standard_normal(
+        SAMPLES
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, audio.astype(np.float32), RATE, subtype="FLOAT")
     return path
@@ -46,14 +54,26 @@ def cross_song_data(tmp_path: Path) -> dict:
         "c0": segment(data / "songs" / "c" / "seg0.wav", 4),
         "c1": segment(data / "songs" / "c" / "seg1.wav", 5),
     }
-    rows = [("train", "songs/a/seg0.wav", str(files["b1"]), "a", "b"),  # absolute path
-            ("train", "songs/b/seg0.wav", "songs/a/seg1.wav", "b", "a"),
-            ("val", "songs/c/seg0.wav", "songs/a/seg0.wav", "c", "a"),
-            ("train", "songs/a/seg1.wav", "songs/b/seg0.wav", "a", "b"),
-            ("val", "songs/c/seg1.wav", "songs/c/seg0.wav", "c", "c")]
-    lines = [json.dumps({"split": split, "input_file": i, "output_file": o,
-                         "pairing": "cross_song" if a != b else "continuation",
-                         "input_source": a, "target_source": b}) for split, i, o, a, b in rows]
+    rows = [
+        ("train", "songs/a/seg0.wav", str(files["b1"]), "a", "b"),  # absolute path
+        ("train", "songs/b/seg0.wav", "songs/a/seg1.wav", "b", "a"),
+        ("val", "songs/c/seg0.wav", "songs/a/seg0.wav", "c", "a"),
+        ("train", "songs/a/seg1.wav", "songs/b/seg0.wav", "a", "b"),
+        ("val", "songs/c/seg1.wav", "songs/c/seg0.wav", "c", "c"),
+    ]
+    lines = [
+        json.dumps(
+            {
+                "split": split,
+                "input_file": i,
+                "output_file": o,
+                "pairing": "cross_song" if a != b else "continuation",
+                "input_source": a,
+                "target_source": b,
+            }
+        )
+        for split, i, o, a, b in rows
+    ]
     lines.insert(2, "")  # blank lines are allowed
     (data / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     return {"data": data, "files": files}
@@ -63,10 +83,15 @@ def test_manifest_decides_the_pairs_in_file_order(cross_song_data: dict) -> None
     data, files = cross_song_data["data"], cross_song_data["files"]
     train = list_pairs(data / "train")  # DATA/train need not exist with a manifest
     assert [(p.number, p.input_path, p.output_path) for p in train] == [
-        (0, files["a0"], files["b1"]), (1, files["b0"], files["a1"]), (2, files["a1"], files["b0"])]
+        (0, files["a0"], files["b1"]),
+        (1, files["b0"], files["a1"]),
+        (2, files["a1"], files["b0"]),
+    ]
     val = read_manifest(data, "val")
     assert [(p.line, p.input_source, p.target_source, p.pairing) for p in val] == [
-        (4, "c", "a", "cross_song"), (6, "c", "c", "continuation")]
+        (4, "c", "a", "cross_song"),
+        (6, "c", "c", "continuation"),
+    ]
 
 
 def test_hand_written_cross_song_manifest_trains(cross_song_data: dict) -> None:
@@ -108,8 +133,10 @@ def test_dataset_without_manifest_pairs_by_file_name(tmp_path: Path, caplog) -> 
             segment(split / f"pair_{number:05d}_{role}.wav", number)
     with caplog.at_level(logging.DEBUG, logger="pair_manifest"):
         pairs = list_pairs(split)
-    assert [(p.number, p.input_path.name) for p in pairs] == [(1, "pair_00001_input.wav"),
-                                                               (3, "pair_00003_input.wav")]
+    assert [(p.number, p.input_path.name) for p in pairs] == [
+        (1, "pair_00001_input.wav"),
+        (3, "pair_00003_input.wav"),
+    ]
     assert any("no manifest.jsonl" in record.message for record in caplog.records)
     assert split_has_pairs(tmp_path / "DATA", "train")
     assert not split_has_pairs(tmp_path / "DATA", "val")
@@ -118,18 +145,27 @@ def test_dataset_without_manifest_pairs_by_file_name(tmp_path: Path, caplog) -> 
 GOOD = {"split": "train", "input_file": "songs/a/seg0.wav", "output_file": "songs/a/seg1.wav"}
 
 
-@pytest.mark.parametrize("line, message", [
-    (json.dumps(GOOD)[:-1], "not valid JSON"),
-    (json.dumps(list(GOOD.values())), "expected a JSON object"),
-    (json.dumps({"split": "train", "input_file": "songs/a/seg0.wav"}), "missing key 'output_file'"),
-    (json.dumps({**GOOD, "output_file": "songs/nope.wav"}),
-     "output_file .*songs/nope.wav does not exist"),
-    (json.dumps({**GOOD, "input_file": ""}), "'input_file' must be a non-empty string"),
-    (json.dumps({**GOOD, "pairing": "shuffled"}), "pairing 'shuffled'"),
-    (json.dumps({**GOOD, "input_start": -1}), "'input_start' must be a number of seconds"),
-])
-def test_bad_manifest_line_is_refused_naming_file_and_line(cross_song_data: dict, line: str,
-                                                           message: str) -> None:
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (json.dumps(GOOD)[:-1], "not valid JSON"),
+        (json.dumps(list(GOOD.values())), "expected a JSON object"),
+        (
+            json.dumps({"split": "train", "input_file": "songs/a/seg0.wav"}),
+            "missing key 'output_file'",
+        ),
+        (
+            json.dumps({**GOOD, "output_file": "songs/nope.wav"}),
+            "output_file .*songs/nope.wav does not exist",
+        ),
+        (json.dumps({**GOOD, "input_file": ""}), "'input_file' must be a non-empty string"),
+        (json.dumps({**GOOD, "pairing": "shuffled"}), "pairing 'shuffled'"),
+        (json.dumps({**GOOD, "input_start": -1}), "'input_start' must be a number of seconds"),
+    ],
+)
+def test_bad_manifest_line_is_refused_naming_file_and_line(
+    cross_song_data: dict, line: str, message: str
+) -> None:
     data = cross_song_data["data"]
     manifest = data / "manifest.jsonl"
     lines = manifest.read_text().splitlines()

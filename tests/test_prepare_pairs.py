@@ -15,8 +15,8 @@ import prepare_pairs as pp
 from prepare_pairs import PrepareConfig, prepare_pairs
 
 REPO = Path(__file__).resolve().parents[1]
-RATE = 8000       # output rate of the tests: small files, fast
-SEGMENT = 0.5     # seconds
+RATE = 8000  # output rate of the tests: small files, fast
+SEGMENT = 0.5  # seconds
 
 # name -> (sample rate, channels, seconds, expected pairs at 0.5 s segments)
 GOOD = {
@@ -98,8 +98,9 @@ def test_pair_counts_rate_duration_and_layout(prepared):
         indices = [r["index"] for r in records if r["split"] == split]
         assert indices == list(range(summary.pairs_per_split[split]))  # continuous numbering
         files = sorted(p.name for p in (out / split).iterdir())
-        assert files == sorted(f"pair_{i:05d}_{side}.wav" for i in indices
-                               for side in ("input", "output"))
+        assert files == sorted(
+            f"pair_{i:05d}_{side}.wav" for i in indices for side in ("input", "output")
+        )
     per_song = {}
     for r in records:
         per_song[r["source"]] = per_song.get(r["source"], 0) + 1
@@ -142,7 +143,7 @@ def test_downmix_and_resample_match_reference(prepared, songs):
     r = next(r for r in _manifest(out) if r["source"] == name and r["source_pair"] == 1)
     got, _ = sf.read(str(out / r["input_file"]), dtype="float32")
     start = int(r["input_start"] * RATE)
-    np.testing.assert_allclose(got, ref[start:start + len(got)], atol=1e-6)
+    np.testing.assert_allclose(got, ref[start : start + len(got)], atol=1e-6)
 
 
 def test_resampler_is_anti_aliased(tmp_path):
@@ -150,8 +151,9 @@ def test_resampler_is_anti_aliased(tmp_path):
     # back to 2 kHz as naive decimation would.
     t = np.arange(48000) / 48000
     path = tmp_path / "tone.wav"
-    sf.write(str(path), (0.5 * np.sin(2 * np.pi * 6000 * t)).astype(np.float32), 48000,
-             subtype="FLOAT")
+    sf.write(
+        str(path), (0.5 * np.sin(2 * np.pi * 6000 * t)).astype(np.float32), 48000, subtype="FLOAT"
+    )
     out = pp.load_mono(path, RATE)
     assert len(out) == RATE
     assert np.sqrt(np.mean(out[500:-500] ** 2)) < 0.01 * 0.5 / np.sqrt(2)
@@ -191,8 +193,16 @@ def test_refuses_then_overwrites_cleanly(songs, tmp_path, capsys):
         prepare_pairs(songs, out, _config(segment_seconds=1.0))
     assert (out / "manifest.jsonl").read_text() == before  # untouched
     # The CLI turns the refusal into one line and exit status 2.
-    args = ["--songs", str(songs), "--out", str(out), "--sample_rate", str(RATE),
-            "--progress", "false"]
+    args = [
+        "--songs",
+        str(songs),
+        "--out",
+        str(out),
+        "--sample_rate",
+        str(RATE),
+        "--progress",
+        "false",
+    ]
     assert pp.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "--overwrite" in err and "\n" not in err
@@ -259,8 +269,21 @@ def test_cli_no_pairs_exits_2_with_one_line(tmp_path):
     (bad / "text.wav").write_text("not audio")
     out = tmp_path / "DATA"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "prepare_pairs.py"), "--songs", str(bad), "--out", str(out),
-         "--progress", "false"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        [
+            sys.executable,
+            str(REPO / "prepare_pairs.py"),
+            "--songs",
+            str(bad),
+            "--out",
+            str(out),
+            "--progress",
+            "false",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no pairs")

@@ -1,4 +1,5 @@
 """run_lock.py: one run per folder; live holders refuse, dead ones are taken over."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,16 +24,23 @@ from run_lock import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-HOLDER = ("import sys, time, run_lock\n"
-          "with run_lock.RunLock(sys.argv[1], command='train --fake'):\n"
-          "    print('held', flush=True)\n"
-          "    sys.stdin.readline()\n")
+HOLDER = (
+    "import sys, time, run_lock\n"
+    "with run_lock.RunLock(sys.argv[1], command='train --fake'):\n"
+    "    print('held', flush=True)\n"
+    "    sys.stdin.readline()\n"
+)
 
 
 def _start_holder(folder: Path) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], cwd=ROOT,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert holder.stdout.readline().strip() == "held"
     return holder
 

@@ -18,9 +18,16 @@ from model_simple_transformer import SimpleTransformer
 
 RATE = 24000
 SAMPLES = 12000  # 0.5 s
-TINY = {"encoding_dim": 128, "nhead": 4, "num_layers": 1, "dim_feedforward": 64,
-        "agent_hidden_dim": 32, "dropout": 0.0, "num_transformer_layers": 2,
-        "use_creative_agent": True}
+TINY = {
+    "encoding_dim": 128,
+    "nhead": 4,
+    "num_layers": 1,
+    "dim_feedforward": 64,
+    "agent_hidden_dim": 32,
+    "dropout": 0.0,
+    "num_transformer_layers": 2,
+    "use_creative_agent": True,
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +39,12 @@ def setup(tmp_path_factory) -> dict:
     for index in range(5):
         for role in ("input", "output"):
             audio = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 3000) * t) * np.sin(np.pi * 3 * t)
-            sf.write(data / "val" / f"pair_{index:05d}_{role}.wav", audio.astype(np.float32),
-                     RATE, subtype="FLOAT")
+            sf.write(
+                data / "val" / f"pair_{index:05d}_{role}.wav",
+                audio.astype(np.float32),
+                RATE,
+                subtype="FLOAT",
+            )
     codec = get_codec("mdct")
     torch.manual_seed(0)
     return {"data": data, "codec": codec, "model": SimpleTransformer(**TINY)}
@@ -62,8 +73,9 @@ def test_collect_samples_decodes_the_four_roles(setup):
         item = dataset[index]
         with torch.no_grad():
             model.eval()
-            record = model(item["input_latent"][None], item["target_latent"][None],
-                           return_record=True)[2]
+            record = model(
+                item["input_latent"][None], item["target_latent"][None], return_record=True
+            )[2]
             mask_in, mask_tg = record.input_mask[0], record.target_mask[0]
             mixed = item["input_latent"] * mask_in + item["target_latent"] * mask_tg
             mixed = codec.decode(mixed[None])
@@ -89,27 +101,43 @@ def test_events_hold_audio_images_and_scalars(setup, tmp_path):
     samples = tracking.collect_samples(model, codec, dataset, [1, 3])
     with tracking.TensorBoardTracker(tmp_path) as tracker:
         for epoch in (1, 2):
-            tracker.log_scalars({"epoch": epoch, "val_loss": 1.0 / epoch, "lr": 1e-3,
-                                 "nonfinite": float("nan"), "flag": True, "note": "x"}, epoch)
+            tracker.log_scalars(
+                {
+                    "epoch": epoch,
+                    "val_loss": 1.0 / epoch,
+                    "lr": 1e-3,
+                    "nonfinite": float("nan"),
+                    "flag": True,
+                    "note": "x",
+                },
+                epoch,
+            )
             tracker.log_samples(epoch, samples)
-    events = EventAccumulator(str(tmp_path / "tensorboard"),
-                              size_guidance={AUDIO: 0, IMAGES: 0, SCALARS: 0})
+    events = EventAccumulator(
+        str(tmp_path / "tensorboard"), size_guidance={AUDIO: 0, IMAGES: 0, SCALARS: 0}
+    )
     events.Reload()
     tags = events.Tags()
     assert sorted(tags["scalars"]) == ["epoch/lr", "epoch/val_loss"]
     assert [e.value for e in events.Scalars("epoch/val_loss")] == pytest.approx([1.0, 0.5])
-    assert sorted(tags["audio"]) == sorted(f"{name}/{k}_{role}" for name in ("val_001", "val_003")
-                                           for k, role in enumerate(tracking.AUDIO_ROLES, 1))
+    assert sorted(tags["audio"]) == sorted(
+        f"{name}/{k}_{role}"
+        for name in ("val_001", "val_003")
+        for k, role in enumerate(tracking.AUDIO_ROLES, 1)
+    )
     clip = events.Audio("val_003/1_input")
     assert [c.step for c in clip] == [1, 2]
     assert clip[-1].sample_rate == RATE and clip[-1].length_frames == SAMPLES
     heard, rate = sf.read(io.BytesIO(clip[-1].encoded_audio_string), dtype="float32")
     assert rate == RATE
     np.testing.assert_allclose(heard, samples[1].input_audio, atol=1.5 / 32767)  # 16-bit WAV
-    assert sorted(tags["images"]) == ["val_001/masks_input_above_target",
-                                      "val_003/masks_input_above_target"]
+    assert sorted(tags["images"]) == [
+        "val_001/masks_input_above_target",
+        "val_003/masks_input_above_target",
+    ]
     image = events.Images("val_001/masks_input_above_target")[-1]
     from PIL import Image
+
     decoded = Image.open(io.BytesIO(image.encoded_image_string))
     assert decoded.size == (image.width, image.height)
     assert image.height >= tracking.MIN_IMAGE_HEIGHT
@@ -144,7 +172,8 @@ def test_without_tensorboard_one_info_line_and_no_op(tmp_path, monkeypatch, capl
         tracker = tracking.TensorBoardTracker(tmp_path)
     assert not tracker.enabled
     assert [r.message for r in caplog.records if "tensorboard" in r.message.lower()] == [
-        "tensorboard is not installed: no TensorBoard logs (pip install tensorboard)"]
+        "tensorboard is not installed: no TensorBoard logs (pip install tensorboard)"
+    ]
     tracker.log_scalars({"val_loss": 1.0}, 1)
     tracker.log_samples(1, [])
     tracker.close()

@@ -1,4 +1,5 @@
 """train_simple_ddp.py CLI: flags, booleans, help, validation, launch-environment detection."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,7 +29,8 @@ ISSUE_FLAGS = (
     "loss_domain loss_weight_input loss_weight_target loss_weight_spectral loss_weight_mel epochs "
     "batch_size lr weight_decay grad_clip patience seed num_workers checkpoint_dir save_every "
     "resume world_size demo precision log_every warmup_steps schedule max_nonfinite_steps "
-    "gan_weight disc_lr disc_update_freq").split()
+    "gan_weight disc_lr disc_update_freq"
+).split()
 
 
 @pytest.fixture
@@ -50,16 +52,27 @@ def test_every_flag_exists_and_its_help_gives_the_default():
         assert "default:" in actions[field.name].help, field.name
 
 
-@pytest.mark.parametrize("text, expected", [("true", True), ("false", False), ("1", True),
-                                            ("0", False), ("yes", True), ("No", False)])
+@pytest.mark.parametrize(
+    "text, expected",
+    [("true", True), ("false", False), ("1", True), ("0", False), ("yes", True), ("No", False)],
+)
 def test_booleans_accept_true_false_words(text, expected):
     assert parse_config(["--use_creative_agent", text]).use_creative_agent is expected
     assert parse_config(["--shuffle_targets", text]).shuffle_targets is expected
 
 
 def test_bare_boolean_flag_and_key_value_options():
-    cfg = parse_config(["--use_creative_agent", "--model_option", "agent_temperature=0.5",
-                        "--model_option", "hard_masks=true", "--codec_option", "dim=64"])
+    cfg = parse_config(
+        [
+            "--use_creative_agent",
+            "--model_option",
+            "agent_temperature=0.5",
+            "--model_option",
+            "hard_masks=true",
+            "--codec_option",
+            "dim=64",
+        ]
+    )
     assert cfg.use_creative_agent is True
     assert cfg.model_option == {"agent_temperature": 0.5, "hard_masks": True}
     assert cfg.codec_option == {"dim": 64}
@@ -69,8 +82,11 @@ def test_bare_boolean_flag_and_key_value_options():
 def test_model_defaults_match_simple_transformer():
     """So a checkpoint trained with default model flags loads into the seed snippet's model."""
     from model_simple_transformer import SimpleTransformer
-    defaults = {name: p.default for name, p in
-                inspect.signature(SimpleTransformer.__init__).parameters.items()}
+
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(SimpleTransformer.__init__).parameters.items()
+    }
     cfg = TrainConfig()
     for name, value in model_kwargs(cfg).items():
         if name != "num_transformer_layers":  # 3 as in the seed's commands and snippet
@@ -83,23 +99,32 @@ def test_valid_config_has_no_errors(dataset):
     assert validate_config(cfg, cuda_device_count=0) == []
 
 
-@pytest.mark.parametrize("argv, cuda, fragment", [
-    (["--use_creative_agent", "true", "--num_transformer_layers", "1"], 0,
-     "--use_creative_agent true needs a cascade"),
-    (["--mask_type", "temporal", "--num_transformer_layers", "1"], 0, "--mask_type temporal"),
-    (["--use_creative_agent", "true", "--mask_type", "energy"], 0, "not both"),
-    (["--use_creative_agent", "true", "--agent_hold_epochs", "-1"], 0,
-     "--agent_hold_epochs must be >= 0"),
-    (["--world_size", "4"], 1, "--world_size 4 needs 4 GPUs"),
-    (["--device", "cuda"], 0, "no CUDA device"),
-    (["--encoding_dim", "100", "--nhead", "8"], 0, "not divisible by --nhead"),
-    (["--encoding_dim", "64"], 0, "--codec_option dim=64"),
-    (["--loss_domain", "latent", "--loss_weight_mel", "1"], 0, "--loss_weight_mel"),
-    (["--shuffle_targets", "true", "--unity_test", "true"], 0, "exclude each other"),
-    (["--gan_weight", "-1"], 0, "--gan_weight must be >= 0"),
-    (["--lr", "0"], 0, "--lr must be > 0"),
-    (["--resume", "/no/such/checkpoint.pth"], 0, "no such checkpoint"),
-])
+@pytest.mark.parametrize(
+    "argv, cuda, fragment",
+    [
+        (
+            ["--use_creative_agent", "true", "--num_transformer_layers", "1"],
+            0,
+            "--use_creative_agent true needs a cascade",
+        ),
+        (["--mask_type", "temporal", "--num_transformer_layers", "1"], 0, "--mask_type temporal"),
+        (["--use_creative_agent", "true", "--mask_type", "energy"], 0, "not both"),
+        (
+            ["--use_creative_agent", "true", "--agent_hold_epochs", "-1"],
+            0,
+            "--agent_hold_epochs must be >= 0",
+        ),
+        (["--world_size", "4"], 1, "--world_size 4 needs 4 GPUs"),
+        (["--device", "cuda"], 0, "no CUDA device"),
+        (["--encoding_dim", "100", "--nhead", "8"], 0, "not divisible by --nhead"),
+        (["--encoding_dim", "64"], 0, "--codec_option dim=64"),
+        (["--loss_domain", "latent", "--loss_weight_mel", "1"], 0, "--loss_weight_mel"),
+        (["--shuffle_targets", "true", "--unity_test", "true"], 0, "exclude each other"),
+        (["--gan_weight", "-1"], 0, "--gan_weight must be >= 0"),
+        (["--lr", "0"], 0, "--lr must be > 0"),
+        (["--resume", "/no/such/checkpoint.pth"], 0, "no such checkpoint"),
+    ],
+)
 def test_invalid_combinations_are_one_line_each(dataset, argv, cuda, fragment):
     cfg = parse_config(["--dataset_folder", str(dataset), *argv])
     errors = validate_config(cfg, cuda_device_count=cuda)
@@ -108,12 +133,15 @@ def test_invalid_combinations_are_one_line_each(dataset, argv, cuda, fragment):
 
 
 def test_dataset_folder_checks(tmp_path):
-    assert any("--dataset_folder is required" in e
-               for e in validate_config(parse_config([]), 0))
-    assert any("no such folder" in e for e in validate_config(
-        parse_config(["--dataset_folder", str(tmp_path / "missing")]), 0))
-    assert any("has no training pairs" in e for e in validate_config(
-        parse_config(["--dataset_folder", str(tmp_path)]), 0))
+    assert any("--dataset_folder is required" in e for e in validate_config(parse_config([]), 0))
+    assert any(
+        "no such folder" in e
+        for e in validate_config(parse_config(["--dataset_folder", str(tmp_path / "missing")]), 0)
+    )
+    assert any(
+        "has no training pairs" in e
+        for e in validate_config(parse_config(["--dataset_folder", str(tmp_path)]), 0)
+    )
 
 
 def test_world_size_on_cpu_is_fine_and_cuda_count_respected(dataset):
@@ -130,26 +158,52 @@ def test_demo_defaults_and_explicit_flags_win():
     assert cfg.world_size == 2 and cfg.device == "cpu" and cfg.use_creative_agent
     assert cfg.num_transformer_layers >= 2
     assert validate_config(cfg, cuda_device_count=0) == []  # the data is made on the fly
-    custom = parse_config(["--demo", "--epochs", "1", "--checkpoint_dir", "elsewhere",
-                           "--model_option", "agent_temperature=0.5"])
+    custom = parse_config(
+        [
+            "--demo",
+            "--epochs",
+            "1",
+            "--checkpoint_dir",
+            "elsewhere",
+            "--model_option",
+            "agent_temperature=0.5",
+        ]
+    )
     assert custom.epochs == 1 and custom.checkpoint_dir == "elsewhere"
     assert custom.model_option == {**DEMO_OVERRIDES["model_option"], "agent_temperature": 0.5}
 
 
 def test_expand_nodelist():
-    assert expand_nodelist("node[01-03,07],gpu5") == ["node01", "node02", "node03", "node07",
-                                                      "gpu5"]
+    assert expand_nodelist("node[01-03,07],gpu5") == [
+        "node01",
+        "node02",
+        "node03",
+        "node07",
+        "gpu5",
+    ]
     assert expand_nodelist("a[8-10]-ib") == ["a8-ib", "a9-ib", "a10-ib"]
     assert expand_nodelist("localhost") == ["localhost"]
 
 
 def test_detect_launch_env():
     assert detect_launch_env({}).mode == "spawn"
-    torchrun = detect_launch_env({"RANK": "3", "WORLD_SIZE": "8", "LOCAL_RANK": "1",
-                                  "MASTER_ADDR": "h1", "MASTER_PORT": "1234"})
+    torchrun = detect_launch_env(
+        {
+            "RANK": "3",
+            "WORLD_SIZE": "8",
+            "LOCAL_RANK": "1",
+            "MASTER_ADDR": "h1",
+            "MASTER_PORT": "1234",
+        }
+    )
     assert torchrun == LaunchEnv("torchrun", 3, 8, 1, "h1", 1234)
-    slurm_env = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
-                 "SLURM_JOB_NODELIST": "gpu[03-04]", "SLURM_JOB_ID": "987654"}
+    slurm_env = {
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_NODELIST": "gpu[03-04]",
+        "SLURM_JOB_ID": "987654",
+    }
     slurm = detect_launch_env(slurm_env)
     assert slurm == LaunchEnv("slurm", 5, 8, 1, "gpu03", port_from_job_id("987654"))
     assert detect_launch_env(slurm_env).master_port == slurm.master_port  # deterministic
@@ -159,18 +213,39 @@ def test_detect_launch_env():
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "train_simple_ddp.py"), *args],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train_simple_ddp.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_cli_errors_are_one_line_with_exit_status_2(tmp_path, dataset):
     runs = tmp_path / "runs"
-    for args in (["--epochs", "x"], ["--use_creative_agent", "maybe"],
-                 ["--dataset_folder", str(dataset), "--checkpoint_dir", str(runs),
-                  "--use_creative_agent", "true", "--num_transformer_layers", "1"],
-                 ["--dataset_folder", str(dataset), "--checkpoint_dir", str(runs),
-                  "--model_option", "no_such_argument=1"]):
+    for args in (
+        ["--epochs", "x"],
+        ["--use_creative_agent", "maybe"],
+        [
+            "--dataset_folder",
+            str(dataset),
+            "--checkpoint_dir",
+            str(runs),
+            "--use_creative_agent",
+            "true",
+            "--num_transformer_layers",
+            "1",
+        ],
+        [
+            "--dataset_folder",
+            str(dataset),
+            "--checkpoint_dir",
+            str(runs),
+            "--model_option",
+            "no_such_argument=1",
+        ],
+    ):
         result = _cli(*args)
         assert result.returncode == 2, (args, result.stderr)
         lines = result.stderr.strip().splitlines()
@@ -178,12 +253,21 @@ def test_cli_errors_are_one_line_with_exit_status_2(tmp_path, dataset):
     assert not runs.exists()  # nothing started
 
 
-@pytest.mark.parametrize("flags", [
-    [],
-    ["--demo"],
-    ["--use_creative_agent", "true", "--num_transformer_layers", "2",
-     "--model_option", "agent_shared_weights=false"],
-])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        [],
+        ["--demo"],
+        [
+            "--use_creative_agent",
+            "true",
+            "--num_transformer_layers",
+            "2",
+            "--model_option",
+            "agent_shared_weights=false",
+        ],
+    ],
+)
 def test_expected_model_config_is_what_the_model_records(flags):
     # The launcher refuses a resume whose checkpoint differs from this; it must agree with the
     # model built from the same flags, resolved defaults included.

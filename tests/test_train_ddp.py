@@ -1,5 +1,6 @@
 """Training end to end on CPU (gloo): 2-process run, metrics averaged over ranks, resume
 equivalence, SIGTERM, worker failure, non-finite steps, the seed's checkpoint snippet."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,10 +26,30 @@ SEGMENT = SAMPLE_RATE // 4  # 0.25 s pairs
 
 # A tiny model on a 16-channel MDCT: every run below takes seconds on one core.
 TINY_ARGS = [
-    "--codec_option", "dim=16", "--encoding_dim", "16", "--nhead", "2", "--num_layers", "1",
-    "--num_transformer_layers", "2", "--model_option", "dim_feedforward=32",
-    "--model_option", "agent_hidden_dim=16", "--loss_domain", "latent", "--num_workers", "0",
-    "--device", "cpu", "--warmup_steps", "2", "--log_every", "1",
+    "--codec_option",
+    "dim=16",
+    "--encoding_dim",
+    "16",
+    "--nhead",
+    "2",
+    "--num_layers",
+    "1",
+    "--num_transformer_layers",
+    "2",
+    "--model_option",
+    "dim_feedforward=32",
+    "--model_option",
+    "agent_hidden_dim=16",
+    "--loss_domain",
+    "latent",
+    "--num_workers",
+    "0",
+    "--device",
+    "cpu",
+    "--warmup_steps",
+    "2",
+    "--log_every",
+    "1",
 ]
 DESIGN_NAMES = ("complementarity", "coverage", "balance", "temporal_diversity", "pair_diversity")
 
@@ -44,16 +65,27 @@ def make_tiny_dataset(root: Path, train_pairs: int = 8, val_pairs: int = 4, seed
             for role in ("input", "output"):
                 tone = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t)
                 wav = tone + 0.05 * rng.standard_normal(SEGMENT)
-                sf.write(folder / f"pair_{index:05d}_{role}.wav", wav.astype(np.float32),
-                         SAMPLE_RATE)
+                sf.write(
+                    folder / f"pair_{index:05d}_{role}.wav", wav.astype(np.float32), SAMPLE_RATE
+                )
     return root
 
 
-def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 120,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str],
+    cwd: Path | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "train_simple_ddp.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd, env=full_env)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train_simple_ddp.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+    )
 
 
 def read_metrics(folder: Path) -> list[dict]:
@@ -69,16 +101,18 @@ def data(tmp_path_factory) -> Path:
 # Metrics averaged over ranks
 # --------------------------------------------------------------------------------------------
 
+
 def _reduce_worker(rank: int, world_size: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
     from training_log import MetricSums, reduce_metric_sums
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     sums = MetricSums("cpu")
     if rank == 0:  # two samples of loss 1.0
         sums.add({"loss": torch.tensor(1.0), "complementarity": torch.tensor(0.9)}, weight=2)
-    else:          # one sample of loss 4.0, a non-finite value (left out), and a rank-1-only name
+    else:  # one sample of loss 4.0, a non-finite value (left out), and a rank-1-only name
         sums.add({"loss": torch.tensor(4.0), "complementarity": torch.tensor(0.6)}, weight=1)
         sums.add({"loss": torch.tensor(float("nan"))}, weight=5)
         sums.add({"only_rank1": torch.tensor(3.0)}, weight=1)
@@ -89,8 +123,10 @@ def _reduce_worker(rank: int, world_size: int, port: int, out: str) -> None:
 
 def test_metrics_are_averaged_over_ranks(tmp_path):
     from launch_env import find_free_port
-    mp.start_processes(_reduce_worker, args=(2, find_free_port(), str(tmp_path)), nprocs=2,
-                       start_method="spawn")
+
+    mp.start_processes(
+        _reduce_worker, args=(2, find_free_port(), str(tmp_path)), nprocs=2, start_method="spawn"
+    )
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert results[0] == results[1]  # every rank sees the same averages
     assert results[0]["loss"] == pytest.approx((2 * 1.0 + 1 * 4.0) / 3)
@@ -102,14 +138,31 @@ def test_metrics_are_averaged_over_ranks(tmp_path):
 # A 2-process run end to end
 # --------------------------------------------------------------------------------------------
 
+
 def test_two_process_run_end_to_end(data, tmp_path):
     from checkpoint import load_checkpoint
     from model_simple_transformer import SimpleTransformer
 
     run = tmp_path / "run"
-    result = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(run), *TINY_ARGS,
-                      "--use_creative_agent", "true", "--world_size", "2", "--epochs", "2",
-                      "--batch_size", "2", "--save_every", "1"])
+    result = run_cli(
+        [
+            "--dataset_folder",
+            str(data),
+            "--checkpoint_dir",
+            str(run),
+            *TINY_ARGS,
+            "--use_creative_agent",
+            "true",
+            "--world_size",
+            "2",
+            "--epochs",
+            "2",
+            "--batch_size",
+            "2",
+            "--save_every",
+            "1",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Creative Agent ENABLED" in result.stderr
     assert "Creative Agent mask regularization loss:" in result.stderr
@@ -119,22 +172,46 @@ def test_two_process_run_end_to_end(data, tmp_path):
     assert [r["epoch"] for r in records] == [0, 1, 2]
     assert records[0]["complementarity"] == pytest.approx(0.75, abs=0.05)  # untrained agent
     for record in records[1:]:
-        for key in ("train_loss", "val_loss", "train_reconstruction", "val_reconstruction",
-                    "train_rms_target", "val_rms_target", "train_mask_reg_loss", "grad_norm",
-                    "samples_per_s", "lr", "nonfinite_steps", *DESIGN_NAMES,
-                    *(f"train_{n}" for n in DESIGN_NAMES)):
+        for key in (
+            "train_loss",
+            "val_loss",
+            "train_reconstruction",
+            "val_reconstruction",
+            "train_rms_target",
+            "val_rms_target",
+            "train_mask_reg_loss",
+            "grad_norm",
+            "samples_per_s",
+            "lr",
+            "nonfinite_steps",
+            *DESIGN_NAMES,
+            *(f"train_{n}" for n in DESIGN_NAMES),
+        ):
             assert key in record and record[key] is not None, key
             if isinstance(record[key], float):
                 assert math.isfinite(record[key]), key
         assert record["nonfinite_steps"] == 0
 
-    for name in ("checkpoint_best.pth", "checkpoint_last.pth", "checkpoint_epoch_1.pth",
-                 "checkpoint_epoch_2.pth"):
+    for name in (
+        "checkpoint_best.pth",
+        "checkpoint_last.pth",
+        "checkpoint_epoch_1.pth",
+        "checkpoint_epoch_2.pth",
+    ):
         assert (run / name).exists(), name
     assert not list(run.glob(".*.tmp-*"))  # no temporary file left behind
     state = torch.load(run / "checkpoint_last.pth", weights_only=True)
-    for key in ("model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "epoch",
-                "best_val_loss", "model_config", "train_config", "rng_state", "rng_states"):
+    for key in (
+        "model_state_dict",
+        "optimizer_state_dict",
+        "scheduler_state_dict",
+        "epoch",
+        "best_val_loss",
+        "model_config",
+        "train_config",
+        "rng_state",
+        "rng_states",
+    ):
         assert key in state, key
     assert state["epoch"] == 2 and len(state["rng_states"]) == 2
     assert set(state["rng_state"]) >= {"torch", "numpy", "python"}
@@ -146,6 +223,7 @@ def _slow_save_worker(rank: int, world_size: int, port: int, config: dict, out: 
     """train_worker, with rank 0's checkpoint writes slowed down; records when each rank's
     last write ended (rank 0) and when train_worker returned (every rank)."""
     import train_simple_worker
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     save = train_simple_worker.save_training_checkpoints
 
@@ -163,16 +241,23 @@ def test_ranks_leave_only_after_the_last_checkpoint(data, tmp_path):
     """No rank finishes while rank 0 is still writing: a rank that left early would report
     success before the run's files exist (and left gloo racing the interpreter's shutdown)."""
     from launch_env import find_free_port
+
     config = dataclasses.asdict(_config(data, tmp_path / "run", epochs=1))
-    mp.start_processes(_slow_save_worker, args=(2, find_free_port(), config, str(tmp_path)),
-                       nprocs=2, start_method="spawn")
+    mp.start_processes(
+        _slow_save_worker,
+        args=(2, find_free_port(), config, str(tmp_path)),
+        nprocs=2,
+        start_method="spawn",
+    )
     saved = float((tmp_path / "rank0_saved").read_text())
     for rank in (0, 1):
         assert float((tmp_path / f"rank{rank}_returned").read_text()) >= saved, rank
 
 
-@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")),
-                    reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    not (shutil.which("c++") or shutil.which("g++")),
+    reason="torch.compile on CPU needs a C++ compiler",
+)
 def test_compiled_training_steps(data, tmp_path):
     """--compile true with DDP: the steps run compiled (a minute or two of compiling on CPU), the
     mask figures still reach the metrics through both wrappers, and the checkpoint holds the
@@ -180,10 +265,27 @@ def test_compiled_training_steps(data, tmp_path):
     from model_simple_transformer import SimpleTransformer
 
     run = tmp_path / "run"
-    result = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(run), *TINY_ARGS,
-                      "--use_creative_agent", "true", "--epochs", "1", "--batch_size", "2",
-                      "--world_size", "2", "--compile", "true"], timeout=600,
-                     env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")})
+    result = run_cli(
+        [
+            "--dataset_folder",
+            str(data),
+            "--checkpoint_dir",
+            str(run),
+            *TINY_ARGS,
+            "--use_creative_agent",
+            "true",
+            "--epochs",
+            "1",
+            "--batch_size",
+            "2",
+            "--world_size",
+            "2",
+            "--compile",
+            "true",
+        ],
+        timeout=600,
+        env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "training steps run compiled" in result.stderr
     record = read_metrics(run)[-1]
@@ -198,13 +300,37 @@ def test_compiled_training_steps(data, tmp_path):
 # Resume equivalence (single process, in-process)
 # --------------------------------------------------------------------------------------------
 
+
 def _config(data: Path, folder: Path, **changes):
     from train_config import parse_config
-    cfg = parse_config(["--dataset_folder", str(data), "--checkpoint_dir", str(folder),
-                        *TINY_ARGS, "--use_creative_agent", "true", "--batch_size", "3",
-                        "--schedule", "plateau", "--plateau_patience", "0", "--dropout", "0.1",
-                        "--anti_cheating", "0.1", "--shuffle_targets", "true", "--save_every", "0",
-                        "--patience", "0"])
+
+    cfg = parse_config(
+        [
+            "--dataset_folder",
+            str(data),
+            "--checkpoint_dir",
+            str(folder),
+            *TINY_ARGS,
+            "--use_creative_agent",
+            "true",
+            "--batch_size",
+            "3",
+            "--schedule",
+            "plateau",
+            "--plateau_patience",
+            "0",
+            "--dropout",
+            "0.1",
+            "--anti_cheating",
+            "0.1",
+            "--shuffle_targets",
+            "true",
+            "--save_every",
+            "0",
+            "--patience",
+            "0",
+        ]
+    )
     return dataclasses.replace(cfg, **changes)
 
 
@@ -214,15 +340,13 @@ def test_resume_equals_straight_run(data, tmp_path):
     straight, split = tmp_path / "straight", tmp_path / "split"
     train_worker(0, 1, _config(data, straight, epochs=4))
     train_worker(0, 1, _config(data, split, epochs=2))
-    train_worker(0, 1, _config(data, split, epochs=4,
-                               resume=str(split / "checkpoint_last.pth")))
+    train_worker(0, 1, _config(data, split, epochs=4, resume=str(split / "checkpoint_last.pth")))
 
     a = torch.load(straight / "checkpoint_last.pth", weights_only=True)
     b = torch.load(split / "checkpoint_last.pth", weights_only=True)
     assert a["epoch"] == b["epoch"] == 4
     for name, tensor in a["model_state_dict"].items():
-        torch.testing.assert_close(b["model_state_dict"][name], tensor, atol=1e-5, rtol=0,
-                                   msg=name)
+        torch.testing.assert_close(b["model_state_dict"][name], tensor, atol=1e-5, rtol=0, msg=name)
     assert a["scheduler_state_dict"] == b["scheduler_state_dict"]
     assert [r["epoch"] for r in read_metrics(split)] == [0, 1, 2, 3, 4]
     val_a = [r["val_loss"] for r in read_metrics(straight)]
@@ -236,9 +360,10 @@ def _agent_and_cascade_change(data: Path, folder: Path, hold_epochs: int) -> tup
     from training_setup import build_run
 
     cfg = _config(data, folder, epochs=1, agent_hold_epochs=hold_epochs)
-    initial = {name: tensor.clone()
-               for name, tensor in build_run(cfg, 0, 1, torch.device("cpu")).model
-               .state_dict().items()}
+    initial = {
+        name: tensor.clone()
+        for name, tensor in build_run(cfg, 0, 1, torch.device("cpu")).model.state_dict().items()
+    }
     train_worker(0, 1, cfg)
     trained = torch.load(folder / "checkpoint_last.pth", weights_only=True)["model_state_dict"]
     changed = {name: not torch.equal(trained[name], tensor) for name, tensor in initial.items()}
@@ -257,14 +382,33 @@ def test_held_agent_keeps_its_weights_while_the_cascade_learns(data, tmp_path):
 # Signals and failures
 # --------------------------------------------------------------------------------------------
 
+
 def test_sigterm_to_launcher_writes_loadable_checkpoint(data, tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "train_simple_ddp.py"), "--dataset_folder", str(data),
-         "--checkpoint_dir", str(run), *TINY_ARGS, "--world_size", "2", "--epochs", "1000",
-         "--batch_size", "1", "--sync_every", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        [
+            sys.executable,
+            str(ROOT / "train_simple_ddp.py"),
+            "--dataset_folder",
+            str(data),
+            "--checkpoint_dir",
+            str(run),
+            *TINY_ARGS,
+            "--world_size",
+            "2",
+            "--epochs",
+            "1000",
+            "--batch_size",
+            "1",
+            "--sync_every",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and process.poll() is None:
@@ -289,9 +433,24 @@ def test_sigterm_to_launcher_writes_loadable_checkpoint(data, tmp_path):
 
 def test_worker_exception_fails_the_job_quickly(data, tmp_path):
     started = time.monotonic()
-    result = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(tmp_path / "run"),
-                      *TINY_ARGS, "--world_size", "2", "--epochs", "3", "--batch_size", "1",
-                      "--fail_at_step", "1"], timeout=90)
+    result = run_cli(
+        [
+            "--dataset_folder",
+            str(data),
+            "--checkpoint_dir",
+            str(tmp_path / "run"),
+            *TINY_ARGS,
+            "--world_size",
+            "2",
+            "--epochs",
+            "3",
+            "--batch_size",
+            "1",
+            "--fail_at_step",
+            "1",
+        ],
+        timeout=90,
+    )
     assert result.returncode != 0
     assert time.monotonic() - started < 90
     assert "injected failure at step 1 on rank 1" in result.stderr
@@ -302,6 +461,7 @@ def test_worker_exception_fails_the_job_quickly(data, tmp_path):
 # Non-finite losses (unit level: train_epoch with a loss that returns NaN on some batches)
 # --------------------------------------------------------------------------------------------
 
+
 class _Toy(torch.nn.Module):
     def __init__(self):
         super().__init__()
@@ -310,6 +470,7 @@ class _Toy(torch.nn.Module):
 
     def forward(self, x, y, return_record=False):
         from model_simple_transformer import ForwardRecord
+
         return (self.linear(x), None, ForwardRecord()) if return_record else (self.linear(x), None)
 
 
@@ -332,27 +493,51 @@ def _toy_training_run(model, reconstruction, steps: int, max_nonfinite: int):
     from optimization import LRSchedule, build_optimizer
     from train_config import TrainConfig
     from training_setup import TrainingRun
+
     # build_run resolves "auto"; a hand-built run names its precision.
-    cfg = TrainConfig(epochs=1, lr=0.1, warmup_steps=0, log_every=1, sync_every=1,
-                      max_nonfinite_steps=max_nonfinite, precision="fp32")
+    cfg = TrainConfig(
+        epochs=1,
+        lr=0.1,
+        warmup_steps=0,
+        log_every=1,
+        sync_every=1,
+        max_nonfinite_steps=max_nonfinite,
+        precision="fp32",
+    )
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
-    return TrainingRun(cfg=cfg, device=torch.device("cpu"), rank=0, world_size=1, codec=None,
-                       train_set=None, val_set=None, train_loader=None, train_sampler=None,
-                       val_loader=None, steps_per_epoch=steps, model=model,
-                       loss=TrainingLoss(reconstruction, mask_reg_weight=0.1),
-                       optimizer=optimizer, scheduler=LRSchedule(optimizer, "plateau", 0, steps),
-                       adversary=None, step_model=model)
+    return TrainingRun(
+        cfg=cfg,
+        device=torch.device("cpu"),
+        rank=0,
+        world_size=1,
+        codec=None,
+        train_set=None,
+        val_set=None,
+        train_loader=None,
+        train_sampler=None,
+        val_loader=None,
+        steps_per_epoch=steps,
+        model=model,
+        loss=TrainingLoss(reconstruction, mask_reg_weight=0.1),
+        optimizer=optimizer,
+        scheduler=LRSchedule(optimizer, "plateau", 0, steps),
+        adversary=None,
+        step_model=model,
+    )
 
 
 def _toy_run(bad_calls: set[int], steps: int, max_nonfinite: int):
     from checkpoint import Progress
     from distributed import StepSync, StopRequest
     from train_simple_worker import train_epoch
+
     torch.manual_seed(0)
     model = _Toy()
     run = _toy_training_run(model, _NanOnCalls(bad_calls), steps, max_nonfinite)
-    batches = [{"input_latent": torch.randn(2, 4, 8), "target_latent": torch.randn(2, 4, 8)}
-               for _ in range(steps)]
+    batches = [
+        {"input_latent": torch.randn(2, 4, 8), "target_latent": torch.randn(2, 4, 8)}
+        for _ in range(steps)
+    ]
     snapshots = []
 
     class Loader(list):
@@ -361,36 +546,45 @@ def _toy_run(bad_calls: set[int], steps: int, max_nonfinite: int):
                 snapshots.append(model.linear.weight.detach().clone())
                 yield batch
 
-    outcome = train_epoch(run, Loader(batches), Progress(), StopRequest(),
-                          StepSync(torch.device("cpu"), max_nonfinite))
+    outcome = train_epoch(
+        run,
+        Loader(batches),
+        Progress(),
+        StopRequest(),
+        StepSync(torch.device("cpu"), max_nonfinite),
+    )
     snapshots.append(model.linear.weight.detach().clone())
     return outcome, snapshots
 
 
 def test_nonfinite_loss_skips_the_step():
     from training_log import means
+
     outcome, weights = _toy_run({1}, steps=4, max_nonfinite=3)
-    assert torch.equal(weights[1], weights[2])        # step 1 (NaN) changed nothing
-    assert not torch.equal(weights[0], weights[1])    # finite steps do update
+    assert torch.equal(weights[1], weights[2])  # step 1 (NaN) changed nothing
+    assert not torch.equal(weights[0], weights[1])  # finite steps do update
     assert not torch.equal(weights[2], weights[3])
     reduced = outcome.sums.reduce()
-    assert reduced["nonfinite_steps"][1] == 1         # counted
-    assert math.isfinite(means(reduced)["loss"])      # and kept out of the averages
-    assert reduced["loss"][1] == 3 * 2                # 3 finite steps of 2 samples
+    assert reduced["nonfinite_steps"][1] == 1  # counted
+    assert math.isfinite(means(reduced)["loss"])  # and kept out of the averages
+    assert reduced["loss"][1] == 3 * 2  # 3 finite steps of 2 samples
 
 
 def test_nonfinite_streak_stops_with_clear_message():
     from distributed import NonFiniteError
+
     with pytest.raises(NonFiniteError, match="non-finite for 3 steps in a row"):
         _toy_run({1, 2, 3}, steps=6, max_nonfinite=3)
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
     from distributed import NonFiniteError
+
     model = _Toy()
     with torch.no_grad():
         model.linear.weight[0, 0, 0] = float("inf")
     from train_simple_worker import check_finite_weights
+
     run = _toy_training_run(model, _NanOnCalls(set()), steps=1, max_nonfinite=1)
     with pytest.raises(NonFiniteError, match="linear.weight"):
         check_finite_weights(run, "test")
@@ -400,7 +594,7 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
 # The seed's "Test on Checkpoint" snippet, verbatim, on a checkpoint trained with default flags
 # --------------------------------------------------------------------------------------------
 
-SEED_SNIPPET = '''
+SEED_SNIPPET = """
 import torch
 from model_simple_transformer import SimpleTransformer
 
@@ -420,20 +614,45 @@ with torch.no_grad():
     )
     overlap = (input_mask * target_mask).mean().item()
     print(f"Complementarity: {(1 - overlap) * 100:.1f}%")
-'''
+"""
 
 
 def test_seed_checkpoint_snippet_runs_verbatim(data, tmp_path):
     # Default model flags; only data, speed and device settings are given.
-    result = run_cli(["--dataset_folder", str(data), "--use_creative_agent", "true",
-                      "--epochs", "1", "--batch_size", "2", "--max_steps_per_epoch", "1",
-                      "--max_val_batches", "1", "--num_workers", "0", "--device", "cpu",
-                      "--loss_domain", "latent"], cwd=tmp_path, timeout=300)
+    result = run_cli(
+        [
+            "--dataset_folder",
+            str(data),
+            "--use_creative_agent",
+            "true",
+            "--epochs",
+            "1",
+            "--batch_size",
+            "2",
+            "--max_steps_per_epoch",
+            "1",
+            "--max_val_batches",
+            "1",
+            "--num_workers",
+            "0",
+            "--device",
+            "cpu",
+            "--loss_domain",
+            "latent",
+        ],
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "checkpoints_creative_agent" / "checkpoint_best.pth").exists()
-    snippet = subprocess.run([sys.executable, "-c", SEED_SNIPPET], cwd=tmp_path, text=True,
-                             capture_output=True, timeout=120,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    snippet = subprocess.run(
+        [sys.executable, "-c", SEED_SNIPPET],
+        cwd=tmp_path,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert snippet.returncode == 0, snippet.stderr[-3000:]
     assert "Complementarity:" in snippet.stdout
 
@@ -441,8 +660,21 @@ def test_seed_checkpoint_snippet_runs_verbatim(data, tmp_path):
 def test_config_file_continues_a_run(data, tmp_path):
     """config.json holds every resolved flag; --config FILE plus a few flags continues the run."""
     run = tmp_path / "run"
-    first = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(run), *TINY_ARGS,
-                     "--use_creative_agent", "true", "--epochs", "1", "--batch_size", "4"])
+    first = run_cli(
+        [
+            "--dataset_folder",
+            str(data),
+            "--checkpoint_dir",
+            str(run),
+            *TINY_ARGS,
+            "--use_creative_agent",
+            "true",
+            "--epochs",
+            "1",
+            "--batch_size",
+            "4",
+        ]
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     # TensorBoard (on by default): scalars, and the sound and masks of validation pairs for the
     # untrained model (epoch 0) and after epoch 1.
@@ -452,13 +684,19 @@ def test_config_file_continues_a_run(data, tmp_path):
         SCALARS,
         EventAccumulator,
     )
-    events = EventAccumulator(str(run / "tensorboard"),
-                              size_guidance={AUDIO: 0, IMAGES: 0, SCALARS: 0})
+
+    events = EventAccumulator(
+        str(run / "tensorboard"), size_guidance={AUDIO: 0, IMAGES: 0, SCALARS: 0}
+    )
     events.Reload()
     tags = events.Tags()
     assert "epoch/val_loss" in tags["scalars"] and "epoch/band_complementarity" in tags["scalars"]
     assert {tag.rsplit("/", 1)[1] for tag in tags["audio"]} == {
-        "1_input", "2_target", "3_masked_mix", "4_output"}
+        "1_input",
+        "2_target",
+        "3_masked_mix",
+        "4_output",
+    }
     assert tags["images"] and [e.step for e in events.Images(tags["images"][0])] == [0, 1]
     config = json.loads((run / "config.json").read_text())
     assert config["epochs"] == 1 and config["use_creative_agent"] is True
@@ -471,8 +709,9 @@ def test_config_file_continues_a_run(data, tmp_path):
     bad.write_text('{"epochs": "many"}')
     refused = run_cli(["--config", str(bad)])
     assert refused.returncode == 2
-    assert refused.stderr.strip().splitlines() == [f"error: --config {bad}: epochs must be int, "
-                                                   f"got 'many'"]
+    assert refused.stderr.strip().splitlines() == [
+        f"error: --config {bad}: epochs must be int, got 'many'"
+    ]
 
 
 def test_hand_written_cross_song_manifest_trains_end_to_end(tmp_path):
@@ -484,22 +723,47 @@ def test_hand_written_cross_song_manifest_trains_end_to_end(tmp_path):
     data.mkdir()
     train = sorted((songs / "train").glob("*.wav"))
     val = sorted((songs / "val").glob("*.wav"))
-    lines = [{"split": "train", "input_file": str(a), "output_file": str(b),
-              "pairing": "cross_song"} for a, b in zip(train, reversed(train))]
+    lines = [
+        {"split": "train", "input_file": str(a), "output_file": str(b), "pairing": "cross_song"}
+        for a, b in zip(train, reversed(train))
+    ]
     lines += [{"split": "val", "input_file": str(val[0]), "output_file": str(val[-1])}]
     (data / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     run = tmp_path / "run"
-    result = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(run), *TINY_ARGS,
-                      "--use_creative_agent", "true", "--epochs", "1", "--batch_size", "4",
-                      "--tensorboard", "false"])
+    result = run_cli(
+        [
+            "--dataset_folder",
+            str(data),
+            "--checkpoint_dir",
+            str(run),
+            *TINY_ARGS,
+            "--use_creative_agent",
+            "true",
+            "--epochs",
+            "1",
+            "--batch_size",
+            "4",
+            "--tensorboard",
+            "false",
+        ]
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert [r["epoch"] for r in read_metrics(run)] == [0, 1]
     assert "8 train / 1 val pairs" in result.stderr
 
     lines[3]["output_file"] = str(tmp_path / "missing.wav")
     (data / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    refused = run_cli(["--dataset_folder", str(data), "--checkpoint_dir", str(tmp_path / "r2"),
-                       *TINY_ARGS, "--epochs", "1"])
+    refused = run_cli(
+        [
+            "--dataset_folder",
+            str(data),
+            "--checkpoint_dir",
+            str(tmp_path / "r2"),
+            *TINY_ARGS,
+            "--epochs",
+            "1",
+        ]
+    )
     assert refused.returncode != 0
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "manifest.jsonl line 4" in errors[0], refused.stderr[-2000:]

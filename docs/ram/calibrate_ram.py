@@ -8,6 +8,7 @@ and runs three training steps on random latents (and audio, for the audio-domain
 batch, while a thread samples ``RssAnon`` every 5 ms. The fitted quantity is the peak growth
 over the built model minus 12 bytes per parameter (gradients and AdamW moments).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,10 +31,18 @@ SPECS: list[dict] = [
     {"demo": True, "batch": 8, "seconds": 2.0, "overrides": {"num_layers": 2}},
     {"demo": True, "batch": 8, "seconds": 2.0, "overrides": {"dropout": 0.1}},
     {"demo": True, "batch": 4, "seconds": 2.0},
-    {"demo": True, "batch": 8, "seconds": 2.0,
-     "overrides": {"model_option": {"dim_feedforward": 1024, "agent_hidden_dim": 64}}},
-    {"demo": True, "batch": 8, "seconds": 2.0,
-     "overrides": {"encoding_dim": 64, "codec_option": {"dim": 64}}},
+    {
+        "demo": True,
+        "batch": 8,
+        "seconds": 2.0,
+        "overrides": {"model_option": {"dim_feedforward": 1024, "agent_hidden_dim": 64}},
+    },
+    {
+        "demo": True,
+        "batch": 8,
+        "seconds": 2.0,
+        "overrides": {"encoding_dim": 64, "codec_option": {"dim": 64}},
+    },
     {"demo": False, "batch": 4, "seconds": 2.0},
     {"demo": False, "batch": 1, "seconds": 0.05},
     {"demo": False, "batch": 2, "seconds": 2.0, "overrides": {"dropout": 0.0}},
@@ -83,8 +92,10 @@ def measure_one(spec: dict) -> dict:
     threading.Thread(target=sample, daemon=True).start()
     model.train()
     for _ in range(3):
-        batch = {"input_latent": torch.randn(batch_size, codec.dim, frames),
-                 "target_latent": torch.randn(batch_size, codec.dim, frames)}
+        batch = {
+            "input_latent": torch.randn(batch_size, codec.dim, frames),
+            "target_latent": torch.randn(batch_size, codec.dim, frames),
+        }
         if cfg.loss_domain == "audio":
             batch["input_audio"] = torch.randn(batch_size, 1, samples)
             batch["target_audio"] = torch.randn(batch_size, 1, samples)
@@ -96,21 +107,36 @@ def measure_one(spec: dict) -> dict:
     time.sleep(0.05)
     stop.set()
     model_option = dict(cfg.model_option)
-    return {"spec": spec, "parameters": sum(p.numel() for p in model.parameters()),
-            "batch": batch_size, "frames": frames, "samples": samples,
-            "encoding_dim": cfg.encoding_dim, "nhead": cfg.nhead, "num_layers": cfg.num_layers,
-            "num_stages": cfg.num_transformer_layers,
-            "dim_feedforward": model_option.get("dim_feedforward", 2048),
-            "dropout": cfg.dropout, "loss_domain": cfg.loss_domain,
-            "imports_anon_mib": imports["RssAnon"], "built_anon_mib": built["RssAnon"],
-            "peak_anon_mib": peak[0], "file_mib": _status()["RssFile"]}
+    return {
+        "spec": spec,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "batch": batch_size,
+        "frames": frames,
+        "samples": samples,
+        "encoding_dim": cfg.encoding_dim,
+        "nhead": cfg.nhead,
+        "num_layers": cfg.num_layers,
+        "num_stages": cfg.num_transformer_layers,
+        "dim_feedforward": model_option.get("dim_feedforward", 2048),
+        "dropout": cfg.dropout,
+        "loss_domain": cfg.loss_domain,
+        "imports_anon_mib": imports["RssAnon"],
+        "built_anon_mib": built["RssAnon"],
+        "peak_anon_mib": peak[0],
+        "file_mib": _status()["RssFile"],
+    }
 
 
 def measure_all() -> None:
     with open(POINTS, "w") as out:
         for spec in SPECS:
-            result = subprocess.run([sys.executable, __file__, "one", json.dumps(spec)],
-                                    capture_output=True, text=True, check=True, cwd=ROOT)
+            result = subprocess.run(
+                [sys.executable, __file__, "one", json.dumps(spec)],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=ROOT,
+            )
             out.write(result.stdout.strip().splitlines()[-1] + "\n")
             out.flush()
             print(result.stdout.strip().splitlines()[-1])
@@ -123,13 +149,16 @@ def features(point: dict) -> list[float]:
 
     widths = stage_widths(point["encoding_dim"], point["num_stages"])
     items, frames, layers = point["batch"], point["frames"], point["num_layers"]
-    return [1.0,
-            items * 4 * frames * layers * sum(widths),
-            items * 4 * frames * layers * point["dim_feedforward"] * len(widths),
-            items * 4 * frames * point["encoding_dim"],
-            items * 4 * point["nhead"] * frames ** 2 * layers * len(widths)
-            if point["dropout"] > 0 else 0.0,
-            items * point["samples"] if point["loss_domain"] == "audio" else 0.0]
+    return [
+        1.0,
+        items * 4 * frames * layers * sum(widths),
+        items * 4 * frames * layers * point["dim_feedforward"] * len(widths),
+        items * 4 * frames * point["encoding_dim"],
+        items * 4 * point["nhead"] * frames**2 * layers * len(widths)
+        if point["dropout"] > 0
+        else 0.0,
+        items * point["samples"] if point["loss_domain"] == "audio" else 0.0,
+    ]
 
 
 def fit() -> None:
@@ -137,19 +166,26 @@ def fit() -> None:
 
     points = [json.loads(line) for line in POINTS.read_text().splitlines() if line.strip()]
     x = np.array([features(p) for p in points])
-    y = np.array([(p["peak_anon_mib"] - p["built_anon_mib"]) * MIB - 12 * p["parameters"]
-                  for p in points])
+    y = np.array(
+        [(p["peak_anon_mib"] - p["built_anon_mib"]) * MIB - 12 * p["parameters"] for p in points]
+    )
     weights = 1.0 / np.maximum(y, 1e8)  # relative error, small points not over-weighted
     coef = np.linalg.lstsq(x * weights[:, None], y * weights, rcond=None)[0]
-    print(f"fixed {coef[0] / MIB:.1f} MiB, width {coef[1]:.2f}, feed-forward {coef[2]:.2f}, "
-          f"latent {coef[3]:.1f}, attention {coef[4]:.2f}, audio {coef[5]:.0f} B/sample")
+    print(
+        f"fixed {coef[0] / MIB:.1f} MiB, width {coef[1]:.2f}, feed-forward {coef[2]:.2f}, "
+        f"latent {coef[3]:.1f}, attention {coef[4]:.2f}, audio {coef[5]:.0f} B/sample"
+    )
     base = [p["built_anon_mib"] - 4 * p["parameters"] / MIB for p in points]
-    print(f"base (built minus weights): {min(base):.0f}-{max(base):.0f} MiB; shared (RssFile): "
-          f"{min(p['file_mib'] for p in points):.0f}-{max(p['file_mib'] for p in points):.0f} "
-          f"MiB")
+    print(
+        f"base (built minus weights): {min(base):.0f}-{max(base):.0f} MiB; shared (RssFile): "
+        f"{min(p['file_mib'] for p in points):.0f}-{max(p['file_mib'] for p in points):.0f} "
+        f"MiB"
+    )
     for point, measured, predicted in zip(points, y, x @ coef):
-        print(f"{json.dumps(point['spec']):105s} measured {measured / MIB:7.1f} MiB, predicted "
-              f"{predicted / MIB:7.1f} ({100 * (predicted - measured) / measured:+.0f}%)")
+        print(
+            f"{json.dumps(point['spec']):105s} measured {measured / MIB:7.1f} MiB, predicted "
+            f"{predicted / MIB:7.1f} ({100 * (predicted - measured) / measured:+.0f}%)"
+        )
 
 
 if __name__ == "__main__":

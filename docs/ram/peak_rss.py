@@ -6,6 +6,7 @@
 Samples /proc every 0.2 s (Linux only): a peak shorter than that can be missed for RssAnon and
 RssFile; VmHWM is the kernel's own peak.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -23,7 +24,7 @@ def _children() -> dict[int, list[int]]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        parent = int(stat[stat.rfind(")") + 2:].split()[1])
+        parent = int(stat[stat.rfind(")") + 2 :].split()[1])
         children.setdefault(parent, []).append(int(entry.name))
     return children
 
@@ -45,8 +46,9 @@ def main(command: list[str]) -> int:
         for pid in _tree(process.pid):
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
-                names.setdefault(pid, Path(f"/proc/{pid}/cmdline").read_text()
-                                 .replace("\0", " ")[:80])
+                names.setdefault(
+                    pid, Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")[:80]
+                )
             except OSError:
                 continue
             record = peaks.setdefault(pid, {"VmHWM": 0, "RssAnon": 0, "RssFile": 0})
@@ -56,9 +58,11 @@ def main(command: list[str]) -> int:
                     record[key] = max(record[key], int(rest.split()[0]))
         time.sleep(0.2)
     for pid, record in sorted(peaks.items(), key=lambda item: -item[1]["VmHWM"]):
-        print(f"pid {pid}: peak resident {record['VmHWM'] / 1024:.0f} MiB, private (RssAnon) "
-              f"{record['RssAnon'] / 1024:.0f} MiB, file-backed {record['RssFile'] / 1024:.0f} "
-              f"MiB  {names.get(pid, '')}")
+        print(
+            f"pid {pid}: peak resident {record['VmHWM'] / 1024:.0f} MiB, private (RssAnon) "
+            f"{record['RssAnon'] / 1024:.0f} MiB, file-backed {record['RssFile'] / 1024:.0f} "
+            f"MiB  {names.get(pid, '')}"
+        )
     return process.returncode
 
 
