@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from band_layout import BandLayout, describe_layout, split_at_median
-from codec import SAMPLE_RATE
-from mask_metrics import band_mask_statistics, loudness_difference, mask_statistics
+from songweave.audio.band_layout import BandLayout, describe_layout, split_at_median
+from songweave.audio.codecs import SAMPLE_RATE
+from songweave.model.mask_metrics import band_mask_statistics, loudness_difference, mask_statistics
 
 # How the competitive agent keeps the two songs balanced: "median" splits every pair's
 # band-windows half and half by construction (`split_at_median`); "penalty" leaves the split free

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from band_layout import LAYOUT_KINDS, BandLayout, build_layout
-from codec import SAMPLE_RATE
-from complementary_masking import MASK_TYPES, complementary_masks
 from creative_agent import CreativeAgent, MaskDecision
-from dropout_masks import compiled_dropout, cpu_dropout
-from mask_metrics import all_mask_statistics
+from songweave.audio.band_layout import LAYOUT_KINDS, BandLayout, build_layout
+from songweave.audio.codecs import SAMPLE_RATE
+from songweave.model.dropout_masks import compiled_dropout, cpu_dropout
+from songweave.model.fixed_masks import MASK_TYPES, complementary_masks
+from songweave.model.mask_metrics import all_mask_statistics
 
 # Guards the per-item RMS used to scale the anti-cheating noise on silent targets.
 _RMS_EPS = 1e-5

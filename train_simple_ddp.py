@@ -6,9 +6,9 @@
     torchrun --nproc_per_node 4 train_simple_ddp.py --dataset_folder DATA ...
     srun python train_simple_ddp.py --dataset_folder DATA ...   # see submit_creative_agent.sh
 
-This file is the launcher: it checks the flags (train_config.py) before any process starts,
-prepares the run folder, then starts the workers (train_simple_worker.py) by spawning them, or
-runs one under torchrun / srun, and handles stop signals.
+This file is the launcher: it checks the flags (songweave/train/config.py) before any process
+starts, prepares the run folder, then starts the workers (train_simple_worker.py) by spawning them,
+or runs one under torchrun / srun, and handles stop signals.
 
 Exit status: 0 when training finished, stopped early (patience), had nothing to do (the
 checkpoint already holds --epochs epochs) or stopped by SIGTERM / SIGUSR1 / Ctrl-C after writing
@@ -29,11 +29,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
-from checkpoint import LAST_NAME, remove_stale_temporaries
-from cli_flags import EXIT_USAGE
-from launch_env import LaunchEnv, detect_launch_env, find_free_port
-from run_lock import RunLock, RunLockError
-from train_config import (
+from songweave.runtime.checkpoint import LAST_NAME, remove_stale_temporaries
+from songweave.runtime.cli import EXIT_USAGE
+from songweave.runtime.launch_env import LaunchEnv, detect_launch_env, find_free_port
+from songweave.runtime.run_lock import RunLock, RunLockError
+from songweave.train.config import (
     CONFIG_NAME,
     DEMO_SEGMENT_SECONDS,
     ConfigFileError,
@@ -44,7 +44,7 @@ from train_config import (
     validate_config,
     write_config_file,
 )
-from training_log import METRICS_NAME, setup_logging
+from songweave.train.log import METRICS_NAME, setup_logging
 
 log = logging.getLogger("train")
 
@@ -80,7 +80,7 @@ class ResumePoint:
 
 def resolve_resume(cfg: TrainConfig) -> ResumePoint:
     """--resume auto -> a concrete checkpoint (or a fresh start); any path is checked to load."""
-    from checkpoint import (
+    from songweave.runtime.checkpoint import (
         RESUME_KEYS,
         check_model_config,
         find_resume_checkpoint,
@@ -116,15 +116,15 @@ def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
     process starts: errors first, then warnings."""
     import soundfile as sf
 
-    from pair_manifest import list_pairs
-    from resources import (
+    from songweave.data.pair_manifest import list_pairs
+    from songweave.runtime.resources import (
         ModelSize,
         check_batch_size,
         check_resources,
         estimate_process_ram,
         probe_resources,
     )
-    from training_setup import build_model
+    from songweave.train.setup import build_model
 
     pairs = list_pairs(Path(cfg.dataset_folder) / "train")
     info = sf.info(str(pairs[0].input_path))
@@ -358,7 +358,7 @@ def _last_line(text: str) -> str:
 
 def prepare_demo(cfg: TrainConfig) -> None:
     """Synthesize the demo dataset when absent."""
-    from demo_music import ensure_demo_dataset
+    from songweave.data.demo_music import ensure_demo_dataset
 
     folder = ensure_demo_dataset(
         Path(cfg.dataset_folder), seed=cfg.seed, segment_seconds=DEMO_SEGMENT_SECONDS
@@ -368,8 +368,8 @@ def prepare_demo(cfg: TrainConfig) -> None:
 
 def demo_finish(cfg: TrainConfig) -> None:
     """Evaluate the demo model, arrange two validation songs, and say where everything is."""
-    from checkpoint import BEST_NAME, LAST_NAME, CheckpointError
-    from demo_outputs import demo_outputs
+    from songweave.eval.demo_outputs import demo_outputs
+    from songweave.runtime.checkpoint import BEST_NAME, LAST_NAME, CheckpointError
 
     folder = Path(cfg.checkpoint_dir)
     print("\nDemo training finished: evaluating and arranging two validation songs.")
@@ -391,7 +391,7 @@ def demo_finish(cfg: TrainConfig) -> None:
 
 
 def print_summary(cfg: TrainConfig) -> None:
-    from training_log import read_metrics_log
+    from songweave.train.log import read_metrics_log
 
     folder = Path(cfg.checkpoint_dir)
     records = read_metrics_log(folder / METRICS_NAME)
@@ -435,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if env.mode == "spawn" and cuda_count == 0 and cfg.device == "auto":
         cfg = dataclasses.replace(cfg, device="cpu")
-    from checkpoint import CheckpointError
+    from songweave.runtime.checkpoint import CheckpointError
 
     try:
         if cfg.demo:
@@ -482,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def launch(cfg: TrainConfig, env: LaunchEnv) -> int:
     """Spawn the workers, or run this rank's worker here; returns the exit status."""
-    from checkpoint import CheckpointError
+    from songweave.runtime.checkpoint import CheckpointError
 
     if env.mode != "spawn":
         log.info(

@@ -1,11 +1,11 @@
 """The training worker: one process per device, started by train_simple_ddp.py, torchrun or srun.
 
-``train_worker`` sets up the process and calls ``run_training``, which reads top to bottom:
-build the run (training_setup.py), resume, then per epoch: train, validate, log, checkpoint.
-Where the other concerns live: the configuration in train_config.py, processes and signals in
-distributed.py, the loss in losses.py, the discriminator in adversary.py, logs in
-training_log.py, checkpoint files in checkpoint.py.
-"""
+``train_worker`` sets up the process and calls ``run_training``, which reads top to bottom: build
+the run (songweave/train/setup.py), resume, then per epoch: train, validate, log, checkpoint. Where
+the other concerns live: the configuration in songweave/train/config.py, processes and signals in
+songweave/runtime/distributed.py, the loss in songweave/train/losses.py, the discriminator in
+songweave/train/adversary.py, logs in songweave/train/log.py, checkpoint files in
+songweave/runtime/checkpoint.py."""
 
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from adversary import discriminator_step
-from checkpoint import (
+from songweave.runtime.checkpoint import (
     LAST_NAME,
     RESUME_KEYS,
     Progress,
@@ -35,8 +34,8 @@ from checkpoint import (
     save_checkpoint,
     save_training_checkpoints,
 )
-from cpu_runtime import share_cores, tune_malloc
-from distributed import (
+from songweave.runtime.cpu_runtime import share_cores, tune_malloc
+from songweave.runtime.distributed import (
     NonFiniteError,
     StepSync,
     StopRequest,
@@ -48,14 +47,12 @@ from distributed import (
     requeue_slurm_job,
     unwrap,
 )
-from launch_env import processes_on_this_machine
-from losses import LossBreakdown, TrainingLoss
-from optimization import optimizer_step
-from precision import autocast_for
-from rng_state import restore_rng_state
-from tracking import collect_samples, sample_indices
-from train_config import TrainConfig, config_from_dict
-from training_log import (
+from songweave.runtime.launch_env import processes_on_this_machine
+from songweave.runtime.precision import autocast_for
+from songweave.runtime.rng_state import restore_rng_state
+from songweave.train.adversary import discriminator_step
+from songweave.train.config import TrainConfig, config_from_dict
+from songweave.train.log import (
     MetricsLog,
     MetricSums,
     bar_postfix,
@@ -65,7 +62,9 @@ from training_log import (
     setup_logging,
     summary_line,
 )
-from training_setup import (
+from songweave.train.losses import LossBreakdown, TrainingLoss
+from songweave.train.optimization import optimizer_step
+from songweave.train.setup import (
     TrainingRun,
     build_run,
     distribute,
@@ -73,6 +72,7 @@ from training_setup import (
     seed_everything,
     to_device,
 )
+from songweave.train.tracking import collect_samples, sample_indices
 
 log = logging.getLogger("train")
 

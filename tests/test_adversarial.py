@@ -23,7 +23,7 @@ def data(tmp_path_factory) -> Path:
 
 
 def _config(data: Path, folder: Path, *extra: str, **changes):
-    from train_config import parse_config
+    from songweave.train.config import parse_config
 
     cfg = parse_config(
         [
@@ -52,8 +52,8 @@ def _config(data: Path, folder: Path, *extra: str, **changes):
 
 
 def test_generator_loss_reaches_the_output_not_the_discriminator(tmp_path):
-    from adversary import discriminator_step
-    from training_setup import build_run
+    from songweave.train.adversary import discriminator_step
+    from songweave.train.setup import build_run
 
     cfg = _config(tmp_path, tmp_path, "--gan_weight", "0.5", "--disc_lr", "1e-2")
     run = build_run(cfg, 0, 1, torch.device("cpu"), with_data=False)
@@ -74,7 +74,7 @@ def test_generator_loss_reaches_the_output_not_the_discriminator(tmp_path):
 
 
 def test_gan_weight_zero_builds_no_discriminator(tmp_path):
-    from training_setup import build_model, build_run
+    from songweave.train.setup import build_model, build_run
 
     cfg = _config(tmp_path, tmp_path)
     assert cfg.gan_weight == 0
@@ -90,7 +90,7 @@ def test_gan_weight_zero_builds_no_discriminator(tmp_path):
 
 
 def test_gan_flags_are_validated(tmp_path):
-    from train_config import parse_config, validate_config
+    from songweave.train.config import parse_config, validate_config
 
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "pair_00000_input.wav").touch()  # found by name; never opened here

@@ -1,4 +1,5 @@
-"""arrange.py: exact overlap-add, output length for any rates/channels, silence, looped targets."""
+"""creative-arrange: exact overlap-add, output length for any rates/channels, silence, looped
+targets."""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ import pytest
 import soundfile as sf
 import torch
 
-import arrange
-import audio_io
-import demo_outputs
-import evaluate
-from checkpoint import save_checkpoint
-from codec import get_codec
 from model_simple_transformer import ForwardRecord, SimpleTransformer
-from prepare_pairs import load_mono
+from songweave.audio import io as audio_io
+from songweave.audio.codecs import get_codec
+from songweave.data.prepare_pairs import load_mono
+from songweave.eval import demo_outputs, evaluate
+from songweave.inference import arrange
+from songweave.runtime.checkpoint import save_checkpoint
 
 SAMPLE_RATE = 24000
 TINY = dict(

@@ -1,4 +1,5 @@
-"""audio_io.py: block-wise reading equals whole-file resampling; precise one-line errors."""
+"""songweave/audio/io.py: block-wise reading equals whole-file resampling; precise one-line
+errors."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-import arrange
-import audio_io
-import prepare_pairs as pp
-from audio_io import AudioFileError, StreamResampler, check_output_path, read_mono
+from songweave.audio import io as audio_io
+from songweave.audio.io import AudioFileError, StreamResampler, check_output_path, read_mono
+from songweave.data import prepare_pairs as pp
+from songweave.inference import arrange
 
 
 def _noise(frames: int, channels: int, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Tests for band_layout.py: mel bands, pooling to band-windows and spreading back."""
+"""Tests for songweave/audio/band_layout.py: mel bands, pooling to band-windows and spreading
+back."""
 
 import math
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from band_layout import (
+from songweave.audio.band_layout import (
     BandLayout,
     build_layout,
     describe_layout,

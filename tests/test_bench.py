@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_measure import step_flops
 from model_simple_transformer import SimpleTransformer
+from songweave.bench.measure import step_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 # The codec's dim is 128, so the model keeps encoding_dim 128 and shrinks everything else.
@@ -35,7 +35,15 @@ TINY_ARGS = [
 def _run_bench(tmp_path: Path, *extra: str) -> dict:
     json_path = tmp_path / "bench.json"
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench.py"), *TINY_ARGS, "--json", str(json_path), *extra],
+        [
+            sys.executable,
+            "-m",
+            "songweave.bench.main",
+            *TINY_ARGS,
+            "--json",
+            str(json_path),
+            *extra,
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -104,7 +112,7 @@ def test_bench_end_to_end_latent_checkpointing(tmp_path):
 )
 def test_bench_bad_flag_is_one_line_error(args):
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench.py"), *args],
+        [sys.executable, "-m", "songweave.bench.main", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -197,8 +205,8 @@ def test_encoder_layer_dropout_path_is_the_same_attention():
 
 
 def test_fast_dropout_is_dropout():
-    from dropout_masks import MASK_CHUNK as _KEEP_MASK_CHUNK
     from model_simple_transformer import fast_dropout
+    from songweave.model.dropout_masks import MASK_CHUNK as _KEEP_MASK_CHUNK
 
     x = torch.full(
         (3 * _KEEP_MASK_CHUNK + 7,), 2.0, requires_grad=True
@@ -272,7 +280,7 @@ def test_dropout_mask_work_shows_in_profiles():
 
 
 def test_stock_layers_are_the_same_model():
-    from bench import use_stock_layers
+    from songweave.bench.main import use_stock_layers
 
     config = dict(
         encoding_dim=16,
@@ -312,16 +320,16 @@ def test_bench_step_is_the_training_step(tmp_path):
     on the same batch from the same seed, its step and a training step give the same loss."""
     import soundfile as sf
 
-    import bench
-    from checkpoint import Progress
-    from distributed import StepSync, StopRequest
+    from songweave.bench import main as bench
+    from songweave.runtime.checkpoint import Progress
+    from songweave.runtime.distributed import StepSync, StopRequest
+    from songweave.train.log import means
+    from songweave.train.setup import build_run
     from train_simple_worker import train_epoch
-    from training_log import means
-    from training_setup import build_run
 
     args = [*TINY_ARGS, "--dropout", "0", "--batch_size", "1"]
     bench_cfg = bench.parse_args(args)
-    from codec import get_codec
+    from songweave.audio.codecs import get_codec
 
     samples = bench.samples_for_frames(get_codec("mdct"), bench_cfg.seq_frames)
     for split in ("train", "val"):
@@ -343,8 +351,8 @@ def test_bench_step_is_the_training_step(tmp_path):
 
 
 def test_bench_resolves_auto_precision_and_says_why():
-    from bench_config import parse_args
-    from precision import choose_precision
+    from songweave.bench.config import parse_args
+    from songweave.runtime.precision import choose_precision
 
     bench = parse_args(["--steps", "10"])
     expected = choose_precision("auto", "cpu")

@@ -1,4 +1,5 @@
-"""bench_arrange.py: flags, and a run (tiny model) through arrange() and the arrange.py command."""
+"""creative-bench-arrange: flags, and a run (tiny model) through arrange() and the creative-arrange
+command."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import json
 import pytest
 import torch
 
-import bench_arrange
-from bench_arrange import ArrangeBenchConfig, UsageError
-from precision import choose_precision
+from songweave.bench import arrange as bench_arrange
+from songweave.bench.arrange import ArrangeBenchConfig, UsageError
+from songweave.runtime.precision import choose_precision
 
 
 def test_defaults_and_flags():

@@ -1,4 +1,5 @@
-"""checkpoint.py: plain types, atomic writes, weights_only loads, clear errors, --resume auto."""
+"""songweave/runtime/checkpoint.py: plain types, atomic writes, weights_only loads, clear errors,
+--resume auto."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from checkpoint import (
+from songweave.runtime.checkpoint import (
     CheckpointError,
     find_resume_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from rng_state import capture_rng_state, restore_rng_state
+from songweave.runtime.rng_state import capture_rng_state, restore_rng_state
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,5 @@
-"""One flag style across evaluate.py, arrange.py, prepare_pairs.py and export_model.py."""
+"""One flag style across creative-evaluate, creative-arrange, creative-prepare-pairs and
+creative-export-model."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import argparse
 
 import pytest
 
-import arrange
-import compare_masks
-import evaluate
-import export_model
-import prepare_pairs
-import train_config
-from cli_flags import FALSE_WORDS, TRUE_WORDS, parse_bool
+from songweave.data import prepare_pairs
+from songweave.eval import compare_masks, evaluate
+from songweave.inference import arrange
+from songweave.inference import export as export_model
+from songweave.runtime.cli import FALSE_WORDS, TRUE_WORDS, parse_bool
+from songweave.train import config as train_config
 
 PARSERS = {
     "evaluate": evaluate.build_parser,

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-import codec
-from codec import ENCODEC_CHECKPOINT, EncodecCodec, MDCTCodec, get_codec
+from songweave.audio import codecs as codec
+from songweave.audio.codecs import ENCODEC_CHECKPOINT, EncodecCodec, MDCTCodec, get_codec
 
 
 def snr_db(reference: torch.Tensor, estimate: torch.Tensor) -> float:

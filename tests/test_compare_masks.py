@@ -1,4 +1,4 @@
-"""compare_masks.py: comparison.json schema, the untrained agent, resuming an interrupted
+"""creative-compare-masks: comparison.json schema, the untrained agent, resuming an interrupted
 comparison, bad flags, verdicts at comparable band balance."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import compare_masks
+from songweave.eval import compare_masks
 from tests.test_train_ddp import make_tiny_dataset
 
 # A tiny model on a 16-channel MDCT, one process: each training takes seconds.
@@ -164,8 +164,8 @@ def test_schema_skip_and_resume(tmp_path, capsys):
 
 def assert_mask_generator_as_initialized(folder: Path) -> None:
     """The run's mask generator holds exactly the weights its training started from."""
-    from train_config import config_from_dict
-    from training_setup import build_run
+    from songweave.train.config import config_from_dict
+    from songweave.train.setup import build_run
 
     cfg = config_from_dict(json.loads((folder / "config.json").read_text()))
     initial = build_run(cfg, 0, 1, torch.device("cpu")).model.state_dict()
@@ -223,7 +223,7 @@ def test_dataset_without_pairs_is_refused(tmp_path, capsys):
         ["--dataset_folder", str(tmp_path / "songs"), "--out", str(tmp_path / "out")]
     )
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "prepare_pairs.py" in err[0]
+    assert code == 2 and len(err) == 1 and "creative-prepare-pairs" in err[0]
 
 
 def _result(balance: float, mr_stft: float, variant: str = "x") -> dict:

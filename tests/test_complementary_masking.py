@@ -1,12 +1,12 @@
-"""Tests for the fixed complementary masks (complementary_masking.py)."""
+"""Tests for the fixed complementary masks (songweave/model/fixed_masks.py)."""
 
 import math
 
 import pytest
 import torch
 
-from band_layout import BandLayout
-from complementary_masking import (
+from songweave.audio.band_layout import BandLayout
+from songweave.model.fixed_masks import (
     LAYOUT_MASK_TYPES,
     MASK_TYPES,
     apply_complementary_mask,

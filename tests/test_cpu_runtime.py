@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import cpu_runtime
+from songweave.runtime import cpu_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ STEP_FAULTS = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     torch.set_num_threads(1)
     if {tune}:
-        import cpu_runtime
+        from songweave.runtime import cpu_runtime
         print(cpu_runtime.tune_malloc(), file=sys.stderr)
     torch.manual_seed(0)
     block = torch.nn.Sequential(torch.nn.Linear(256, 2048), torch.nn.GELU(),
@@ -89,8 +89,8 @@ def test_refused_values_are_reported(monkeypatch):
 def test_share_cores_gives_each_process_its_share(monkeypatch):
     import torch
 
-    from cpu_runtime import share_cores
-    from launch_env import processes_on_this_machine
+    from songweave.runtime.cpu_runtime import share_cores
+    from songweave.runtime.launch_env import processes_on_this_machine
 
     before = torch.get_num_threads()
     try:

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from band_layout import BandLayout
 from creative_agent import AttentionMaskGenerator, CreativeAgent, StyleDiscriminator, self_test
-from mask_metrics import band_mask_statistics, mask_statistics
+from songweave.audio.band_layout import BandLayout
+from songweave.model.mask_metrics import band_mask_statistics, mask_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 

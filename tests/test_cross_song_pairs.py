@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import prepare_pairs as pp
-from pair_manifest import list_pairs, read_manifest
+from songweave.data import prepare_pairs as pp
+from songweave.data.pair_manifest import list_pairs, read_manifest
 
 RATE = 8000
 SEGMENT = 0.25

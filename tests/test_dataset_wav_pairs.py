@@ -15,7 +15,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from dataset_wav_pairs import WavPairsDataset, make_dataloader, shuffled_target_order
+from songweave.data.wav_pairs import WavPairsDataset, make_dataloader, shuffled_target_order
 
 SR = 8000
 SAMPLES = SR // 4  # 0.25 s

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-import demo_music as dm
+from songweave.data import demo_music as dm
 
 RATE = 8000
 

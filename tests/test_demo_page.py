@@ -1,5 +1,5 @@
-"""demo_page.py: evaluate.py's listening page, checked in headless Chromium (players load, images
-decode) and as files (relative links only, every link present)."""
+"""songweave/eval/demo_page.py: creative-evaluate's listening page, checked in headless Chromium
+(players load, images decode) and as files (relative links only, every link present)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ import pytest
 import soundfile as sf
 import torch
 
-import demo_page
-import evaluate
-from checkpoint import save_checkpoint
 from model_simple_transformer import SimpleTransformer
+from songweave.eval import demo_page, evaluate
+from songweave.runtime.checkpoint import save_checkpoint
 
 RATE = 24000
 SECONDS = 0.75
@@ -149,7 +148,7 @@ def test_page_without_masks_or_samples(evaluated, tmp_path):
     plain = write_run(root / "plain", root / "data", num_transformer_layers=1)
     out = tmp_path / "eval_plain"
     evaluate.evaluate(plain, root / "data", out, progress=False)
-    from evaluate import load_trained
+    from songweave.eval.evaluate import load_trained
 
     page = demo_page.write_eval_demo(
         load_trained(plain), root / "data", out, num_pairs=2
@@ -157,7 +156,7 @@ def test_page_without_masks_or_samples(evaluated, tmp_path):
     assert page.count("<audio") == 2 * 4 and "the model does not mask" in page
     shutil.rmtree(out / "samples")
     assert "No audio examples" in demo_page.write_demo_page(out).read_text()
-    with pytest.raises(FileNotFoundError, match="run evaluate.py first"):
+    with pytest.raises(FileNotFoundError, match="run creative-evaluate first"):
         demo_page.write_demo_page(tmp_path / "empty")
 
 

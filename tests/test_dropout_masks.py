@@ -1,4 +1,5 @@
-"""dropout_masks.py: the 16-bit-at-a-time draw is the 32-bit threshold rule; masks in any dtype."""
+"""songweave/model/dropout_masks.py: the 16-bit-at-a-time draw is the 32-bit threshold rule; masks
+in any dtype."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-import dropout_masks
-from dropout_masks import (
+from model_simple_transformer import fast_dropout
+from songweave.model import dropout_masks
+from songweave.model.dropout_masks import (
     MASK_CHUNK,
     draw_dropout_mask,
     drop_threshold,
     keep_from_halves,
     keep_mask_u8,
 )
-from model_simple_transformer import fast_dropout
 
 
 @pytest.mark.parametrize(

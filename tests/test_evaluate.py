@@ -1,4 +1,4 @@
-"""evaluate.py: report fields, figures, a model without masks, one-line CLI errors."""
+"""creative-evaluate: report fields, figures, a model without masks, one-line CLI errors."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 
-import evaluate
-from checkpoint import save_checkpoint
-from complementary_masking import MASK_TYPES
-from mask_metrics import STATISTIC_NAMES
 from model_simple_transformer import SimpleTransformer
+from songweave.eval import evaluate
+from songweave.model.fixed_masks import MASK_TYPES
+from songweave.model.mask_metrics import STATISTIC_NAMES
+from songweave.runtime.checkpoint import save_checkpoint
 
 SAMPLE_RATE = 24000
 PAIR_SECONDS = (
@@ -282,7 +282,7 @@ def test_old_checkpoint_gets_the_layout_of_its_codec(setup, tmp_path):
 
 
 def test_training_curves_read_band_figures(tmp_path):
-    import plots
+    from songweave.viz import plots
 
     records = [{"epoch": 1, "val_band_complementarity": 0.8, "band_balance": 0.5}]
     assert plots._series(records, "band_complementarity") == ([1.0], [0.8])
@@ -353,7 +353,7 @@ def test_cli_errors_are_one_line(setup, case, tmp_path, capsys):
 
 
 def test_passive_openmp_wait_keeps_a_chosen_policy():
-    from launch_env import prefer_passive_openmp_wait
+    from songweave.runtime.launch_env import prefer_passive_openmp_wait
 
     environ: dict[str, str] = {}
     prefer_passive_openmp_wait(environ)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from test_train_ddp import ROOT, TINY_ARGS, make_tiny_dataset, run_cli
 
-from checkpoint import load_checkpoint
+from songweave.runtime.checkpoint import load_checkpoint
 
 TRACEBACK = "Traceback (most recent call last)"
 TEMPORARY_GLOB = ".checkpoint_*.tmp-*"

@@ -1,4 +1,5 @@
-"""gpu_check.py: flags, the one-line refusal without CUDA, the report, and its checks run on CPU."""
+"""creative-gpu-check: flags, the one-line refusal without CUDA, the report, and its checks run on
+CPU."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import gpu_check
-from gpu_check import CheckResult, GpuCheckConfig, UsageError, Workspace
+from songweave.runtime.cli import module_env
+from songweave.tools import gpu_check
+from songweave.tools.gpu_check import CheckResult, GpuCheckConfig, UsageError, Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,11 +57,11 @@ def test_bad_flags_are_one_line_usage_errors(argv, message):
 def test_without_cuda_the_command_refuses_in_one_line():
     # A fresh interpreter with CUDA hidden: the exact experience on a CPU-only machine.
     done = subprocess.run(
-        [sys.executable, str(ROOT / "gpu_check.py")],
+        [sys.executable, "-m", "songweave.tools.gpu_check"],
         capture_output=True,
         text=True,
         timeout=120,
-        env={"CUDA_VISIBLE_DEVICES": "", "PATH": ""},
+        env=module_env({"CUDA_VISIBLE_DEVICES": "", "PATH": ""}),
         check=False,
     )
     assert done.returncode == 2

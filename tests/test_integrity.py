@@ -19,8 +19,9 @@ import pytest
 import soundfile as sf
 import torch
 
-import checkpoint
-from checkpoint import (
+from songweave.data.wav_pairs import WavPairsDataset
+from songweave.runtime import checkpoint
+from songweave.runtime.checkpoint import (
     BEST_NAME,
     LAST_NAME,
     CheckpointError,
@@ -31,7 +32,6 @@ from checkpoint import (
     save_training_checkpoints,
     verify_checkpoint_file,
 )
-from dataset_wav_pairs import WavPairsDataset
 
 HOST = socket.gethostname()
 
@@ -420,7 +420,7 @@ def test_codec_producing_nan_is_refused_naming_the_pair(pairs_data):
 
 
 def test_ranks_opening_together_share_one_check(pairs_data, monkeypatch):
-    import latent_cache
+    from songweave.data import latent_cache
 
     first = WavPairsDataset(pairs_data, _FramesCodec())  # builds: nothing to check
     scans = []

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-import losses
-from codec import MDCTCodec
-from losses import (
+from songweave.audio.codecs import MDCTCodec
+from songweave.train import losses
+from songweave.train.losses import (
     LossWeights,
     ReconstructionLoss,
     latent_spectral_distance,
@@ -174,7 +174,7 @@ def test_configuration_errors():
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_audio_domain_with_encodec_codec():
-    from codec import get_codec
+    from songweave.audio.codecs import get_codec
 
     encodec = get_codec("encodec", weights="random")
     z = torch.randn(1, 128, 10, requires_grad=True)  # decodes to 3200 samples

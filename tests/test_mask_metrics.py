@@ -1,11 +1,11 @@
-"""Tests for mask_metrics.py: cell figures, band figures and content alignment."""
+"""Tests for songweave/model/mask_metrics.py: cell figures, band figures and content alignment."""
 
 import pytest
 import torch
 
-from band_layout import BandLayout
-from complementary_masking import complementary_masks
-from mask_metrics import (
+from songweave.audio.band_layout import BandLayout
+from songweave.model.fixed_masks import complementary_masks
+from songweave.model.mask_metrics import (
     BAND_METRIC_NAMES,
     METRIC_LABELS,
     METRIC_NAMES,

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from band_layout import BandLayout
-from mask_metrics import METRIC_NAMES, STATISTIC_NAMES, band_mask_statistics
 from model_simple_transformer import SimpleTransformer
+from songweave.audio.band_layout import BandLayout
+from songweave.model.mask_metrics import METRIC_NAMES, STATISTIC_NAMES, band_mask_statistics
 
 TINY = {
     "encoding_dim": 16,

@@ -11,10 +11,16 @@ import pytest
 import soundfile as sf
 import torch
 
-from codec import get_codec
-from dataset_wav_pairs import WavPairsDataset, make_dataloader
 from model_simple_transformer import SimpleTransformer
-from pair_manifest import ManifestError, list_pairs, read_manifest, split_has_pairs, write_manifest
+from songweave.audio.codecs import get_codec
+from songweave.data.pair_manifest import (
+    ManifestError,
+    list_pairs,
+    read_manifest,
+    split_has_pairs,
+    write_manifest,
+)
+from songweave.data.wav_pairs import WavPairsDataset, make_dataloader
 
 RATE = 24000
 SAMPLES = 6000  # 0.25 s

@@ -1,4 +1,5 @@
-"""precision.py: "auto" is bf16 exactly where bf16 matrix multiplies are native."""
+"""songweave/runtime/precision.py: "auto" is bf16 exactly where bf16 matrix multiplies are
+native."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ import logging
 import pytest
 import torch
 
-import precision
-from precision import autocast_for, choose_precision, cpu_bf16_flags, resolve_precision
+from songweave.runtime import precision
+from songweave.runtime.precision import (
+    autocast_for,
+    choose_precision,
+    cpu_bf16_flags,
+    resolve_precision,
+)
 
 CPU = torch.device("cpu")
 

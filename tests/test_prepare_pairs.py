@@ -11,8 +11,9 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-import prepare_pairs as pp
-from prepare_pairs import PrepareConfig, prepare_pairs
+from songweave.data import prepare_pairs as pp
+from songweave.data.prepare_pairs import PrepareConfig, prepare_pairs
+from songweave.runtime.cli import module_env
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 8000  # output rate of the tests: small files, fast
@@ -271,7 +272,8 @@ def test_cli_no_pairs_exits_2_with_one_line(tmp_path):
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "prepare_pairs.py"),
+            "-m",
+            "songweave.data.prepare_pairs",
             "--songs",
             str(bad),
             "--out",
@@ -282,6 +284,7 @@ def test_cli_no_pairs_exits_2_with_one_line(tmp_path):
         capture_output=True,
         text=True,
         cwd=tmp_path,
+        env=module_env(),
         timeout=120,
     )
     assert proc.returncode == 2

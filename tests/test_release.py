@@ -11,11 +11,11 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-import arrange
-import creative_arranger
-import export_model
-from checkpoint import CheckpointError, save_checkpoint
 from model_simple_transformer import SimpleTransformer
+from songweave.inference import api as creative_arranger
+from songweave.inference import arrange
+from songweave.inference import export as export_model
+from songweave.runtime.checkpoint import CheckpointError, save_checkpoint
 
 RATE = 24000
 TINY = {
@@ -300,7 +300,7 @@ def test_broken_exports_are_one_line_errors(run, tmp_path):
     with pytest.raises(CheckpointError, match="model.safetensors: cannot load"):
         creative_arranger.load(out)
     (out / "config.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="not a config written by export_model.py"):
+    with pytest.raises(CheckpointError, match="not a config written by creative-export-model"):
         creative_arranger.load(out)
     with pytest.raises(FileNotFoundError, match="not an export"):
         creative_arranger.load(tmp_path)

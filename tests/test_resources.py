@@ -1,4 +1,5 @@
-"""resources.py: RAM estimate against its calibration data, one-line findings, machine probing."""
+"""songweave/runtime/resources.py: RAM estimate against its calibration data, one-line findings,
+machine probing."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-import resources as rs
-from resources import (
+from songweave.runtime import resources as rs
+from songweave.runtime.resources import (
     Finding,
     MachineResources,
     ModelSize,

@@ -1,4 +1,5 @@
-"""run_lock.py: one run per folder; live holders refuse, dead ones are taken over."""
+"""songweave/runtime/run_lock.py: one run per folder; live holders refuse, dead ones are taken
+over."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from run_lock import (
+from songweave.runtime.run_lock import (
     RUN_LOCK_NAME,
     RunLock,
     RunLockError,

@@ -1,4 +1,5 @@
-"""tracking.py: validation pairs to hear and mask pictures, read back from TensorBoard events."""
+"""songweave/train/tracking.py: validation pairs to hear and mask pictures, read back from
+TensorBoard events."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import pytest
 import soundfile as sf
 import torch
 
-import tracking
-from codec import get_codec
-from dataset_wav_pairs import WavPairsDataset
 from model_simple_transformer import SimpleTransformer
+from songweave.audio.codecs import get_codec
+from songweave.data.wav_pairs import WavPairsDataset
+from songweave.train import tracking
 
 RATE = 24000
 SAMPLES = 12000  # 0.5 s

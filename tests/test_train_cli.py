@@ -11,8 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from launch_env import LaunchEnv, detect_launch_env, expand_nodelist, port_from_job_id
-from train_config import (
+from songweave.runtime.launch_env import (
+    LaunchEnv,
+    detect_launch_env,
+    expand_nodelist,
+    port_from_job_id,
+)
+from songweave.train.config import (
     DEMO_OVERRIDES,
     TrainConfig,
     build_parser,

@@ -105,7 +105,7 @@ def data(tmp_path_factory) -> Path:
 def _reduce_worker(rank: int, world_size: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
-    from training_log import MetricSums, reduce_metric_sums
+    from songweave.train.log import MetricSums, reduce_metric_sums
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
@@ -122,7 +122,7 @@ def _reduce_worker(rank: int, world_size: int, port: int, out: str) -> None:
 
 
 def test_metrics_are_averaged_over_ranks(tmp_path):
-    from launch_env import find_free_port
+    from songweave.runtime.launch_env import find_free_port
 
     mp.start_processes(
         _reduce_worker, args=(2, find_free_port(), str(tmp_path)), nprocs=2, start_method="spawn"
@@ -140,8 +140,8 @@ def test_metrics_are_averaged_over_ranks(tmp_path):
 
 
 def test_two_process_run_end_to_end(data, tmp_path):
-    from checkpoint import load_checkpoint
     from model_simple_transformer import SimpleTransformer
+    from songweave.runtime.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
     result = run_cli(
@@ -240,7 +240,7 @@ def _slow_save_worker(rank: int, world_size: int, port: int, config: dict, out: 
 def test_ranks_leave_only_after_the_last_checkpoint(data, tmp_path):
     """No rank finishes while rank 0 is still writing: a rank that left early would report
     success before the run's files exist (and left gloo racing the interpreter's shutdown)."""
-    from launch_env import find_free_port
+    from songweave.runtime.launch_env import find_free_port
 
     config = dataclasses.asdict(_config(data, tmp_path / "run", epochs=1))
     mp.start_processes(
@@ -302,7 +302,7 @@ def test_compiled_training_steps(data, tmp_path):
 
 
 def _config(data: Path, folder: Path, **changes):
-    from train_config import parse_config
+    from songweave.train.config import parse_config
 
     cfg = parse_config(
         [
@@ -356,8 +356,8 @@ def test_resume_equals_straight_run(data, tmp_path):
 
 def _agent_and_cascade_change(data: Path, folder: Path, hold_epochs: int) -> tuple[bool, bool]:
     """Train one epoch; (did the mask generator's weights change, did the cascade's)."""
+    from songweave.train.setup import build_run
     from train_simple_worker import train_worker
-    from training_setup import build_run
 
     cfg = _config(data, folder, epochs=1, agent_hold_epochs=hold_epochs)
     initial = {
@@ -489,10 +489,10 @@ class _NanOnCalls(torch.nn.Module):
 
 def _toy_training_run(model, reconstruction, steps: int, max_nonfinite: int):
     """A TrainingRun around a toy model and loss (no codec, no data)."""
-    from losses import TrainingLoss
-    from optimization import LRSchedule, build_optimizer
-    from train_config import TrainConfig
-    from training_setup import TrainingRun
+    from songweave.train.config import TrainConfig
+    from songweave.train.losses import TrainingLoss
+    from songweave.train.optimization import LRSchedule, build_optimizer
+    from songweave.train.setup import TrainingRun
 
     # build_run resolves "auto"; a hand-built run names its precision.
     cfg = TrainConfig(
@@ -527,8 +527,8 @@ def _toy_training_run(model, reconstruction, steps: int, max_nonfinite: int):
 
 
 def _toy_run(bad_calls: set[int], steps: int, max_nonfinite: int):
-    from checkpoint import Progress
-    from distributed import StepSync, StopRequest
+    from songweave.runtime.checkpoint import Progress
+    from songweave.runtime.distributed import StepSync, StopRequest
     from train_simple_worker import train_epoch
 
     torch.manual_seed(0)
@@ -558,7 +558,7 @@ def _toy_run(bad_calls: set[int], steps: int, max_nonfinite: int):
 
 
 def test_nonfinite_loss_skips_the_step():
-    from training_log import means
+    from songweave.train.log import means
 
     outcome, weights = _toy_run({1}, steps=4, max_nonfinite=3)
     assert torch.equal(weights[1], weights[2])  # step 1 (NaN) changed nothing
@@ -571,14 +571,14 @@ def test_nonfinite_loss_skips_the_step():
 
 
 def test_nonfinite_streak_stops_with_clear_message():
-    from distributed import NonFiniteError
+    from songweave.runtime.distributed import NonFiniteError
 
     with pytest.raises(NonFiniteError, match="non-finite for 3 steps in a row"):
         _toy_run({1, 2, 3}, steps=6, max_nonfinite=3)
 
 
 def test_non_finite_weights_are_never_checkpointed(tmp_path):
-    from distributed import NonFiniteError
+    from songweave.runtime.distributed import NonFiniteError
 
     model = _Toy()
     with torch.no_grad():

@@ -1,13 +1,13 @@
-"""Measure the RAM of one CPU training process and fit resources.py's estimate to it.
+"""Measure the RAM of one CPU training process and fit songweave/runtime/resources.py's estimate to
+it.
 
     python docs/ram/calibrate_ram.py measure   # about 3 min on 2 cores: writes points.jsonl
     python docs/ram/calibrate_ram.py fit       # prints coefficients and residuals (fit.txt)
 
 Each point is a fresh process that builds codec, model, loss and AdamW exactly as the worker does
-and runs three training steps on random latents (and audio, for the audio-domain loss) of one
-batch, while a thread samples ``RssAnon`` every 5 ms. The fitted quantity is the peak growth
-over the built model minus 12 bytes per parameter (gradients and AdamW moments).
-"""
+and runs three training steps on random latents (and audio, for the audio-domain loss) of one batch,
+while a thread samples ``RssAnon`` every 5 ms. The fitted quantity is the peak growth over the built
+model minus 12 bytes per parameter (gradients and AdamW moments)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def measure_one(spec: dict) -> dict:
     torch.set_num_threads(1)
     import train_simple_ddp as launcher
     import train_simple_worker as worker
-    from codec import get_codec
+    from songweave.audio.codecs import get_codec
 
     imports = _status()
     values = {**(launcher.DEMO_OVERRIDES if spec["demo"] else {}), **spec.get("overrides", {})}
@@ -145,7 +145,7 @@ def measure_all() -> None:
 def features(point: dict) -> list[float]:
     """Columns: fixed, per-item width, per-item feed-forward, per-item latent, attention, audio."""
     sys.path.insert(0, str(ROOT))
-    from resources import stage_widths
+    from songweave.runtime.resources import stage_widths
 
     widths = stage_widths(point["encoding_dim"], point["num_stages"])
     items, frames, layers = point["batch"], point["frames"], point["num_layers"]

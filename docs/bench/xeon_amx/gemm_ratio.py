@@ -8,7 +8,7 @@ import time
 
 import torch
 
-ROWS = 8 * 300  # batch x latent frames of bench.py's default step
+ROWS = 8 * 300  # batch x latent frames of creative-bench's default step
 # (in, out) features of the default model's linear layers: stage 1 (256 wide), stage 2 (384 wide).
 LAYERS = [
     (256, 768),

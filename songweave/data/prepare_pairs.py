@@ -1,0 +1,783 @@
+"""Turn a folder of songs into continuation (and cross-song) pairs for training.
+
+    creative-prepare-pairs --songs DIR --out DATA [--segment_seconds 4.0] [--sample_rate 24000]
+        [--val_fraction 0.1] [--max_pairs_per_song N] [--seed 0] [--min_rms 1e-3]
+        [--subtype FLOAT] [--pairing continuation|cross_song|both] [--overwrite true]
+
+Every audio file under DIR (recursively, any format libsndfile reads, any rate, any channel
+count) is decoded, downmixed to mono and resampled to the target rate with torchaudio's
+windowed-sinc (anti-aliased) resampler, block by block so a long multichannel file needs little
+more memory than its mono result (audio_io.read_mono), then cut into consecutive,
+non-overlapping segments of ``segment_seconds``. Pair i of a song is (segment i, segment i + 1):
+the model sees a segment and learns its continuation.
+
+``--pairing cross_song`` pairs each input segment with a segment of another song of the same
+split instead (song and segment drawn with ``seed``); ``both`` writes the continuation pairs,
+then as many cross-song pairs. Cross-song pairs need two songs in each split, so validation then
+gets at least two songs when there are four or more.
+
+Layout written (numbering is continuous per split, songs in sorted path order):
+
+    DATA/train/pair_00000_input.wav, DATA/train/pair_00000_output.wav, ...
+    DATA/val/pair_00000_input.wav, ...
+    DATA/manifest.jsonl       one JSON object per pair (format: songweave/data/pair_manifest.py; keys written:
+                              MANIFEST_KEYS); training reads the pairs from it
+    DATA/dataset_info.json    sample rate, segment length, counts, seed (see ``_dataset_info``)
+
+WAV files are mono at ``sample_rate``; subtype FLOAT (32-bit float) by default, so the pairs
+hold exactly the resampled signal (no requantization, no clipping of resampler overshoot);
+``--subtype PCM_16`` halves the disk size.
+
+Rules:
+- Split by song: whole songs go to val (chosen by ``seed`` among the songs that gave pairs),
+  so no song feeds both splits. About ``val_fraction`` of those songs are val, and at least
+  one when there are two or more songs and ``val_fraction > 0``.
+- A pair is skipped when either segment's RMS is below ``min_rms`` (default 1e-3, about
+  -60 dBFS: digital silence, fade-outs and lead-in gaps, not quiet music).
+- Bad files never stop the run: empty, unreadable / not audio (includes truncated headers and
+  text files named .wav), non-finite samples, too short for two segments, or silent throughout
+  are skipped, named and counted in the closing summary.
+- Files and folders whose name starts with "." are ignored (macOS "._x.wav" shadows, our own
+  temporary folders).
+- The output is written into a hidden sibling folder and moved into place at the end
+  (``os.replace``), so an interrupted run never leaves a half-written or mixed DATA folder.
+  A non-empty DATA is refused unless ``--overwrite``, which replaces it as a whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import struct
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from songweave.audio.io import AudioFileError, read_mono
+from songweave.runtime.cli import OneLineParser, add_bool_flag
+from songweave.data.pair_manifest import MANIFEST_NAME, write_manifest
+
+log = logging.getLogger(__name__)
+
+# libsndfile format name -> file extensions it is found under. Intersected with
+# soundfile.available_formats() so an mp3-less libsndfile simply does not look for mp3.
+# RAW (header-less) is left out on purpose: it cannot be decoded without being told the layout.
+_FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "WAV": ("wav", "wave"),
+    "WAVEX": ("wav",),
+    "RF64": ("rf64",),
+    "W64": ("w64",),
+    "FLAC": ("flac",),
+    "OGG": ("ogg", "oga", "opus"),
+    "MP3": ("mp3",),
+    "AIFF": ("aiff", "aif", "aifc"),
+    "CAF": ("caf",),
+    "AU": ("au", "snd"),
+    "IRCAM": ("sf", "ircam"),
+    "VOC": ("voc",),
+    "SVX": ("iff", "svx"),
+    "NIST": ("nist", "sph"),
+    "PAF": ("paf",),
+    "AVR": ("avr",),
+    "SD2": ("sd2",),
+    "XI": ("xi",),
+    "MPC2K": ("mpc2k",),
+    "HTK": ("htk",),
+    "WVE": ("wve",),
+}
+
+# Why a song gave no pairs. Keys are stable (tests and summaries use them).
+SKIP_REASONS: dict[str, str] = {
+    "empty": "empty file",
+    "unreadable": "unreadable or not audio",
+    "non-finite": "NaN or infinite samples",
+    "too-short": "shorter than two segments",
+    "silent": "every pair below min_rms",
+}
+
+# The manifest format (required keys, paths) is defined in songweave/data/pair_manifest.py; these are the keys
+# this tool writes.
+MANIFEST_KEYS = (
+    "split",  # "train" | "val"
+    "index",  # pair number within the split (the NNNNN of the file names)
+    "input_file",  # path relative to DATA, e.g. "train/pair_00000_input.wav"
+    "output_file",  # path relative to DATA, the target segment
+    "pairing",  # "continuation" (next segment, same song) | "cross_song" (another song)
+    "input_source",  # song of the input segment, path relative to --songs (POSIX separators)
+    "target_source",  # song of the target segment
+    "source",  # continuation pairs only: the song (= input_source = target_source)
+    "source_pair",  # continuation pairs only: i for the pair (segment i, segment i + 1)
+    "input_start",  # seconds into input_source where the input segment starts
+    "target_start",  # seconds into target_source where the target segment starts
+    "duration",  # seconds per segment (input and target are the same length)
+    "num_samples",  # samples per segment at sample_rate
+    "sample_rate",
+    "input_rms",
+    "target_rms",
+)
+
+SPLITS = ("train", "val")
+PAIRINGS = ("continuation", "cross_song", "both")
+_PARTIAL_TAG = ".partial-"
+
+
+@dataclass
+class PrepareConfig:
+    segment_seconds: float = 4.0
+    sample_rate: int = 24000
+    val_fraction: float = 0.1
+    max_pairs_per_song: int | None = None  # None = every pair; else N evenly spread over the song
+    seed: int = 0
+    min_rms: float = 1e-3
+    subtype: str = "FLOAT"  # soundfile WAV subtype of the written pairs: FLOAT | PCM_16 | PCM_24
+    overwrite: bool = False
+    progress: bool = True  # tqdm bar over songs
+    workers: int = 2  # decode threads (libsndfile and torch release the GIL); 1 = serial
+    pairing: str = "continuation"  # continuation | cross_song | both (see PAIRINGS)
+
+    def validate(self) -> None:
+        if not (self.segment_seconds > 0 and math.isfinite(self.segment_seconds)):
+            raise ValueError(f"--segment_seconds must be > 0, got {self.segment_seconds}")
+        if self.sample_rate <= 0:
+            raise ValueError(f"--sample_rate must be > 0, got {self.sample_rate}")
+        if round(self.segment_seconds * self.sample_rate) < 1:
+            raise ValueError("--segment_seconds is shorter than one sample at --sample_rate")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"--val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.max_pairs_per_song is not None and self.max_pairs_per_song < 1:
+            raise ValueError(f"--max_pairs_per_song must be >= 1, got {self.max_pairs_per_song}")
+        if self.min_rms < 0:
+            raise ValueError(f"--min_rms must be >= 0, got {self.min_rms}")
+        if self.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {self.workers}")
+        if self.pairing not in PAIRINGS:
+            raise ValueError(
+                f"--pairing must be one of {', '.join(PAIRINGS)}, got {self.pairing!r}"
+            )
+        if not sf.check_format("WAV", self.subtype):
+            raise ValueError(f"--subtype {self.subtype} is not a WAV subtype soundfile can write")
+
+    @property
+    def segment_samples(self) -> int:
+        return int(round(self.segment_seconds * self.sample_rate))
+
+
+@dataclass
+class SkippedFile:
+    path: str  # relative to the songs folder
+    reason: str  # a key of SKIP_REASONS
+    detail: str  # one line
+
+
+@dataclass
+class PrepareSummary:
+    out_dir: Path
+    songs_found: int = 0
+    songs_read: int = 0  # decoded without error (some may still give no pairs)
+    songs_per_split: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    pairs_per_split: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    cross_song_pairs: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    silent_pairs_skipped: int = 0
+    skipped: list[SkippedFile] = field(default_factory=list)
+    seconds_read: float = 0.0  # duration of all decoded songs
+    seconds_in_pairs: float = 0.0  # distinct audio covered by the written pairs
+    elapsed: float = 0.0
+
+    @property
+    def num_pairs(self) -> int:
+        return sum(self.pairs_per_split.values())
+
+    @property
+    def speed(self) -> float:
+        """Seconds of audio processed per second of wall time (x real time)."""
+        return self.seconds_read / self.elapsed if self.elapsed > 0 else float("inf")
+
+    def skipped_by_reason(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for item in self.skipped:
+            out.setdefault(item.reason, []).append(item.path)
+        return out
+
+    def format(self) -> str:
+        lines = [
+            f"prepare_pairs: {self.songs_found} audio files found, {self.songs_read} read, "
+            f"{len(self.skipped)} skipped",
+        ]
+        for reason, paths in sorted(self.skipped_by_reason().items()):
+            lines.append(f"  skipped ({SKIP_REASONS[reason]}): {len(paths)}")
+            lines.extend(
+                f"    {item.path}: {item.detail}" for item in self.skipped if item.reason == reason
+            )
+        for split in SPLITS:
+            lines.append(
+                f"  {split}: {self.pairs_per_split[split]} pairs from "
+                f"{self.songs_per_split[split]} songs"
+            )
+        if any(self.cross_song_pairs.values()):
+            lines.append(
+                "  of which cross-song pairs: "
+                + ", ".join(f"{split} {self.cross_song_pairs[split]}" for split in SPLITS)
+            )
+        lines.append(f"  silent pairs skipped (rms below min_rms): {self.silent_pairs_skipped}")
+        lines.append(
+            f"  audio read: {self.seconds_read / 3600:.3f} h; in pairs: "
+            f"{self.seconds_in_pairs / 3600:.3f} h"
+        )
+        lines.append(
+            f"  elapsed {self.elapsed:.1f} s, {self.speed:.0f}x real time -> {self.out_dir}"
+        )
+        return "\n".join(lines)
+
+
+@dataclass
+class _SongPairs:
+    source: str
+    pair_ids: list[int]  # i of (segment i, segment i + 1)
+    rms: np.ndarray  # per segment
+    staged: list[tuple[Path, Path]]  # written input/output files in the staging folder
+
+
+def audio_extensions() -> set[str]:
+    """Lower-case file extensions (no dot) of the formats this libsndfile can decode."""
+    available = sf.available_formats()
+    return {ext for fmt, exts in _FORMAT_EXTENSIONS.items() if fmt in available for ext in exts}
+
+
+def find_audio_files(songs_dir: Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
+    """Audio files under songs_dir in sorted order, skipping hidden names and `exclude` trees."""
+    extensions = audio_extensions()
+    excluded = [p.resolve() for p in exclude]
+    found = []
+    for root, dirs, files in os.walk(songs_dir):
+        root_path = Path(root)
+        # Prune in place so os.walk never descends into hidden or excluded folders.
+        dirs[:] = [
+            d for d in dirs if not d.startswith(".") and (root_path / d).resolve() not in excluded
+        ]
+        for name in files:
+            if not name.startswith(".") and Path(name).suffix.lower().lstrip(".") in extensions:
+                found.append(root_path / name)
+    return sorted(found, key=lambda p: p.relative_to(songs_dir).as_posix())
+
+
+class _Skip(Exception):
+    """A song that gives no pairs: reason is a key of SKIP_REASONS."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def load_mono(path: Path, sample_rate: int) -> np.ndarray:
+    """Decode, downmix to mono and resample (anti-aliased windowed sinc) to sample_rate, block
+    by block in bounded memory (audio_io.read_mono).
+
+    Raises _Skip with a reason key when the file cannot be used.
+    """
+    try:
+        return read_mono(path, sample_rate)
+    except AudioFileError as error:
+        reason = error.reason if error.reason in SKIP_REASONS else "unreadable"
+        raise _Skip(reason, error.detail) from None
+
+
+def _try_load(path: Path, sample_rate: int) -> np.ndarray | _Skip:
+    try:
+        return load_mono(path, sample_rate)
+    except _Skip as skip:
+        return skip
+
+
+def decode_in_order(
+    files: list[Path], sample_rate: int, workers: int
+) -> Iterator[tuple[Path, np.ndarray | _Skip]]:
+    """Yield (path, mono audio or _Skip) in the order of `files`.
+
+    With workers > 1 the next few songs decode in background threads while the caller writes
+    the current one; at most 2 * workers songs are held in memory.
+    """
+    if workers <= 1:
+        for path in files:
+            yield path, _try_load(path, sample_rate)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        remaining = iter(files)
+        pending: deque = deque()
+        for path in remaining:
+            pending.append((path, pool.submit(_try_load, path, sample_rate)))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            path, future = pending.popleft()
+            following = next(remaining, None)
+            if following is not None:
+                pending.append((following, pool.submit(_try_load, following, sample_rate)))
+            yield path, future.result()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]
+
+
+def select_pairs(rms: np.ndarray, min_rms: float, max_pairs: int | None) -> tuple[list[int], int]:
+    """Pair ids (segment i, i + 1) whose both sides are audible, and how many were silent.
+
+    With max_pairs the kept pairs are spread evenly over the song rather than taken from the
+    start, so a cap does not bias the data towards intros.
+    """
+    audible = np.minimum(rms[:-1], rms[1:]) >= min_rms
+    ids = np.flatnonzero(audible)
+    silent = int(len(audible) - len(ids))
+    if max_pairs is not None and len(ids) > max_pairs:
+        ids = ids[np.round(np.linspace(0, len(ids) - 1, max_pairs)).astype(int)]
+    return ids.tolist(), silent
+
+
+def assign_splits(
+    sources: list[str], val_fraction: float, seed: int, min_songs_per_split: int = 1
+) -> dict[str, str]:
+    """Deterministic song -> split map: a seeded permutation of the sorted song list.
+
+    With val_fraction > 0, each split gets at least min_songs_per_split songs when there are
+    enough (cross-song pairs need two), else at least one.
+    """
+    ordered = sorted(sources)
+    n = len(ordered)
+    n_val = int(round(val_fraction * n))
+    if val_fraction > 0 and n >= 2:
+        least = min_songs_per_split if n >= 2 * min_songs_per_split else 1
+        n_val = min(max(n_val, least), n - least)
+    else:
+        n_val = 0
+    order = np.random.default_rng(seed).permutation(n)
+    val = {ordered[i] for i in order[:n_val]}
+    return {s: ("val" if s in val else "train") for s in ordered}
+
+
+def prepare_pairs(
+    songs_dir: str | os.PathLike, out_dir: str | os.PathLike, config: PrepareConfig | None = None
+) -> PrepareSummary:
+    """Write DATA/{train,val}/pair_NNNNN_{input,output}.wav + manifest.jsonl + dataset_info.json.
+
+    Raises FileNotFoundError / NotADirectoryError for a missing songs folder, FileExistsError
+    for a non-empty out_dir without overwrite, ValueError for bad options or when no pair at
+    all could be made (nothing is written then).
+    """
+    config = config or PrepareConfig()
+    config.validate()
+    start = time.perf_counter()
+    songs_dir = Path(songs_dir)
+    out_dir = Path(out_dir)
+    if not songs_dir.exists():
+        raise FileNotFoundError(f"--songs folder not found: {songs_dir}")
+    if not songs_dir.is_dir():
+        raise NotADirectoryError(f"--songs is not a folder: {songs_dir}")
+    _check_out_dir(out_dir, songs_dir, config.overwrite)
+
+    files = find_audio_files(songs_dir, exclude=(out_dir,))
+    if not files:
+        extensions = ", ".join(sorted(audio_extensions()))
+        raise ValueError(f"no audio files ({extensions}) under {songs_dir}")
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _warn_leftovers(out_dir)
+    tag = f"{_PARTIAL_TAG}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    partial = out_dir.parent / f".{out_dir.name}{tag}"
+    summary = PrepareSummary(out_dir=out_dir, songs_found=len(files))
+    try:
+        staging = partial / "staging"
+        staging.mkdir(parents=True)
+        songs = _stage_songs(files, songs_dir, staging, config, summary)
+        if not songs:
+            reasons = ", ".join(
+                f"{len(v)} {k}" for k, v in sorted(summary.skipped_by_reason().items())
+            )
+            raise ValueError(
+                f"no pairs could be made from {len(files)} audio files under "
+                f"{songs_dir} (skipped: {reasons or 'none'}; "
+                f"silent pairs: {summary.silent_pairs_skipped})"
+            )
+        _finalize(songs, partial, config, summary)
+        shutil.rmtree(staging)
+        _move_into_place(partial, out_dir, config.overwrite)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    summary.elapsed = time.perf_counter() - start
+    return summary
+
+
+def _check_out_dir(out_dir: Path, songs_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"--out exists and is not a folder: {out_dir}")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"--out folder {out_dir} is not empty; pass --overwrite to replace it"
+            )
+        if songs_dir.resolve().is_relative_to(out_dir.resolve()):
+            raise ValueError(
+                f"--songs {songs_dir} is inside --out {out_dir}; --overwrite would delete it"
+            )
+
+
+def _warn_leftovers(out_dir: Path) -> None:
+    for leftover in out_dir.parent.glob(f".{out_dir.name}{_PARTIAL_TAG}*"):
+        log.warning("found %s from an interrupted run; it is not used and can be deleted", leftover)
+
+
+def _stage_songs(
+    files: list[Path],
+    songs_dir: Path,
+    staging: Path,
+    config: PrepareConfig,
+    summary: PrepareSummary,
+) -> list[_SongPairs]:
+    """Decode every song and write its pairs under temporary names (split not known yet)."""
+    songs: list[_SongPairs] = []
+    bar = tqdm(
+        total=len(files),
+        unit="song",
+        desc="prepare_pairs",
+        disable=not config.progress,
+        dynamic_ncols=True,
+    )
+    decoded = decode_in_order(files, config.sample_rate, config.workers)
+    try:
+        for song_idx, (path, audio) in enumerate(decoded):
+            bar.update(1)
+            rel = path.relative_to(songs_dir).as_posix()
+            if isinstance(audio, _Skip):
+                summary.skipped.append(SkippedFile(rel, audio.reason, audio.detail))
+                continue
+            summary.songs_read += 1
+            summary.seconds_read += len(audio) / config.sample_rate
+            try:
+                songs.append(_stage_song(audio, rel, staging / f"{song_idx:06d}", config, summary))
+            except _Skip as skip:
+                summary.skipped.append(SkippedFile(rel, skip.reason, skip.detail))
+            bar.set_postfix(pairs=sum(len(s.pair_ids) for s in songs), refresh=False)
+    finally:
+        decoded.close()  # stop and join the decode threads even when interrupted
+        bar.close()
+    return songs
+
+
+def _stage_song(
+    audio: np.ndarray, rel: str, prefix: Path, config: PrepareConfig, summary: PrepareSummary
+) -> _SongPairs:
+    """Cut one song into segments and write the segments its audible pairs use."""
+    seg = config.segment_samples
+    n_seg = len(audio) // seg
+    if n_seg < 2:
+        raise _Skip(
+            "too-short",
+            f"{len(audio) / config.sample_rate:.2f} s < 2 x {config.segment_seconds:g} s",
+        )
+    segments = audio[: n_seg * seg].reshape(n_seg, seg)
+    rms = np.sqrt(np.mean(np.square(segments, dtype=np.float64), axis=1))
+    pair_ids, silent = select_pairs(rms, config.min_rms, config.max_pairs_per_song)
+    summary.silent_pairs_skipped += silent
+    if not pair_ids:
+        raise _Skip("silent", f"{silent} pairs below min_rms {config.min_rms:g}")
+    # Each segment is encoded once even when it serves two pairs (target of pair i, input of
+    # pair i + 1); _finalize links it under both names.
+    written: dict[int, Path] = {}
+    for seg_id in sorted({k for i in pair_ids for k in (i, i + 1)}):
+        written[seg_id] = prefix.with_name(f"{prefix.name}_{seg_id:06d}.wav")
+        write_wav(written[seg_id], segments[seg_id], config.sample_rate, config.subtype)
+    staged = [(written[i], written[i + 1]) for i in pair_ids]
+    return _SongPairs(rel, pair_ids, rms, staged)
+
+
+def _finalize(
+    songs: list[_SongPairs], partial: Path, config: PrepareConfig, summary: PrepareSummary
+) -> None:
+    """Assign splits, give the staged segments their final names, write manifest and info."""
+    crossed = config.pairing in ("cross_song", "both")
+    splits = assign_splits(
+        [s.source for s in songs],
+        config.val_fraction,
+        config.seed,
+        min_songs_per_split=2 if crossed else 1,
+    )
+    for split in SPLITS:
+        (partial / split).mkdir()
+    by_split = {split: [s for s in songs if splits[s.source] == split] for split in SPLITS}
+    if crossed:
+        _check_cross_song_splits(by_split, config.pairing)
+    duration = config.segment_samples / config.sample_rate
+    pairs = _PairWriter(partial, config)
+    for split in SPLITS:  # songs are already in sorted source order
+        for song in by_split[split]:
+            summary.songs_per_split[split] += 1
+            covered = {k for i in song.pair_ids for k in (i, i + 1)}
+            summary.seconds_in_pairs += len(covered) * duration
+        if config.pairing in ("continuation", "both"):
+            for song in by_split[split]:
+                for i, (staged_in, staged_out) in zip(song.pair_ids, song.staged):
+                    pairs.add(split, (song, i, staged_in), (song, i + 1, staged_out))
+        if crossed and len(by_split[split]) >= 2:
+            rng = np.random.default_rng([config.seed, SPLITS.index(split)])
+            summary.cross_song_pairs[split] = _add_cross_song_pairs(
+                pairs, split, by_split[split], rng
+            )
+    summary.pairs_per_split.update(pairs.next_index)
+    # Manifest lists train then val, each in index order, so it is stable for a given seed.
+    write_manifest(partial / MANIFEST_NAME, pairs.records)
+    with open(partial / "dataset_info.json", "w") as f:
+        json.dump(_dataset_info(config, summary), f, indent=2)
+        f.write("\n")
+
+
+def _check_cross_song_splits(by_split: dict[str, list[_SongPairs]], pairing: str) -> None:
+    for split, members in by_split.items():
+        if len(members) != 1:
+            continue
+        if pairing == "cross_song":
+            raise ValueError(
+                f"--pairing cross_song needs 2 songs in each split, split {split} has "
+                f"1 ({members[0].source}); add songs, or use --pairing both"
+            )
+        log.warning(
+            "split %s has one song (%s): continuation pairs only, no cross-song pairs",
+            split,
+            members[0].source,
+        )
+
+
+def _add_cross_song_pairs(
+    pairs: _PairWriter, split: str, members: list[_SongPairs], rng: np.random.Generator
+) -> int:
+    """One cross-song pair per input segment: a seeded pick of another song and of its segment."""
+    segments = {id(song): _song_segments(song) for song in members}
+    count = 0
+    for song in members:
+        others = [other for other in members if other is not song]
+        for i, (staged_in, _) in zip(song.pair_ids, song.staged):
+            other = others[int(rng.integers(len(others)))]
+            seg_id, staged = segments[id(other)][int(rng.integers(len(segments[id(other)])))]
+            pairs.add(split, (song, i, staged_in), (other, seg_id, staged))
+            count += 1
+    return count
+
+
+def _song_segments(song: _SongPairs) -> list[tuple[int, Path]]:
+    """(segment id, staged file) of every segment the song's audible pairs use, in song order."""
+    found = {}
+    for i, (staged_in, staged_out) in zip(song.pair_ids, song.staged):
+        found[i], found[i + 1] = staged_in, staged_out
+    return sorted(found.items())
+
+
+class _PairWriter:
+    """Links staged segments under pair_NNNNN names, numbered per split; collects the records."""
+
+    def __init__(self, partial: Path, config: PrepareConfig) -> None:
+        self.partial, self.config = partial, config
+        self.next_index = {s: 0 for s in SPLITS}
+        self.records: list[dict] = []
+
+    def add(
+        self, split: str, source: tuple[_SongPairs, int, Path], target: tuple[_SongPairs, int, Path]
+    ) -> None:
+        (in_song, in_seg, in_file), (out_song, out_seg, out_file) = source, target
+        index = self.next_index[split]
+        self.next_index[split] += 1
+        names = (f"{split}/pair_{index:05d}_input.wav", f"{split}/pair_{index:05d}_output.wav")
+        for staged_file, name in zip((in_file, out_file), names):
+            _link_or_copy(staged_file, self.partial / name)
+        continuation = in_song is out_song and out_seg == in_seg + 1
+        duration = self.config.segment_samples / self.config.sample_rate
+        record = {
+            "split": split,
+            "index": index,
+            "input_file": names[0],
+            "output_file": names[1],
+            "pairing": "continuation" if continuation else "cross_song",
+            "input_source": in_song.source,
+            "target_source": out_song.source,
+        }
+        if continuation:
+            record.update(source=in_song.source, source_pair=int(in_seg))
+        record.update(
+            {
+                "input_start": round(in_seg * duration, 6),
+                "target_start": round(out_seg * duration, 6),
+                "duration": round(duration, 6),
+                "num_samples": self.config.segment_samples,
+                "sample_rate": self.config.sample_rate,
+                "input_rms": round(float(in_song.rms[in_seg]), 6),
+                "target_rms": round(float(out_song.rms[out_seg]), 6),
+            }
+        )
+        self.records.append(record)
+
+
+def _dataset_info(config: PrepareConfig, summary: PrepareSummary) -> dict:
+    # No paths or timestamps: two runs with the same songs and seed give identical files.
+    return {
+        "format": "wav_pairs",
+        "version": 1,
+        "sample_rate": config.sample_rate,
+        "segment_seconds": config.segment_seconds,
+        "segment_samples": config.segment_samples,
+        "subtype": config.subtype,
+        "channels": 1,
+        "seed": config.seed,
+        "val_fraction": config.val_fraction,
+        "min_rms": config.min_rms,
+        "max_pairs_per_song": config.max_pairs_per_song,
+        "pairing": config.pairing,
+        "pairs": dict(summary.pairs_per_split),
+        "songs": dict(summary.songs_per_split),
+    }
+
+
+def write_wav(path: Path, audio: np.ndarray, sample_rate: int, subtype: str) -> None:
+    """Mono WAV whose bytes depend only on the samples (reproducible runs, stable hashes).
+
+    libsndfile adds a PEAK chunk with a timestamp to float WAVs, so FLOAT is written here
+    directly: a WAVE_FORMAT_IEEE_FLOAT fmt chunk, the fact chunk non-PCM formats carry, data.
+    PCM subtypes have no such chunk and go through soundfile (which clips to [-1, 1]).
+    """
+    if subtype != "FLOAT":
+        sf.write(str(path), audio, sample_rate, subtype=subtype, format="WAV")
+        return
+    data = np.asarray(audio, dtype="<f4").tobytes()
+    fmt = struct.pack("<HHIIHHH", 3, 1, sample_rate, 4 * sample_rate, 4, 32, 0)
+    fact = struct.pack("<I", len(data) // 4)
+    chunks = b"".join(
+        tag + struct.pack("<I", len(body)) + body
+        for tag, body in ((b"fmt ", fmt), (b"fact", fact), (b"data", data))
+    )
+    with open(path, "wb") as f:
+        f.write(b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    # A segment used by two pairs (target of pair i, input of pair i + 1) becomes two files;
+    # hard links keep that free on disk. Fall back to a copy where links are not supported.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _move_into_place(partial: Path, out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists():
+        if any(out_dir.iterdir()) and not overwrite:
+            # Another run finished first while we were working.
+            raise FileExistsError(
+                f"--out folder {out_dir} is not empty; pass --overwrite to replace it"
+            )
+        # Move the old folder aside first: the new one is never mixed with it, and the old one
+        # is only deleted once the new one is in place.
+        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out_dir, old)
+        os.replace(partial, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, out_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = PrepareConfig()
+    p = OneLineParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Booleans accept true/false, 1/0, yes/no (a bare flag means true).",
+    )
+    p.add_argument("--songs", required=True, help="folder of songs, searched recursively (path)")
+    p.add_argument("--out", required=True, help="DATA folder to create (path)")
+    p.add_argument(
+        "--segment_seconds",
+        type=float,
+        default=d.segment_seconds,
+        help="length of the input and of the target segment (s)",
+    )
+    p.add_argument(
+        "--sample_rate",
+        type=int,
+        default=d.sample_rate,
+        help="rate of the written pairs, the codec's rate (Hz)",
+    )
+    p.add_argument(
+        "--val_fraction",
+        type=float,
+        default=d.val_fraction,
+        help="fraction of songs (not pairs) held out for validation",
+    )
+    p.add_argument(
+        "--max_pairs_per_song",
+        type=int,
+        default=None,
+        help="keep at most N pairs per song, spread evenly over it; default: all",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seed of the song split and of the cross-song draws",
+    )
+    p.add_argument(
+        "--min_rms",
+        type=float,
+        default=d.min_rms,
+        help="skip a pair when either segment's RMS is below this (1e-3 ~ -60 dBFS)",
+    )
+    p.add_argument("--subtype", default=d.subtype, help="WAV subtype: FLOAT, PCM_16, PCM_24")
+    p.add_argument(
+        "--pairing",
+        default=d.pairing,
+        choices=PAIRINGS,
+        help="continuation: target = the next segment of the same song; cross_song: "
+        "a segment of another song of the split; both: the two kinds",
+    )
+    add_bool_flag(p, "--overwrite", d.overwrite, "replace a non-empty --out")
+    p.add_argument("--workers", type=int, default=d.workers, help="decode threads (count)")
+    add_bool_flag(p, "--progress", d.progress, "show a progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = PrepareConfig(
+        segment_seconds=args.segment_seconds,
+        sample_rate=args.sample_rate,
+        val_fraction=args.val_fraction,
+        max_pairs_per_song=args.max_pairs_per_song,
+        seed=args.seed,
+        min_rms=args.min_rms,
+        subtype=args.subtype.upper(),
+        overwrite=args.overwrite,
+        progress=args.progress,
+        workers=args.workers,
+        pairing=args.pairing,
+    )
+    try:
+        summary = prepare_pairs(args.songs, args.out, config)
+    except (ValueError, OSError) as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    print(summary.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""Evaluation on validation pairs, the agent-versus-fixed-masks comparison and the listening
+page."""

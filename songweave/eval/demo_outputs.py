@@ -1,0 +1,79 @@
+"""What `train_simple_ddp.py --demo` leaves after training: the evaluation report and its
+listening page, and an arrangement of two validation songs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from songweave.data.pair_manifest import read_manifest
+from songweave.eval.demo_page import write_eval_demo
+from songweave.eval.evaluate import evaluate, format_report, load_trained
+from songweave.inference.arrange import arrange_files
+from songweave.runtime.checkpoint import BEST_NAME, LAST_NAME
+
+log = logging.getLogger(__name__)
+
+
+def demo_songs(dataset_folder: str | os.PathLike) -> list[Path]:
+    """Full songs to arrange after the demo: the validation songs first (the songs manifest.jsonl
+    names for the val split, found in DATA/songs_src where demo_music keeps them), then any other
+    song there."""
+    folder = Path(dataset_folder)
+    songs_dir = folder / "songs_src"
+    if not songs_dir.is_dir():
+        return []
+    try:
+        entries = read_manifest(folder, "val", check_files=False)
+    except (FileNotFoundError, ValueError) as error:
+        log.info("no validation songs from the manifest (%s)", error)
+        entries = []
+    preferred: list[Path] = []
+    for entry in entries:
+        for name in (entry.input_source, entry.target_source):
+            path = songs_dir / str(name)
+            if name and path.is_file() and path not in preferred:
+                preferred.append(path)
+    others = sorted(
+        p
+        for p in songs_dir.iterdir()
+        if p.is_file() and p not in preferred and not p.name.startswith(".")
+    )
+    return preferred + others
+
+
+def demo_outputs(
+    checkpoint_dir: str | os.PathLike, dataset_folder: str | os.PathLike, progress: bool = True
+) -> dict[str, Any]:
+    """What `train_simple_ddp.py --demo` shows at the end.
+
+    Evaluates checkpoint_best.pth (else checkpoint_last.pth) on the validation split into
+    CHECKPOINT_DIR/eval/ (report, figures and the listening page index.html) and arranges two
+    validation songs into CHECKPOINT_DIR/arrangement.wav (+ arrangement_masks.png); prints the
+    report table and the arrangement summary.
+    Returns {"report": dict, "eval_dir": Path, "page": Path, "arrangement": ArrangeResult | None}.
+    """
+    folder = Path(checkpoint_dir)
+    checkpoint = next(
+        (folder / name for name in (BEST_NAME, LAST_NAME) if (folder / name).is_file()), None
+    )
+    if checkpoint is None:
+        raise FileNotFoundError(f"no {BEST_NAME} or {LAST_NAME} in {folder}")
+    eval_dir = folder / "eval"
+    report = evaluate(checkpoint, dataset_folder, eval_dir, split="val", progress=progress)
+    page = write_eval_demo(load_trained(checkpoint), dataset_folder, eval_dir, split="val")
+    print(format_report(report))
+    print(f"report and figures: {eval_dir}; listen: {page}")
+    songs = demo_songs(dataset_folder)
+    result = None
+    if songs:
+        source, target = songs[0], songs[1] if len(songs) > 1 else songs[0]
+        result = arrange_files(
+            checkpoint, source, target, folder / "arrangement.wav", progress=progress
+        )
+        print(result.summary(source.name, target.name))
+    else:
+        log.info("no songs in %s/songs_src: no demo arrangement", dataset_folder)
+    return {"report": report, "eval_dir": eval_dir, "page": page, "arrangement": result}

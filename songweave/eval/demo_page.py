@@ -1,0 +1,346 @@
+"""A listening page for an evaluation: EVAL/index.html, like a paper's audio examples page.
+
+    creative-evaluate --checkpoint runs/demo/checkpoint_best.pth --dataset_folder data/demo
+    # -> runs/demo/eval/index.html (open it in a browser; no server needed)
+
+The page is one self-contained HTML file (inline style, no script, nothing fetched from the
+network) with relative links only, so the eval folder can be copied or served as it is:
+
+- a table of validation pairs, each with players for the input, the target, the masked mix (what
+  the cascade starts from) and the model's output, and the pair's mask picture;
+- the report's tables: reconstruction against the two baselines, the mask figures of the
+  model's masks and of every fixed mask, envelope correlations and the verdicts;
+- the figures creative-evaluate drew (training curves, attention, mask plots).
+
+Library use: `write_samples(samples, eval_dir)` writes EVAL/samples/ (WAV files, mask PNGs,
+samples.json) from tracking.SamplePair objects; `write_demo_page(eval_dir) -> Path` writes
+index.html from what is in EVAL; `write_eval_demo(trained, dataset_folder, eval_dir, ...)` does
+both for creative-evaluate.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from songweave.train.tracking import AUDIO_ROLES, SamplePair, collect_samples, sample_indices
+
+log = logging.getLogger("demo_page")
+
+PAGE_NAME = "index.html"
+SAMPLES_DIRNAME = "samples"
+SAMPLES_INDEX = "samples.json"
+REPORT_NAME = "report.json"
+ROLE_TITLES = {
+    "input": "input (song A)",
+    "target": "target (song B)",
+    "masked_mix": "masked mix",
+    "output": "model output",
+}
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222;
+       padding: 0 1em; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.8em; font-size: 1.25em; }
+.meta { color: #555; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.6em 0; }
+th, td { border: 1px solid #ccc; padding: 0.35em 0.6em; text-align: left; vertical-align: middle; }
+th { background: #f2f2f2; font-weight: 600; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+audio { width: 185px; display: block; }
+.pair-name { font-weight: 600; } .songs { color: #555; font-size: 0.85em; }
+img.mask { width: 230px; display: block; } img.figure { max-width: 100%; display: block; }
+.yes { color: #176117; font-weight: 600; } .no { color: #a11; font-weight: 600; }
+.note { color: #555; font-size: 0.9em; max-width: 60em; }
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Samples
+
+
+def write_samples(samples: Sequence[SamplePair], eval_dir: str | os.PathLike) -> Path:
+    """EVAL/samples/: NAME_{input,target,masked_mix,output}.wav, NAME_masks.png, samples.json.
+
+    Replaces what an earlier evaluation left there, so the page never lists stale files.
+    """
+    from songweave.audio.io import write_audio
+    from songweave.viz import plots
+
+    eval_dir = Path(eval_dir)
+    folder = eval_dir / SAMPLES_DIRNAME
+    partial = eval_dir / f".{SAMPLES_DIRNAME}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        entries = [_write_sample(sample, partial, plots, write_audio) for sample in samples]
+        (partial / SAMPLES_INDEX).write_text(json.dumps({"pairs": entries}, indent=2) + "\n")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(partial, folder)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder / SAMPLES_INDEX
+
+
+def _write_sample(sample: SamplePair, folder: Path, plots: Any, write_audio: Any) -> dict:
+    files: dict[str, str | None] = {}
+    for role in AUDIO_ROLES:
+        name = f"{sample.name}_{role}.wav"
+        write_audio(folder / name, sample.audio(role), sample.sample_rate)
+        files[role] = f"{SAMPLES_DIRNAME}/{name}"
+    files["masks"] = None
+    if sample.input_mask is not None and sample.target_mask is not None:
+        axis = plots.ChannelAxis.for_codec(
+            sample.codec_name, sample.input_mask.shape[0], sample.sample_rate
+        )
+        name = f"{sample.name}_masks.png"
+        plots.mask_plot(
+            folder / name,
+            sample.input_mask,
+            sample.target_mask,
+            sample.frame_rate,
+            axis,
+            title=f"masks of {sample.name}",
+        )
+        files["masks"] = f"{SAMPLES_DIRNAME}/{name}"
+    return {
+        "name": sample.name,
+        "seconds": round(sample.seconds, 6),
+        "sample_rate": sample.sample_rate,
+        "input_source": sample.input_source,
+        "target_source": sample.target_source,
+        "files": files,
+    }
+
+
+def write_eval_demo(
+    trained: Any,
+    dataset_folder: str | os.PathLike,
+    eval_dir: str | os.PathLike,
+    split: str = "val",
+    num_pairs: int = 4,
+) -> Path:
+    """Samples of `num_pairs` pairs spread over the split, then index.html; returns its path.
+
+    `trained` is a loaded model (evaluate.load_trained or export_model.load_model).
+    """
+    from songweave.data.pair_manifest import read_manifest
+    from songweave.data.wav_pairs import WavPairsDataset
+
+    if num_pairs < 0:
+        raise ValueError(f"--demo_pairs must be >= 0, got {num_pairs}")
+    dataset = WavPairsDataset(dataset_folder, trained.codec, split=split, return_audio=True)
+    indices = sample_indices(len(dataset), num_pairs)
+    samples = collect_samples(trained.model, trained.codec, dataset, indices, name_prefix=split)
+    try:
+        entries = read_manifest(dataset_folder, split, check_files=False)
+    except (FileNotFoundError, ValueError):
+        entries = []  # a dataset without a manifest: pairs have no song names
+    if len(entries) == len(dataset):
+        samples = [
+            replace(
+                sample, input_source=entries[i].input_source, target_source=entries[i].target_source
+            )
+            for sample, i in zip(samples, indices)
+        ]
+    write_samples(samples, eval_dir)
+    return write_demo_page(eval_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Page
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _url(relative: str) -> str:
+    return quote(relative, safe="/")
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if isinstance(value, bool) or value is None or not isinstance(value, (int, float)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _samples_section(eval_dir: Path) -> list[str]:
+    index = eval_dir / SAMPLES_DIRNAME / SAMPLES_INDEX
+    if not index.is_file():
+        return [
+            (
+                "<p class='note'>No audio examples in this folder (creative-evaluate writes them "
+                "with <code>--demo_pairs N</code>).</p>"
+            )
+        ]
+    pairs = json.loads(index.read_text()).get("pairs") or []
+    if not pairs:
+        return ["<p class='note'>No audio examples (--demo_pairs 0).</p>"]
+    head = "".join(f"<th>{_e(ROLE_TITLES[role])}</th>" for role in AUDIO_ROLES)
+    rows = [f"<table class='samples'><tr><th>pair</th>{head}<th>masks</th></tr>"]
+    for pair in pairs:
+        songs = ""
+        if pair.get("input_source") or pair.get("target_source"):
+            songs = (
+                f"<div class='songs'>A: {_e(pair.get('input_source') or '?')}<br>"
+                f"B: {_e(pair.get('target_source') or '?')}</div>"
+            )
+        seconds = f"<div class='songs'>{_num(pair.get('seconds'), 2)} s</div>"
+        cells = [f"<td><div class='pair-name'>{_e(pair['name'])}</div>{songs}{seconds}</td>"]
+        for role in AUDIO_ROLES:
+            src = _url(pair["files"][role])
+            cells.append(
+                f"<td><audio controls preload='auto' src='{src}' "
+                f"data-seconds='{_e(pair.get('seconds'))}'></audio></td>"
+            )
+        masks = pair["files"].get("masks")
+        cells.append(
+            f"<td><a href='{_url(masks)}'><img class='mask' src='{_url(masks)}' "
+            f"alt='masks of {_e(pair['name'])}'></a></td>"
+            if masks
+            else "<td class='note'>the model does not mask</td>"
+        )
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    rows.append("</table>")
+    rows.append(
+        "<p class='note'>Masked mix: the two songs' latents times their masks, summed and "
+        "decoded; the cascade starts from it. Mask pictures: input mask, target mask and "
+        "their overlap over time (x) and channel (y).</p>"
+    )
+    return rows
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='num'>{c}</td>" if i >= numeric_from else f"<td>{c}</td>"
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _report_sections(report: dict[str, Any]) -> list[str]:
+    parts = ["<h2>Reconstruction against the target</h2>"]
+    reconstruction = report.get("reconstruction") or {}
+    parts.append(
+        _table(
+            ["", "MR-STFT distance (lower is better)", "SI-SDR dB (higher)"],
+            [
+                [_e(name), _num(v.get("mr_stft")), _num(v.get("si_sdr_db"), 2)]
+                for name, v in reconstruction.items()
+            ],
+        )
+    )
+    if report.get("baseline_masked_mix_uses"):
+        parts.append(
+            f"<p class='note'>baseline_masked_mix uses "
+            f"{_e(report['baseline_masked_mix_uses'])}.</p>"
+        )
+    masks = report.get("masks") or {}
+    if masks:
+        metrics = list(next(iter(masks.values())).keys())
+        own = report.get("model_masks")
+        parts.append("<h2>Masks</h2>")
+        parts.append(
+            _table(
+                ["masks", *metrics],
+                [
+                    [
+                        f"<b>{_e(name)}</b> (the model's)" if name == own else _e(name),
+                        *(_num(values.get(m), 4) for m in metrics),
+                    ]
+                    for name, values in masks.items()
+                ],
+            )
+        )
+        if report.get("masks_note"):
+            parts.append(f"<p class='note'>{_e(report['masks_note'])}</p>")
+    envelope = report.get("envelope_correlation") or {}
+    if envelope:
+        parts.append("<h2>Envelope correlation of the output</h2>")
+        parts.append(_table(["", "Pearson r"], [[_e(k), _num(v)] for k, v in envelope.items()]))
+    verdicts = report.get("verdicts") or {}
+    if verdicts:
+        parts.append("<h2>Verdicts</h2>")
+        parts.append(
+            _table(
+                ["check", "result"],
+                [
+                    [_e(k), "<span class='yes'>yes</span>" if v else "<span class='no'>no</span>"]
+                    for k, v in verdicts.items()
+                ],
+            )
+        )
+    return parts
+
+
+def _figures_section(eval_dir: Path, report: dict[str, Any]) -> list[str]:
+    names = [name for name in report.get("figures") or [] if (eval_dir / name).is_file()]
+    # Training curves first: what a reader looks for after the examples.
+    names.sort(key=lambda name: (name != "training_curves.png", name))
+    if not names:
+        return ["<p class='note'>No figures in this folder.</p>"]
+    return [
+        f"<h3>{_e(name)}</h3><a href='{_url(name)}'><img class='figure' src='{_url(name)}' "
+        f"alt='{_e(name)}'></a>"
+        for name in names
+    ]
+
+
+def write_demo_page(eval_dir: str | os.PathLike) -> Path:
+    """EVAL/index.html from EVAL/report.json, EVAL/samples/ and the figures; returns its path."""
+    eval_dir = Path(eval_dir)
+    report_path = eval_dir / REPORT_NAME
+    try:
+        report = json.loads(report_path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{report_path} does not exist (run creative-evaluate first)"
+        ) from None
+    except ValueError:
+        raise ValueError(f"{report_path}: not a JSON report written by creative-evaluate") from None
+    checkpoint = Path(str(report.get("checkpoint", "?"))).name
+    meta = (
+        f"{_e(checkpoint)}, epoch {_e(report.get('epoch'))} &middot; split "
+        f"{_e(report.get('split'))}, {_e(report.get('num_pairs'))} pairs &middot; codec "
+        f"{_e(report.get('codec'))} &middot; masks: {_e(report.get('model_masks') or 'none')}"
+    )
+    body = [
+        "<h1>Creative agent: audio examples</h1>",
+        f"<p class='meta'>{meta}</p>",
+        "<h2>Validation pairs</h2>",
+        *_samples_section(eval_dir),
+        *_report_sections(report),
+        "<h2>Training curves and figures</h2>",
+        *_figures_section(eval_dir, report),
+        "<p class='note'>Written by creative-evaluate from report.json in this folder.</p>",
+    ]
+    page = (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>Creative agent: {_e(checkpoint)}</title><style>{STYLE}</style></head>"
+        "<body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+    path = eval_dir / PAGE_NAME
+    tmp = path.with_name(f".{PAGE_NAME}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(page)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote %s", path)
+    return path

@@ -1,0 +1,120 @@
+"""One flag style for every command-line tool of the library.
+
+- Booleans are `--flag true|false` (also 1/0, yes/no, on/off); a bare `--flag` means true.
+- Help lines end in "; default: VALUE", except for required flags and flags without a default.
+- Errors are one line, `error: ...`, with exit status 2.
+
+Library use: `OneLineParser(description=...)`, `add_bool_flag(parser, "--progress", True, "...")`,
+`add_device_flag(parser)`, `parse_bool(text)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+# Exit statuses of every tool: done, failed (a one-line error), bad flags, stopped by a signal.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+# The folder that holds the songweave package and the card's modules (the repository root, or
+# site-packages once installed): subprocesses of one tool find the others through it.
+CODE_ROOT = Path(__file__).resolve().parents[2]
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+TRUE_WORDS = frozenset({"true", "1", "yes", "y", "on", "t"})
+FALSE_WORDS = frozenset({"false", "0", "no", "n", "off", "f"})
+
+
+def parse_bool(text: str | bool) -> bool:
+    """'true'/'false' (1/0, yes/no, on/off, t/f, any case) -> bool; argparse error otherwise."""
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in TRUE_WORDS:
+        return True
+    if value in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false (or 1/0, yes/no), got {text!r}")
+
+
+def show_default(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value == "" or value == {}:
+        return "none"
+    return str(value)
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Appends "; default: VALUE" to optional flags that have a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            action.required
+            or action.default is None
+            or action.default is argparse.SUPPRESS
+            or not action.option_strings
+            or isinstance(action, argparse._HelpAction)
+            or "default:" in text
+        ):
+            return text
+        return f"{text}; default: {show_default(action.default)}"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (`error: ...`) with exit status 2."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def add_bool_flag(
+    parser: argparse.ArgumentParser, flag: str, default: bool, help: str, dest: str | None = None
+) -> argparse.Action:
+    """`--flag BOOL` with true/false values; a bare `--flag` means true."""
+    kwargs: dict[str, Any] = {"dest": dest} if dest else {}
+    return parser.add_argument(
+        flag,
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=default,
+        metavar="BOOL",
+        help=help,
+        **kwargs,
+    )
+
+
+def add_device_flag(parser: argparse.ArgumentParser, default: str = "auto") -> argparse.Action:
+    return parser.add_argument(
+        "--device",
+        default=default,
+        choices=DEVICE_CHOICES,
+        help="where the model runs: auto (cuda when available, else cpu), cpu or cuda",
+    )
+
+
+def module_command(module: str, *args: str) -> list[str]:
+    """The command that runs `python -m module args` with this interpreter (a tool of the library
+    or a card module such as train_simple_ddp); run it with `module_env()`."""
+    return [sys.executable, "-m", module, *args]
+
+
+def module_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """environ (default: this process's) with CODE_ROOT first on PYTHONPATH, so `module_command`
+    works from any working directory, installed or from a checkout."""
+    env = dict(os.environ if environ is None else environ)
+    paths = [str(CODE_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env

@@ -1,0 +1,1 @@
+"""Training: configuration, the run's setup, losses, optimizer, adversary, logs and TensorBoard."""

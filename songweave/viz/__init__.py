@@ -1,0 +1,1 @@
+"""Pictures of masks, spectrograms and training curves (matplotlib, no screen)."""
