@@ -34,12 +34,12 @@ from torch import Tensor, nn
 
 from songweave.audio.band_layout import BandLayout, describe_layout, split_at_median
 from songweave.audio.codecs import SAMPLE_RATE
+from songweave.model.config import BALANCE_MODES
 from songweave.model.mask_metrics import band_mask_statistics, loudness_difference, mask_statistics
 
 # How the competitive agent keeps the two songs balanced: "median" splits every pair's
 # band-windows half and half by construction (`split_at_median`); "penalty" leaves the split free
 # and relies on the regularizer's balance term alone (the earlier behaviour).
-BALANCE_MODES = ("median", "penalty")
 
 
 class CrossAttention(nn.Module):

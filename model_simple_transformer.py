@@ -2,17 +2,17 @@
 
 Stage 0 reads concat(input, target) and starts from their (masked) sum; stage k > 0 reads
 concat(input, previous output, target) and refines the previous output. With one stage the model
-reads the input alone. Masks (the learned creative agent, or a fixed strategy from
-`complementary_masking`) are computed once per forward and applied the same way in training,
-evaluation and inference; the agent and `band_energy` decide per band-window of `mask_layout`
-(see `band_layout`).
+reads the input alone. The model is built from a `ModelConfig` (songweave/model/config.py).
+Masks (the learned creative agent, or a fixed strategy from `songweave.model.fixed_masks`) are
+computed once per forward and applied the same way in training, evaluation and inference; the
+agent and `band_energy` decide per band-window of `mask_layout` (see `band_layout`).
 `forward(..., return_record=True)` also returns a `ForwardRecord`: the applied masks, their
 statistics (`mask_metrics.all_mask_statistics`) and the agent's regularizer terms.
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -24,10 +24,10 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from creative_agent import CreativeAgent, MaskDecision
-from songweave.audio.band_layout import LAYOUT_KINDS, BandLayout, build_layout
-from songweave.audio.codecs import SAMPLE_RATE
+from songweave.audio.band_layout import BandLayout, build_layout
+from songweave.model.config import ModelConfig, field_names
 from songweave.model.dropout_masks import compiled_dropout, cpu_dropout
-from songweave.model.fixed_masks import MASK_TYPES, complementary_masks
+from songweave.model.fixed_masks import complementary_masks
 from songweave.model.mask_metrics import all_mask_statistics
 
 # Guards the per-item RMS used to scale the anti-cheating noise on silent targets.
@@ -194,135 +194,74 @@ class ForwardRecord:
     attention: Tensor | None = None
 
 
-def resolved_agent_balance(agent_balance: str | None, agent_shared_weights: bool) -> str:
-    """The agent's balance mode a model records: None picks "median" for the competitive design;
-    the seed's design (two independent heads) has no single claim to split at a median."""
-    if agent_balance is not None:
-        return agent_balance
-    return "median" if agent_shared_weights else "penalty"
-
-
 class SimpleTransformer(nn.Module):
-    def __init__(
-        self,
-        encoding_dim: int = 128,
-        nhead: int = 8,
-        num_layers: int = 4,
-        dropout: float = 0.1,
-        num_transformer_layers: int = 1,
-        anti_cheating: float = 0.0,
-        use_creative_agent: bool = False,
-        mask_type: str = "none",
-        dim_feedforward: int = 2048,
-        agent_hidden_dim: int = 256,
-        agent_temperature: float = 0.1,
-        agent_temporal_diversity_weight: float = 5.0,
-        agent_switch_weight: float = 0.2,
-        agent_shared_weights: bool = True,
-        agent_balance: str | None = None,
-        agent_loudness_prior: float = 0.0,
-        hard_masks: bool = False,
-        keep_target_parts: bool = False,
-        use_discriminator: bool = False,
-        activation_checkpointing: bool = False,
-        mask_layout: str = "mel",
-        mask_bands: int = 24,
-        mask_window_frames: int = 9,
-        sample_rate: int = SAMPLE_RATE,
-    ):
+    """The cascade, built from a ModelConfig: `SimpleTransformer(config)`, or the same fields as
+    keywords (the seed's `SimpleTransformer(encoding_dim=..., nhead=..., num_layers=...,
+    num_transformer_layers=..., dropout=..., use_creative_agent=...)`). `model_config` is the
+    typed configuration; `config` its plain values, as checkpoints store them."""
+
+    def __init__(self, config: ModelConfig | None = None, **options: Any):
         super().__init__()
-        if num_transformer_layers < 1:
-            raise ValueError(
-                f"num_transformer_layers must be at least 1, got {num_transformer_layers}"
+        if config is not None and not isinstance(config, ModelConfig):
+            raise TypeError(
+                f"SimpleTransformer takes a ModelConfig or keyword options, got {config!r}"
             )
-        if mask_type not in MASK_TYPES:
-            raise ValueError(
-                f"unknown mask_type {mask_type!r}; choose one of {', '.join(MASK_TYPES)}"
-            )
-        if use_creative_agent and mask_type != "none":
-            raise ValueError(
-                f"use either the creative agent or a fixed mask (mask_type={mask_type!r}), not both"
-            )
-        if (use_creative_agent or mask_type != "none") and num_transformer_layers < 2:
-            raise ValueError(
-                "masking (creative agent or fixed mask) needs a cascade: "
-                "set num_transformer_layers >= 2"
-            )
-        if anti_cheating < 0:
-            raise ValueError(f"anti_cheating must be >= 0, got {anti_cheating}")
-        if mask_layout not in LAYOUT_KINDS:
-            raise ValueError(
-                f"unknown mask_layout {mask_layout!r}; choose one of {', '.join(LAYOUT_KINDS)}"
-            )
-        agent_balance = resolved_agent_balance(agent_balance, agent_shared_weights)
-        self.config = {
-            "encoding_dim": encoding_dim,
-            "nhead": nhead,
-            "num_layers": num_layers,
-            "dropout": dropout,
-            "num_transformer_layers": num_transformer_layers,
-            "anti_cheating": anti_cheating,
-            "use_creative_agent": use_creative_agent,
-            "mask_type": mask_type,
-            "dim_feedforward": dim_feedforward,
-            "agent_hidden_dim": agent_hidden_dim,
-            "agent_temperature": agent_temperature,
-            "agent_temporal_diversity_weight": agent_temporal_diversity_weight,
-            "agent_switch_weight": agent_switch_weight,
-            "agent_shared_weights": agent_shared_weights,
-            "agent_balance": agent_balance,
-            "agent_loudness_prior": agent_loudness_prior,
-            "hard_masks": hard_masks,
-            "keep_target_parts": keep_target_parts,
-            "use_discriminator": use_discriminator,
-            "activation_checkpointing": activation_checkpointing,
-            "mask_layout": mask_layout,
-            "mask_bands": mask_bands,
-            "mask_window_frames": mask_window_frames,
-            "sample_rate": sample_rate,
-        }
-        self.encoding_dim = encoding_dim
-        self.anti_cheating = anti_cheating
-        self.mask_type = mask_type
-        self.hard_masks = hard_masks
-        self.keep_target_parts = keep_target_parts
+        if config is not None and options:
+            config = dataclasses.replace(config, **options)
+        elif config is None:
+            unknown = sorted(set(options) - set(field_names()))
+            if unknown:
+                raise TypeError(f"SimpleTransformer got an unexpected option {unknown[0]!r}")
+            config = ModelConfig(**options)
+        self.model_config: ModelConfig = config
+        self.encoding_dim = config.encoding_dim
+        self.anti_cheating = config.anti_cheating
+        self.mask_type = config.mask_type
+        self.hard_masks = config.hard_masks
+        self.keep_target_parts = config.keep_target_parts
         # The band-window grid of the masks (agent, band_energy) and of the band figures.
         self.mask_layout: BandLayout = build_layout(
-            mask_layout, encoding_dim, sample_rate, mask_bands, mask_window_frames
+            config.mask_layout,
+            config.encoding_dim,
+            config.sample_rate,
+            config.mask_bands,
+            config.mask_window_frames,
         )
         self.creative_agent = (
             CreativeAgent(
-                encoding_dim,
-                use_discriminator=use_discriminator,
-                hidden_dim=agent_hidden_dim,
-                temperature=agent_temperature,
-                temporal_diversity_weight=agent_temporal_diversity_weight,
-                switch_weight=agent_switch_weight,
-                shared_weights=agent_shared_weights,
-                balance=agent_balance,
+                config.encoding_dim,
+                use_discriminator=config.use_discriminator,
+                hidden_dim=config.agent_hidden_dim,
+                temperature=config.agent_temperature,
+                temporal_diversity_weight=config.agent_temporal_diversity_weight,
+                switch_weight=config.agent_switch_weight,
+                shared_weights=config.agent_shared_weights,
+                balance=config.agent_balance,
                 layout=self.mask_layout,
-                loudness_prior=agent_loudness_prior,
+                loudness_prior=config.agent_loudness_prior,
             )
-            if use_creative_agent
+            if config.use_creative_agent
             else None
         )
-        stage_channels = (
-            [encoding_dim]
-            if num_transformer_layers == 1
-            else [2 * encoding_dim] + [3 * encoding_dim] * (num_transformer_layers - 1)
-        )
+        dim, stages = config.encoding_dim, config.num_transformer_layers
+        stage_channels = [dim] if stages == 1 else [2 * dim] + [3 * dim] * (stages - 1)
         self.stages = nn.ModuleList(
             CascadeStage(
-                c,
-                encoding_dim,
-                nhead,
-                num_layers,
-                dropout,
-                dim_feedforward,
-                activation_checkpointing,
+                channels,
+                dim,
+                config.nhead,
+                config.num_layers,
+                config.dropout,
+                config.dim_feedforward,
+                config.activation_checkpointing,
             )
-            for c in stage_channels
+            for channels in stage_channels
         )
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The plain values of `model_config` (what a checkpoint stores as model_config)."""
+        return self.model_config.to_dict()
 
     @property
     def num_stages(self) -> int:
@@ -421,15 +360,3 @@ class SimpleTransformer(nn.Module):
             regularizer_terms=dict(decision.terms),
             attention=decision.attention,
         )
-
-
-def recorded_config(**kwargs: Any) -> dict[str, Any]:
-    """The model_config that SimpleTransformer(**kwargs) records, without building the model:
-    the signature's defaults, the given options, and the defaults __init__ resolves."""
-    parameters = inspect.signature(SimpleTransformer.__init__).parameters
-    config = {name: p.default for name, p in parameters.items() if name != "self"}
-    config.update(kwargs)
-    config["agent_balance"] = resolved_agent_balance(
-        config["agent_balance"], config["agent_shared_weights"]
-    )
-    return config

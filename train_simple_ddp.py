@@ -39,7 +39,7 @@ from songweave.train.config import (
     ConfigFileError,
     TrainConfig,
     check_model_options,
-    model_kwargs,
+    model_config,
     parse_config,
     validate_config,
     write_config_file,
@@ -106,9 +106,7 @@ def resolve_resume(cfg: TrainConfig) -> ResumePoint:
 
 def expected_model_config(cfg: TrainConfig) -> dict[str, Any]:
     """The model_config a model built from these flags records, without building it."""
-    from model_simple_transformer import recorded_config
-
-    return recorded_config(**model_kwargs(cfg))
+    return model_config(cfg).to_dict()
 
 
 def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
@@ -138,7 +136,7 @@ def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
         nhead=cfg.nhead,
         num_layers=cfg.num_layers,
         num_stages=cfg.num_transformer_layers,
-        dim_feedforward=int(model_kwargs(cfg).get("dim_feedforward", 2048)),
+        dim_feedforward=model_config(cfg).dim_feedforward,
         # A batch never holds more than a process's share of the data.
         dropout=cfg.dropout,
         batch_size=min(cfg.batch_size, -(-len(pairs) // cfg.world_size)),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import subprocess
 import sys
@@ -88,10 +87,7 @@ def test_model_defaults_match_simple_transformer():
     """So a checkpoint trained with default model flags loads into the seed snippet's model."""
     from model_simple_transformer import SimpleTransformer
 
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(SimpleTransformer.__init__).parameters.items()
-    }
+    defaults = SimpleTransformer().config
     cfg = TrainConfig()
     for name, value in model_kwargs(cfg).items():
         if name != "num_transformer_layers":  # 3 as in the seed's commands and snippet

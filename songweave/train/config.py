@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from songweave.audio.codecs import CODECS
-from songweave.model.fixed_masks import MASK_TYPES
+from songweave.model.config import ModelConfig, ModelConfigError, check_options
 from songweave.runtime.cli import FALSE_WORDS, TRUE_WORDS, OneLineParser, parse_bool, show_default
 from songweave.runtime.launch_env import LaunchEnv
 from songweave.runtime.precision import REQUESTS as PRECISION_REQUESTS
@@ -26,6 +26,13 @@ CODEC_CHOICES = tuple(CODECS)
 CONFIG_NAME = "config.json"
 # Flags of one invocation, never stored in or read from a config file.
 NOT_STORED = ("config", "overwrite", "fail_at_step")
+
+
+def _model_flag(name: str, default: Any = dataclasses.MISSING) -> Any:
+    """A flag for ModelConfig field `name`: its default (unless given), help and choices."""
+    item = next(f for f in dataclasses.fields(ModelConfig) if f.name == name)
+    chosen = item.default if default is dataclasses.MISSING else default
+    return _f(chosen, item.metadata["help"], item.metadata.get("choices"))
 
 
 class ConfigFileError(ValueError):
@@ -68,13 +75,13 @@ class TrainConfig:
     )
     unity_test: bool = _f(False, "use each input as its own target (sanity check)")
     num_workers: int = _f(2, "DataLoader worker processes per training process (count)")
-    # --- model
-    encoding_dim: int = _f(128, "latent channels D; must equal the codec's dim (channels)")
-    nhead: int = _f(8, "attention heads per transformer layer (count)")
-    num_layers: int = _f(4, "transformer layers per cascade stage (count)")
-    num_transformer_layers: int = _f(3, "cascade stages; masking needs >= 2 (count)")
-    dropout: float = _f(0.1, "dropout probability in the transformer (fraction)")
-    use_creative_agent: bool = _f(False, "learn the masks with the creative agent")
+    # --- model: defaults, help and choices come from ModelConfig (the cascade depth differs)
+    encoding_dim: int = _model_flag("encoding_dim")
+    nhead: int = _model_flag("nhead")
+    num_layers: int = _model_flag("num_layers")
+    num_transformer_layers: int = _model_flag("num_transformer_layers", 3)
+    dropout: float = _model_flag("dropout")
+    use_creative_agent: bool = _model_flag("use_creative_agent")
     mask_reg_weight: float = _f(0.1, "weight of the agent's mask regularization loss (factor)")
     agent_hold_epochs: int = _f(
         0,
@@ -83,14 +90,12 @@ class TrainConfig:
         "or more the agent never trains; ignored without the agent "
         "(epochs)",
     )
-    mask_type: str = _f("none", "fixed complementary mask used when the agent is off", MASK_TYPES)
-    anti_cheating: float = _f(
-        0.0, "noise added to the target in later stages, relative to its RMS (factor)"
-    )
+    mask_type: str = _model_flag("mask_type")
+    anti_cheating: float = _model_flag("anti_cheating")
     model_option: dict = _f(
         {},
-        "extra SimpleTransformer keyword KEY=VALUE, repeatable (e.g. "
-        "dim_feedforward=512, agent_temperature=0.5)",
+        "extra ModelConfig field KEY=VALUE, repeatable, checked against its type and range "
+        "(e.g. dim_feedforward=512, agent_temperature=0.5)",
     )
     # --- loss
     loss_domain: str = _f("audio", "compare decoded audio or latents", ("audio", "latent"))
@@ -198,6 +203,13 @@ class TrainConfig:
     # --- tests only
     fail_at_step: int = _f(-1, "raise on the last rank at this global step (tests)", hidden=True)
 
+
+# The TrainConfig fields that are ModelConfig fields (the rest come from --model_option).
+MODEL_FLAGS = tuple(
+    f.name
+    for f in dataclasses.fields(TrainConfig)
+    if f.name in {m.name for m in dataclasses.fields(ModelConfig)}
+)
 
 # The demo's settings, in one place. Flags given explicitly on the command line win over these.
 # Sized for 2 CPU cores (two gloo processes): a small cascade, 2 s segments (twice as many
@@ -544,20 +556,17 @@ def dataset_problems(folder: str) -> list[str]:
 
 
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
-    """SimpleTransformer(**model_kwargs(cfg)): the flags it takes plus --model_option extras."""
-    kwargs = dict(
-        encoding_dim=cfg.encoding_dim,
-        nhead=cfg.nhead,
-        num_layers=cfg.num_layers,
-        dropout=cfg.dropout,
-        num_transformer_layers=cfg.num_transformer_layers,
-        anti_cheating=cfg.anti_cheating,
-        use_creative_agent=cfg.use_creative_agent,
-        mask_type=cfg.mask_type,
-        **mask_layout_kwargs(cfg),
-    )
+    """The ModelConfig fields these flags set: the model flags, the codec's mask layout and the
+    --model_option extras."""
+    kwargs = {name: getattr(cfg, name) for name in MODEL_FLAGS}
+    kwargs.update(mask_layout_kwargs(cfg))
     kwargs.update(cfg.model_option)
     return kwargs
+
+
+def model_config(cfg: TrainConfig) -> ModelConfig:
+    """The model these flags build (ModelConfigError, one line, when they build none)."""
+    return ModelConfig(**model_kwargs(cfg))
 
 
 # Mask windows of about 48 ms: 9 MDCT frames at 187.5 frames/s, 4 EnCodec frames at 75/s.
@@ -578,17 +587,12 @@ def mask_layout_kwargs(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def check_model_options(cfg: TrainConfig) -> list[str]:
-    """Unknown --model_option keys, found by building nothing: only the signature is read."""
-    import inspect
-
-    try:
-        from model_simple_transformer import SimpleTransformer
-    except ImportError as error:
-        return [f"cannot import model_simple_transformer: {error}"]
-    accepted = set(inspect.signature(SimpleTransformer.__init__).parameters) - {"self"}
-    return [
-        f"--model_option {key}: SimpleTransformer takes no such argument (accepted: "
-        f"{', '.join(sorted(accepted))})"
-        for key in cfg.model_option
-        if key not in accepted
-    ]
+    """--model_option keys that are no ModelConfig field, values of the wrong type or range, or
+    flags that together build no model."""
+    errors = check_options(cfg.model_option)
+    if not errors:
+        try:
+            model_config(cfg)
+        except ModelConfigError as error:
+            errors.append(str(error))
+    return errors

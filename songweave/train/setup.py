@@ -25,7 +25,7 @@ from songweave.audio.codecs import Codec, get_codec
 from songweave.runtime.distributed import ResumableDistributedSampler, ShardSampler, wrap_ddp
 from songweave.runtime.precision import resolve_precision
 from songweave.train.adversary import Adversary, build_adversary
-from songweave.train.config import TrainConfig, model_kwargs
+from songweave.train.config import TrainConfig, model_config
 from songweave.train.losses import LossWeights, ReconstructionLoss, TrainingLoss
 from songweave.train.optimization import LRSchedule, build_optimizer
 
@@ -131,7 +131,7 @@ def build_loaders(
 
 
 def build_model(cfg: TrainConfig) -> SimpleTransformer:
-    model = SimpleTransformer(**model_kwargs(cfg))
+    model = SimpleTransformer(model_config(cfg))
     agent = model.creative_agent
     if agent is not None and agent.discriminator is not None:
         # Never used in the forward pass (adversarial training has its own discriminator, see
