@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from songweave.runtime.checkpoint import LAST_NAME, remove_stale_temporaries
-from songweave.runtime.cli import EXIT_USAGE
+from songweave.runtime.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, setup_logging
 from songweave.runtime.launch_env import LaunchEnv, detect_launch_env, find_free_port
 from songweave.runtime.run_lock import RunLock, RunLockError
 from songweave.train.config import (
@@ -44,11 +44,10 @@ from songweave.train.config import (
     validate_config,
     write_config_file,
 )
-from songweave.train.log import METRICS_NAME, setup_logging
+from songweave.train.log import METRICS_NAME
 
-log = logging.getLogger("train")
+log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED = 0, 1
 # Stopped cleanly by a signal with checkpoint_last.pth written: also exit status 0 (the job did
 # what it was asked), told apart from a finished run internally only.
 EXIT_STOPPED = -1

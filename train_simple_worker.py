@@ -34,6 +34,7 @@ from songweave.runtime.checkpoint import (
     save_checkpoint,
     save_training_checkpoints,
 )
+from songweave.runtime.cli import setup_logging
 from songweave.runtime.cpu_runtime import share_cores, tune_malloc
 from songweave.runtime.distributed import (
     NonFiniteError,
@@ -59,7 +60,6 @@ from songweave.train.log import (
     epoch_record,
     means,
     reduce_metric_sums,
-    setup_logging,
     summary_line,
 )
 from songweave.train.losses import LossBreakdown, TrainingLoss
@@ -74,7 +74,7 @@ from songweave.train.setup import (
 )
 from songweave.train.tracking import collect_samples, sample_indices
 
-log = logging.getLogger("train")
+log = logging.getLogger(__name__)
 
 # Validation pairs logged to TensorBoard each epoch, and how much of each.
 LISTENING_PAIRS = 4

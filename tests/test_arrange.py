@@ -15,8 +15,8 @@ from model_simple_transformer import ForwardRecord, SimpleTransformer
 from songweave.audio import io as audio_io
 from songweave.audio.codecs import get_codec
 from songweave.data.prepare_pairs import load_mono
-from songweave.eval import demo_outputs, evaluate
-from songweave.inference import arrange
+from songweave.eval import demo_outputs
+from songweave.inference import arrange, load
 from songweave.runtime.checkpoint import save_checkpoint
 
 SAMPLE_RATE = 24000
@@ -208,9 +208,9 @@ def test_cli_output_has_input_length(
 
 def test_segment_length_from_training_config(checkpoint):
     folder = str(checkpoint.parent / "data")
-    assert evaluate.training_segment_seconds({"dataset_folder": folder}) == 0.5
-    assert evaluate.training_segment_seconds({"dataset_folder": "/no/such/folder"}) == 4.0
-    assert evaluate.training_segment_seconds({}) == 4.0
+    assert load.training_segment_seconds({"dataset_folder": folder}) == 0.5
+    assert load.training_segment_seconds({"dataset_folder": "/no/such/folder"}) == 4.0
+    assert load.training_segment_seconds({}) == 4.0
 
 
 def test_pcm16_is_scaled_not_clipped(tmp_path):

@@ -170,7 +170,12 @@ def test_bad_shapes_are_one_line_errors():
 
 def test_importing_the_layout_leaves_torch_dynamo_unloaded():
     # torch._dynamo costs about 2 s of start-up; only compiling should load it.
-    code = "import sys, band_layout, arrange; print('torch._dynamo' in sys.modules)"
+    code = (
+        "import sys\n"
+        "from songweave.audio import band_layout\n"
+        "from songweave.inference import arrange\n"
+        "print('torch._dynamo' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
 

@@ -13,6 +13,7 @@ import torch
 
 from model_simple_transformer import SimpleTransformer
 from songweave.eval import evaluate
+from songweave.inference import load
 from songweave.model.fixed_masks import MASK_TYPES
 from songweave.model.mask_metrics import STATISTIC_NAMES
 from songweave.runtime.checkpoint import save_checkpoint
@@ -246,28 +247,28 @@ def test_old_checkpoint_gets_the_layout_of_its_codec(setup, tmp_path):
         for k, v in SimpleTransformer(
             **TINY, num_transformer_layers=2, use_creative_agent=True
         ).config.items()
-        if k not in evaluate.LAYOUT_OPTIONS
+        if k not in load.LAYOUT_FIELDS
     }
-    encodec = evaluate.model_config_with_layout(old_config, {"codec": "encodec"})
-    assert (encodec["mask_layout"], encodec["mask_window_frames"]) == ("time", 4)
-    mdct = evaluate.model_config_with_layout(
-        old_config, {"codec": "mdct", "codec_option": {"dim": 128}}
+    encodec = load.stored_model_config(old_config, {"codec": "encodec"}, "old.pth")
+    assert (encodec.mask_layout, encodec.mask_window_frames) == ("time", 4)
+    mdct = load.stored_model_config(
+        old_config, {"codec": "mdct", "codec_option": {"dim": 128}}, "old.pth"
     )
-    assert (mdct["mask_layout"], mdct["sample_rate"], mdct["mask_window_frames"]) == (
+    assert (mdct.mask_layout, mdct.sample_rate, mdct.mask_window_frames) == (
         "mel",
         24000,
         9,
     )
     # A stored option wins over the codec's.
-    kept = evaluate.model_config_with_layout(
-        {**old_config, "mask_window_frames": 5}, {"codec": "mdct"}
+    kept = load.stored_model_config(
+        {**old_config, "mask_window_frames": 5}, {"codec": "mdct"}, "old.pth"
     )
-    assert kept["mask_window_frames"] == 5
+    assert kept.mask_window_frames == 5
 
     state = torch.load(setup["agent"], map_location="cpu", weights_only=True)
     state["model_config"] = old_config
     old = save_checkpoint(tmp_path / "old.pth", state)
-    trained = evaluate.load_trained(old, "cpu")
+    trained = load.load_trained(old, "cpu")
     assert trained.model.mask_layout.kind == "mel" and trained.model.mask_layout.window_frames == 9
     report = evaluate.evaluate(
         old,

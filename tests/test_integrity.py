@@ -102,7 +102,7 @@ def test_intact_and_legacy_checkpoints_load(tmp_path, caplog):
     legacy = tmp_path / "legacy.pth"
     torch.save(_state(), legacy, _use_new_zipfile_serialization=False)
     assert verify_checkpoint_file(legacy) is False
-    with caplog.at_level(logging.DEBUG, logger="checkpoint"):
+    with caplog.at_level(logging.DEBUG, logger="songweave.runtime.checkpoint"):
         state = load_checkpoint(legacy, mmap=True)
     assert state["epoch"] == 1
     assert "no stored checksums" in caplog.text
@@ -388,7 +388,7 @@ def test_damaged_cache_file_is_named_and_rebuilt(pairs_data, caplog, how):
     phrase = _damage(damaged, how)
 
     codec = _FramesCodec()
-    with caplog.at_level(logging.WARNING, logger="latent_cache"):
+    with caplog.at_level(logging.WARNING, logger="songweave.data.latent_cache"):
         second = WavPairsDataset(pairs_data, codec)
     assert second.built_cache and codec.encode_calls > 0
     assert f"damaged latent cache: {damaged}: {phrase}" in caplog.text
@@ -402,7 +402,7 @@ def test_cache_without_checksums_still_opens(pairs_data, caplog):
     meta = json.loads(meta_path.read_text())
     del meta["checksums"]  # built by an older version
     meta_path.write_text(json.dumps(meta))
-    with caplog.at_level(logging.DEBUG, logger="latent_cache"):
+    with caplog.at_level(logging.DEBUG, logger="songweave.data.latent_cache"):
         assert not WavPairsDataset(pairs_data, _FramesCodec()).built_cache
     assert "no checksum in meta.json" in caplog.text
     _damage(first.cache_dir / "target_latents.npy", "nan")  # values are still checked

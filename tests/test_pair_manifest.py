@@ -137,7 +137,7 @@ def test_dataset_without_manifest_pairs_by_file_name(tmp_path: Path, caplog) -> 
     for number in (3, 1):
         for role in ("input", "output"):
             segment(split / f"pair_{number:05d}_{role}.wav", number)
-    with caplog.at_level(logging.DEBUG, logger="pair_manifest"):
+    with caplog.at_level(logging.DEBUG, logger="songweave.data.pair_manifest"):
         pairs = list_pairs(split)
     assert [(p.number, p.input_path.name) for p in pairs] == [
         (1, "pair_00001_input.wav"),

@@ -84,7 +84,7 @@ def test_unknown_request_is_a_one_line_error():
 
 def test_resolve_precision_returns_the_choice_and_logs_the_reason(monkeypatch, caplog):
     _cpu_with(monkeypatch, amx_bf16=True)
-    with caplog.at_level(logging.INFO, logger="precision"):
+    with caplog.at_level(logging.INFO, logger="songweave.runtime.precision"):
         assert resolve_precision("auto", CPU) == "bf16"
     assert "precision bf16 (auto -> bf16: this CPU has amx_bf16)" in caplog.text
 

@@ -26,7 +26,8 @@ from songweave.runtime.run_lock import (
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDER = (
-    "import sys, time, run_lock\n"
+    "import sys, time\n"
+    "from songweave.runtime import run_lock\n"
     "with run_lock.RunLock(sys.argv[1], command='train --fake'):\n"
     "    print('held', flush=True)\n"
     "    sys.stdin.readline()\n"
@@ -76,7 +77,10 @@ def test_lock_of_a_killed_process_is_taken_over_with_a_warning(tmp_path, caplog)
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=30)
     assert (tmp_path / RUN_LOCK_NAME).exists()  # SIGKILL leaves it behind
-    with caplog.at_level(logging.WARNING, logger="run_lock"), RunLock(tmp_path) as lock:
+    with (
+        caplog.at_level(logging.WARNING, logger="songweave.runtime.run_lock"),
+        RunLock(tmp_path) as lock,
+    ):
         assert lock.taken_over is not None and lock.taken_over.pid == holder.pid
         assert read_lock(lock.path).pid == os.getpid()
     assert f"PID {holder.pid}" in caplog.text and "no longer exists" in caplog.text

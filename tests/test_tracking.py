@@ -169,7 +169,7 @@ def test_without_tensorboard_one_info_line_and_no_op(tmp_path, monkeypatch, capl
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
-    with caplog.at_level(logging.INFO, logger="tracking"):
+    with caplog.at_level(logging.INFO, logger="songweave.train.tracking"):
         tracker = tracking.TensorBoardTracker(tmp_path)
     assert not tracker.enabled
     assert [r.message for r in caplog.records if "tensorboard" in r.message.lower()] == [

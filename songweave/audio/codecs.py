@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 24_000
 
@@ -232,7 +232,7 @@ def _load_encodec(weights: str | Path | None):
     # The package's own directory loader insists on this prefix; we only warn, so fine-tuned or
     # test weights saved under the official name still load.
     if path.name == ENCODEC_CHECKPOINT and not digest.startswith(_ENCODEC_HASH_PREFIX):
-        logger.warning(
+        log.warning(
             "%s does not match the official checksum %s; using it anyway",
             path,
             _ENCODEC_HASH_PREFIX,

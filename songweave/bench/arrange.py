@@ -142,7 +142,7 @@ def time_arrange(
     import torch
 
     from songweave.inference import arrange
-    from songweave.inference.export import load_model
+    from songweave.inference.load import load_model
     from songweave.runtime.precision import choose_precision
 
     trained = load_model(checkpoint, "cpu")

@@ -11,7 +11,7 @@ import torch
 from songweave.runtime.precision import REQUESTS, choose_precision
 from songweave.train.config import CODEC_CHOICES
 
-log = logging.getLogger("bench")
+log = logging.getLogger(__name__)
 
 
 @dataclass

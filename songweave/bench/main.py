@@ -53,11 +53,12 @@ from songweave.bench.measure import (
     synchronize,
 )
 from songweave.bench.report import load_average, summarize, table
+from songweave.runtime.cli import setup_logging
 from songweave.runtime.cpu_runtime import tune_malloc
 from songweave.runtime.precision import native_bf16
 from songweave.train.setup import TrainingRun
 
-log = logging.getLogger("bench")
+log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -548,10 +549,11 @@ def run(bench: BenchConfig) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(level=logging.WARNING)
     # The synthetic end-to-end dataset has no val/ split on purpose; the trainer's warning about it
     # is noise here.
-    logging.getLogger("train").setLevel(logging.ERROR)
+    for name in ("songweave.train", "train_simple_worker"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     malloc = tune_malloc()  # as every training process does (cpu_runtime)
     try:
         bench = parse_args(argv)

@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from songweave.runtime.cli import setup_logging
+
 log = logging.getLogger(__name__)
 
 SONGS_DIRNAME = "songs_src"  # where ensure_demo_dataset keeps the full songs (arrange demos)
@@ -505,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segment_seconds", type=float, default=4.0)
     p.add_argument("--songs_only", action="store_true", help="write the songs, not the pairs")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         if args.songs_only:
             start = time.perf_counter()

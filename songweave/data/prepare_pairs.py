@@ -67,7 +67,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from songweave.audio.io import AudioFileError, read_mono
-from songweave.runtime.cli import OneLineParser, add_bool_flag
+from songweave.runtime.cli import OneLineParser, add_bool_flag, setup_logging
 from songweave.data.pair_manifest import MANIFEST_NAME, write_manifest
 
 log = logging.getLogger(__name__)
@@ -756,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     config = PrepareConfig(
         segment_seconds=args.segment_seconds,
         sample_rate=args.sample_rate,

@@ -61,7 +61,17 @@ from pathlib import Path
 from typing import Any
 
 from songweave.model.mask_metrics import METRIC_LABELS
-from songweave.runtime.cli import add_bool_flag, module_command, module_env
+from songweave.runtime.cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_bool_flag,
+    module_command,
+    module_env,
+    setup_logging,
+)
+from songweave.runtime.formatting import fmt
 from songweave.train.config import (
     DEMO_OVERRIDES,
     ConfigFileError,
@@ -72,9 +82,8 @@ from songweave.train.config import (
     validate_config,
 )
 
-log = logging.getLogger("compare_masks")
+log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 # Training flags of each variant; everything else is the shared recipe.
 VARIANTS: dict[str, tuple[str, ...]] = {
@@ -536,16 +545,16 @@ def agent_verdicts(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
         if agent is None or other is None:
             reason = "agent or rival not in --variants"
         elif not agent["comparable"]:
-            reason = f"agent band balance {_fmt(agent['band_balance'])} outside {_range()}"
+            reason = f"agent band balance {fmt(agent['band_balance'], 4)} outside {_range()}"
         elif not other["comparable"]:
-            reason = f"{rival} band balance {_fmt(other['band_balance'])} outside {_range()}"
+            reason = f"{rival} band balance {fmt(other['band_balance'], 4)} outside {_range()}"
         elif None in (agent["mr_stft"], other["mr_stft"]):
             reason = "MR-STFT missing"
         else:
             beats = agent["mr_stft"] < other["mr_stft"]
             reason = (
-                f"MR-STFT {_fmt(agent['mr_stft'])} vs {_fmt(other['mr_stft'])}; SI-SDR "
-                f"{_fmt(agent['si_sdr_db'], 2)} vs {_fmt(other['si_sdr_db'], 2)} dB"
+                f"MR-STFT {fmt(agent['mr_stft'], 4)} vs {fmt(other['mr_stft'], 4)}; SI-SDR "
+                f"{fmt(agent['si_sdr_db'], 2)} vs {fmt(other['si_sdr_db'], 2)} dB"
             )
         verdicts[f"agent_beats_{rival}_mr_stft"] = {"beats": beats, "reason": reason}
     return verdicts
@@ -553,10 +562,6 @@ def agent_verdicts(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
 
 def _range() -> str:
     return f"{COMPARABLE_BALANCE[0]}-{COMPARABLE_BALANCE[1]}"
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def verdict_lines(verdicts: dict[str, dict[str, Any]]) -> list[str]:
@@ -694,7 +699,7 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         options = parse_options(argv)

@@ -10,8 +10,9 @@ from typing import Any
 
 from songweave.data.pair_manifest import read_manifest
 from songweave.eval.demo_page import write_eval_demo
-from songweave.eval.evaluate import evaluate, format_report, load_trained
+from songweave.eval.evaluate import evaluate, format_report
 from songweave.inference.arrange import arrange_files
+from songweave.inference.load import load_trained
 from songweave.runtime.checkpoint import BEST_NAME, LAST_NAME
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from urllib.parse import quote
 
 from songweave.train.tracking import AUDIO_ROLES, SamplePair, collect_samples, sample_indices
 
-log = logging.getLogger("demo_page")
+log = logging.getLogger(__name__)
 
 PAGE_NAME = "index.html"
 SAMPLES_DIRNAME = "samples"
@@ -130,7 +130,7 @@ def write_eval_demo(
 ) -> Path:
     """Samples of `num_pairs` pairs spread over the split, then index.html; returns its path.
 
-    `trained` is a loaded model (evaluate.load_trained or export_model.load_model).
+    `trained` is a loaded model (songweave.inference.load.load_model).
     """
     from songweave.data.pair_manifest import read_manifest
     from songweave.data.wav_pairs import WavPairsDataset

@@ -16,13 +16,12 @@ the checkpoint):
 - index.html, samples/: a listening page with a few validation pairs (songweave/eval/demo_page.py).
 
 Library use: `evaluate(checkpoint_path, dataset_folder, out_dir) -> dict` (the report), and
-`load_trained(checkpoint_path) -> TrainedModel` (also used by creative-arrange).
+`songweave.inference.load.load_trained(checkpoint_path) -> TrainedModel` loads the model.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -34,7 +33,7 @@ if __name__ == "__main__":
     from songweave.runtime.launch_env import prefer_passive_openmp_wait
 
     prefer_passive_openmp_wait()
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,8 @@ from torch import Tensor
 
 from model_simple_transformer import SimpleTransformer
 from songweave.audio.band_layout import BandLayout, describe_layout
-from songweave.audio.codecs import Codec, get_codec
+from songweave.inference.export import REPORT_NAME
+from songweave.inference.load import TrainedModel, inference, load_trained
 from songweave.model.fixed_masks import complementary_masks
 from songweave.model.mask_metrics import (
     METRIC_LABELS,
@@ -53,15 +53,15 @@ from songweave.model.mask_metrics import (
     all_mask_statistics,
     band_mask_statistics,
 )
-from songweave.runtime.checkpoint import CheckpointError, load_checkpoint
+from songweave.runtime.checkpoint import CheckpointError
+from songweave.runtime.cli import EXIT_OK, EXIT_USAGE, setup_logging
 from songweave.runtime.cpu_runtime import tune_malloc
+from songweave.runtime.formatting import fmt, json_safe
 from songweave.train.log import METRICS_NAME, read_metrics_log
 from songweave.train.losses import multi_resolution_stft_distance, si_sdr
 
-log = logging.getLogger("evaluate")
+log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_USAGE = 0, 2
-REPORT_NAME = "report.json"
 # The fixed masks every model is compared with, in report order: the zero-parameter band
 # reference first, `none` (both songs whole, nothing hidden) last.
 REFERENCE_MASK_TYPES = (
@@ -80,18 +80,6 @@ RECONSTRUCTION_NAMES = ("model", "baseline_input_copy", "baseline_masked_mix")
 # Frame size (samples) of the RMS envelopes compared by the envelope correlation: ~21 ms at
 # 24 kHz, short enough to follow notes and beats.
 ENVELOPE_FRAME = 512
-# Prefixes that wrappers add to state-dict keys (DDP, torch.compile).
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# Model options that say how masks are laid over the latents; checkpoints written before masks
-# were decided per band-window lack them.
-LAYOUT_OPTIONS = ("mask_layout", "sample_rate", "mask_window_frames")
-# Model options older checkpoints lack, with the behaviour they were trained with.
-LEGACY_DEFAULTS = {
-    "agent_balance": "penalty",
-    "agent_switch_weight": 0.0,
-    "keep_target_parts": False,
-}
-
 # What a learned agent must reach, on band figures (what a listener hears as one song or the
 # other), and the model must beat its own masked mix (verdicts).
 AGENT_MIN_BAND_COMPLEMENTARITY = 0.92
@@ -112,174 +100,8 @@ TIME_LAYOUT_NOTE = (
 )
 
 
-@dataclass
-class TrainedModel:
-    """A model and codec rebuilt from a checkpoint (eval mode, on `device`)."""
-
-    model: SimpleTransformer
-    codec: Codec
-    state: dict[str, Any]
-    train_config: dict[str, Any]
-    device: torch.device
-    path: Path
-
-    @property
-    def epoch(self) -> int | None:
-        epoch = self.state.get("epoch")
-        return int(epoch) if isinstance(epoch, (int, float)) else None
-
-    @property
-    def mask_kind(self) -> str | None:
-        """'learned_agent', the fixed mask type, or None when the model does not mask."""
-        if self.model.creative_agent is not None:
-            return "learned_agent"
-        if self.model.mask_type != "none" and self.model.num_stages > 1:
-            return self.model.mask_type
-        return None
-
-
-@contextlib.contextmanager
-def inference() -> Iterator[None]:
-    """torch.inference_mode with the TransformerEncoder "fast path" off (restored afterwards).
-
-    The fast path's native attention materializes every [T, T] score matrix with bmm + softmax;
-    off, nn.MultiheadAttention calls scaled_dot_product_attention (flash attention on CPU), which
-    measured 25-30% faster per 4 s window on 2 CPU cores (same outputs to ~1e-6).
-    """
-    previous = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(previous)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    return torch.device(name)
-
-
-def _strip_wrapper_prefixes(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
-    cleaned = {}
-    for key, value in state_dict.items():
-        for prefix in _WRAPPER_PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        cleaned[key] = value
-    return cleaned
-
-
-def build_codec(train_config: dict[str, Any], device: torch.device) -> Codec:
-    """The codec the model was trained with (train_config's codec, codec_weights, codec_option)."""
-    name = train_config.get("codec") or "mdct"
-    options = dict(train_config.get("codec_option") or {})
-    try:
-        codec = get_codec(name, weights=train_config.get("codec_weights") or None, **options)
-    except RuntimeError as error:  # e.g. a failed EnCodec download: keep it to one line
-        raise ValueError(str(error).splitlines()[0]) from None
-    return codec.to(device).eval()
-
-
-def model_config_with_layout(
-    model_config: dict[str, Any], train_config: dict[str, Any]
-) -> dict[str, Any]:
-    """model_config with the options older checkpoints lack.
-
-    The mask layout comes from the training codec: SimpleTransformer's own defaults (mel bands at
-    24 kHz, 9-frame windows) suit the MDCT codec only; an EnCodec model needs the time layout and
-    its window length, as training builds it (`train_config.mask_layout_kwargs`). Other missing
-    options take LEGACY_DEFAULTS, the behaviour such checkpoints were trained with.
-    """
-    from songweave.train.config import config_from_dict, mask_layout_kwargs
-
-    completed = {**LEGACY_DEFAULTS, **model_config}
-    missing = [name for name in LAYOUT_OPTIONS if name not in model_config]
-    if not missing:
-        return completed
-    try:
-        derived = mask_layout_kwargs(config_from_dict(train_config))
-    except (KeyError, TypeError, ValueError) as error:
-        raise ValueError(
-            f"no mask layout for the training codec {train_config.get('codec')!r} ({error})"
-        ) from None
-    return {**completed, **{name: derived[name] for name in missing}}
-
-
-def load_trained(
-    checkpoint_path: str | os.PathLike, device: str | torch.device = "auto"
-) -> TrainedModel:
-    """Rebuild model + codec from a checkpoint.
-
-    Raises FileNotFoundError / CheckpointError / ValueError with one-line messages.
-    """
-    path = Path(checkpoint_path)
-    device = resolve_device(device) if isinstance(device, str) else device
-    state = load_checkpoint(path, map_location="cpu")
-    for key in ("model_state_dict", "model_config"):
-        if not isinstance(state.get(key), dict):
-            raise CheckpointError(f"{path}: not a training checkpoint (no {key})")
-    train_config = dict(state.get("train_config") or {})
-    try:
-        model_config = model_config_with_layout(state["model_config"], train_config)
-        model = SimpleTransformer(**model_config)
-    except (TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"{path}: model_config does not build a SimpleTransformer "
-            f"({str(error).splitlines()[0]})"
-        ) from None
-    try:
-        model.load_state_dict(_strip_wrapper_prefixes(state["model_state_dict"]))
-    except RuntimeError as error:
-        raise CheckpointError(
-            f"{path}: weights do not fit its model_config ({str(error).strip().splitlines()[0]})"
-        ) from None
-    model.to(device).eval()
-    codec = build_codec(train_config, device)
-    if codec.dim != model.encoding_dim:
-        raise ValueError(
-            f"{path}: the model expects {model.encoding_dim} latent channels, codec "
-            f"{codec.name!r} gives {codec.dim}"
-        )
-    return TrainedModel(model, codec, state, train_config, device, path)
-
-
 # ---------------------------------------------------------------------------------------------
 # Figures
-
-
-# The segment length assumed when a checkpoint does not say what it was trained on.
-DEFAULT_SEGMENT_SECONDS = 4.0
-
-
-def training_segment_seconds(train_config: dict[str, Any]) -> float:
-    """Segment length the model was trained on: train_config's segment_seconds (an export stores
-    it), else DATA/dataset_info.json, else 4.0 s."""
-    stored = train_config.get("segment_seconds")
-    if (
-        isinstance(stored, (int, float))
-        and not isinstance(stored, bool)
-        and stored > 0
-        and math.isfinite(stored)
-    ):
-        return float(stored)
-    folder = train_config.get("dataset_folder")
-    if folder:
-        info_path = Path(folder) / "dataset_info.json"
-        try:
-            seconds = float(json.loads(info_path.read_text())["segment_seconds"])
-            if seconds > 0 and math.isfinite(seconds):
-                return seconds
-        except (OSError, ValueError, KeyError, TypeError):
-            log.info(
-                "no usable %s: using the default segment of %.1f s",
-                info_path,
-                DEFAULT_SEGMENT_SECONDS,
-            )
-    return DEFAULT_SEGMENT_SECONDS
 
 
 def envelope(audio: Tensor, frame: int = ENVELOPE_FRAME) -> Tensor:
@@ -628,21 +450,11 @@ def verdicts(
     return result
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def write_json(path: Path, value: dict[str, Any]) -> None:
     """Atomic JSON write (tmp + os.replace); non-finite floats become null."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(_json_safe(value), indent=2) + "\n")
+        tmp.write_text(json.dumps(json_safe(value), indent=2) + "\n")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -650,10 +462,6 @@ def write_json(path: Path, value: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Console
-
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 # The figures of the console tables (report.json holds every statistic).
@@ -677,7 +485,7 @@ def _mask_table(report: dict[str, Any], names: Sequence[str]) -> list[str]:
         label = f"{kind}*" if kind == report["model_masks"] else kind
         lines.append(
             f"{label:<16}"
-            + "".join(f"{_fmt(values[name], 4):>{width}}" for name, width in zip(names, widths))
+            + "".join(f"{fmt(values[name], 4):>{width}}" for name, width in zip(names, widths))
         )
     return lines
 
@@ -705,13 +513,13 @@ def format_report(report: dict[str, Any]) -> str:
         (f"{'reconstruction vs target':<26}{'MR-STFT (lower)':>18}{'SI-SDR dB (higher)':>20}"),
     ]
     for name, values in report["reconstruction"].items():
-        lines.append(f"{name:<26}{_fmt(values['mr_stft']):>18}{_fmt(values['si_sdr_db'], 2):>20}")
+        lines.append(f"{name:<26}{fmt(values['mr_stft']):>18}{fmt(values['si_sdr_db'], 2):>20}")
     envelope = report["envelope_correlation"]
     lines += [
         "",
         (
-            f"envelope correlation: output vs input {_fmt(envelope['output_vs_input'])}, "
-            f"output vs target {_fmt(envelope['output_vs_target'])}"
+            f"envelope correlation: output vs input {fmt(envelope['output_vs_input'])}, "
+            f"output vs target {fmt(envelope['output_vs_target'])}"
         ),
         "",
         "verdicts:",
@@ -759,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from songweave.eval.demo_page import write_eval_demo
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = build_parser().parse_args(argv)
     tune_malloc()
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "eval"

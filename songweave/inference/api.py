@@ -1,8 +1,8 @@
 """Arrange two songs from Python in one call, with a checkpoint or an exported model.
 
-    from songweave.inference import api as creative_arranger
-    model = creative_arranger.load("release/demo")      # export folder, or a checkpoint .pth
-    result = creative_arranger.arrange_songs(model, "a.ogg", "b.flac", output="out.flac")
+    from songweave.inference import api
+    model = api.load("release/demo")      # export folder, or a checkpoint .pth
+    result = api.arrange_songs(model, "a.ogg", "b.flac", output="out.flac")
     result.audio, result.sample_rate, result.input_mask
 
 Songs are files (any format, rate and channel count, read as creative-arrange reads them) or mono
@@ -22,7 +22,6 @@ import numpy as np
 import soundfile as sf
 
 from songweave.audio.io import output_format, output_subtype, write_audio
-from songweave.eval.evaluate import TrainedModel, training_segment_seconds
 from songweave.inference.arrange import (
     DEFAULT_OVERLAP,
     arrange,
@@ -31,7 +30,7 @@ from songweave.inference.arrange import (
     read_song,
     resample_output,
 )
-from songweave.inference.export import load_model
+from songweave.inference.load import TrainedModel, load_model, training_segment_seconds
 
 __all__ = ["Arrangement", "arrange_songs", "load"]
 

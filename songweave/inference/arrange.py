@@ -59,16 +59,22 @@ from songweave.audio.io import (
     read_mono,
     write_audio,
 )
-from songweave.eval.evaluate import inference, training_segment_seconds
+from songweave.inference.load import inference, load_model, training_segment_seconds
 from songweave.runtime.checkpoint import CheckpointError
-from songweave.runtime.cli import OneLineParser, add_bool_flag, add_device_flag
+from songweave.runtime.cli import (
+    EXIT_OK,
+    EXIT_USAGE,
+    OneLineParser,
+    add_bool_flag,
+    add_device_flag,
+    setup_logging,
+)
 from songweave.runtime.cpu_runtime import tune_malloc
 from songweave.runtime.precision import REQUESTS as PRECISION_REQUESTS
 from songweave.runtime.precision import autocast_for, resolve_precision
 
-log = logging.getLogger("arrange")
+log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_USAGE = 0, 2
 DEFAULT_OVERLAP = 0.25
 # Below this summed window weight a sample counts as covered by no window (guards the division).
 _WEIGHT_EPS = 1e-8
@@ -473,7 +479,6 @@ def arrange_files(
 
     `checkpoint` is a training checkpoint or a folder written by creative-export-model.
     """
-    from songweave.inference.export import load_model
     from songweave.viz import plots
 
     if segment_seconds is not None and not segment_seconds > 0:
@@ -525,7 +530,7 @@ def arrange_files(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = build_parser().parse_args(argv)
     tune_malloc()
     try:

@@ -13,11 +13,11 @@ Writes the folder OUT (refused when it exists and is not empty, unless --overwri
   the evaluation (eval/report.json next to the checkpoint, or --report) when there is one.
 
 The folder is written next to OUT first and renamed into place, so an interrupted export leaves
-nothing half-written. Load it with `creative_arranger.load(OUT)` or pass it as `--checkpoint` to
-creative-arrange.
+nothing half-written. Load it with `songweave.inference.api.load(OUT)` or pass it as
+`--checkpoint` to creative-arrange.
 
-Library use: `export_model(checkpoint, out_dir) -> ExportResult`; `load_model(path, device) ->
-evaluate.TrainedModel` for a checkpoint or an export folder; `load_export(folder, device)`.
+Library use: `export_model(checkpoint, out_dir) -> ExportResult`; songweave.inference.load reads
+the folder back.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -35,27 +34,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model_simple_transformer import SimpleTransformer
-from songweave.eval.evaluate import (
-    REPORT_NAME,
+from songweave.inference.load import (
+    CONFIG_NAME,
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    WEIGHTS_NAME,
     TrainedModel,
-    build_codec,
     load_trained,
-    model_config_with_layout,
-    resolve_device,
+    read_json_object,
+    safetensors_torch,
     training_segment_seconds,
 )
 from songweave.runtime.checkpoint import CheckpointError
-from songweave.runtime.cli import OneLineParser, add_bool_flag
+from songweave.runtime.cli import EXIT_OK, EXIT_USAGE, OneLineParser, add_bool_flag, setup_logging
+from songweave.runtime.formatting import fmt, json_safe
 
-log = logging.getLogger("export_model")
+log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_USAGE = 0, 2
-EXPORT_FORMAT = "creative-agent-export"
-EXPORT_VERSION = 1
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 CARD_NAME = "model_card.md"
+# The evaluation report beside a checkpoint (eval/report.json, written by creative-evaluate) that
+# the card quotes.
+REPORT_NAME = "report.json"
 CODEC_KEYS = ("codec", "codec_weights", "codec_option")
 # Training settings the card lists, in this order, when the checkpoint has them.
 RECIPE_KEYS = (
@@ -94,22 +93,6 @@ class ExportResult:
         )
 
 
-def _safetensors() -> Any:
-    try:
-        import safetensors.torch
-    except ImportError:
-        raise ValueError("safetensors is not installed: pip install -r requirements.txt") from None
-    return safetensors.torch
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def export_config(trained: TrainedModel, segment_seconds: float) -> dict[str, Any]:
     codec = trained.codec
     return {
@@ -136,7 +119,7 @@ def export_model(
 ) -> ExportResult:
     """Write OUT/{model.safetensors, config.json, model_card.md} from a training checkpoint."""
 
-    safetensors_torch = _safetensors()
+    safetensors = safetensors_torch()
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise FileExistsError(
@@ -146,7 +129,7 @@ def export_model(
     report_path = Path(report) if report else trained.path.parent / "eval" / REPORT_NAME
     if report and not report_path.is_file():
         raise FileNotFoundError(f"--report {report_path} does not exist")
-    report_data = _read_json(report_path) if report_path.is_file() else None
+    report_data = read_json_object(report_path) if report_path.is_file() else None
     if report_path.is_file() and report_data is None:
         raise ValueError(f"{report_path}: not a JSON report written by creative-evaluate")
     config = export_config(trained, training_segment_seconds(trained.train_config))
@@ -157,14 +140,14 @@ def export_model(
     partial.mkdir()
     try:
         # save_model (not save_file) also handles weights that share memory.
-        safetensors_torch.save_model(
+        safetensors.save_model(
             trained.model,
             str(partial / WEIGHTS_NAME),
             metadata={"format": "pt", "export": EXPORT_FORMAT},
         )
         # safetensors creates the file owner-only; a release is meant to be read by others.
         os.chmod(partial / WEIGHTS_NAME, 0o644)
-        (partial / CONFIG_NAME).write_text(json.dumps(_json_safe(config), indent=2) + "\n")
+        (partial / CONFIG_NAME).write_text(json.dumps(json_safe(config), indent=2) + "\n")
         card = model_card(
             config,
             report_data,
@@ -192,110 +175,16 @@ def export_model(
     )
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    return str(value)
-
-
 def _find_dataset_info(train_config: dict[str, Any]) -> tuple[Path | None, dict[str, Any] | None]:
     folder = train_config.get("dataset_folder")
     if not folder:
         return None, None
     path = Path(folder) / "dataset_info.json"
-    return path, _read_json(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-def is_export(path: str | os.PathLike) -> bool:
-    return Path(path).is_dir() and (Path(path) / CONFIG_NAME).is_file()
-
-
-def load_export(folder: str | os.PathLike, device: str = "auto") -> TrainedModel:
-    """Rebuild model + codec from an export folder (eval mode, on `device`)."""
-    folder = Path(folder)
-    config = _read_json(folder / CONFIG_NAME)
-    if config is None or config.get("format") != EXPORT_FORMAT:
-        raise CheckpointError(
-            f"{folder / CONFIG_NAME}: not a config written by creative-export-model"
-        )
-    if config.get("version") != EXPORT_VERSION:
-        raise CheckpointError(
-            f"{folder / CONFIG_NAME}: export version {config.get('version')}, "
-            f"this code reads version {EXPORT_VERSION}"
-        )
-    weights = folder / str(config.get("weights") or WEIGHTS_NAME)
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} does not exist")
-    target = resolve_device(device)
-    try:
-        model = SimpleTransformer(
-            **model_config_with_layout(
-                config["model_config"], dict(config.get("train_config") or {})
-            )
-        )
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(
-            f"{folder / CONFIG_NAME}: model_config does not build a "
-            f"SimpleTransformer ({str(error).splitlines()[0]})"
-        ) from None
-    safetensors_torch = _safetensors()
-    import safetensors
-
-    try:
-        safetensors_torch.load_model(model, str(weights), strict=True)
-    except (RuntimeError, OSError, safetensors.SafetensorError) as error:
-        raise CheckpointError(
-            f"{weights}: cannot load these weights into the model "
-            f"({str(error).strip().splitlines()[0]})"
-        ) from None
-    model.to(target).eval()
-    train_config = {
-        **dict(config.get("train_config") or {}),
-        **dict(config.get("codec") or {}),
-        "segment_seconds": config.get("segment_seconds"),
-    }
-    codec = build_codec(train_config, target)
-    if codec.dim != model.encoding_dim:
-        raise ValueError(
-            f"{folder}: the model expects {model.encoding_dim} latent channels, "
-            f"codec {codec.name!r} gives {codec.dim}"
-        )
-    return TrainedModel(model, codec, {"epoch": config.get("epoch")}, train_config, target, folder)
-
-
-def load_model(path: str | os.PathLike, device: str = "auto") -> TrainedModel:
-    """A training checkpoint (.pth) or an export folder -> model + codec, ready to arrange."""
-    path = Path(path)
-    if path.is_dir():
-        if not is_export(path):
-            raise FileNotFoundError(
-                f"{path} is a folder without {CONFIG_NAME}: not an export "
-                "(pass a checkpoint .pth or a folder from creative-export-model)"
-            )
-        return load_export(path, device)
-    return load_trained(path, device)
+    return path, read_json_object(path)
 
 
 # ---------------------------------------------------------------------------------------------
 # Model card
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}" if math.isfinite(value) else "n/a"
-    return "n/a" if value is None else str(value)
 
 
 def _data_section(dataset_info: tuple[Path | None, dict[str, Any] | None]) -> list[str]:
@@ -310,7 +199,7 @@ def _data_section(dataset_info: tuple[Path | None, dict[str, Any] | None]) -> li
             f"- {split}: {pairs.get(split, 'n/a')} pairs from {songs.get(split, 'n/a')} songs"
         )
     lines.append(
-        f"- segments of {_fmt(info.get('segment_seconds'), 2)} s, mono, "
+        f"- segments of {fmt(info.get('segment_seconds'), 2)} s, mono, "
         f"{info.get('sample_rate', 'n/a')} Hz; pairing: "
         f"{info.get('pairing', 'continuation')}; split seed {info.get('seed', 'n/a')}"
     )
@@ -335,7 +224,7 @@ def _recipe_section(config: dict[str, Any], num_parameters: int) -> list[str]:
         ),
         (
             f"- codec: {codec.get('codec') or 'mdct'} at {config.get('sample_rate')} Hz; "
-            f"windows of {_fmt(config.get('segment_seconds'), 2)} s"
+            f"windows of {fmt(config.get('segment_seconds'), 2)} s"
         ),
         f"- trained for {config.get('epoch', 'n/a')} epoch(s)",
     ]
@@ -349,7 +238,7 @@ def _recipe_section(config: dict[str, Any], num_parameters: int) -> list[str]:
 def _recipe_value(value: Any) -> str:
     if isinstance(value, float) and not isinstance(value, bool):
         return f"{value:g}"
-    return _fmt(value)
+    return fmt(value)
 
 
 def _evaluation_section(report: dict[str, Any] | None, epoch: Any) -> list[str]:
@@ -382,15 +271,15 @@ def _evaluation_section(report: dict[str, Any] | None, epoch: Any) -> list[str]:
     ]
     for name, values in (report.get("reconstruction") or {}).items():
         lines.append(
-            f"| {name} | {_fmt(values.get('mr_stft'))} | {_fmt(values.get('si_sdr_db'), 2)} |"
+            f"| {name} | {fmt(values.get('mr_stft'))} | {fmt(values.get('si_sdr_db'), 2)} |"
         )
     own = report.get("model_masks")
     masks = (report.get("masks") or {}).get(own) if own else None
     if masks:
-        lines += ["", f"Masks ({own}): " + ", ".join(f"{k} {_fmt(v, 4)}" for k, v in masks.items())]
+        lines += ["", f"Masks ({own}): " + ", ".join(f"{k} {fmt(v, 4)}" for k, v in masks.items())]
     verdicts = report.get("verdicts") or {}
     if verdicts:
-        lines += ["", "Checks: " + ", ".join(f"{k} {_fmt(v)}" for k, v in verdicts.items())]
+        lines += ["", "Checks: " + ", ".join(f"{k} {fmt(v)}" for k, v in verdicts.items())]
     return lines
 
 
@@ -417,10 +306,10 @@ def model_card(
             "## Use",
             "",
             "```python",
-            "import creative_arranger",
+            "from songweave.inference import api",
             "",
-            'model = creative_arranger.load("THIS_FOLDER")',
-            'result = creative_arranger.arrange_songs(model, "a.wav", "b.flac", output="out.wav")',
+            'model = api.load("THIS_FOLDER")',
+            'result = api.arrange_songs(model, "a.wav", "b.flac", output="out.wav")',
             "```",
             "",
             (
@@ -467,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     args = build_parser().parse_args(argv)
     try:
         result = export_model(args.checkpoint, args.out, args.report, args.overwrite)

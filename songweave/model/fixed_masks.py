@@ -33,7 +33,7 @@ from torch import Tensor
 from songweave.audio.band_layout import BandLayout, clear_layout_cache, split_at_median
 from songweave.model.mask_metrics import loudness_difference
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Every mask type, the one list that launchers, evaluation and the model validate against.
 MASK_TYPES = (
@@ -243,7 +243,7 @@ def _static_masks(
             target_keep = 1.0 - input_keep
         input_mask = _soften(input_keep, opts.attenuation).to(device, dtype).contiguous()[None]
         target_mask = _soften(target_keep, opts.attenuation).to(device, dtype).contiguous()[None]
-    logger.debug(
+    log.debug(
         "built %s masks D=%d T=%d on %s (%s)", mask_type, num_channels, num_frames, device, dtype
     )
     return input_mask, target_mask

@@ -11,6 +11,7 @@ Library use: `OneLineParser(description=...)`, `add_bool_flag(parser, "--progres
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -118,3 +119,22 @@ def module_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     paths = [str(CODE_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
+
+
+def setup_logging(rank: int | None = None, level: int = logging.INFO) -> None:
+    """The one logging set-up of every tool: `level` and up to stderr as
+    "LEVEL module: message", unless logging is already set up. In training (rank given) it is
+    set anew: rank 0 logs at `level` and the others only warnings and errors, each line with its
+    time and rank."""
+    if rank is None:
+        # A library caller's (or a test runner's) own logging set-up stays as it is.
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+        return
+    level = level if rank == 0 else max(level, logging.WARNING)
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        force=True,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )

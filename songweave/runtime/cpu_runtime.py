@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 import torch
 
-log = logging.getLogger("cpu_runtime")
+log = logging.getLogger(__name__)
 
 # mallopt parameters from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1

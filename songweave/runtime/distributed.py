@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 from songweave.runtime.cli import TRUE_WORDS
 from songweave.runtime.rng_state import capture_rng_state
 
-log = logging.getLogger("train")
+log = logging.getLogger(__name__)
 
 
 class NonFiniteError(RuntimeError):
@@ -68,10 +68,15 @@ class StopRequest:
         return self.signum == signal.SIGUSR1
 
 
-def pick_device(device_flag: str, local_rank: int) -> torch.device:
-    """--device auto/cpu/cuda -> this rank's device."""
+def pick_device(device_flag: str, local_rank: int = 0) -> torch.device:
+    """--device auto/cpu/cuda -> this rank's device; ValueError (one line) for cuda without
+    one."""
     if device_flag == "cpu" or (device_flag == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
+    if device_flag not in ("auto", "cuda"):
+        raise ValueError(f"--device {device_flag}: choose auto, cpu or cuda")
+    if not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
     # One GPU per rank: cuda:LOCAL_RANK, or cuda:0 where the scheduler shows each task only its
     # own GPU (CUDA_VISIBLE_DEVICES per task).
     index = local_rank if local_rank < torch.cuda.device_count() else 0

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-log = logging.getLogger("precision")
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
 REQUESTS = ("auto",) + PRECISIONS

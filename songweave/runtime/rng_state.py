@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-log = logging.getLogger("checkpoint")
+log = logging.getLogger(__name__)
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -33,10 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from songweave.runtime.cli import module_command, module_env
+from songweave.runtime.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, module_command, module_env
 
 SAMPLE_RATE = 24_000
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 @dataclass

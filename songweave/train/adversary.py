@@ -20,7 +20,7 @@ from songweave.runtime.checkpoint import CheckpointError
 from songweave.runtime.precision import autocast_for
 from songweave.train.optimization import build_optimizer, optimizer_step
 
-log = logging.getLogger("train")
+log = logging.getLogger(__name__)
 
 GAN_METRICS = ("disc_accuracy_real", "disc_accuracy_fake", "disc_loss", "gen_loss")
 STATE_KEY = "discriminator_state_dict"

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -24,7 +23,7 @@ from songweave.runtime.distributed import is_distributed
 from songweave.train.adversary import GAN_METRICS
 from songweave.train.tracking import SamplePair, TensorBoardTracker
 
-log = logging.getLogger("train")
+log = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -69,18 +68,6 @@ SUMMARY_FIGURES = (
     "grad_norm",
     "lr",
 )
-
-
-def setup_logging(rank: int = 0) -> None:
-    """INFO on rank 0, warnings and errors elsewhere, with the rank in every line."""
-    level = logging.INFO if rank == 0 else logging.WARNING
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        force=True,
-        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
 
 
 class MetricSums:

@@ -29,7 +29,7 @@ from songweave.train.config import TrainConfig, model_config
 from songweave.train.losses import LossWeights, ReconstructionLoss, TrainingLoss
 from songweave.train.optimization import LRSchedule, build_optimizer
 
-log = logging.getLogger("train")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Any, Self
 import numpy as np
 import torch
 
-log = logging.getLogger("tracking")
+log = logging.getLogger(__name__)
 
 TENSORBOARD_DIRNAME = "tensorboard"
 AUDIO_ROLES = ("input", "target", "masked_mix", "output")
