@@ -2,7 +2,7 @@ import os
 import sys
 from pathlib import Path
 
-# Tests import the flat top-level modules directly, as users do.
+# Tests import the card's modules and the songweave package from the checkout, as users do.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

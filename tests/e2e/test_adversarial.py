@@ -12,6 +12,8 @@ import pytest
 import torch
 from test_train_ddp import TINY_ARGS, make_tiny_dataset, read_metrics, run_cli
 
+pytestmark = pytest.mark.slow
+
 GAN_FIELDS = ("disc_accuracy_real", "disc_accuracy_fake", "disc_loss", "gen_loss")
 # Discriminator loss at chance: two heads, each BCE(real) + BCE(fake) = 2 ln 2.
 CHANCE_DISC_LOSS = 4 * math.log(2)

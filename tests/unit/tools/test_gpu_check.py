@@ -15,7 +15,7 @@ from songweave.runtime.cli import module_env
 from songweave.tools import gpu_check
 from songweave.tools.gpu_check import CheckResult, GpuCheckConfig, UsageError, Workspace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_defaults_and_flags():
@@ -102,6 +102,7 @@ def test_any_failed_check_fails_the_run_and_every_result_is_reported(monkeypatch
     assert gpu_check.main(["--out", str(tmp_path)]) == gpu_check.EXIT_OK
 
 
+@pytest.mark.slow  # a run of the whole tool
 def test_training_sigterm_resume_and_arrange_checks_on_cpu(tmp_path):
     # The same checks as on a GPU, on one CPU process in fp32 without compiling: the launcher
     # calls, the SIGTERM / resume logic and the arrangement check are what is tested here.

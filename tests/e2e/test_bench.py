@@ -10,7 +10,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from model_simple_transformer import SimpleTransformer
 from songweave.bench.measure import step_flops
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
 # The codec's dim is 128, so the model keeps encoding_dim 128 and shrinks everything else.
 TINY_ARGS = [
     "--batch_size",

@@ -25,7 +25,7 @@ from songweave.train.config import (
     validate_config,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 ISSUE_FLAGS = (
     "dataset_folder codec codec_weights encoding_dim nhead num_layers num_transformer_layers "
@@ -223,6 +223,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # a run of the whole tool
 def test_cli_errors_are_one_line_with_exit_status_2(tmp_path, dataset):
     runs = tmp_path / "runs"
     for args in (

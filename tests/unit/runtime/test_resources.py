@@ -18,7 +18,7 @@ from songweave.runtime.resources import (
     estimate_process_ram,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 DEMO = ModelSize(
     parameters=1_357_120,
     encoding_dim=128,

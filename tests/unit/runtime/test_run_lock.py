@@ -24,7 +24,7 @@ from songweave.runtime.run_lock import (
     read_lock,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 HOLDER = (
     "import sys, time\n"
     "from songweave.runtime import run_lock\n"

@@ -18,7 +18,7 @@ from songweave.audio.band_layout import (
     layout_kind_for_codec,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _mel(frequency_hz: float) -> float:

@@ -12,7 +12,7 @@ import pytest
 
 from songweave.runtime import cpu_runtime
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 # A feed-forward block's training steps (activations of 2 to 20 MB), then the page faults of 20.
 STEP_FAULTS = textwrap.dedent("""
@@ -45,6 +45,7 @@ def _faults_in_20_steps(tune: bool) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # times a training step in a fresh interpreter
 @pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only"
 )

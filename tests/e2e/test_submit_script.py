@@ -16,7 +16,9 @@ import pytest
 import torch
 from test_train_ddp import TINY_ARGS, make_tiny_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "submit_creative_agent.sh"
 
 

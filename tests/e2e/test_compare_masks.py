@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train_ddp import make_tiny_dataset
 
 from songweave.eval import compare_masks
-from tests.test_train_ddp import make_tiny_dataset
+
+pytestmark = pytest.mark.slow
 
 # A tiny model on a 16-channel MDCT, one process: each training takes seconds.
 TINY_TRAINING = [

@@ -20,7 +20,9 @@ import soundfile as sf
 import torch
 import torch.multiprocessing as mp
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_RATE = 24000
 SEGMENT = SAMPLE_RATE // 4  # 0.25 s pairs
 

@@ -22,7 +22,7 @@ from songweave.runtime.checkpoint import (
 )
 from songweave.runtime.rng_state import capture_rng_state, restore_rng_state
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclasses.dataclass

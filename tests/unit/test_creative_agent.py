@@ -9,7 +9,7 @@ from creative_agent import AttentionMaskGenerator, CreativeAgent, StyleDiscrimin
 from songweave.audio.band_layout import BandLayout
 from songweave.model.mask_metrics import band_mask_statistics, mask_statistics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _latents(batch=2, dim=16, frames=24, seed=0):

@@ -24,6 +24,8 @@ from test_train_ddp import ROOT, TINY_ARGS, make_tiny_dataset, run_cli
 
 from songweave.runtime.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow
+
 TRACEBACK = "Traceback (most recent call last)"
 TEMPORARY_GLOB = ".checkpoint_*.tmp-*"
 LAUNCH_TIMEOUT_S = 240.0
