@@ -113,6 +113,7 @@ def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
     process starts: errors first, then warnings."""
     import soundfile as sf
 
+    from songweave.audio.codecs import codec_facts
     from songweave.data.pair_manifest import list_pairs
     from songweave.runtime.resources import (
         ModelSize,
@@ -125,9 +126,7 @@ def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
 
     pairs = list_pairs(Path(cfg.dataset_folder) / "train")
     info = sf.info(str(pairs[0].input_path))
-    frame_rate = (
-        info.samplerate / int(cfg.codec_option.get("dim", 128)) if cfg.codec == "mdct" else 75.0
-    )
+    frame_rate = info.samplerate / codec_facts(cfg.codec, cfg.codec_option).hop
     segment_samples = int(info.frames)
     size = ModelSize(
         parameters=sum(p.numel() for p in build_model(cfg).parameters()),

@@ -37,8 +37,6 @@ from torch import Tensor
 LAYOUT_KINDS = ("mel", "time")
 
 # Which layout suits each codec's latents (codec.Codec.name -> layout kind).
-CODEC_LAYOUT_KINDS = {"mdct": "mel", "encodec": "time"}
-
 DEFAULT_BANDS = 24
 DEFAULT_WINDOW_FRAMES = 9
 # Two frames (10.7 ms at 187.5 frames/s): with the MDCT's own 2-frame synthesis overlap a switch
@@ -229,12 +227,16 @@ def build_layout(
 
 
 def layout_kind_for_codec(codec_name: str) -> str:
-    """The layout kind for a codec's latents: "mel" for mdct, "time" for encodec."""
-    if codec_name not in CODEC_LAYOUT_KINDS:
+    """The layout kind for a codec's latents ("mel" where channels are frequencies, else
+    "time"), as the codec's facts say."""
+    from songweave.audio.codecs import CODECS, codec_facts
+
+    try:
+        return codec_facts(codec_name).mask_layout
+    except ValueError:
         raise ValueError(
-            f"no mask layout for codec {codec_name!r}; known: {', '.join(CODEC_LAYOUT_KINDS)}"
-        )
-    return CODEC_LAYOUT_KINDS[codec_name]
+            f"no mask layout for codec {codec_name!r}; known: {', '.join(CODECS)}"
+        ) from None
 
 
 def layout_for_codec(

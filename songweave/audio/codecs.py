@@ -18,7 +18,9 @@ import inspect
 import logging
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +38,38 @@ ENCODEC_CHECKPOINT = "encodec_24khz-d7cc33bc.th"
 _ENCODEC_HASH_PREFIX = ENCODEC_CHECKPOINT.split("-")[1].split(".")[0]
 
 
+@dataclass(frozen=True)
+class CodecFacts:
+    """What the rest of the library needs to know of a codec, without building it (EnCodec needs
+    its weights to build): its latents, how masks are laid over them, which options apply."""
+
+    name: str
+    dim: int  # latent channels D
+    sample_rate: int
+    hop: int  # waveform samples per latent frame
+    # MDCT channels are frequency bins (mel bands of masks, a frequency axis in plots); EnCodec's
+    # are learned features (masks pool over time only).
+    channels_are_frequencies: bool
+    mask_window_frames: int  # frames per mask window, about 48 ms
+    takes_weights: bool  # whether --codec_weights applies
+    dim_option: str | None  # the codec option that sets dim, when one does
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop
+
+    @property
+    def mask_layout(self) -> str:
+        return "mel" if self.channels_are_frequencies else "time"
+
+
+def _int_option(options: dict[str, Any], key: str, default: int) -> int:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        raise ValueError(f"codec option {key} must be a whole number, got {value!r}")
+    return int(value)
+
+
 class Codec(nn.Module):
     """Common interface: encode [B,1,S] -> [B,D,T], decode [B,D,T] -> [B,1,S']."""
 
@@ -44,6 +78,11 @@ class Codec(nn.Module):
     frame_rate: float = 0.0
     dim: int = 0
     hop: int = 0  # waveform samples per latent frame
+
+    @classmethod
+    def facts(cls, **options: Any) -> CodecFacts:
+        """The facts of the codec these options (as get_codec takes them) would build."""
+        raise NotImplementedError
 
     def encode(self, wav: Tensor) -> Tensor:
         raise NotImplementedError
@@ -130,6 +169,20 @@ class MDCTCodec(Codec):
         self.scale = float(scale)
         # Not persistent: a constant of the transform, keep it out of state dicts.
         self.register_buffer("basis", mdct_basis(self.dim).float(), persistent=False)
+
+    @classmethod
+    def facts(cls, **options: Any) -> CodecFacts:
+        dim = _int_option(options, "dim", 128)
+        return CodecFacts(
+            name=cls.name,
+            dim=dim,
+            sample_rate=_int_option(options, "sample_rate", SAMPLE_RATE),
+            hop=dim,
+            channels_are_frequencies=True,
+            mask_window_frames=9,  # 48 ms at 187.5 frames/s
+            takes_weights=False,
+            dim_option="dim",
+        )
 
     def num_frames(self, num_samples: int) -> int:
         return math.ceil(num_samples / self.dim) + 1
@@ -283,6 +336,19 @@ class EncodecCodec(Codec):
         # Always frozen and in eval mode, even inside a module switched to train().
         return super().train(False)
 
+    @classmethod
+    def facts(cls, **options: Any) -> CodecFacts:
+        return CodecFacts(
+            name=cls.name,
+            dim=cls.dim,
+            sample_rate=SAMPLE_RATE,
+            hop=cls.hop,
+            channels_are_frequencies=False,
+            mask_window_frames=4,  # 53 ms at 75 frames/s
+            takes_weights=True,
+            dim_option=None,
+        )
+
     def num_frames(self, num_samples: int) -> int:
         return math.ceil(num_samples / self.hop)
 
@@ -310,18 +376,34 @@ class EncodecCodec(Codec):
 
 
 CODECS: dict[str, type[Codec]] = {"mdct": MDCTCodec, "encodec": EncodecCodec}
+DEFAULT_CODEC = "mdct"
 
 
-def get_codec(name: str = "mdct", **options) -> Codec:
+def codec_class(name: str) -> type[Codec]:
+    """The registered codec class of this name; one-line ValueError for an unknown name."""
+    key = str(name).lower()
+    if key not in CODECS:
+        raise ValueError(f"unknown codec {name!r}; choose one of: {', '.join(CODECS)}")
+    return CODECS[key]
+
+
+def codec_facts(name: str, options: dict[str, Any] | None = None) -> CodecFacts:
+    """The facts of codec `name` built with `options`, without building it."""
+    return codec_class(name).facts(**dict(options or {}))
+
+
+def codecs_taking_weights() -> list[str]:
+    return [name for name, cls in CODECS.items() if cls.facts().takes_weights]
+
+
+def get_codec(name: str = DEFAULT_CODEC, **options) -> Codec:
     """Build a codec by name ("mdct" or "encodec").
 
     Options whose value is None are dropped, so a CLI can always pass e.g.
     weights=args.codec_weights; any other option the codec does not take is an error.
     """
-    key = str(name).lower()
-    if key not in CODECS:
-        raise ValueError(f"unknown codec {name!r}; choose one of: {', '.join(CODECS)}")
-    cls = CODECS[key]
+    cls = codec_class(name)
+    key = cls.name
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     given = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(given) - accepted)

@@ -43,6 +43,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from songweave.audio.codecs import codec_facts
 from songweave.bench.config import BenchConfig, parse_args
 from songweave.bench.measure import (
     best_peak,
@@ -122,7 +123,7 @@ def train_config(bench: BenchConfig, dataset_folder: str = "") -> Any:
     return TrainConfig(
         dataset_folder=dataset_folder,
         codec=bench.codec,
-        codec_weights="random" if bench.codec == "encodec" else "",
+        codec_weights="random" if codec_facts(bench.codec).takes_weights else "",
         num_workers=bench.num_workers,
         nhead=bench.nhead,
         num_layers=bench.num_layers,
@@ -325,7 +326,8 @@ def run_end_to_end(
 
     num_pairs = bench.batch_size * bench.steps
     data = workdir / "data"
-    codec = get_codec(bench.codec, weights="random" if bench.codec == "encodec" else None)
+    weights = "random" if codec_facts(bench.codec).takes_weights else None
+    codec = get_codec(bench.codec, weights=weights)
     write_synthetic_dataset(data, codec, bench, num_pairs)
     start = time.perf_counter()
     trainer = build_trainer(bench, device, str(data))  # builds the latent cache

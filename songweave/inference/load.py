@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from model_simple_transformer import SimpleTransformer
-from songweave.audio.codecs import Codec, get_codec
+from songweave.audio.codecs import DEFAULT_CODEC, Codec, get_codec
 from songweave.model.config import ModelConfig, ModelConfigError
 from songweave.runtime.checkpoint import CheckpointError, load_checkpoint
 from songweave.runtime.distributed import pick_device
@@ -104,7 +104,7 @@ def _strip_wrapper_prefixes(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def build_codec(train_config: dict[str, Any], device: torch.device) -> Codec:
     """The codec the model was trained with (train_config's codec, codec_weights, codec_option)."""
-    name = train_config.get("codec") or "mdct"
+    name = train_config.get("codec") or DEFAULT_CODEC
     options = dict(train_config.get("codec_option") or {})
     try:
         codec = get_codec(name, weights=train_config.get("codec_weights") or None, **options)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from songweave.audio.codecs import CODECS
+from songweave.audio.codecs import CODECS, codec_facts, codecs_taking_weights
 from songweave.model.config import ModelConfig, ModelConfigError, check_options
 from songweave.runtime.cli import FALSE_WORDS, TRUE_WORDS, OneLineParser, parse_bool, show_default
 from songweave.runtime.launch_env import LaunchEnv
@@ -478,19 +478,20 @@ def validate_config(
         errors.append("--shuffle_targets and --unity_test exclude each other: pick one")
     if cfg.loss_domain == "latent" and cfg.loss_weight_mel > 0:
         errors.append("--loss_weight_mel needs --loss_domain audio (no mel on latents)")
-    if cfg.codec == "encodec" and cfg.encoding_dim != 128:
+    try:
+        facts = codec_facts(cfg.codec, cfg.codec_option)
+    except ValueError as error:
+        facts = None
+        errors.append(f"--codec_option: {error}")
+    if facts is not None and facts.dim != cfg.encoding_dim:
+        hint = f" (set --codec_option {facts.dim_option}={cfg.encoding_dim})"
         errors.append(
-            f"--encoding_dim {cfg.encoding_dim} differs from the encodec codec's 128 channels"
+            f"--encoding_dim {cfg.encoding_dim} differs from the {facts.name} codec's "
+            f"{facts.dim} channels" + (hint if facts.dim_option else "")
         )
-    if cfg.codec == "mdct":
-        codec_dim = int(cfg.codec_option.get("dim", 128))
-        if codec_dim != cfg.encoding_dim:
-            errors.append(
-                f"--encoding_dim {cfg.encoding_dim} differs from the mdct codec's "
-                f"{codec_dim} channels (set --codec_option dim={cfg.encoding_dim})"
-            )
-    if cfg.codec_weights and cfg.codec != "encodec":
-        errors.append("--codec_weights only applies to --codec encodec")
+    if cfg.codec_weights and facts is not None and not facts.takes_weights:
+        weighted = " or ".join(f"--codec {name}" for name in codecs_taking_weights())
+        errors.append(f"--codec_weights only applies to {weighted}")
     if cfg.codec_weights and cfg.codec_weights != "random" and not Path(cfg.codec_weights).exists():
         errors.append(f"--codec_weights {cfg.codec_weights}: no such file or folder")
     if not cfg.demo:
@@ -569,20 +570,14 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
     return ModelConfig(**model_kwargs(cfg))
 
 
-# Mask windows of about 48 ms: 9 MDCT frames at 187.5 frames/s, 4 EnCodec frames at 75/s.
-MASK_WINDOW_FRAMES = {"mdct": 9, "encodec": 4}
-
-
 def mask_layout_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """How the masks are laid over the codec's latents: mel bands for the MDCT's frequency
     bins, time windows only for EnCodec's channels (which are not frequencies)."""
-    from songweave.audio.band_layout import layout_kind_for_codec
-
-    sample_rate = int(cfg.codec_option.get("sample_rate", 24000)) if cfg.codec == "mdct" else 24000
+    facts = codec_facts(cfg.codec, cfg.codec_option)
     return {
-        "mask_layout": layout_kind_for_codec(cfg.codec),
-        "sample_rate": sample_rate,
-        "mask_window_frames": MASK_WINDOW_FRAMES[cfg.codec],
+        "mask_layout": facts.mask_layout,
+        "sample_rate": facts.sample_rate,
+        "mask_window_frames": facts.mask_window_frames,
     }
 
 

@@ -48,9 +48,11 @@ class ChannelAxis:
 
     @staticmethod
     def for_codec(codec_name: str, dim: int, sample_rate: int) -> ChannelAxis:
-        # MDCT channel k is the band centred on (k + 0.5) * sample_rate / (2 * dim) Hz, so an
-        # extent of [0, sample_rate / 2] puts every row at its centre frequency.
-        if codec_name == "mdct":
+        # A frequency-bin channel k is the band centred on (k + 0.5) * sample_rate / (2 * dim) Hz,
+        # so an extent of [0, sample_rate / 2] puts every row at its centre frequency.
+        from songweave.audio.codecs import codec_facts
+
+        if codec_facts(codec_name, {"dim": dim}).channels_are_frequencies:
             return ChannelAxis(0.0, sample_rate / 2.0, "frequency (Hz)")
         return ChannelAxis(0.0, float(dim), f"{codec_name} latent channel")
 

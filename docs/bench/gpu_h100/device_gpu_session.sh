@@ -7,7 +7,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONUNBUFFERED=1
 { echo "commit ${COMMIT:-unknown}"; nvidia-smi; python3 -c "import torch,soundfile,sys;print(sys.version);print('torch',torch.__version__,'cuda',torch.version.cuda,torch.cuda.get_device_name(0))"; nproc; } > $G/machine.txt 2>&1
 cat $G/machine.txt
-python3 -c "from precision import choose_precision as c; print(c('auto','cuda')); print(c('auto','cpu'))" > $G/precision_auto.txt 2>&1; cat $G/precision_auto.txt
+python3 -c "from songweave.runtime.precision import choose_precision as c; print(c('auto','cuda')); print(c('auto','cpu'))" > $G/precision_auto.txt 2>&1; cat $G/precision_auto.txt
 timeout 330 creative-gpu-check --out $G/check --timeout_s 150; echo "gpu_check exit $?" | tee -a $G/check_exit.txt
 b() { name=$1; shift; timeout 100 creative-bench --device cuda --json $G/bench_$name.json "$@" > $G/bench_$name.txt 2>&1; echo "bench $name exit $?"; tail -n 12 $G/bench_$name.txt | cut -c1-300; }
 b fp32 --precision fp32
