@@ -36,7 +36,6 @@ from torch import Tensor
 
 LAYOUT_KINDS = ("mel", "time")
 
-# Which layout suits each codec's latents (codec.Codec.name -> layout kind).
 DEFAULT_BANDS = 24
 DEFAULT_WINDOW_FRAMES = 9
 # Two frames (10.7 ms at 187.5 frames/s): with the MDCT's own 2-frame synthesis overlap a switch

@@ -36,6 +36,7 @@ MDCT_LATENT_SCALE = 8.0
 
 ENCODEC_CHECKPOINT = "encodec_24khz-d7cc33bc.th"
 _ENCODEC_HASH_PREFIX = ENCODEC_CHECKPOINT.split("-")[1].split(".")[0]
+RANDOM_WEIGHTS = "random"
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class CodecFacts:
     channels_are_frequencies: bool
     mask_window_frames: int  # frames per mask window, about 48 ms
     takes_weights: bool  # whether --codec_weights applies
+    # The weights option that builds the real architecture with seeded random init, for runs that
+    # need no trained weights (benchmarks, tests); None where the codec takes no weights.
+    random_weights: str | None
     dim_option: str | None  # the codec option that sets dim, when one does
 
     @property
@@ -181,6 +185,7 @@ class MDCTCodec(Codec):
             channels_are_frequencies=True,
             mask_window_frames=9,  # 48 ms at 187.5 frames/s
             takes_weights=False,
+            random_weights=None,
             dim_option="dim",
         )
 
@@ -266,7 +271,7 @@ def _load_encodec(weights: str | Path | None):
             ) from None
         cached = Path(torch.hub.get_dir()) / "checkpoints" / ENCODEC_CHECKPOINT
         return model, sha256_file(cached) if cached.is_file() else "pretrained"
-    if isinstance(weights, str) and weights == "random":
+    if isinstance(weights, str) and weights == RANDOM_WEIGHTS:
         # Fixed seed so "random" names one model (cache keys stay valid); the caller's RNG
         # state is left untouched.
         with torch.random.fork_rng(devices=[]):
@@ -346,6 +351,7 @@ class EncodecCodec(Codec):
             channels_are_frequencies=False,
             mask_window_frames=4,  # 53 ms at 75 frames/s
             takes_weights=True,
+            random_weights=RANDOM_WEIGHTS,
             dim_option=None,
         )
 

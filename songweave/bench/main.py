@@ -123,7 +123,7 @@ def train_config(bench: BenchConfig, dataset_folder: str = "") -> Any:
     return TrainConfig(
         dataset_folder=dataset_folder,
         codec=bench.codec,
-        codec_weights="random" if codec_facts(bench.codec).takes_weights else "",
+        codec_weights=codec_facts(bench.codec).random_weights or "",
         num_workers=bench.num_workers,
         nhead=bench.nhead,
         num_layers=bench.num_layers,
@@ -326,8 +326,7 @@ def run_end_to_end(
 
     num_pairs = bench.batch_size * bench.steps
     data = workdir / "data"
-    weights = "random" if codec_facts(bench.codec).takes_weights else None
-    codec = get_codec(bench.codec, weights=weights)
+    codec = get_codec(bench.codec, weights=codec_facts(bench.codec).random_weights)
     write_synthetic_dataset(data, codec, bench, num_pairs)
     start = time.perf_counter()
     trainer = build_trainer(bench, device, str(data))  # builds the latent cache

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from songweave.audio.codecs import DEFAULT_CODEC
 from songweave.inference.load import (
     CONFIG_NAME,
     EXPORT_FORMAT,
@@ -223,7 +224,7 @@ def _recipe_section(config: dict[str, Any], num_parameters: int) -> list[str]:
             f"heads, {model.get('encoding_dim', 'n/a')} latent channels; masks: {mask}"
         ),
         (
-            f"- codec: {codec.get('codec') or 'mdct'} at {config.get('sample_rate')} Hz; "
+            f"- codec: {codec.get('codec') or DEFAULT_CODEC} at {config.get('sample_rate')} Hz; "
             f"windows of {fmt(config.get('segment_seconds'), 2)} s"
         ),
         f"- trained for {config.get('epoch', 'n/a')} epoch(s)",

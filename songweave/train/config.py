@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from songweave.audio.codecs import CODECS, codec_facts, codecs_taking_weights
+from songweave.audio.codecs import CODECS, codec_class, codec_facts, codecs_taking_weights
 from songweave.model.config import ModelConfig, ModelConfigError, check_options
 from songweave.runtime.cli import FALSE_WORDS, TRUE_WORDS, OneLineParser, parse_bool, show_default
 from songweave.runtime.launch_env import LaunchEnv
@@ -478,11 +478,16 @@ def validate_config(
         errors.append("--shuffle_targets and --unity_test exclude each other: pick one")
     if cfg.loss_domain == "latent" and cfg.loss_weight_mel > 0:
         errors.append("--loss_weight_mel needs --loss_domain audio (no mel on latents)")
+    facts = None
     try:
-        facts = codec_facts(cfg.codec, cfg.codec_option)
+        codec_cls = codec_class(cfg.codec)
     except ValueError as error:
-        facts = None
-        errors.append(f"--codec_option: {error}")
+        errors.append(f"--codec: {error}")
+    else:
+        try:
+            facts = codec_cls.facts(**cfg.codec_option)
+        except ValueError as error:
+            errors.append(f"--codec_option: {error}")
     if facts is not None and facts.dim != cfg.encoding_dim:
         hint = f" (set --codec_option {facts.dim_option}={cfg.encoding_dim})"
         errors.append(

@@ -11,6 +11,7 @@ from songweave.audio.codecs import (
     codecs_taking_weights,
     get_codec,
 )
+from songweave.train.config import TrainConfig, mask_layout_kwargs, validate_config
 
 
 @pytest.mark.parametrize(
@@ -41,6 +42,7 @@ def test_layouts_windows_and_weights():
         4,
         True,
     )
+    assert (mdct.random_weights, encodec.random_weights) == (None, "random")
     assert codecs_taking_weights() == ["encodec"]
     assert set(CODECS) == {"mdct", "encodec"}
 
@@ -52,3 +54,44 @@ def test_unknown_codecs_and_bad_options_are_one_line_errors():
         codec_facts("mdct", {"dim": "sixteen"})
     with pytest.raises(ValueError, match="dim must be a whole number, got 16.7"):
         codec_facts("mdct", {"dim": 16.7})
+
+
+def codec_errors(**flags) -> list[str]:
+    errors = validate_config(TrainConfig(demo=True, **flags), cuda_device_count=0)
+    return [e for e in errors if "codec" in e or "encoding_dim" in e]
+
+
+def test_config_checks_ask_the_facts():
+    assert codec_errors() == []
+    assert codec_errors(codec="encodec", codec_weights="random") == []
+    assert codec_errors(codec_option={"dim": 64}, encoding_dim=64) == []
+    assert codec_errors(codec="encodec", codec_weights="random", encoding_dim=64) == [
+        "--encoding_dim 64 differs from the encodec codec's 128 channels"
+    ]
+    assert codec_errors(encoding_dim=64) == [
+        "--encoding_dim 64 differs from the mdct codec's 128 channels (set --codec_option dim=64)"
+    ]
+    assert codec_errors(codec_weights="random") == [
+        "--codec_weights only applies to --codec encodec"
+    ]
+    assert codec_errors(codec="wav2vec") == [
+        "--codec: unknown codec 'wav2vec'; choose one of: mdct, encodec"
+    ]
+
+
+def test_mask_layouts_follow_the_codec():
+    assert mask_layout_kwargs(TrainConfig()) == {
+        "mask_layout": "mel",
+        "sample_rate": 24000,
+        "mask_window_frames": 9,
+    }
+    assert mask_layout_kwargs(TrainConfig(codec_option={"sample_rate": 16000}))["sample_rate"] == (
+        16000
+    )
+    assert mask_layout_kwargs(
+        TrainConfig(codec="encodec", codec_option={"sample_rate": 16000})
+    ) == {
+        "mask_layout": "time",
+        "sample_rate": 24000,
+        "mask_window_frames": 4,
+    }
