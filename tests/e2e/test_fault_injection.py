@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_train_ddp import ROOT, TINY_ARGS, make_tiny_dataset, run_cli
+from helpers import ROOT, TINY_ARGS, run_cli
 
 from songweave.runtime.checkpoint import load_checkpoint
 
@@ -126,11 +126,6 @@ def largest_tensor_span(path: Path) -> tuple[int, int]:
         handle.seek(info.header_offset + 26)  # local header: name and extra field lengths
         name_len, extra_len = (int.from_bytes(handle.read(2), "little") for _ in range(2))
     return info.header_offset + 30 + name_len + extra_len, info.file_size
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return make_tiny_dataset(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from songweave.commands import TOOLS
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 CARD_MODULES = {
     "creative_agent",
     "model_simple_transformer",

@@ -1,5 +1,6 @@
 """Training end to end on CPU (gloo): 2-process run, metrics averaged over ranks, resume
-equivalence, SIGTERM, worker failure, non-finite steps, the seed's checkpoint snippet."""
+equivalence, SIGTERM, worker failure, the seed's checkpoint snippet. (Non-finite steps:
+tests/unit/test_train_simple_worker.py.)"""
 
 from __future__ import annotations
 
@@ -14,89 +15,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import torch.multiprocessing as mp
+from helpers import ROOT, TINY_ARGS, make_tiny_dataset, read_metrics, run_cli
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-SAMPLE_RATE = 24000
-SEGMENT = SAMPLE_RATE // 4  # 0.25 s pairs
-
-# A tiny model on a 16-channel MDCT: every run below takes seconds on one core.
-TINY_ARGS = [
-    "--codec_option",
-    "dim=16",
-    "--encoding_dim",
-    "16",
-    "--nhead",
-    "2",
-    "--num_layers",
-    "1",
-    "--num_transformer_layers",
-    "2",
-    "--model_option",
-    "dim_feedforward=32",
-    "--model_option",
-    "agent_hidden_dim=16",
-    "--loss_domain",
-    "latent",
-    "--num_workers",
-    "0",
-    "--device",
-    "cpu",
-    "--warmup_steps",
-    "2",
-    "--log_every",
-    "1",
-]
 DESIGN_NAMES = ("complementarity", "coverage", "balance", "temporal_diversity", "pair_diversity")
-
-
-def make_tiny_dataset(root: Path, train_pairs: int = 8, val_pairs: int = 4, seed: int = 0) -> Path:
-    """DATA/{train,val}/pair_NNNNN_{input,output}.wav: 0.25 s tones plus noise at 24 kHz."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(SEGMENT) / SAMPLE_RATE
-    for split, count in (("train", train_pairs), ("val", val_pairs)):
-        folder = root / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for index in range(count):
-            for role in ("input", "output"):
-                tone = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t)
-                wav = tone + 0.05 * rng.standard_normal(SEGMENT)
-                sf.write(
-                    folder / f"pair_{index:05d}_{role}.wav", wav.astype(np.float32), SAMPLE_RATE
-                )
-    return root
-
-
-def run_cli(
-    args: list[str],
-    cwd: Path | None = None,
-    timeout: float = 120,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train_simple_ddp.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=full_env,
-    )
-
-
-def read_metrics(folder: Path) -> list[dict]:
-    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return make_tiny_dataset(tmp_path_factory.mktemp("data"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,139 +383,6 @@ def test_worker_exception_fails_the_job_quickly(data, tmp_path):
     assert time.monotonic() - started < 90
     assert "injected failure at step 1 on rank 1" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: worker 1 failed")
-
-
-# --------------------------------------------------------------------------------------------
-# Non-finite losses (unit level: train_epoch with a loss that returns NaN on some batches)
-# --------------------------------------------------------------------------------------------
-
-
-class _Toy(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = torch.nn.Conv1d(4, 4, 1)
-        self.config = {}
-
-    def forward(self, x, y, return_record=False):
-        from model_simple_transformer import ForwardRecord
-
-        return (self.linear(x), None, ForwardRecord()) if return_record else (self.linear(x), None)
-
-
-class _NanOnCalls(torch.nn.Module):
-    def __init__(self, bad_calls: set[int]):
-        super().__init__()
-        self.bad_calls, self.calls = bad_calls, 0
-
-    def forward(self, output, inputs, targets, input_audio=None, target_audio=None):
-        loss = (output - targets).pow(2).mean()
-        if self.calls in self.bad_calls:
-            loss = loss * float("nan")
-        self.calls += 1
-        return loss, {"rms_target": loss.detach()}
-
-
-def _toy_training_run(model, reconstruction, steps: int, max_nonfinite: int):
-    """A TrainingRun around a toy model and loss (no codec, no data)."""
-    from songweave.train.config import TrainConfig
-    from songweave.train.losses import TrainingLoss
-    from songweave.train.optimization import LRSchedule, build_optimizer
-    from songweave.train.setup import TrainingRun
-
-    # build_run resolves "auto"; a hand-built run names its precision.
-    cfg = TrainConfig(
-        epochs=1,
-        lr=0.1,
-        warmup_steps=0,
-        log_every=1,
-        sync_every=1,
-        max_nonfinite_steps=max_nonfinite,
-        precision="fp32",
-    )
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
-    return TrainingRun(
-        cfg=cfg,
-        device=torch.device("cpu"),
-        rank=0,
-        world_size=1,
-        codec=None,
-        train_set=None,
-        val_set=None,
-        train_loader=None,
-        train_sampler=None,
-        val_loader=None,
-        steps_per_epoch=steps,
-        model=model,
-        loss=TrainingLoss(reconstruction, mask_reg_weight=0.1),
-        optimizer=optimizer,
-        scheduler=LRSchedule(optimizer, "plateau", 0, steps),
-        adversary=None,
-        step_model=model,
-    )
-
-
-def _toy_run(bad_calls: set[int], steps: int, max_nonfinite: int):
-    from songweave.runtime.checkpoint import Progress
-    from songweave.runtime.distributed import StepSync, StopRequest
-    from train_simple_worker import train_epoch
-
-    torch.manual_seed(0)
-    model = _Toy()
-    run = _toy_training_run(model, _NanOnCalls(bad_calls), steps, max_nonfinite)
-    batches = [
-        {"input_latent": torch.randn(2, 4, 8), "target_latent": torch.randn(2, 4, 8)}
-        for _ in range(steps)
-    ]
-    snapshots = []
-
-    class Loader(list):
-        def __iter__(self):
-            for batch in list.__iter__(self):
-                snapshots.append(model.linear.weight.detach().clone())
-                yield batch
-
-    outcome = train_epoch(
-        run,
-        Loader(batches),
-        Progress(),
-        StopRequest(),
-        StepSync(torch.device("cpu"), max_nonfinite),
-    )
-    snapshots.append(model.linear.weight.detach().clone())
-    return outcome, snapshots
-
-
-def test_nonfinite_loss_skips_the_step():
-    from songweave.train.log import means
-
-    outcome, weights = _toy_run({1}, steps=4, max_nonfinite=3)
-    assert torch.equal(weights[1], weights[2])  # step 1 (NaN) changed nothing
-    assert not torch.equal(weights[0], weights[1])  # finite steps do update
-    assert not torch.equal(weights[2], weights[3])
-    reduced = outcome.sums.reduce()
-    assert reduced["nonfinite_steps"][1] == 1  # counted
-    assert math.isfinite(means(reduced)["loss"])  # and kept out of the averages
-    assert reduced["loss"][1] == 3 * 2  # 3 finite steps of 2 samples
-
-
-def test_nonfinite_streak_stops_with_clear_message():
-    from songweave.runtime.distributed import NonFiniteError
-
-    with pytest.raises(NonFiniteError, match="non-finite for 3 steps in a row"):
-        _toy_run({1, 2, 3}, steps=6, max_nonfinite=3)
-
-
-def test_non_finite_weights_are_never_checkpointed(tmp_path):
-    from songweave.runtime.distributed import NonFiniteError
-
-    model = _Toy()
-    with torch.no_grad():
-        model.linear.weight[0, 0, 0] = float("inf")
-    from train_simple_worker import check_finite_weights
-
-    run = _toy_training_run(model, _NanOnCalls(set()), steps=1, max_nonfinite=1)
-    with pytest.raises(NonFiniteError, match="linear.weight"):
-        check_finite_weights(run, "test")
 
 
 # --------------------------------------------------------------------------------------------

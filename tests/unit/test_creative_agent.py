@@ -1,15 +1,13 @@
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 
 from creative_agent import AttentionMaskGenerator, CreativeAgent, StyleDiscriminator, self_test
 from songweave.audio.band_layout import BandLayout
 from songweave.model.mask_metrics import band_mask_statistics, mask_statistics
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _latents(batch=2, dim=16, frames=24, seed=0):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from helpers import ROOT
 
 # Each unit and its floor; a unit may import itself and units on lower floors only.
 FLOORS = {

@@ -3,12 +3,8 @@ is a console command, the licence is declared."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import tomllib
-
-ROOT = Path(__file__).resolve().parents[2]
-
+from helpers import ROOT
 
 CARD_MODULES = [
     "creative_agent",

@@ -4,10 +4,10 @@ back."""
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import ROOT
 
 from songweave.audio.band_layout import (
     BandLayout,
@@ -17,8 +17,6 @@ from songweave.audio.band_layout import (
     layout_for_codec,
     layout_kind_for_codec,
 )
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _mel(frequency_hz: float) -> float:

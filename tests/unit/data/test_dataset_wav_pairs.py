@@ -377,7 +377,7 @@ def test_two_processes_build_once(data: Path, tmp_path: Path) -> None:
 
 
 def test_real_mdct_codec(tmp_path: Path) -> None:
-    codec_module = pytest.importorskip("codec")
+    codec_module = pytest.importorskip("songweave.audio.codecs")
     codec = codec_module.get_codec("mdct")
     samples = codec.sample_rate // 4
     write_pairs(tmp_path / "DATA", 3, samples=samples, rate=codec.sample_rate)

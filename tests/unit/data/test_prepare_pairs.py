@@ -15,7 +15,6 @@ from songweave.data import prepare_pairs as pp
 from songweave.data.prepare_pairs import PrepareConfig, prepare_pairs
 from songweave.runtime.cli import module_env
 
-REPO = Path(__file__).resolve().parents[3]
 RATE = 8000  # output rate of the tests: small files, fast
 SEGMENT = 0.5  # seconds
 

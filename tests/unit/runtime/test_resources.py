@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
+
+from helpers import ROOT
 
 from songweave.runtime import resources as rs
 from songweave.runtime.resources import (
@@ -18,7 +19,6 @@ from songweave.runtime.resources import (
     estimate_process_ram,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
 DEMO = ModelSize(
     parameters=1_357_120,
     encoding_dim=128,

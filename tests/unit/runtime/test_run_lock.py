@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from songweave.runtime.run_lock import (
     RUN_LOCK_NAME,
@@ -24,7 +25,6 @@ from songweave.runtime.run_lock import (
     read_lock,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
 HOLDER = (
     "import sys, time\n"
     "from songweave.runtime import run_lock\n"

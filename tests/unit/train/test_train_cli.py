@@ -1,14 +1,13 @@
-"""train_simple_ddp.py CLI: flags, booleans, help, validation, launch-environment detection."""
+"""train_simple_ddp.py CLI: flags, booleans, help, validation, launch-environment detection.
+The launcher's one-line refusals in a fresh interpreter: tests/e2e/test_train_cli_runs.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import make_named_pair_dataset
 
 from songweave.runtime.launch_env import (
     LaunchEnv,
@@ -25,8 +24,6 @@ from songweave.train.config import (
     validate_config,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
-
 ISSUE_FLAGS = (
     "dataset_folder codec codec_weights encoding_dim nhead num_layers num_transformer_layers "
     "dropout use_creative_agent mask_reg_weight mask_type shuffle_targets anti_cheating unity_test "
@@ -39,11 +36,7 @@ ISSUE_FLAGS = (
 
 @pytest.fixture
 def dataset(tmp_path) -> Path:
-    (tmp_path / "data" / "train").mkdir(parents=True)
-    # Configuration checks look for pairs by name only; no audio is opened.
-    (tmp_path / "data" / "train" / "pair_00000_input.wav").touch()
-    (tmp_path / "data" / "train" / "pair_00000_output.wav").touch()
-    return tmp_path / "data"
+    return make_named_pair_dataset(tmp_path)
 
 
 def test_every_flag_exists_and_its_help_gives_the_default():
@@ -211,48 +204,6 @@ def test_detect_launch_env():
     assert 1024 < slurm.master_port < 65536
     assert detect_launch_env(slurm_env, launcher="spawn").mode == "spawn"
     assert detect_launch_env({}, launcher="env").mode == "invalid"
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train_simple_ddp.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-
-
-@pytest.mark.slow  # a run of the whole tool
-def test_cli_errors_are_one_line_with_exit_status_2(tmp_path, dataset):
-    runs = tmp_path / "runs"
-    for args in (
-        ["--epochs", "x"],
-        ["--use_creative_agent", "maybe"],
-        [
-            "--dataset_folder",
-            str(dataset),
-            "--checkpoint_dir",
-            str(runs),
-            "--use_creative_agent",
-            "true",
-            "--num_transformer_layers",
-            "1",
-        ],
-        [
-            "--dataset_folder",
-            str(dataset),
-            "--checkpoint_dir",
-            str(runs),
-            "--model_option",
-            "no_such_argument=1",
-        ],
-    ):
-        result = _cli(*args)
-        assert result.returncode == 2, (args, result.stderr)
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
-    assert not runs.exists()  # nothing started
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,168 @@
+"""Helpers shared by the unit tests (tests/unit) and the end-to-end runs (tests/e2e).
+
+tests/conftest.py puts this folder on sys.path, so every test file imports them as
+`from helpers import ...`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+# The repository root: the card's four modules and the songweave package.
+ROOT = Path(__file__).resolve().parents[1]
+
+SAMPLE_RATE = 24000
+SEGMENT = SAMPLE_RATE // 4  # 0.25 s pairs
+
+# A tiny model on a 16-channel MDCT: every run below takes seconds on one core.
+TINY_ARGS = [
+    "--codec_option",
+    "dim=16",
+    "--encoding_dim",
+    "16",
+    "--nhead",
+    "2",
+    "--num_layers",
+    "1",
+    "--num_transformer_layers",
+    "2",
+    "--model_option",
+    "dim_feedforward=32",
+    "--model_option",
+    "agent_hidden_dim=16",
+    "--loss_domain",
+    "latent",
+    "--num_workers",
+    "0",
+    "--device",
+    "cpu",
+    "--warmup_steps",
+    "2",
+    "--log_every",
+    "1",
+]
+
+# creative-bench's flags for a tiny run. The codec's dim is 128, so the model keeps
+# encoding_dim 128 and shrinks everything else.
+BENCH_TINY_ARGS = [
+    "--batch_size",
+    "2",
+    "--seq_frames",
+    "16",
+    "--num_layers",
+    "1",
+    "--dim_feedforward",
+    "64",
+    "--agent_hidden_dim",
+    "32",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--threads",
+    "1",
+]
+
+
+# Discriminator loss at chance: two heads, each BCE(real) + BCE(fake) = 2 ln 2.
+CHANCE_DISC_LOSS = 4 * math.log(2)
+
+
+def make_tiny_dataset(root: Path, train_pairs: int = 8, val_pairs: int = 4, seed: int = 0) -> Path:
+    """DATA/{train,val}/pair_NNNNN_{input,output}.wav: 0.25 s tones plus noise at 24 kHz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(SEGMENT) / SAMPLE_RATE
+    for split, count in (("train", train_pairs), ("val", val_pairs)):
+        folder = root / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for index in range(count):
+            for role in ("input", "output"):
+                tone = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 2000) * t)
+                wav = tone + 0.05 * rng.standard_normal(SEGMENT)
+                sf.write(
+                    folder / f"pair_{index:05d}_{role}.wav", wav.astype(np.float32), SAMPLE_RATE
+                )
+    return root
+
+
+def make_named_pair_dataset(root: Path) -> Path:
+    """ROOT/data/train with one empty pair: configuration checks look for pairs by name only;
+    no audio is opened."""
+    (root / "data" / "train").mkdir(parents=True)
+    (root / "data" / "train" / "pair_00000_input.wav").touch()
+    (root / "data" / "train" / "pair_00000_output.wav").touch()
+    return root / "data"
+
+
+def make_compare_masks_data(root: Path) -> Path:
+    """A tiny prepare_pairs folder for creative-compare-masks: 4 train and 3 val pairs."""
+    data = make_tiny_dataset(root / "data", train_pairs=4, val_pairs=3)
+    # A prepare_pairs folder has a manifest; --demo would synthesize songs into DATA without one.
+    lines = [
+        {
+            "split": split,
+            "input_file": f"{split}/pair_{i:05d}_input.wav",
+            "output_file": f"{split}/pair_{i:05d}_output.wav",
+        }
+        for split, count in (("train", 4), ("val", 3))
+        for i in range(count)
+    ]
+    (data / "manifest.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return data
+
+
+def run_cli(
+    args: list[str],
+    cwd: Path | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """train_simple_ddp.py ARGS in a fresh interpreter."""
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train_simple_ddp.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+    )
+
+
+def read_metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def adversarial_config(data: Path, folder: Path, *extra: str, **changes):
+    """The tiny model with the creative agent, no checkpoint copies, no early stop, no
+    TensorBoard; EXTRA flags and CHANGES to the parsed configuration on top."""
+    from songweave.train.config import parse_config
+
+    cfg = parse_config(
+        [
+            "--dataset_folder",
+            str(data),
+            "--checkpoint_dir",
+            str(folder),
+            *TINY_ARGS,
+            "--use_creative_agent",
+            "true",
+            "--save_every",
+            "0",
+            "--patience",
+            "0",
+            "--tensorboard",
+            "false",
+            *extra,
+        ]
+    )
+    return dataclasses.replace(cfg, **changes)
