@@ -13,18 +13,20 @@ Use ``get_codec(name, **options)`` to build one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
-import inspect
 import logging
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from songweave.runtime.typed_fields import checked_fields
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +69,20 @@ class CodecFacts:
         return "mel" if self.channels_are_frequencies else "time"
 
 
-def _int_option(options: dict[str, Any], key: str, default: int) -> int:
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
-        raise ValueError(f"codec option {key} must be a whole number, got {value!r}")
-    return int(value)
+@dataclass(frozen=True)
+class MDCTOptions:
+    """The options of the MDCT codec (``--codec_option KEY=VALUE``)."""
+
+    dim: int = field(default=128, metadata={"minimum": 2, "maximum": 8192})
+    sample_rate: int = field(default=SAMPLE_RATE, metadata={"minimum": 8000, "maximum": 384000})
+    scale: float = field(default=MDCT_LATENT_SCALE, metadata={"above": 0})
+
+
+@dataclass(frozen=True)
+class EncodecOptions:
+    """The options of the EnCodec codec: where its weights come from (see EncodecCodec)."""
+
+    weights: str | None = None
 
 
 class Codec(nn.Module):
@@ -83,10 +94,20 @@ class Codec(nn.Module):
     dim: int = 0
     hop: int = 0  # waveform samples per latent frame
 
+    # The dataclass of the options the codec takes: get_codec and facts check them against it.
+    options_type: type = type(None)
+
     @classmethod
     def facts(cls, **options: Any) -> CodecFacts:
         """The facts of the codec these options (as get_codec takes them) would build."""
         raise NotImplementedError
+
+    @classmethod
+    def checked_options(cls, options: dict[str, Any]) -> Any:
+        """`options` as the codec's options dataclass; ValueError (one line naming the key) for
+        an unknown key or a value of the wrong type, range or finiteness."""
+        values = checked_fields(cls.options_type, options, f"{cls.name} codec option")
+        return cls.options_type(**values)
 
     def encode(self, wav: Tensor) -> Tensor:
         raise NotImplementedError
@@ -157,6 +178,7 @@ class MDCTCodec(Codec):
     """
 
     name = "mdct"
+    options_type = MDCTOptions
 
     def __init__(
         self, dim: int = 128, sample_rate: int = SAMPLE_RATE, scale: float = MDCT_LATENT_SCALE
@@ -176,12 +198,12 @@ class MDCTCodec(Codec):
 
     @classmethod
     def facts(cls, **options: Any) -> CodecFacts:
-        dim = _int_option(options, "dim", 128)
+        checked = cls.checked_options(options)
         return CodecFacts(
             name=cls.name,
-            dim=dim,
-            sample_rate=_int_option(options, "sample_rate", SAMPLE_RATE),
-            hop=dim,
+            dim=checked.dim,
+            sample_rate=checked.sample_rate,
+            hop=checked.dim,
             channels_are_frequencies=True,
             mask_window_frames=9,  # 48 ms at 187.5 frames/s
             takes_weights=False,
@@ -322,6 +344,7 @@ class EncodecCodec(Codec):
     """
 
     name = "encodec"
+    options_type = EncodecOptions
     dim = 128
     hop = 320
     frame_rate = SAMPLE_RATE / 320
@@ -343,6 +366,7 @@ class EncodecCodec(Codec):
 
     @classmethod
     def facts(cls, **options: Any) -> CodecFacts:
+        cls.checked_options(options)
         return CodecFacts(
             name=cls.name,
             dim=cls.dim,
@@ -409,13 +433,7 @@ def get_codec(name: str = DEFAULT_CODEC, **options) -> Codec:
     weights=args.codec_weights; any other option the codec does not take is an error.
     """
     cls = codec_class(name)
-    key = cls.name
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     given = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(given) - accepted)
-    if unknown:
-        raise ValueError(
-            f"codec {key!r} does not take option(s): {', '.join(unknown)} "
-            f"(accepted: {', '.join(sorted(accepted)) or 'none'})"
-        )
-    return cls(**given)
+    if "weights" in given and isinstance(given["weights"], Path):
+        given["weights"] = str(given["weights"])
+    return cls(**dataclasses.asdict(cls.checked_options(given)))

@@ -14,7 +14,6 @@ them.
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 from songweave.audio.band_layout import LAYOUT_KINDS
 from songweave.audio.codecs import SAMPLE_RATE
 from songweave.model.fixed_masks import MASK_TYPES
+from songweave.runtime import typed_fields
 
 # How the agent keeps the two songs' shares equal: split each pair's claims at their median, or
 # penalize an unequal share.
@@ -181,41 +181,12 @@ def field_names() -> tuple[str, ...]:
 def coerce(name: str, value: Any, kind: Any) -> Any:
     """An int where a float field is expected becomes that float (JSON writes 1.0 as 1);
     nothing else is converted."""
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def _type_name(kind: Any) -> str:
-    args = [a for a in typing.get_args(kind) if a is not type(None)]
-    base = args[0] if args else kind
-    return getattr(base, "__name__", str(base)) + (" or none" if args else "")
+    return typed_fields.coerce(value, kind)
 
 
 def check_value(name: str, value: Any, kind: Any, metadata: Mapping[str, Any]) -> None:
     """Type (bool is not an int, int is not a float here), finiteness and bounds of one field."""
-    optional = type(None) in typing.get_args(kind)
-    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
-    if value is None and optional:
-        return
-    exact = isinstance(value, base) and not (base in (int, float) and isinstance(value, bool))
-    if not exact:
-        raise ModelConfigError(f"{name} must be {_type_name(kind)}, got {value!r}")
-    choices = metadata.get("choices")
-    if choices and value not in choices:
-        shown = ", ".join("none" if c is None else str(c) for c in choices)
-        raise ModelConfigError(f"unknown {name} {value!r}; choose one of {shown}")
-    if base not in (int, float):
-        return
-    if not math.isfinite(value):
-        raise ModelConfigError(f"{name} must be finite, got {value!r}")
-    minimum, above, below = metadata.get("minimum"), metadata.get("above"), metadata.get("below")
-    if minimum is not None and value < minimum:
-        raise ModelConfigError(f"{name} must be >= {minimum}, got {value}")
-    if above is not None and value <= above:
-        raise ModelConfigError(f"{name} must be > {above}, got {value}")
-    if below is not None and value >= below:
-        raise ModelConfigError(f"{name} must be < {below}, got {value}")
+    typed_fields.check_value(name, value, kind, metadata, ModelConfigError)
 
 
 def check_options(options: Mapping[str, Any]) -> list[str]:

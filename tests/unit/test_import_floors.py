@@ -10,21 +10,21 @@ from helpers import ROOT
 
 # Each unit and its floor; a unit may import itself and units on lower floors only.
 FLOORS = {
-    "songweave.audio": 0,
+    "songweave.audio": 1,
     "songweave.runtime": 0,
-    "songweave.data": 1,
-    "songweave.model": 1,
-    "card.model": 2,  # creative_agent, model_simple_transformer
-    "songweave.viz": 2,
-    "songweave.train": 3,
-    "card.worker": 4,  # train_simple_worker
-    "songweave.inference": 5,
-    "songweave.eval": 6,
-    "songweave.bench": 7,
-    "songweave.tools": 7,
-    "card.launcher": 7,  # train_simple_ddp
-    "songweave.commands": 8,
-    "songweave.__main__": 9,
+    "songweave.data": 2,
+    "songweave.model": 2,
+    "card.model": 3,  # creative_agent, model_simple_transformer
+    "songweave.viz": 3,
+    "songweave.train": 4,
+    "card.worker": 5,  # train_simple_worker
+    "songweave.inference": 6,
+    "songweave.eval": 7,
+    "songweave.bench": 8,
+    "songweave.tools": 8,
+    "card.launcher": 8,  # train_simple_ddp
+    "songweave.commands": 9,
+    "songweave.__main__": 10,
 }
 CARD_UNITS = {
     "creative_agent": "card.model",

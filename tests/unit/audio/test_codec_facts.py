@@ -50,10 +50,27 @@ def test_layouts_windows_and_weights():
 def test_unknown_codecs_and_bad_options_are_one_line_errors():
     with pytest.raises(ValueError, match="unknown codec 'wav2vec'; choose one of: mdct, encodec"):
         codec_class("wav2vec")
-    with pytest.raises(ValueError, match="dim must be a whole number, got 'sixteen'"):
+    with pytest.raises(ValueError, match="^mdct codec option dim must be int, got 'sixteen'$"):
         codec_facts("mdct", {"dim": "sixteen"})
-    with pytest.raises(ValueError, match="dim must be a whole number, got 16.7"):
+    with pytest.raises(ValueError, match="^mdct codec option dim must be int, got 16.7$"):
         codec_facts("mdct", {"dim": 16.7})
+    with pytest.raises(ValueError, match="^mdct codec option scale must be finite, got inf$"):
+        codec_facts("mdct", {"scale": float("inf")})
+    with pytest.raises(ValueError, match="^mdct codec option sample_rate must be >= 8000, got 1$"):
+        codec_facts("mdct", {"sample_rate": 1})
+    with pytest.raises(ValueError, match="^unknown encodec codec option 'sample_rate'"):
+        codec_facts("encodec", {"sample_rate": 16000})
+
+
+def test_built_codecs_take_only_checked_options():
+    """get_codec checks what it builds the same way: 16.7 is never rounded to 16 silently."""
+    assert get_codec("mdct", dim=16).dim == 16
+    with pytest.raises(ValueError, match="^mdct codec option dim must be int, got 16.7$"):
+        get_codec("mdct", dim=16.7)
+    with pytest.raises(ValueError, match="^mdct codec option dim must be int, got 16.0$"):
+        get_codec("mdct", dim=16.0)
+    with pytest.raises(ValueError, match="^unknown mdct codec option 'weights'"):
+        get_codec("mdct", weights="x.th")
 
 
 def codec_errors(**flags) -> list[str]:
@@ -88,9 +105,7 @@ def test_mask_layouts_follow_the_codec():
     assert mask_layout_kwargs(TrainConfig(codec_option={"sample_rate": 16000}))["sample_rate"] == (
         16000
     )
-    assert mask_layout_kwargs(
-        TrainConfig(codec="encodec", codec_option={"sample_rate": 16000})
-    ) == {
+    assert mask_layout_kwargs(TrainConfig(codec="encodec")) == {
         "mask_layout": "time",
         "sample_rate": 24000,
         "mask_window_frames": 4,
