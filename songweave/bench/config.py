@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 from dataclasses import dataclass
 
 import torch
 
+from songweave.runtime.cli import OneLineParser
 from songweave.runtime.precision import REQUESTS, choose_precision
 from songweave.train.config import CODEC_CHOICES
 
@@ -53,7 +53,7 @@ class BenchConfig:
 
 def parse_args(argv: list[str] | None = None) -> BenchConfig:
     defaults = BenchConfig()
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description="Benchmark of the training step: time, FLOP utilization, time outside the "
         "model, peak memory."
     )

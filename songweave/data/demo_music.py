@@ -25,7 +25,6 @@ per (instrument, pitch, length) because loops repeat. The default set (24 songs 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import shutil
 import sys
@@ -37,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from songweave.runtime.cli import setup_logging
+from songweave.runtime.cli import OneLineParser, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -494,9 +493,7 @@ def ensure_demo_dataset(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--out", default="data/demo", help="DATA folder (the songs folder with --songs_only)"
     )

@@ -47,6 +47,8 @@ from typing import Any
 
 import soundfile as sf
 
+from songweave.runtime.formatting import loads_finite
+
 log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
@@ -84,11 +86,13 @@ def _resolve(folder: Path, name: str) -> Path:
 
 def _parse_line(text: str, where: str, folder: Path, line: int) -> ManifestPair:
     try:
-        record = json.loads(text)
+        record = loads_finite(text)
     except json.JSONDecodeError as error:
         raise ManifestError(
             f"{where}: not valid JSON ({error.msg} at column {error.colno})"
         ) from None
+    except ValueError as error:
+        raise ManifestError(f"{where}: {error}") from None
     if not isinstance(record, dict):
         raise ManifestError(f"{where}: expected a JSON object, got {type(record).__name__}")
     missing = [key for key in REQUIRED_KEYS if key not in record]
@@ -193,7 +197,7 @@ class WavPair:
 def list_pairs(split_dir: Path) -> list[WavPair]:
     """Pairs of one split (DATA/<split>), in order. Opens no audio file.
 
-    With DATA/manifest.jsonl (songweave/data/pair_manifest.py): its lines of this split, in file order, number =
+    With DATA/manifest.jsonl (format above): its lines of this split, in file order, number =
     position among them; any file anywhere may be paired with any other. Without one (datasets
     older than the manifest): pair_NNNNN_input.wav with pair_NNNNN_output.wav in DATA/<split>,
     sorted by NNNNN.
@@ -297,7 +301,8 @@ def validate_pairs(pairs: list[WavPair], sample_rate: int) -> int:
                 )
             if info.channels != 1:
                 raise ValueError(
-                    f"{path}: {info.channels} channels, expected mono (creative-prepare-pairs downmixes)"
+                    f"{path}: {info.channels} channels, expected mono "
+                    "(creative-prepare-pairs downmixes)"
                 )
             if info.frames <= 0:
                 raise ValueError(f"{path}: empty audio file")

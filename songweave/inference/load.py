@@ -15,7 +15,6 @@ FileNotFoundError, CheckpointError or ValueError.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -32,6 +31,7 @@ from songweave.audio.codecs import DEFAULT_CODEC, Codec, get_codec
 from songweave.model.config import ModelConfig, ModelConfigError
 from songweave.runtime.checkpoint import CheckpointError, load_checkpoint
 from songweave.runtime.distributed import pick_device
+from songweave.runtime.formatting import loads_finite
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def safetensors_torch() -> Any:
 def read_json_object(path: Path) -> dict[str, Any] | None:
     """The JSON object in `path`; None when it is missing, unreadable or not an object."""
     try:
-        value = json.loads(path.read_text())
+        value = loads_finite(path.read_text())
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -269,7 +269,7 @@ def training_segment_seconds(train_config: dict[str, Any]) -> float:
     if folder:
         info_path = Path(folder) / "dataset_info.json"
         try:
-            seconds = float(json.loads(info_path.read_text())["segment_seconds"])
+            seconds = float(loads_finite(info_path.read_text())["segment_seconds"])
             if seconds > 0 and math.isfinite(seconds):
                 return seconds
         except (OSError, ValueError, KeyError, TypeError):

@@ -3,6 +3,8 @@
 - Booleans are `--flag true|false` (also 1/0, yes/no, on/off); a bare `--flag` means true.
 - Help lines end in "; default: VALUE", except for required flags and flags without a default.
 - Errors are one line, `error: ...`, with exit status 2.
+- Numbers are finite: every float flag refuses nan, inf and values that overflow to inf.
+- Ctrl-C anywhere ends a tool with one line and exit status 130 (`run_tool`).
 
 Library use: `OneLineParser(description=...)`, `add_bool_flag(parser, "--progress", True, "...")`,
 `add_device_flag(parser)`, `parse_bool(text)`.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Mapping
@@ -41,6 +44,17 @@ def parse_bool(text: str | bool) -> bool:
     if value in FALSE_WORDS:
         return False
     raise argparse.ArgumentTypeError(f"expected true/false (or 1/0, yes/no), got {text!r}")
+
+
+def finite_float(text: str) -> float:
+    """A float flag's value: any finite number; nan, inf and overflows are argparse errors."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def show_default(value: Any) -> str:
@@ -74,6 +88,12 @@ class OneLineParser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        # One place makes every float flag of every tool finite.
+        if kwargs.get("type") is float:
+            kwargs["type"] = finite_float
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
         print(f"error: {message}", file=sys.stderr)

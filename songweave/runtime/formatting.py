@@ -1,8 +1,9 @@
 """Values as reports show them: numbers in console tables and model cards, and plain JSON (no
-NaN or Infinity, which strict JSON readers refuse)."""
+NaN or Infinity, which strict JSON readers refuse); and JSON read back as strictly."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -31,3 +32,20 @@ def json_safe(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, str)):
         return value
     return str(value)
+
+
+def _refuse_constant(constant: str) -> Any:
+    raise ValueError(f"non-finite number {constant} (JSON has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} overflows to infinity")
+    return value
+
+
+def loads_finite(text: str) -> Any:
+    """JSON text -> value; NaN, Infinity, -Infinity and numbers too large for a float are a
+    ValueError (one line), as strict JSON readers see them."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)

@@ -18,7 +18,6 @@ its raw output to OUT/<check>.log; the table goes to OUT/summary.txt and OUT/sum
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -33,7 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from songweave.runtime.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, module_command, module_env
+from songweave.runtime.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    OneLineParser,
+    module_command,
+    module_env,
+)
 
 SAMPLE_RATE = 24_000
 
@@ -79,7 +85,7 @@ class UsageError(ValueError):
 # Arguments and the machine
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(OneLineParser):
     def error(self, message: str) -> None:  # one line instead of usage + message, exit status 2
         raise UsageError(f"{message} (see --help)")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 from songweave.audio.codecs import CODECS, codec_class, codec_facts, codecs_taking_weights
 from songweave.model.config import ModelConfig, ModelConfigError, check_options
 from songweave.runtime.cli import FALSE_WORDS, TRUE_WORDS, OneLineParser, parse_bool, show_default
+from songweave.runtime.formatting import loads_finite
 from songweave.runtime.launch_env import LaunchEnv
 from songweave.runtime.precision import REQUESTS as PRECISION_REQUESTS
 
@@ -270,9 +272,11 @@ def parse_key_value(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     try:
-        value = json.loads(raw)
+        value = loads_finite(raw)
     except json.JSONDecodeError:
         value = parse_bool(raw) if raw.lower() in TRUE_WORDS | FALSE_WORDS else raw
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{key.strip()}={raw}: {error}") from None
     return key.strip(), value
 
 
@@ -352,10 +356,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        values = json.loads(path.read_text())
+        values = loads_finite(path.read_text())
     except FileNotFoundError:
         raise ConfigFileError(f"--config {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, ValueError) as error:
         raise ConfigFileError(f"--config {path}: not a JSON config file ({error})") from None
     if not isinstance(values, dict):
         raise ConfigFileError(f"--config {path}: expected a JSON object of flag: value")
@@ -418,6 +422,14 @@ def validate_config(
     def need(condition: bool, message: str) -> None:
         if not condition:
             errors.append(message)
+
+    # A config built in code (or a file) may hold inf or nan, which every bound below accepts.
+    for item in dataclasses.fields(TrainConfig):
+        value = getattr(cfg, item.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            errors.append(f"--{item.name} must be a finite number, got {value}")
+    if errors:
+        return errors
 
     for name in (
         "epochs",

@@ -70,3 +70,13 @@ def test_every_tool_runs_as_a_console_command_and_as_a_module(installed):
     assert done.returncode == 0 and done.stdout.startswith("usage: creative-arrange")
     done = run_installed(installed, sys.executable, "-m", "songweave", "no-such-tool")
     assert done.returncode == 2 and done.stderr.startswith("error: unknown tool")
+
+
+def test_the_installed_package_holds_every_module_of_the_checkout(installed):
+    """A folder without __init__.py (or one a .gitignore pattern hides) is left out of a
+    wheel silently; the tools would then fail only once installed."""
+    ours = {p.relative_to(ROOT).as_posix() for p in (ROOT / "songweave").rglob("*.py")}
+    shipped = {p.relative_to(installed).as_posix() for p in (installed / "songweave").rglob("*.py")}
+    assert ours == shipped, sorted(ours ^ shipped)
+    folders = {p.parent for p in (ROOT / "songweave").rglob("*.py")}
+    assert all((folder / "__init__.py").is_file() for folder in folders)
