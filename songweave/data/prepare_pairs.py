@@ -20,8 +20,8 @@ Layout written (numbering is continuous per split, songs in sorted path order):
 
     DATA/train/pair_00000_input.wav, DATA/train/pair_00000_output.wav, ...
     DATA/val/pair_00000_input.wav, ...
-    DATA/manifest.jsonl       one JSON object per pair (format: songweave/data/pair_manifest.py; keys written:
-                              MANIFEST_KEYS); training reads the pairs from it
+    DATA/manifest.jsonl       one JSON object per pair (format: data/pair_manifest.py; keys
+                              written: MANIFEST_KEYS); training reads the pairs from it
     DATA/dataset_info.json    sample rate, segment length, counts, seed (see ``_dataset_info``)
 
 WAV files are mono at ``sample_rate``; subtype FLOAT (32-bit float) by default, so the pairs
@@ -67,8 +67,8 @@ import soundfile as sf
 from tqdm import tqdm
 
 from songweave.audio.io import AudioFileError, read_mono
-from songweave.runtime.cli import OneLineParser, add_bool_flag, setup_logging
 from songweave.data.pair_manifest import MANIFEST_NAME, write_manifest
+from songweave.runtime.cli import OneLineParser, add_bool_flag, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ SKIP_REASONS: dict[str, str] = {
     "silent": "every pair below min_rms",
 }
 
-# The manifest format (required keys, paths) is defined in songweave/data/pair_manifest.py; these are the keys
-# this tool writes.
+# The manifest format (required keys, paths) is defined in data/pair_manifest.py; these are the
+# keys this tool writes.
 MANIFEST_KEYS = (
     "split",  # "train" | "val"
     "index",  # pair number within the split (the NNNNN of the file names)
