@@ -47,8 +47,10 @@ def run(name: str, argv: Sequence[str] | None = None) -> int:
         from songweave.runtime.launch_env import prefer_passive_openmp_wait
 
         prefer_passive_openmp_wait()
+    from songweave.runtime.cli import run_tool
+
     main = importlib.import_module(tool.module).main
-    return main(list(sys.argv[1:] if argv is None else argv))
+    return run_tool(main, list(sys.argv[1:] if argv is None else argv), f"creative-{name}")
 
 
 def _console(name: str) -> Callable[[], None]:

@@ -4,7 +4,8 @@
 - Help lines end in "; default: VALUE", except for required flags and flags without a default.
 - Errors are one line, `error: ...`, with exit status 2.
 - Numbers are finite: every float flag refuses nan, inf and values that overflow to inf.
-- Ctrl-C anywhere ends a tool with one line and exit status 130 (`run_tool`).
+- Ctrl-C ends a tool run through `run_tool` (every console command) with one line and exit
+  status 130, after the tool's own clean-up (`finally` blocks) has run.
 
 Library use: `OneLineParser(description=...)`, `add_bool_flag(parser, "--progress", True, "...")`,
 `add_device_flag(parser)`, `parse_bool(text)`.
@@ -17,7 +18,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -44,6 +45,16 @@ def parse_bool(text: str | bool) -> bool:
     if value in FALSE_WORDS:
         return False
     raise argparse.ArgumentTypeError(f"expected true/false (or 1/0, yes/no), got {text!r}")
+
+
+def run_tool(main: Callable[[list[str]], int], argv: list[str], name: str) -> int:
+    """`main(argv)`'s exit status; Ctrl-C (KeyboardInterrupt) becomes one line and
+    EXIT_INTERRUPTED instead of a traceback."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def finite_float(text: str) -> float:

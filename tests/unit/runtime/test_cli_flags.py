@@ -105,3 +105,16 @@ def test_parse_bool_matches_training():
     assert train_config.parse_bool is parse_bool
     with pytest.raises(argparse.ArgumentTypeError):
         parse_bool("2")
+
+
+def test_ctrl_c_in_a_tool_is_one_line_and_exit_130(monkeypatch, capsys):
+    import songweave.commands as commands
+    from songweave.data import prepare_pairs
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare_pairs, "main", interrupted)
+    assert commands.run("prepare-pairs", ["--songs", "x"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "creative-prepare-pairs: interrupted (Ctrl-C)"
