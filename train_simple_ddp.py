@@ -77,11 +77,13 @@ class ResumePoint:
     epoch: int = 0
 
 
-def resolve_resume(cfg: TrainConfig) -> ResumePoint:
-    """--resume auto -> a concrete checkpoint (or a fresh start); any path is checked to load."""
+def resolve_resume(cfg: TrainConfig, world_size: int) -> ResumePoint:
+    """--resume auto -> a concrete checkpoint (or a fresh start); any path is checked to load
+    and to fit these flags and this many processes."""
     from songweave.runtime.checkpoint import (
         RESUME_KEYS,
         check_model_config,
+        check_resume_fits,
         find_resume_checkpoint,
         load_checkpoint,
         require_keys,
@@ -100,6 +102,7 @@ def resolve_resume(cfg: TrainConfig) -> ResumePoint:
     state = load_checkpoint(path, map_location="cpu", mmap=True)
     require_keys(state, RESUME_KEYS, path)
     check_model_config(path, state, expected_model_config(cfg))
+    check_resume_fits(path, state, cfg.batch_size, world_size)
     return ResumePoint(path=path, epoch=int(state["epoch"]))
 
 
@@ -436,7 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if cfg.demo:
             prepare_demo(cfg)
-        resume = resolve_resume(cfg)
+        resume = resolve_resume(cfg, cfg.world_size if env.mode == "spawn" else env.world_size)
     except (CheckpointError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -28,6 +28,7 @@ from songweave.runtime.checkpoint import (
     RESUME_KEYS,
     Progress,
     build_checkpoint,
+    check_resume_fits,
     load_checkpoint,
     require_keys,
     restore_training_state,
@@ -215,6 +216,7 @@ def resume(run: TrainingRun) -> tuple[Progress, dict[str, Any] | None]:
         return progress, None
     state = load_checkpoint(path, map_location="cpu")
     require_keys(state, RESUME_KEYS, path)
+    check_resume_fits(path, state, run.cfg.batch_size, run.world_size)
     restore_training_state(path, state, run.model, run.optimizer, progress)
     if state.get("scheduler_state_dict"):
         run.scheduler.load_state_dict(state["scheduler_state_dict"])

@@ -30,6 +30,7 @@ import math
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,55 +216,141 @@ class _Output:
         return self.data[: self.size]
 
 
+# Odd audio, named in a warning when a file is decoded. A downmix more than 10 dB below its
+# channels means they cancel (anti-phase); uncorrelated stereo loses 3 dB, identical channels 0.
+ANTI_PHASE_DB = 10.0
+SILENT_MEAN_SQUARE = 1e-6  # -60 dBFS: too quiet to say anything about phase
+DC_LIMIT = 0.02  # mean sample as a fraction of full scale
+CLIP_LEVEL = 0.999  # |sample| counted as at full scale
+CLIP_FRACTION = 0.001  # of all samples
+
+
+@dataclass
+class SignalStats:
+    """Running sums over a decoded file, for the odd-audio warnings (scalars only)."""
+
+    channels: int = 1
+    frames: int = 0
+    channel_energy: float = 0.0  # sum of squares over every channel
+    mono_energy: float = 0.0
+    mono_sum: float = 0.0
+    clipped: int = 0  # channel samples at full scale
+
+    def add(self, block: np.ndarray, mono: np.ndarray) -> None:
+        self.frames += len(block)
+        self.channel_energy += float(np.square(block, dtype=np.float64).sum())
+        self.mono_energy += float(np.square(mono, dtype=np.float64).sum())
+        self.mono_sum += float(mono.sum(dtype=np.float64))
+        self.clipped += int(np.count_nonzero(np.abs(block) >= CLIP_LEVEL))
+
+    def oddities(self) -> list[str]:
+        """What is odd about the file, one phrase each; empty for ordinary audio."""
+        if self.frames == 0:
+            return []
+        found = []
+        channel_ms = self.channel_energy / (self.frames * self.channels)
+        mono_ms = self.mono_energy / self.frames
+        if self.channels > 1 and channel_ms > SILENT_MEAN_SQUARE:
+            drop = 10 * math.log10(channel_ms / max(mono_ms, 1e-30))
+            if drop > ANTI_PHASE_DB:
+                found.append(
+                    f"anti-phase stereo: the channels cancel in the mono mix ({drop:.0f} dB "
+                    f"below them)"
+                )
+        offset = self.mono_sum / self.frames
+        if abs(offset) >= DC_LIMIT:
+            found.append(f"DC offset of {offset:+.3f} full scale")
+        clipped = self.clipped / (self.frames * self.channels)
+        if clipped >= CLIP_FRACTION:
+            found.append(f"heavy clipping: {100 * clipped:.1f}% of samples at full scale")
+        return found
+
+
+class MonoDecoder:
+    """One audio file as mono float32 blocks at ``sample_rate``, decoded and resampled block by
+    block, so memory holds one block whatever the file's length.
+
+    ``blocks()`` raises AudioFileError (reason: one of AUDIO_REASONS) when the file cannot be
+    used: on opening, or at the end for a file with NaN or infinite samples (after yielding the
+    blocks before the first bad one). ``stats`` holds the sums of what was decoded.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int, block_frames: int = BLOCK_FRAMES):
+        self.path = Path(path)
+        self.sample_rate = sample_rate
+        self.block_frames = block_frames
+        self.stats = SignalStats()
+        self.expected_samples = 0  # from the header; 0 when the stream does not say
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        path = self.path
+        check_input_file(path)
+        try:
+            handle = sf.SoundFile(str(path))
+        except Exception as error:  # noqa: BLE001  libsndfile raises several types
+            raise AudioFileError(
+                path, "unreadable", f"unreadable or not audio ({_one_line(error, path)})"
+            ) from None
+        with handle:
+            if handle.frames == 0:
+                raise AudioFileError(path, "empty", "no audio frames")
+            resampler = StreamResampler(handle.samplerate, self.sample_rate)
+            # Streams without a known length report a huge frame count.
+            if handle.seekable() and handle.frames < 1 << 40:
+                self.expected_samples = math.ceil(handle.frames * resampler.new / resampler.orig)
+            self.stats = SignalStats(channels=handle.channels)
+            buffer = np.empty((self.block_frames, handle.channels), dtype=np.float32)
+            non_finite = 0
+            while True:
+                try:
+                    block = handle.read(
+                        self.block_frames, dtype="float32", always_2d=True, out=buffer
+                    )
+                except Exception as error:  # noqa: BLE001  a damaged file fails in many ways
+                    raise AudioFileError(
+                        path,
+                        "unreadable",
+                        f"decoding failed after {self.stats.frames} frames "
+                        f"({_one_line(error, path)})",
+                    ) from None
+                if len(block) == 0:
+                    break
+                mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
+                non_finite += int(np.count_nonzero(~np.isfinite(mono)))
+                self.stats.add(block, mono)
+                if non_finite == 0:
+                    yield resampler.push(mono)
+                if len(block) < self.block_frames:
+                    break
+        if self.stats.frames == 0:
+            raise AudioFileError(path, "empty", "no audio frames")
+        if non_finite:
+            raise AudioFileError(path, "non-finite", f"{non_finite} NaN/inf samples")
+        yield resampler.finish()
+
+    def warn_if_odd(self) -> list[str]:
+        """Log one warning naming the file and what is odd about it; returns the phrases."""
+        found = self.stats.oddities()
+        if found:
+            log.warning("%s: %s", self.path, "; ".join(found))
+        return found
+
+
 def read_mono(
     path: str | os.PathLike, sample_rate: int, block_frames: int = BLOCK_FRAMES
 ) -> np.ndarray:
     """Any audio file -> mono float32 at ``sample_rate``, decoded and resampled block by block.
 
-    Raises AudioFileError (reason: one of AUDIO_REASONS) when the file cannot be used.
+    Raises AudioFileError (reason: one of AUDIO_REASONS) when the file cannot be used; odd audio
+    (anti-phase stereo, a DC offset, heavy clipping) is named in a warning.
     """
-    path = Path(path)
-    check_input_file(path)
-    try:
-        handle = sf.SoundFile(str(path))
-    except Exception as error:  # noqa: BLE001  libsndfile raises several types; all mean unusable
-        raise AudioFileError(
-            path, "unreadable", f"unreadable or not audio ({_one_line(error, path)})"
-        ) from None
-    with handle:
-        if handle.frames == 0:
-            raise AudioFileError(path, "empty", "no audio frames")
-        resampler = StreamResampler(handle.samplerate, sample_rate)
-        # Streams without a known length report a huge frame count: grow instead.
-        known = handle.seekable() and handle.frames < 1 << 40
-        output = _Output(math.ceil(handle.frames * resampler.new / resampler.orig) if known else 0)
-        buffer = np.empty((block_frames, handle.channels), dtype=np.float32)
-        non_finite = 0
-        decoded = 0
-        while True:
-            try:
-                block = handle.read(block_frames, dtype="float32", always_2d=True, out=buffer)
-            except Exception as error:  # noqa: BLE001  a damaged file fails mid-way in many ways
-                raise AudioFileError(
-                    path,
-                    "unreadable",
-                    f"decoding failed after {decoded} frames ({_one_line(error, path)})",
-                ) from None
-            if len(block) == 0:
-                break
-            decoded += len(block)
-            mono = block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0]
-            bad = int(np.count_nonzero(~np.isfinite(mono)))
-            non_finite += bad
-            if non_finite == 0:
-                output.append(resampler.push(mono))
-            if len(block) < block_frames:
-                break
-    if decoded == 0:
-        raise AudioFileError(path, "empty", "no audio frames")
-    if non_finite:
-        raise AudioFileError(path, "non-finite", f"{non_finite} NaN/inf samples")
-    output.append(resampler.finish())
+    decoder = MonoDecoder(path, sample_rate, block_frames)
+    output: _Output | None = None
+    for block in decoder.blocks():
+        if output is None:
+            output = _Output(decoder.expected_samples)
+        output.append(block)
+    decoder.warn_if_odd()
     return output.result()
 
 
@@ -360,12 +447,22 @@ def write_audio(
     """Atomic write (tmp + os.replace) in the format the name asks for.
 
     Returns (peak |sample| before any scaling, subtype written). Integer and Vorbis subtypes
-    cannot hold |x| > 1: a louder output is scaled down to peak 0.99 (not clipped).
+    cannot hold |x| > 1: a louder output is scaled down to peak 0.99 (not clipped). Audio with
+    NaN or Inf samples is refused (ValueError naming the first one and the count) and nothing
+    is written: replacing them would hide a broken model behind a plausible file.
     """
     path = Path(path)
     fmt = output_format(path)
     subtype = output_subtype(fmt, subtype)
-    audio = np.nan_to_num(np.asarray(audio, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    audio = np.asarray(audio, dtype=np.float32)
+    finite = np.isfinite(audio)
+    if not finite.all():
+        frames = ~finite if finite.ndim == 1 else ~finite.all(axis=-1)
+        first = int(np.flatnonzero(frames)[0])
+        raise ValueError(
+            f"refusing to write {path}: {int(np.count_nonzero(~finite))} NaN or infinite "
+            f"sample(s), the first at {first / sample_rate:.3f} s"
+        )
     peak = float(np.abs(audio).max()) if audio.size else 0.0
     if subtype != "FLOAT" and peak > 1.0:
         log.warning(

@@ -12,7 +12,6 @@ writing included, default precision). Prints a table and one JSON line."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -22,7 +21,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from songweave.runtime.cli import module_command, module_env
+from songweave.runtime.cli import OneLineParser, module_command, module_env
 
 SEGMENT_SECONDS = 4.0  # creative-arrange's default window without a dataset_info.json
 
@@ -41,8 +40,10 @@ class UsageError(ValueError):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
+class _Parser(OneLineParser):
+    """OneLineParser's flags (finite floats), with errors raised for the caller to print."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see --help)")
 
 
@@ -272,4 +273,6 @@ if __name__ == "__main__":
     from songweave.runtime.launch_env import prefer_passive_openmp_wait
 
     prefer_passive_openmp_wait()  # as creative-arrange does, before torch is imported
-    sys.exit(main())
+    from songweave.runtime.cli import run_module
+
+    run_module(main, "songweave.bench.arrange")

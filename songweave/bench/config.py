@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -197,6 +198,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         )
         if getattr(bench, name) < low
     ]
+    problems += model_field_problems(bench)
     if bench.steps < 10:
         log.warning("--steps %d: fewer than 10 timed steps, the figures are rough", bench.steps)
     if problems:
@@ -211,3 +213,21 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
             f"({bench.precision_reason}): add --precision bf16"
         )
     return bench
+
+
+def model_field_problems(bench: BenchConfig) -> list[str]:
+    """The model's own checks (type, range) for the flags that are ModelConfig fields."""
+    from songweave.model import config as model_config
+
+    hints = model_config.field_types()
+    problems = []
+    for item in dataclasses.fields(model_config.ModelConfig):
+        if not hasattr(bench, item.name):
+            continue
+        try:
+            model_config.check_value(
+                item.name, getattr(bench, item.name), hints[item.name], item.metadata
+            )
+        except model_config.ModelConfigError as error:
+            problems.append(f"--{item.name}: {error}")
+    return problems

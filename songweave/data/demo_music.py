@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from songweave.audio.ranges import check_sample_rate, check_segment_seconds
 from songweave.runtime.cli import OneLineParser, setup_logging
 
 log = logging.getLogger(__name__)
@@ -406,6 +407,10 @@ def _mixdown(parts: dict[str, np.ndarray], style: SongStyle, n: int, sr: int) ->
     return mix.astype(np.float32)
 
 
+# Demo songs are synthesized in memory whole: an hour is the most anyone needs.
+MAX_SONG_SECONDS = 3600.0
+
+
 def make_demo_songs(
     out_dir: str | Path,
     num_songs: int = 24,
@@ -416,8 +421,9 @@ def make_demo_songs(
     """Write demo_song_000.wav ... (mono, 16-bit) into out_dir and return their paths."""
     if num_songs < 1:
         raise ValueError(f"--num_songs must be >= 1, got {num_songs}")
-    if seconds <= 0 or sample_rate <= 0:
-        raise ValueError(f"--seconds and sample_rate must be > 0, got {seconds}, {sample_rate}")
+    if not 0 < seconds <= MAX_SONG_SECONDS:
+        raise ValueError(f"--seconds must be > 0 and <= {MAX_SONG_SECONDS:g}, got {seconds:g}")
+    check_sample_rate(sample_rate)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -451,6 +457,8 @@ def ensure_demo_dataset(
     """
     from songweave.data.prepare_pairs import PrepareConfig, prepare_pairs
 
+    check_sample_rate(sample_rate)
+    check_segment_seconds(segment_seconds)
     data_dir = Path(data_dir)
     if _is_ready(data_dir):
         log.info("demo dataset already in %s", data_dir)
@@ -528,4 +536,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from songweave.runtime.cli import run_module
+
+    run_module(main, "songweave.data.demo_music")

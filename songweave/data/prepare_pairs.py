@@ -49,11 +49,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import struct
 import sys
+import threading
 import time
 import uuid
 from collections import deque
@@ -66,7 +66,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from songweave.audio.io import AudioFileError, read_mono
+from songweave.audio.io import AudioFileError, MonoDecoder, read_mono
+from songweave.audio.ranges import check_sample_rate, check_segment_seconds
 from songweave.data.pair_manifest import MANIFEST_NAME, write_manifest
 from songweave.runtime.cli import OneLineParser, add_bool_flag, setup_logging
 
@@ -149,12 +150,8 @@ class PrepareConfig:
     pairing: str = "continuation"  # continuation | cross_song | both (see PAIRINGS)
 
     def validate(self) -> None:
-        if not (self.segment_seconds > 0 and math.isfinite(self.segment_seconds)):
-            raise ValueError(f"--segment_seconds must be > 0, got {self.segment_seconds}")
-        if self.sample_rate <= 0:
-            raise ValueError(f"--sample_rate must be > 0, got {self.sample_rate}")
-        if round(self.segment_seconds * self.sample_rate) < 1:
-            raise ValueError("--segment_seconds is shorter than one sample at --sample_rate")
+        check_segment_seconds(self.segment_seconds)
+        check_sample_rate(self.sample_rate)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"--val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.max_pairs_per_song is not None and self.max_pairs_per_song < 1:
@@ -291,42 +288,125 @@ def load_mono(path: Path, sample_rate: int) -> np.ndarray:
     try:
         return read_mono(path, sample_rate)
     except AudioFileError as error:
-        reason = error.reason if error.reason in SKIP_REASONS else "unreadable"
-        raise _Skip(reason, error.detail) from None
+        raise _as_skip(error) from None
 
 
-def _try_load(path: Path, sample_rate: int) -> np.ndarray | _Skip:
+def _as_skip(error: AudioFileError) -> _Skip:
+    return _Skip(error.reason if error.reason in SKIP_REASONS else "unreadable", error.detail)
+
+
+@dataclass
+class _StagedSong:
+    """One song cut and written under temporary names, or why it gives no pairs."""
+
+    pairs: _SongPairs | None
+    skip: _Skip | None
+    decoded: bool  # read to the end without an error (a too-short or silent song was)
+    seconds: float = 0.0  # decoded duration
+    silent_pairs: int = 0
+
+
+class _Segmenter:
+    """Fixed-length segments from blocks of any length, one segment buffer in memory."""
+
+    def __init__(self, length: int):
+        self.buffer = np.empty(length, dtype=np.float32)
+        self.filled = 0
+        self.samples = 0
+
+    def push(self, block: np.ndarray) -> Iterator[np.ndarray]:
+        self.samples += len(block)
+        while len(block):
+            take = min(len(block), len(self.buffer) - self.filled)
+            self.buffer[self.filled : self.filled + take] = block[:take]
+            self.filled += take
+            block = block[take:]
+            if self.filled == len(self.buffer):
+                self.filled = 0
+                yield self.buffer
+
+
+def stage_song(
+    path: Path, rel: str, prefix: Path, config: PrepareConfig, stop: threading.Event
+) -> _StagedSong:
+    """Decode one song block by block, write each segment as it completes, then keep the
+    segments its audible pairs use: memory holds one block and one segment whatever the song's
+    length. Returns the staged pairs, or the reason the song gives none (its files removed)."""
+    seg = config.segment_samples
+    decoder = MonoDecoder(path, config.sample_rate)
+    segmenter = _Segmenter(seg)
+    written: list[Path] = []
+    rms: list[float] = []
+    silent = 0
     try:
-        return load_mono(path, sample_rate)
-    except _Skip as skip:
-        return skip
+        for block in decoder.blocks():
+            if stop.is_set():
+                raise KeyboardInterrupt
+            for segment in segmenter.push(block):
+                written.append(prefix.with_name(f"{prefix.name}_{len(written):06d}.wav"))
+                write_wav(written[-1], segment, config.sample_rate, config.subtype)
+                rms.append(float(np.sqrt(np.mean(np.square(segment, dtype=np.float64)))))
+        decoder.warn_if_odd()
+        seconds = segmenter.samples / config.sample_rate
+        if len(written) < 2:
+            raise _Skip("too-short", f"{seconds:.2f} s < 2 x {config.segment_seconds:g} s")
+        pair_ids, silent = select_pairs(np.asarray(rms), config.min_rms, config.max_pairs_per_song)
+        if not pair_ids:
+            raise _Skip("silent", f"{silent} pairs below min_rms {config.min_rms:g}")
+    except (_Skip, AudioFileError) as error:
+        for file in written:
+            file.unlink(missing_ok=True)
+        if isinstance(error, AudioFileError):
+            return _StagedSong(None, _as_skip(error), decoded=False)
+        return _StagedSong(None, error, True, segmenter.samples / config.sample_rate, silent)
+    except BaseException:
+        for file in written:
+            file.unlink(missing_ok=True)
+        raise
+    # Each segment is written once even when it serves two pairs (target of pair i, input of
+    # pair i + 1); _finalize links it under both names.
+    used = {k for i in pair_ids for k in (i, i + 1)}
+    for index, file in enumerate(written):
+        if index not in used:
+            file.unlink()
+    staged = [(written[i], written[i + 1]) for i in pair_ids]
+    pairs = _SongPairs(rel, pair_ids, np.asarray(rms), staged)
+    return _StagedSong(pairs, None, True, seconds, silent)
 
 
-def decode_in_order(
-    files: list[Path], sample_rate: int, workers: int
-) -> Iterator[tuple[Path, np.ndarray | _Skip]]:
-    """Yield (path, mono audio or _Skip) in the order of `files`.
+def stage_in_order(
+    files: list[Path], songs_dir: Path, staging: Path, config: PrepareConfig
+) -> Iterator[tuple[Path, _StagedSong]]:
+    """Yield (path, staged song) in the order of `files`, `config.workers` songs at a time in
+    background threads (each holds one block and one segment). Closing the generator stops
+    the threads at their next block."""
+    stop = threading.Event()
 
-    With workers > 1 the next few songs decode in background threads while the caller writes
-    the current one; at most 2 * workers songs are held in memory.
-    """
-    if workers <= 1:
-        for path in files:
-            yield path, _try_load(path, sample_rate)
+    def work(index: int, path: Path) -> _StagedSong:
+        rel = path.relative_to(songs_dir).as_posix()
+        return stage_song(path, rel, staging / f"{index:06d}", config, stop)
+
+    if config.workers <= 1:
+        for index, path in enumerate(files):
+            yield path, work(index, path)
         return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        remaining = iter(files)
+    pool = ThreadPoolExecutor(max_workers=config.workers)
+    try:
+        remaining = iter(enumerate(files))
         pending: deque = deque()
-        for path in remaining:
-            pending.append((path, pool.submit(_try_load, path, sample_rate)))
-            if len(pending) >= 2 * workers:
+        for index, path in remaining:
+            pending.append((path, pool.submit(work, index, path)))
+            if len(pending) >= 2 * config.workers:
                 break
         while pending:
             path, future = pending.popleft()
             following = next(remaining, None)
             if following is not None:
-                pending.append((following, pool.submit(_try_load, following, sample_rate)))
+                pending.append((following[1], pool.submit(work, *following)))
             yield path, future.result()
+    finally:
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -457,52 +537,24 @@ def _stage_songs(
         disable=not config.progress,
         dynamic_ncols=True,
     )
-    decoded = decode_in_order(files, config.sample_rate, config.workers)
+    staged = stage_in_order(files, songs_dir, staging, config)
     try:
-        for song_idx, (path, audio) in enumerate(decoded):
+        for path, song in staged:
             bar.update(1)
             rel = path.relative_to(songs_dir).as_posix()
-            if isinstance(audio, _Skip):
-                summary.skipped.append(SkippedFile(rel, audio.reason, audio.detail))
+            summary.silent_pairs_skipped += song.silent_pairs
+            if song.decoded:
+                summary.songs_read += 1
+                summary.seconds_read += song.seconds
+            if song.skip is not None:
+                summary.skipped.append(SkippedFile(rel, song.skip.reason, song.skip.detail))
                 continue
-            summary.songs_read += 1
-            summary.seconds_read += len(audio) / config.sample_rate
-            try:
-                songs.append(_stage_song(audio, rel, staging / f"{song_idx:06d}", config, summary))
-            except _Skip as skip:
-                summary.skipped.append(SkippedFile(rel, skip.reason, skip.detail))
+            songs.append(song.pairs)
             bar.set_postfix(pairs=sum(len(s.pair_ids) for s in songs), refresh=False)
     finally:
-        decoded.close()  # stop and join the decode threads even when interrupted
+        staged.close()  # stop and join the threads even when interrupted
         bar.close()
     return songs
-
-
-def _stage_song(
-    audio: np.ndarray, rel: str, prefix: Path, config: PrepareConfig, summary: PrepareSummary
-) -> _SongPairs:
-    """Cut one song into segments and write the segments its audible pairs use."""
-    seg = config.segment_samples
-    n_seg = len(audio) // seg
-    if n_seg < 2:
-        raise _Skip(
-            "too-short",
-            f"{len(audio) / config.sample_rate:.2f} s < 2 x {config.segment_seconds:g} s",
-        )
-    segments = audio[: n_seg * seg].reshape(n_seg, seg)
-    rms = np.sqrt(np.mean(np.square(segments, dtype=np.float64), axis=1))
-    pair_ids, silent = select_pairs(rms, config.min_rms, config.max_pairs_per_song)
-    summary.silent_pairs_skipped += silent
-    if not pair_ids:
-        raise _Skip("silent", f"{silent} pairs below min_rms {config.min_rms:g}")
-    # Each segment is encoded once even when it serves two pairs (target of pair i, input of
-    # pair i + 1); _finalize links it under both names.
-    written: dict[int, Path] = {}
-    for seg_id in sorted({k for i in pair_ids for k in (i, i + 1)}):
-        written[seg_id] = prefix.with_name(f"{prefix.name}_{seg_id:06d}.wav")
-        write_wav(written[seg_id], segments[seg_id], config.sample_rate, config.subtype)
-    staged = [(written[i], written[i + 1]) for i in pair_ids]
-    return _SongPairs(rel, pair_ids, rms, staged)
 
 
 def _finalize(
@@ -780,4 +832,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from songweave.runtime.cli import run_module
+
+    run_module(main, "songweave.data.prepare_pairs")

@@ -59,7 +59,14 @@ from songweave.audio.io import (
     read_mono,
     write_audio,
 )
+from songweave.audio.ranges import (
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    check_sample_rate,
+    check_segment_seconds,
+)
 from songweave.inference.load import inference, load_model, training_segment_seconds
+from songweave.inference.preflight import capped_segment, check_plan, plan_arrangement
 from songweave.runtime.checkpoint import CheckpointError
 from songweave.runtime.cli import (
     EXIT_OK,
@@ -72,6 +79,7 @@ from songweave.runtime.cli import (
 from songweave.runtime.cpu_runtime import tune_malloc
 from songweave.runtime.precision import REQUESTS as PRECISION_REQUESTS
 from songweave.runtime.precision import autocast_for, resolve_precision
+from songweave.runtime.resources import ModelSize
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +208,7 @@ def arrange(
     if target.numel() == 0:
         raise ValueError("target: no audio samples")
 
+    segment = capped_segment(segment, num_samples)
     hop = max(1, int(round(segment * (1.0 - overlap))))
     fade = segment - hop
     padded = max(num_samples, segment)  # a short input is zero-padded to one window
@@ -235,6 +244,7 @@ def arrange(
             with autocast_for(device, model_precision):
                 result, _, record = model(encoded_input, encoded_target, return_record=True)
             audio = codec.decode(result.float())[:, 0, :segment].float().cpu()
+            check_window_outputs(audio, batch_starts, first, len(starts), codec.sample_rate)
             for row, start in enumerate(batch_starts):
                 weights = window.clone()
                 # The song's own start and end have no neighbour to crossfade with.
@@ -275,6 +285,24 @@ def arrange(
         input_mask_full = input_mask_full[:, :frames_kept]
         target_mask_full = target_mask_full[:, :frames_kept]
     return result_audio, input_mask_full, target_mask_full
+
+
+def check_window_outputs(
+    audio: Tensor, batch_starts: list[int], first_index: int, count: int, sample_rate: int
+) -> None:
+    """A window whose output holds NaN or Inf stops the arrangement before anything is written,
+    naming the window: such a model is broken, and silence in its place would hide it."""
+    finite = torch.isfinite(audio).all(dim=-1)
+    if bool(finite.all()):
+        return
+    row = int(torch.nonzero(~finite)[0])
+    start = batch_starts[row]
+    index = first_index + row + 1
+    seconds = start / sample_rate
+    raise ValueError(
+        f"window {index} of {count} ({seconds:.2f}-{seconds + audio.shape[-1] / sample_rate:.2f}"
+        f" s): the model produced NaN or infinite samples; nothing was written"
+    )
 
 
 def _add_masks(
@@ -338,8 +366,11 @@ def parse_sample_rate(text: str) -> int | str:
         rate = int(value)
     except ValueError:
         rate = 0
-    if rate < 1:
-        raise argparse.ArgumentTypeError(f"expected codec, source or a rate in Hz, got {text!r}")
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise argparse.ArgumentTypeError(
+            f"expected codec, source or a rate in Hz from {MIN_SAMPLE_RATE} to "
+            f"{MAX_SAMPLE_RATE}, got {text!r}"
+        )
     return rate
 
 
@@ -481,10 +512,14 @@ def arrange_files(
     """
     from songweave.viz import plots
 
-    if segment_seconds is not None and not segment_seconds > 0:
-        raise ValueError(f"--segment_seconds must be > 0, got {segment_seconds}")
+    if segment_seconds is not None:
+        check_segment_seconds(segment_seconds)
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"--overlap must be a fraction in [0, 1), got {overlap}")
+    if batch_size < 1:
+        raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    if isinstance(sample_rate, int):
+        check_sample_rate(sample_rate)
     output = Path(output)
     subtype = output_subtype(output_format(output), subtype)
     check_output(output, [input_path, target_path])
@@ -492,11 +527,27 @@ def arrange_files(
     trained = load_model(checkpoint, device)
     codec = trained.codec
     seconds = segment_seconds or training_segment_seconds(trained.train_config)
-    segment = int(round(seconds * codec.sample_rate))
     source = read_song(input_path, codec.sample_rate)
     target = read_song(target_path, codec.sample_rate)
     info = sf.info(str(input_path))
     rate = output_rate(sample_rate, codec.sample_rate, info.samplerate)
+    if sample_rate == "source":
+        check_sample_rate(rate, f"--sample_rate source ({input_path} is at {rate} Hz)")
+    segment = capped_segment(int(round(seconds * codec.sample_rate)), len(source))
+    output_samples = (
+        info.frames if sample_rate == "source" else round(len(source) * rate / codec.sample_rate)
+    )
+    plan = plan_arrangement(
+        arrangement_model_size(trained, segment, batch_size),
+        len(source),
+        len(target),
+        segment,
+        max(1, int(round(segment * (1.0 - overlap)))),
+        trained.mask_kind is not None,
+        output_samples,
+        subtype,
+    )
+    check_plan(plan, output, codec.sample_rate)
     loaded = time.perf_counter()
     audio, input_mask, _ = arrange(
         trained.model,
@@ -529,6 +580,24 @@ def arrange_files(
     )
 
 
+def arrangement_model_size(trained: Any, segment: int, batch_size: int) -> ModelSize:
+    """The model as the memory estimate sees it, running `batch_size` windows in eval mode."""
+    config = trained.model.config
+    return ModelSize(
+        parameters=sum(p.numel() for p in trained.model.parameters()),
+        encoding_dim=int(config["encoding_dim"]),
+        nhead=int(config["nhead"]),
+        num_layers=int(config["num_layers"]),
+        num_stages=int(config["num_transformer_layers"]),
+        dim_feedforward=int(config["dim_feedforward"]),
+        dropout=0.0,
+        batch_size=batch_size,
+        latent_frames=trained.codec.num_frames(segment),
+        # both songs' windows pass the codec
+        audio_samples=2 * segment,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     args = build_parser().parse_args(argv)
@@ -556,4 +625,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from songweave.runtime.cli import run_module
+
+    run_module(main, "songweave.inference.arrange")

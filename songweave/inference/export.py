@@ -41,6 +41,7 @@ from songweave.inference.load import (
     EXPORT_VERSION,
     WEIGHTS_NAME,
     TrainedModel,
+    file_sha256,
     load_trained,
     read_json_object,
     safetensors_torch,
@@ -126,6 +127,7 @@ def export_model(
         raise FileExistsError(
             f"--out {out_dir} exists and is not empty; pass --overwrite true to replace it"
         )
+    refuse_inputs_inside(out_dir, checkpoint, report)
     trained = load_trained(checkpoint, "cpu")
     report_path = Path(report) if report else trained.path.parent / "eval" / REPORT_NAME
     if report and not report_path.is_file():
@@ -148,6 +150,7 @@ def export_model(
         )
         # safetensors creates the file owner-only; a release is meant to be read by others.
         os.chmod(partial / WEIGHTS_NAME, 0o644)
+        config["weights_sha256"] = file_sha256(partial / WEIGHTS_NAME)
         (partial / CONFIG_NAME).write_text(json.dumps(json_safe(config), indent=2) + "\n")
         card = model_card(
             config,
@@ -174,6 +177,22 @@ def export_model(
         trained.path.stat().st_size,
         report_path if report_data is not None else None,
     )
+
+
+def refuse_inputs_inside(
+    out_dir: Path, checkpoint: str | os.PathLike, report: str | os.PathLike | None
+) -> None:
+    """The export replaces OUT as a whole: a checkpoint or report inside it would be lost."""
+    folder = out_dir.expanduser().resolve()
+    for flag, path in (("--checkpoint", checkpoint), ("--report", report)):
+        if path is None:
+            continue
+        resolved = Path(path).expanduser().resolve()
+        if resolved == folder or folder in resolved.parents:
+            raise ValueError(
+                f"--out {out_dir} holds {flag} {path}: the export replaces that folder, "
+                f"choose another --out"
+            )
 
 
 def _find_dataset_info(train_config: dict[str, Any]) -> tuple[Path | None, dict[str, Any] | None]:
@@ -369,4 +388,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from songweave.runtime.cli import run_module
+
+    run_module(main, "songweave.inference.export")

@@ -15,6 +15,7 @@ FileNotFoundError, CheckpointError or ValueError.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
@@ -29,7 +30,7 @@ from torch import Tensor
 from model_simple_transformer import SimpleTransformer
 from songweave.audio.codecs import DEFAULT_CODEC, Codec, get_codec
 from songweave.model.config import ModelConfig, ModelConfigError
-from songweave.runtime.checkpoint import CheckpointError, load_checkpoint
+from songweave.runtime.checkpoint import CheckpointError, first_nonfinite_tensor, load_checkpoint
 from songweave.runtime.distributed import pick_device
 from songweave.runtime.formatting import loads_finite
 
@@ -148,6 +149,23 @@ def _check_codec_fits(model: SimpleTransformer, codec: Codec, source: Path) -> N
             f"{source}: the model expects {model.encoding_dim} latent channels, codec "
             f"{codec.name!r} gives {codec.dim}"
         )
+    # The mask layout (mel bands) was laid out for this rate; another rate would put every band
+    # over the wrong frequencies.
+    model_rate = int(model.config.get("sample_rate", codec.sample_rate))
+    if model_rate != int(codec.sample_rate):
+        raise ValueError(
+            f"{source}: the model_config says sample_rate {model_rate} Hz, codec "
+            f"{codec.name!r} runs at {codec.sample_rate} Hz: an inconsistent file"
+        )
+
+
+def _refuse_nonfinite_model(model: SimpleTransformer, source: Path) -> None:
+    bad = first_nonfinite_tensor(model.state_dict())
+    if bad is not None:
+        raise CheckpointError(
+            f"{source}: non-finite values in weight {bad} (a diverged or damaged model): "
+            f"refusing to load it"
+        )
 
 
 def load_trained(
@@ -168,6 +186,7 @@ def load_trained(
         raise CheckpointError(
             f"{path}: weights do not fit its model_config ({str(error).strip().splitlines()[0]})"
         ) from None
+    _refuse_nonfinite_model(model, path)
     model.to(device).eval()
     codec = build_codec(train_config, device)
     _check_codec_fits(model, codec, path)
@@ -212,6 +231,7 @@ def load_export(folder: str | os.PathLike, device: str | torch.device = "auto") 
     weights = folder / str(config.get("weights") or WEIGHTS_NAME)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} does not exist")
+    check_weights_checksum(weights, config.get("weights_sha256"), folder / CONFIG_NAME)
     target = pick_device(device) if isinstance(device, str) else device
     stored = config.get("model_config")
     if not isinstance(stored, dict):
@@ -230,6 +250,7 @@ def load_export(folder: str | os.PathLike, device: str | torch.device = "auto") 
             f"{weights}: cannot load these weights into the model "
             f"({str(error).strip().splitlines()[0]})"
         ) from None
+    _refuse_nonfinite_model(model, weights)
     model.to(target).eval()
     train_config = {
         **dict(config.get("train_config") or {}),
@@ -239,6 +260,33 @@ def load_export(folder: str | os.PathLike, device: str | torch.device = "auto") 
     codec = build_codec(train_config, target)
     _check_codec_fits(model, codec, folder)
     return TrainedModel(model, codec, {"epoch": config.get("epoch")}, train_config, target, folder)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_weights_checksum(weights: Path, expected: Any, config_path: Path) -> None:
+    """The weights file must hash to the sha256 its config.json recorded at export; an export
+    without one (written before checksums) loads with a warning."""
+    if expected is None:
+        log.warning("%s records no weights_sha256: %s loaded unverified", config_path, weights)
+        return
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise CheckpointError(f"{config_path}: weights_sha256 {expected!r} is not a sha256")
+    try:
+        actual = file_sha256(weights)
+    except OSError as error:
+        raise CheckpointError(f"{weights}: cannot read ({error.strerror or error})") from None
+    if actual != expected.lower():
+        raise CheckpointError(
+            f"{weights}: corrupted (sha256 {actual[:12]}..., {config_path.name} records "
+            f"{expected[:12]}...): export the checkpoint again"
+        )
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> TrainedModel:

@@ -68,10 +68,18 @@ VERIFY_CHUNK_BYTES = 4 << 20
 
 # Keys whose tensors must be finite before anything is written (a NaN model is never saved).
 WEIGHT_KEYS = ("model_state_dict", "discriminator_state_dict")
+# The layout of a training checkpoint this code writes and reads; a file without the key was
+# written before versions were recorded and has version 1's layout.
+FORMAT_VERSION = 1
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be written or read; the message is one line and names the file."""
+
+
+class CheckpointVersionError(CheckpointError):
+    """A checkpoint of a format this code does not read: intact, so never skipped for an older
+    one (resuming from that would overwrite the newer run's progress)."""
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -518,7 +526,64 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path}: not a checkpoint (top level is {type(state).__name__}, expected a dict)"
         )
+    check_format_version(path, state)
     return state
+
+
+def check_format_version(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose ``format_version`` this code does not read (a newer library's,
+    or a value that is no version at all): its keys could mean something else."""
+    version = state.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointVersionError(f"{path}: format_version {version!r} is not a version number")
+    if version > FORMAT_VERSION:
+        raise CheckpointVersionError(
+            f"{path}: checkpoint format version {version} is newer than this code reads "
+            f"(version {FORMAT_VERSION}): upgrade songweave to load it"
+        )
+    if version < 1:
+        raise CheckpointVersionError(
+            f"{path}: unknown checkpoint format version {version} (this code reads version "
+            f"{FORMAT_VERSION})"
+        )
+
+
+def refuse_nonfinite_weights(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """One CheckpointError line naming the first weight that holds NaN or Inf under
+    ``WEIGHT_KEYS``: such a model (diverged, or damaged after its checksums were written) would
+    only produce garbage."""
+    for key in WEIGHT_KEYS:
+        bad = first_nonfinite_tensor(state.get(key), key)
+        if bad is not None:
+            raise CheckpointError(
+                f"{path}: non-finite values in {bad} (a diverged or damaged model): refusing "
+                f"to load it"
+            )
+
+
+def check_resume_fits(
+    path: str | os.PathLike, state: dict[str, Any], batch_size: int, world_size: int
+) -> None:
+    """A checkpoint written mid-epoch continues its epoch only with the batch size and process
+    count that wrote it: another batch size would skip or repeat samples, another world size
+    has no RNG state per rank. One line naming both values; an end-of-epoch checkpoint resumes
+    with any."""
+    if not int(state.get("batches_done", 0) or 0):
+        return
+    saved_batch = (state.get("train_config") or {}).get("batch_size")
+    if isinstance(saved_batch, int) and saved_batch != batch_size:
+        raise CheckpointError(
+            f"{path} stopped mid-epoch with --batch_size {saved_batch}; this run has "
+            f"--batch_size {batch_size}: resume with --batch_size {saved_batch}, or from an "
+            f"end-of-epoch checkpoint (checkpoint_epoch_N.pth)"
+        )
+    saved_world = state.get("world_size")
+    if isinstance(saved_world, int) and saved_world != world_size:
+        raise CheckpointError(
+            f"{path} stopped mid-epoch with {saved_world} process(es); this run has "
+            f"{world_size}: resume with --world_size {saved_world}, or from an end-of-epoch "
+            f"checkpoint (checkpoint_epoch_N.pth)"
+        )
 
 
 def _file_head(path: Path) -> bytes:
@@ -617,6 +682,8 @@ def find_resume_checkpoint(directory: str | os.PathLike) -> ResumeChoice | None:
     for preference, candidate in enumerate(candidates):
         try:
             progress = _progress_of(candidate)
+        except CheckpointVersionError:
+            raise
         except (CheckpointError, FileNotFoundError) as error:
             skipped.append(SkippedCheckpoint(candidate, _reason(error, candidate)))
             continue
@@ -637,8 +704,6 @@ def find_resume_checkpoint(directory: str | os.PathLike) -> ResumeChoice | None:
 # --------------------------------------------------------------------------------------------
 # Training checkpoints: what a run saves and restores
 # --------------------------------------------------------------------------------------------
-
-FORMAT_VERSION = 1
 
 
 @dataclasses.dataclass
@@ -711,6 +776,7 @@ def restore_training_state(
 ) -> None:
     """Weights, optimizer and progress from a loaded checkpoint (in place)."""
     check_model_config(path, state, dict(getattr(model, "config", {})))
+    refuse_nonfinite_weights(path, state)
     try:
         model.load_state_dict(state["model_state_dict"])
         optimizer.load_state_dict(state["optimizer_state_dict"])

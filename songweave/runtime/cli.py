@@ -57,6 +57,11 @@ def run_tool(main: Callable[[list[str]], int], argv: list[str], name: str) -> in
         return EXIT_INTERRUPTED
 
 
+def run_module(main: Callable[[list[str]], int], module: str) -> NoReturn:
+    """`python -m MODULE`: the process's arguments to `main`, with run_tool's Ctrl-C line."""
+    sys.exit(run_tool(main, sys.argv[1:], f"python -m {module}"))
+
+
 def finite_float(text: str) -> float:
     """A float flag's value: any finite number; nan, inf and overflows are argparse errors."""
     try:

@@ -554,4 +554,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from songweave.runtime.cli import run_module
+
+    run_module(main, "songweave.tools.gpu_check")

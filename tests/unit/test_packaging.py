@@ -34,7 +34,7 @@ def test_runtime_requirements_are_project_dependencies() -> None:
     declared = {
         dep.split(">")[0].split("=")[0].strip() for dep in project["project"]["dependencies"]
     }
-    development_only = {"pytest", "selenium", "ruff"}
+    development_only = {"pytest", "selenium", "ruff", "hypothesis"}
     lines = (ROOT / "requirements.txt").read_text().splitlines()
     required = {
         line.split("=")[0].strip()

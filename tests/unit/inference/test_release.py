@@ -297,6 +297,11 @@ def test_broken_exports_are_one_line_errors(run, tmp_path):
     out = tmp_path / "release"
     export_model.export_model(run["checkpoint"], out)
     (out / "model.safetensors").write_bytes(b"not safetensors" * 10)
+    with pytest.raises(CheckpointError, match=r"model.safetensors: corrupted \(sha256"):
+        creative_arranger.load(out)
+    config = json.loads((out / "config.json").read_text())
+    del config["weights_sha256"]  # an export written before checksums
+    (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="model.safetensors: cannot load"):
         creative_arranger.load(out)
     (out / "config.json").write_text("{}")
