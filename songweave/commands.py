@@ -33,6 +33,9 @@ TOOLS: dict[str, Tool] = {
         "songweave.eval.compare_masks", "the creative agent against fixed masks, same recipe"
     ),
     "arrange": Tool("songweave.inference.arrange", "arrange two songs with a trained model", True),
+    "score": Tool(
+        "songweave.eval.score", "the arrangement scorecard of an output and its two sources", True
+    ),
     "export-model": Tool("songweave.inference.export", "write a release folder of a checkpoint"),
     "bench": Tool("songweave.bench.main", "time the training step (speed, MFU, memory)"),
     "bench-arrange": Tool("songweave.bench.arrange", "time the arrangement of a long song"),
@@ -68,6 +71,7 @@ demo_music = _console("demo-music")
 evaluate = _console("evaluate")
 compare_masks = _console("compare-masks")
 arrange = _console("arrange")
+score = _console("score")
 export_model = _console("export-model")
 bench = _console("bench")
 bench_arrange = _console("bench-arrange")

@@ -166,3 +166,32 @@ def adversarial_config(data: Path, folder: Path, *extra: str, **changes):
         ]
     )
     return dataclasses.replace(cfg, **changes)
+
+
+MAJOR_TRIADS = ((0, 4, 7), (5, 9, 12), (7, 11, 14), (0, 4, 7))  # I IV V I
+
+
+def beat_song(bpm: float, tonic: int, seconds: float = 12.0, offset: float = 0.0) -> np.ndarray:
+    """Kick-like clicks on every beat from `offset`, over a I-IV-V-I progression in the major
+    key of pitch class `tonic`, one chord per bar of four beats."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    audio = np.zeros_like(t)
+    period = 60.0 / bpm
+    for index, beat in enumerate(np.arange(offset, seconds, period)):
+        start = int(beat * SAMPLE_RATE)
+        n = min(int(0.08 * SAMPLE_RATE), len(t) - start)
+        decay = np.exp(-np.arange(n) / (0.012 * SAMPLE_RATE))
+        audio[start : start + n] += (
+            0.8 * np.sin(2 * np.pi * 60 * np.arange(n) / SAMPLE_RATE) * decay
+        )
+        if index % 4 == 0:  # a new chord on each bar
+            chord = MAJOR_TRIADS[(index // 4) % 4]
+            length = min(int(4 * period * SAMPLE_RATE), len(t) - start)
+            tt = np.arange(length) / SAMPLE_RATE
+            for step in chord:
+                frequency = 261.63 * 2 ** ((tonic + step) / 12)
+                for harmonic in (1, 2, 3):
+                    audio[start : start + length] += (
+                        0.08 / harmonic * np.sin(2 * np.pi * frequency * harmonic * tt)
+                    )
+    return (0.5 * audio / np.abs(audio).max()).astype(np.float32)

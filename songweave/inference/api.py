@@ -21,11 +21,14 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from songweave.audio.alignment import AlignmentPlan
 from songweave.audio.io import output_format, output_subtype, write_audio
+from songweave.audio.ranges import check_segment_seconds
 from songweave.inference.arrange import (
     DEFAULT_OVERLAP,
     arrange,
     check_output,
+    combined_sources,
     output_rate,
     read_song,
     resample_output,
@@ -44,6 +47,7 @@ class Arrangement:
     input_mask: np.ndarray | None  # [D, T] input mask over the arrangement (None: no masks)
     target_mask: np.ndarray | None
     output: Path | None  # the file written, when `output` was given
+    alignment: AlignmentPlan | None = None  # how the target was aligned (None: it was not)
 
 
 def load(path: str | os.PathLike, device: str = "auto") -> TrainedModel:
@@ -95,6 +99,7 @@ def arrange_songs(
     subtype: str | None = None,
     device: str = "auto",
     progress: bool = False,
+    align: bool = True,
 ) -> Arrangement:
     """Arrange `input` with `target` (looped when shorter); optionally write `output`.
 
@@ -105,8 +110,8 @@ def arrange_songs(
         output = Path(output)
         output_subtype(output_format(output), subtype)
         check_output(output, [song for song in (input, target) if _is_path(song)])
-    if segment_seconds is not None and not segment_seconds > 0:
-        raise ValueError(f"segment_seconds must be > 0, got {segment_seconds}")
+    if segment_seconds is not None:
+        check_segment_seconds(segment_seconds, "segment_seconds")
     trained = model if isinstance(model, TrainedModel) else load(model, device)
     codec = trained.codec
     seconds = segment_seconds or training_segment_seconds(trained.train_config)
@@ -115,19 +120,21 @@ def arrange_songs(
     )
     partner, _, _ = _song_audio(target, codec.sample_rate, target_sample_rate, "target")
     rate = output_rate(sample_rate, codec.sample_rate, source_rate)
+    sources = combined_sources(source, partner, codec.sample_rate, align)
     audio, input_mask, target_mask = arrange(
         trained.model,
         codec,
-        source,
-        partner,
+        sources.input,
+        sources.target,
         round(seconds * codec.sample_rate),
         overlap,
         batch_size,
         progress=progress,
+        beat_samples=sources.beat_samples(codec.sample_rate),
     )
     audio = resample_output(
         audio, codec.sample_rate, rate, source_length if sample_rate == "source" else None
     )
     if output is not None:
         write_audio(output, audio, rate, subtype)
-    return Arrangement(audio, rate, input_mask, target_mask, output)
+    return Arrangement(audio, rate, input_mask, target_mask, output, sources.plan)

@@ -49,6 +49,7 @@ import torchaudio.functional as AF
 from torch import Tensor, nn
 
 from model_simple_transformer import ForwardRecord
+from songweave.audio.alignment import AlignmentPlan, align_songs, loop_to
 from songweave.audio.codecs import Codec
 from songweave.audio.io import (
     OUTPUT_FORMATS,
@@ -86,6 +87,8 @@ log = logging.getLogger(__name__)
 DEFAULT_OVERLAP = 0.25
 # Below this summed window weight a sample counts as covered by no window (guards the division).
 _WEIGHT_EPS = 1e-8
+# The two sources written beside an arrangement, as OUT_<role>.EXT.
+ROLES = ("input", "target")
 
 
 SAMPLE_RATE_WORDS = ("codec", "source")
@@ -123,6 +126,22 @@ def window_starts(num_samples: int, segment: int, hop: int) -> list[int]:
     starts = list(range(0, num_samples - segment, hop))
     starts.append(num_samples - segment)
     return starts
+
+
+def snap_to_beats(starts: list[int], beats: Sequence[int], max_shift: int) -> list[int]:
+    """Move each inner window start to the nearest beat within `max_shift` samples, keeping the
+    first and last starts (the song's ends) and the order. With `max_shift` at most a quarter
+    of the crossfade, neighbouring windows still overlap by half of it."""
+    if len(starts) < 3 or max_shift < 1 or not len(beats):
+        return list(starts)
+    grid = np.asarray(sorted(beats), dtype=np.int64)
+    snapped = [starts[0]]
+    for start in starts[1:-1]:
+        nearest = int(grid[np.abs(grid - start).argmin()])
+        candidate = nearest if abs(nearest - start) <= max_shift else start
+        snapped.append(candidate if snapped[-1] < candidate < starts[-1] else start)
+    snapped.append(starts[-1])
+    return snapped
 
 
 def crossfade_window(segment: int, fade: int) -> Tensor:
@@ -179,8 +198,11 @@ def arrange(
     batch_size: int = 8,
     progress: bool = True,
     precision: str = "auto",
+    beat_samples: Sequence[int] = (),
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Arrange mono `input_audio` [S] with `target_audio` (any length, looped) at codec.sample_rate.
+    Windows start on the input's beats (`beat_samples`, sample positions) where one is near the
+    regular grid.
 
     Returns (output [S] float32, input_mask_full [D, T] or None, target_mask_full or None), masks
     overlap-added over the whole arrangement in the latent frame domain (None when the model does
@@ -214,7 +236,7 @@ def arrange(
     padded = max(num_samples, segment)  # a short input is zero-padded to one window
     source = torch.nn.functional.pad(source, (0, padded - num_samples))
     target = loop_to_length(target, padded)
-    starts = window_starts(padded, segment, hop)
+    starts = snap_to_beats(window_starts(padded, segment, hop), beat_samples, fade // 4)
     # float32 accumulation keeps the identity round trip above 100 dB and halves the memory of
     # long songs (one hour = 86 M samples).
     window = crossfade_window(segment, fade).float()
@@ -397,6 +419,41 @@ def resample_output(
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+def stem_paths(output: Path) -> tuple[Path, Path]:
+    """OUT_input and OUT_target beside OUT, in its format: the two songs as they were combined."""
+    return tuple(output.with_name(f"{output.stem}_{role}{output.suffix}") for role in ROLES)
+
+
+@dataclass
+class CombinedSources:
+    """The input and the target exactly as the model combines them (codec rate, input's length)."""
+
+    input: np.ndarray
+    target: np.ndarray
+    plan: AlignmentPlan | None  # how the target was aligned; None when it was not
+    beats: tuple[float, ...] = ()  # the input's beats (s)
+
+    def beat_samples(self, sample_rate: int) -> list[int]:
+        return [int(round(beat * sample_rate)) for beat in self.beats]
+
+
+def combined_sources(
+    source: np.ndarray, target: np.ndarray, sample_rate: int, align: bool
+) -> CombinedSources:
+    """The target aligned to the input (audio/alignment.py) when `align`, else looped as it is.
+    Songs too short or without a beat to analyse are combined unaligned, said in a warning."""
+    length = len(source)
+    if align:
+        try:
+            pair = align_songs(source, target, sample_rate)
+        except ValueError as error:
+            log.warning("not aligned: %s", error)
+        else:
+            log.info("aligned: %s", pair.plan.describe())
+            return CombinedSources(pair.input, pair.target, pair.plan, pair.beats)
+    return CombinedSources(source, loop_to(target, length), None)
+
+
 def masks_path(output: Path) -> Path:
     return output.with_name(f"{output.stem}_masks.png")
 
@@ -457,6 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the model's precision: auto (bf16 where the CPU or GPU multiplies "
         "it natively, else fp32), fp32 or bf16; the codec stays fp32",
     )
+    add_bool_flag(
+        parser,
+        "--align",
+        True,
+        "stretch and shift the target to the input's tempo, a compatible key and its beats "
+        "before combining (false: combine the songs as they are)",
+    )
     add_bool_flag(parser, "--progress", True, "show a progress bar")
     return parser
 
@@ -471,6 +535,8 @@ class ArrangeResult:
     peak: float
     subtype: str
     sample_rate: int  # of the written file
+    stems: tuple[Path, Path]  # the input and the target as combined
+    alignment: AlignmentPlan | None  # None: not aligned
 
     @property
     def real_time_factor(self) -> float:
@@ -487,6 +553,7 @@ class ArrangeResult:
                 f"peak {self.peak:.3f}{scaled})"
             ),
         ]
+        lines.append(f"wrote {self.stems[0]} and {self.stems[1]} (the sources as combined)")
         if self.masks_png is not None:
             lines.append(f"wrote {self.masks_png}")
         return "\n".join(lines)
@@ -505,8 +572,11 @@ def arrange_files(
     progress: bool = True,
     sample_rate: int | str = "codec",
     precision: str = "auto",
+    align: bool = True,
 ) -> ArrangeResult:
-    """The CLI as a function: read both songs, arrange, write OUTPUT and OUT_masks.png.
+    """The CLI as a function: read both songs, align the target to the input (tempo, key,
+    beats), arrange, write OUTPUT, the two sources as combined (OUT_input, OUT_target) and
+    OUT_masks.png.
 
     `checkpoint` is a training checkpoint or a folder written by creative-export-model.
     """
@@ -522,7 +592,8 @@ def arrange_files(
         check_sample_rate(sample_rate)
     output = Path(output)
     subtype = output_subtype(output_format(output), subtype)
-    check_output(output, [input_path, target_path])
+    for path in (output, *stem_paths(output)):
+        check_output(path, [input_path, target_path])
     started = time.perf_counter()
     trained = load_model(checkpoint, device)
     codec = trained.codec
@@ -548,17 +619,19 @@ def arrange_files(
         subtype,
     )
     check_plan(plan, output, codec.sample_rate)
+    sources = combined_sources(source, target, codec.sample_rate, align)
     loaded = time.perf_counter()
     audio, input_mask, _ = arrange(
         trained.model,
         codec,
-        source,
-        target,
+        sources.input,
+        sources.target,
         segment,
         overlap,
         batch_size,
         progress=progress,
         precision=precision,
+        beat_samples=sources.beat_samples(codec.sample_rate),
     )
     processed = time.perf_counter()
     seconds_out = len(audio) / codec.sample_rate
@@ -566,6 +639,8 @@ def arrange_files(
     length = info.frames if sample_rate == "source" else None
     audio = resample_output(audio, codec.sample_rate, rate, length)
     peak, subtype = write_audio(output, audio, rate, subtype)
+    for path, stem in zip(stem_paths(output), (sources.input, sources.target)):
+        write_audio(path, resample_output(stem, codec.sample_rate, rate, len(audio)), rate, subtype)
     masks_png = None
     if input_mask is not None:
         axis = plots.ChannelAxis.for_codec(codec.name, codec.dim, codec.sample_rate)
@@ -576,7 +651,16 @@ def arrange_files(
     else:
         log.info("the model does not mask its inputs: no mask plot")
     return ArrangeResult(
-        output, masks_png, seconds_out, processed - loaded, processed - started, peak, subtype, rate
+        output,
+        masks_png,
+        seconds_out,
+        processed - loaded,
+        processed - started,
+        peak,
+        subtype,
+        rate,
+        stem_paths(output),
+        sources.plan,
     )
 
 
@@ -616,6 +700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             progress=args.progress,
             sample_rate=args.sample_rate,
             precision=args.precision,
+            align=args.align,
         )
     except (CheckpointError, FileNotFoundError, ValueError, TimeoutError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -30,6 +30,7 @@ ERROR_PREFIX = {
     "evaluate": "error: ",
     "compare-masks": "error: ",
     "arrange": "error: ",
+    "score": "error: ",
     "export-model": "error: ",
     "bench": "error: ",
     "bench-arrange": "bench_arrange: ",

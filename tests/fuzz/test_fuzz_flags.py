@@ -462,6 +462,26 @@ TOOL_CASES = {
         _guard_arrange,
         "--output",
     ),
+    "score": ToolCase(
+        lambda a, f: [
+            "--arrangement",
+            str(a["a"]),
+            "--input",
+            str(a["a"]),
+            "--target",
+            str(a["b"]),
+        ],
+        {
+            "--arrangement": "path",
+            "--input": "path",
+            "--target": "path",
+            "--raw_target": "path",
+            "--references": "text",
+            "--json": "path",
+        },
+        lambda monkeypatch: None,
+        "--json",
+    ),
     "export-model": ToolCase(
         lambda a, f: ["--checkpoint", str(a["checkpoint"]), "--out", str(f / "export")],
         {"--checkpoint": "path", "--out": "path", "--report": "path", "--overwrite": "text"},

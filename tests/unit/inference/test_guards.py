@@ -190,3 +190,46 @@ def test_the_plan_grows_with_the_song_and_the_batch():
     long = preflight.plan_arrangement(size, 3600 * RATE, 0, RATE, RATE // 2, True, 0, "")
     assert long.ram_bytes > short.ram_bytes + 6 * 4 * 3500 * RATE
     assert long.windows == 7199
+
+
+# --- alignment and stems --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_arrange_aligns_the_target_and_writes_both_sources_as_combined(run, tmp_path, align):
+    from helpers import beat_song
+
+    sf.write(tmp_path / "a.wav", beat_song(120, 0, seconds=6.0), RATE)
+    sf.write(tmp_path / "b.wav", beat_song(100, 2, seconds=6.0), RATE)
+    output = tmp_path / "mix.wav"
+    result = arrange.arrange_files(
+        run["checkpoint"],
+        tmp_path / "a.wav",
+        tmp_path / "b.wav",
+        output,
+        progress=False,
+        align=align,
+        device="cpu",
+    )
+    stems = [tmp_path / "mix_input.wav", tmp_path / "mix_target.wav"]
+    assert result.stems == tuple(stems)
+    frames = sf.info(str(output)).frames
+    assert all(sf.info(str(stem)).frames == frames for stem in stems)
+    source, _ = sf.read(stems[0], dtype="float32")
+    target, _ = sf.read(stems[1], dtype="float32")
+    original, _ = sf.read(tmp_path / "b.wav", dtype="float32")
+    assert np.abs(source - beat_song(120, 0, seconds=6.0)).max() < 1e-3
+    if align:
+        assert result.alignment.stretch == pytest.approx(1.2, rel=0.03)
+        assert result.alignment.semitones == -2
+        assert np.abs(target - original).max() > 0.1
+    else:
+        assert result.alignment is None
+        assert np.abs(target - original).max() < 1e-3
+
+
+def test_window_starts_move_to_nearby_beats_only():
+    starts = [0, 1000, 2000, 3000]
+    snapped = arrange.snap_to_beats(starts, [90, 1040, 1700, 2990], max_shift=50)
+    assert snapped == [0, 1040, 2000, 3000]  # 1700 is too far; the last start stays
+    assert arrange.snap_to_beats(starts, [], 50) == starts

@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 from songweave.data import prepare_pairs
-from songweave.eval import compare_masks, evaluate
+from songweave.eval import compare_masks, evaluate, score
 from songweave.inference import arrange
 from songweave.inference import export as export_model
 from songweave.runtime.cli import FALSE_WORDS, TRUE_WORDS, parse_bool
@@ -20,6 +20,7 @@ PARSERS = {
     "prepare_pairs": prepare_pairs.build_parser,
     "export_model": export_model.build_parser,
     "compare_masks": compare_masks.build_parser,
+    "score": score.build_parser,
 }
 REQUIRED = {
     "evaluate": ["--checkpoint", "c.pth", "--dataset_folder", "d"],
@@ -27,10 +28,12 @@ REQUIRED = {
     "prepare_pairs": ["--songs", "s", "--out", "o"],
     "export_model": ["--checkpoint", "c.pth", "--out", "o"],
     "compare_masks": ["--dataset_folder", "d", "--out", "o"],
+    "score": ["--arrangement", "o.wav"],
 }
 BOOL_FLAGS = {
     "evaluate": ["--progress"],
-    "arrange": ["--progress"],
+    "arrange": ["--align", "--progress"],
+    "score": ["--references"],
     "prepare_pairs": ["--progress", "--overwrite"],
     "export_model": ["--overwrite"],
     "compare_masks": ["--progress", "--overwrite"],

@@ -1,0 +1,66 @@
+"""The arrangement scorecard on songs with known answers, and the references it is read against:
+a copy of one song fails, the aligned sum of both passes, an unaligned sum misses the tempo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import SAMPLE_RATE as RATE
+from helpers import beat_song as song
+
+from songweave.audio.alignment import align_songs
+from songweave.audio.codecs import get_codec
+from songweave.eval.reference_arrangements import REFERENCE_NAMES, reference_arrangements
+from songweave.eval.scorecard import nonnegative_fit, score_arrangement, tempo_error
+
+
+def test_the_nonnegative_fit_finds_the_mix_and_never_goes_negative():
+    torch.manual_seed(0)
+    first, second = torch.rand(64, 100), torch.rand(64, 100)
+    assert nonnegative_fit(0.3 * first + 0.7 * second, first, second) == pytest.approx(
+        (0.3, 0.7), abs=1e-6
+    )
+    a, b = nonnegative_fit(first - 0.5 * second, first, second)
+    assert b == 0.0 and a > 0
+
+
+def test_half_and_double_tempo_count_as_the_same():
+    assert tempo_error(240.0, 120.0) == 0.0 and tempo_error(60.0, 120.0) == 0.0
+    assert tempo_error(126.0, 120.0) == pytest.approx(0.05)
+
+
+@pytest.fixture(scope="module")
+def cards():
+    source, raw = song(120, 0, seconds=16.0, offset=0.05), song(100, 2, seconds=20.0, offset=0.3)
+    pair = align_songs(source, raw, RATE)
+    references = reference_arrangements(pair.input, pair.target, raw, get_codec("mdct"))
+    assert set(references) == set(REFERENCE_NAMES)
+    return {
+        name: score_arrangement(audio, pair.input, pair.target, RATE)
+        for name, audio in references.items()
+    }
+
+
+def test_a_copy_of_one_song_fails_on_the_other_songs_share(cards):
+    assert {"target_share", "target_fidelity"} <= set(cards["input_copy"].failed)
+    assert {"input_share", "input_fidelity"} <= set(cards["target_copy"].failed)
+    assert cards["input_copy"].input_share == pytest.approx(1.0)
+    assert cards["input_copy"].explained == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_aligned_sum_holds_both_in_time_and_key_the_unaligned_does_not(cards):
+    aligned, unaligned = cards["sum_aligned"], cards["sum_unaligned"]
+    # Their chords change on different beats (no downbeat alignment), which the dissonance
+    # check may catch; everything else holds.
+    assert set(aligned.failed) <= {"dissonance"}, aligned.failed
+    assert 0.3 < aligned.input_share < 0.7 and aligned.explained > 0.9
+    assert aligned.tempo_error < 0.02 and aligned.key_compatible
+    assert unaligned.explained < aligned.explained
+    assert "tempo" in unaligned.failed or unaligned.beat_confidence < aligned.beat_confidence
+
+
+def test_a_short_output_is_refused():
+    short = np.zeros(4 * RATE, dtype=np.float32)
+    with pytest.raises(ValueError, match="needs at least 8 s"):
+        score_arrangement(short, short, short, RATE)
