@@ -66,6 +66,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from songweave.audio.alignment import AlignmentPlan, plan_alignment, stretch_and_shift
+from songweave.audio.analysis import SongAnalysis, analyze_song
 from songweave.audio.io import AudioFileError, MonoDecoder, read_mono
 from songweave.audio.ranges import check_sample_rate, check_segment_seconds
 from songweave.data.pair_manifest import MANIFEST_NAME, write_manifest
@@ -148,6 +150,7 @@ class PrepareConfig:
     progress: bool = True  # tqdm bar over songs
     workers: int = 2  # decode threads (libsndfile and torch release the GIL); 1 = serial
     pairing: str = "continuation"  # continuation | cross_song | both (see PAIRINGS)
+    align: bool = True  # cross-song targets brought to the input song's tempo, key and beats
 
     def validate(self) -> None:
         check_segment_seconds(self.segment_seconds)
@@ -245,6 +248,7 @@ class _SongPairs:
     pair_ids: list[int]  # i of (segment i, segment i + 1)
     rms: np.ndarray  # per segment
     staged: list[tuple[Path, Path]]  # written input/output files in the staging folder
+    analysis: SongAnalysis | None = None  # tempo, beats, key (cross-song alignment only)
 
 
 def audio_extensions() -> set[str]:
@@ -326,6 +330,38 @@ class _Segmenter:
                 yield self.buffer
 
 
+# Tempo and key come from a song's first minute: bounded memory, and what a listener hears
+# first. Songs without a usable analysis give unaligned cross-song pairs (counted).
+ANALYSIS_SECONDS = 60.0
+
+
+def aligns(config: PrepareConfig) -> bool:
+    return config.align and config.pairing in ("cross_song", "both")
+
+
+class _Head:
+    """The first `length` samples of a song, kept while it streams by."""
+
+    def __init__(self, length: int):
+        self.buffer = np.empty(length, dtype=np.float32)
+        self.filled = 0
+
+    def push(self, block: np.ndarray) -> None:
+        take = min(len(block), len(self.buffer) - self.filled)
+        if take > 0:
+            self.buffer[self.filled : self.filled + take] = block[:take]
+            self.filled += take
+
+    def analysis(self, rel: str, config: PrepareConfig) -> SongAnalysis | None:
+        if not len(self.buffer):
+            return None
+        try:
+            return analyze_song(self.buffer[: self.filled], config.sample_rate)
+        except ValueError as error:
+            log.info("%s: no tempo or key (%s): its cross-song pairs stay unaligned", rel, error)
+            return None
+
+
 def stage_song(
     path: Path, rel: str, prefix: Path, config: PrepareConfig, stop: threading.Event
 ) -> _StagedSong:
@@ -338,10 +374,12 @@ def stage_song(
     written: list[Path] = []
     rms: list[float] = []
     silent = 0
+    head = _Head(int(ANALYSIS_SECONDS * config.sample_rate) if aligns(config) else 0)
     try:
         for block in decoder.blocks():
             if stop.is_set():
                 raise KeyboardInterrupt
+            head.push(block)
             for segment in segmenter.push(block):
                 written.append(prefix.with_name(f"{prefix.name}_{len(written):06d}.wav"))
                 write_wav(written[-1], segment, config.sample_rate, config.subtype)
@@ -370,7 +408,7 @@ def stage_song(
         if index not in used:
             file.unlink()
     staged = [(written[i], written[i + 1]) for i in pair_ids]
-    pairs = _SongPairs(rel, pair_ids, np.asarray(rms), staged)
+    pairs = _SongPairs(rel, pair_ids, np.asarray(rms), staged, head.analysis(rel, config))
     return _StagedSong(pairs, None, True, seconds, silent)
 
 
@@ -616,25 +654,30 @@ def _check_cross_song_splits(by_split: dict[str, list[_SongPairs]], pairing: str
 def _add_cross_song_pairs(
     pairs: _PairWriter, split: str, members: list[_SongPairs], rng: np.random.Generator
 ) -> int:
-    """One cross-song pair per input segment: a seeded pick of another song and of its segment."""
-    segments = {id(song): _song_segments(song) for song in members}
+    """One cross-song pair per input segment: a seeded pick of another song and of one of its
+    pairs' first segment; aligned to the input song when both songs have an analysis."""
     count = 0
     for song in members:
         others = [other for other in members if other is not song]
         for i, (staged_in, _) in zip(song.pair_ids, song.staged):
             other = others[int(rng.integers(len(others)))]
-            seg_id, staged = segments[id(other)][int(rng.integers(len(segments[id(other)])))]
-            pairs.add(split, (song, i, staged_in), (other, seg_id, staged))
+            pick = int(rng.integers(len(other.pair_ids)))
+            seg_id = other.pair_ids[pick]
+            target = pairs.aligned_target(song, i, other, pick)
+            pairs.add(split, (song, i, staged_in), (other, seg_id, target.path), target.plan)
             count += 1
     return count
 
 
-def _song_segments(song: _SongPairs) -> list[tuple[int, Path]]:
-    """(segment id, staged file) of every segment the song's audible pairs use, in song order."""
-    found = {}
-    for i, (staged_in, staged_out) in zip(song.pair_ids, song.staged):
-        found[i], found[i + 1] = staged_in, staged_out
-    return sorted(found.items())
+@dataclass(frozen=True)
+class _AlignedTarget:
+    path: Path  # the target segment's file in the staging folder
+    plan: AlignmentPlan | None  # None: taken as it is
+
+
+def read_wav(path: Path) -> np.ndarray:
+    audio, _ = sf.read(str(path), dtype="float32", always_2d=False)
+    return audio
 
 
 class _PairWriter:
@@ -644,9 +687,43 @@ class _PairWriter:
         self.partial, self.config = partial, config
         self.next_index = {s: 0 for s in SPLITS}
         self.records: list[dict] = []
+        self.aligned = 0  # cross-song targets aligned so far
+
+    def aligned_target(
+        self, song: _SongPairs, segment: int, other: _SongPairs, pick: int
+    ) -> _AlignedTarget:
+        """The target segment of `other` (its pair `pick`'s first segment) brought to `song`'s
+        tempo and a compatible key, its beats on the input segment's: cut from the stretched
+        pair of segments, written to the staging folder."""
+        first, second = other.staged[pick]
+        if not aligns(self.config) or song.analysis is None or other.analysis is None:
+            return _AlignedTarget(first, None)
+        plan = plan_alignment(song.analysis, other.analysis)
+        region = np.concatenate([read_wav(first), read_wav(second)])
+        rate, length = self.config.sample_rate, self.config.segment_samples
+        stretched = stretch_and_shift(region, rate, plan)
+        duration = length / rate
+        period = 60.0 / (other.analysis.tempo_bpm * plan.stretch)
+        target_phase = (
+            other.analysis.beat_phase() - other.pair_ids[pick] * duration
+        ) / plan.stretch
+        input_phase = song.analysis.beat_phase() - segment * duration
+        advance = (
+            int(round(((target_phase - input_phase) % period) * rate)) if plan.tempo_changed else 0
+        )
+        audio = stretched[advance : advance + length]
+        audio = np.pad(audio, (0, length - len(audio)))
+        self.aligned += 1
+        path = first.with_name(f"aligned_{self.aligned:06d}.wav")
+        write_wav(path, audio, rate, self.config.subtype)
+        return _AlignedTarget(path, plan)
 
     def add(
-        self, split: str, source: tuple[_SongPairs, int, Path], target: tuple[_SongPairs, int, Path]
+        self,
+        split: str,
+        source: tuple[_SongPairs, int, Path],
+        target: tuple[_SongPairs, int, Path],
+        plan: AlignmentPlan | None = None,
     ) -> None:
         (in_song, in_seg, in_file), (out_song, out_seg, out_file) = source, target
         index = self.next_index[split]
@@ -678,6 +755,13 @@ class _PairWriter:
                 "target_rms": round(float(out_song.rms[out_seg]), 6),
             }
         )
+        if plan is not None:
+            record.update(
+                target_stretch=round(plan.stretch, 6),
+                target_semitones=plan.semitones,
+                input_tempo_bpm=round(plan.input.tempo_bpm, 3),
+                input_key=f"{plan.input.key} {plan.input.mode}",
+            )
         self.records.append(record)
 
 
@@ -696,6 +780,7 @@ def _dataset_info(config: PrepareConfig, summary: PrepareSummary) -> dict:
         "min_rms": config.min_rms,
         "max_pairs_per_song": config.max_pairs_per_song,
         "pairing": config.pairing,
+        "aligned_cross_song": aligns(config),
         "pairs": dict(summary.pairs_per_split),
         "songs": dict(summary.songs_per_split),
     }
@@ -800,6 +885,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="continuation: target = the next segment of the same song; cross_song: "
         "a segment of another song of the split; both: the two kinds",
     )
+    add_bool_flag(
+        p,
+        "--align",
+        d.align,
+        "cross-song targets stretched and shifted to the input song's tempo, a compatible key "
+        "and its beats (essentia analysis of each song's first minute, Rubber Band)",
+    )
     add_bool_flag(p, "--overwrite", d.overwrite, "replace a non-empty --out")
     p.add_argument("--workers", type=int, default=d.workers, help="decode threads (count)")
     add_bool_flag(p, "--progress", d.progress, "show a progress bar")
@@ -821,6 +913,7 @@ def main(argv: list[str] | None = None) -> int:
         progress=args.progress,
         workers=args.workers,
         pairing=args.pairing,
+        align=args.align,
     )
     try:
         summary = prepare_pairs(args.songs, args.out, config)

@@ -34,7 +34,7 @@ BOOL_FLAGS = {
     "evaluate": ["--progress"],
     "arrange": ["--align", "--progress"],
     "score": ["--references"],
-    "prepare_pairs": ["--progress", "--overwrite"],
+    "prepare_pairs": ["--progress", "--align", "--overwrite"],
     "export_model": ["--overwrite"],
     "compare_masks": ["--progress", "--overwrite"],
 }
