@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import math
 import warnings
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from songweave.runtime.hashing import sha256_file
 from songweave.runtime.typed_fields import checked_fields
 
 log = logging.getLogger(__name__)
@@ -254,15 +254,6 @@ class MDCTCodec(Codec):
             "window_length": 2 * self.dim,
             "scale": self.scale,
         }
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _first_line(error: BaseException) -> str:

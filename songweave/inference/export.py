@@ -41,7 +41,6 @@ from songweave.inference.load import (
     EXPORT_VERSION,
     WEIGHTS_NAME,
     TrainedModel,
-    file_sha256,
     load_trained,
     read_json_object,
     safetensors_torch,
@@ -50,6 +49,7 @@ from songweave.inference.load import (
 from songweave.runtime.checkpoint import CheckpointError
 from songweave.runtime.cli import EXIT_OK, EXIT_USAGE, OneLineParser, add_bool_flag, setup_logging
 from songweave.runtime.formatting import fmt, json_safe
+from songweave.runtime.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def export_model(
         )
         # safetensors creates the file owner-only; a release is meant to be read by others.
         os.chmod(partial / WEIGHTS_NAME, 0o644)
-        config["weights_sha256"] = file_sha256(partial / WEIGHTS_NAME)
+        config["weights_sha256"] = sha256_file(partial / WEIGHTS_NAME)
         (partial / CONFIG_NAME).write_text(json.dumps(json_safe(config), indent=2) + "\n")
         card = model_card(
             config,

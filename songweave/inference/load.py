@@ -15,7 +15,6 @@ FileNotFoundError, CheckpointError or ValueError.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -33,6 +32,7 @@ from songweave.model.config import ModelConfig, ModelConfigError
 from songweave.runtime.checkpoint import CheckpointError, first_nonfinite_tensor, load_checkpoint
 from songweave.runtime.distributed import pick_device
 from songweave.runtime.formatting import loads_finite
+from songweave.runtime.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -262,14 +262,6 @@ def load_export(folder: str | os.PathLike, device: str | torch.device = "auto") 
     return TrainedModel(model, codec, {"epoch": config.get("epoch")}, train_config, target, folder)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_weights_checksum(weights: Path, expected: Any, config_path: Path) -> None:
     """The weights file must hash to the sha256 its config.json recorded at export; an export
     without one (written before checksums) loads with a warning."""
@@ -279,7 +271,7 @@ def check_weights_checksum(weights: Path, expected: Any, config_path: Path) -> N
     if not isinstance(expected, str) or len(expected) != 64:
         raise CheckpointError(f"{config_path}: weights_sha256 {expected!r} is not a sha256")
     try:
-        actual = file_sha256(weights)
+        actual = sha256_file(weights)
     except OSError as error:
         raise CheckpointError(f"{weights}: cannot read ({error.strerror or error})") from None
     if actual != expected.lower():

@@ -18,6 +18,13 @@ from hypothesis import strategies as st
 pytestmark = pytest.mark.slow
 
 
+def _arrange_argv(assets, out, checkpoint, *extra: str) -> list[str]:
+    """creative-arrange on the two asset songs, quiet, on the CPU."""
+    songs = ["--input", str(assets["a"]), "--target", str(assets["b"]), "--output", str(out)]
+    quiet = ["--progress", "false", "--device", "cpu"]
+    return ["--checkpoint", str(checkpoint), *songs, *quiet, *extra]
+
+
 def _arrange(argv, capsys):
     from songweave.inference import arrange
 
@@ -38,20 +45,7 @@ def test_non_finite_weight_in_an_export_is_refused(where, value, assets, scratch
     tensors[name].view(-1)[0] = float(value)
     st_torch.save_file(tensors, folder / "export" / "model.safetensors")
     out = folder / "out.wav"
-    argv = [
-        "--checkpoint",
-        str(folder / "export"),
-        "--input",
-        str(assets["a"]),
-        "--target",
-        str(assets["b"]),
-        "--output",
-        str(out),
-        "--progress",
-        "false",
-        "--device",
-        "cpu",
-    ]
+    argv = _arrange_argv(assets, out, str(folder / "export"))
     run = _arrange(argv, capsys)
     assert_clean_exit(run, "arrange", argv)
     assert run.code != 0, f"{value} in {name}: arranged and exited 0"
@@ -66,22 +60,7 @@ def test_long_window_on_a_short_song_is_capped(seconds, assets, scratch, capsys)
     import time
 
     out = fresh_folder(scratch, "window") / "out.wav"
-    argv = [
-        "--checkpoint",
-        str(assets["checkpoint"]),
-        "--input",
-        str(assets["a"]),
-        "--target",
-        str(assets["b"]),
-        "--output",
-        str(out),
-        "--progress",
-        "false",
-        "--device",
-        "cpu",
-        "--segment_seconds",
-        seconds,
-    ]
+    argv = _arrange_argv(assets, out, str(assets["checkpoint"]), "--segment_seconds", seconds)
     started = time.perf_counter()
     run = _arrange(argv, capsys)
     took = time.perf_counter() - started
@@ -98,22 +77,7 @@ def test_long_window_on_a_short_song_is_capped(seconds, assets, scratch, capsys)
 def test_tiny_output_rates_are_refused(rate, assets, scratch, capsys):
     """An output rate no audio file has (a few samples for the whole song) is refused."""
     out = fresh_folder(scratch, "rate") / "out.wav"
-    argv = [
-        "--checkpoint",
-        str(assets["checkpoint"]),
-        "--input",
-        str(assets["a"]),
-        "--target",
-        str(assets["b"]),
-        "--output",
-        str(out),
-        "--progress",
-        "false",
-        "--device",
-        "cpu",
-        "--sample_rate",
-        rate,
-    ]
+    argv = _arrange_argv(assets, out, str(assets["checkpoint"]), "--sample_rate", rate)
     run = _arrange(argv, capsys)
     assert_clean_exit(run, "arrange", argv)
     if run.code == 0:

@@ -17,6 +17,7 @@ from songweave.inference import arrange, preflight
 from songweave.inference import export as export_model
 from songweave.inference.load import load_model
 from songweave.runtime.checkpoint import CheckpointError, save_checkpoint
+from songweave.runtime.hashing import sha256_file
 from songweave.runtime.resources import MachineResources
 
 RATE = 24_000
@@ -104,7 +105,7 @@ def test_non_finite_weights_are_refused_on_load(run, tmp_path, source):
         weights[name].view(-1)[0] = float("nan")
         safetensors.torch.save_file(weights, path / "model.safetensors")
         config = json.loads((path / "config.json").read_text())
-        config["weights_sha256"] = export_model.file_sha256(path / "model.safetensors")
+        config["weights_sha256"] = sha256_file(path / "model.safetensors")
         (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=f"non-finite values in .*{name}.*refusing"):
         load_model(path, "cpu")
@@ -117,7 +118,7 @@ def test_a_flipped_byte_in_an_export_is_refused(run, tmp_path):
     out = tmp_path / "release"
     export_model.export_model(run["checkpoint"], out)
     config = json.loads((out / "config.json").read_text())
-    assert config["weights_sha256"] == export_model.file_sha256(out / "model.safetensors")
+    assert config["weights_sha256"] == sha256_file(out / "model.safetensors")
     data = bytearray((out / "model.safetensors").read_bytes())
     data[-3] ^= 0x01  # inside the last tensor: safetensors alone would load it
     (out / "model.safetensors").write_bytes(bytes(data))
