@@ -28,6 +28,12 @@ epochs' training time in its metrics.jsonl), run_wall_seconds and run_cpu_second
 processes, setup, validation and the demo's evaluation included, over every attempt) and
 `comparable`. DIR/comparison.md holds the same as a table.
 
+With whole songs (--songs, default DATA/songs_src), the headline is the arrangement scorecard
+(eval/arrangement_table.py) of every variant's best checkpoint on pairs of validation songs
+(never seen in training), beside copies, sums, a temporal switch and the louder-band rule of the
+same aligned sources: comparison.json's "arrangement" and the first table of comparison.md; the
+continuation table follows.
+
 Masks are compared at the same band balance: a variant whose band_balance lies outside
 0.45-0.55 keeps one song's share larger and is marked not comparable. `none` hides nothing of
 the target, so it is a reference and never counts as a win.
@@ -154,6 +160,8 @@ class CompareOptions:
     training_flags: tuple[str, ...]
     overwrite: bool = False
     progress: bool = True
+    songs: Path | None = None  # whole songs for the arrangement table (default DATA/songs_src)
+    arrangement_pairs: int = 8
 
 
 @dataclass
@@ -198,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(VARIANTS),
         help=f"comma-separated subset of {', '.join(VARIANTS)}",
     )
+    parser.add_argument(
+        "--songs",
+        default=None,
+        help="the songs DATA was cut from (the --songs of creative-prepare-pairs), for the "
+        "arrangement scorecard on pairs of validation songs; default DATA/songs_src (path)",
+    )
+    parser.add_argument(
+        "--arrangement_pairs",
+        type=int,
+        default=8,
+        help="pairs of validation songs in the arrangement table (count; 0: no table)",
+    )
     add_bool_flag(
         parser, "--overwrite", False, "retrain and re-evaluate every variant from scratch"
     )
@@ -226,6 +246,10 @@ def parse_options(argv: Sequence[str]) -> CompareOptions:
         raise ValueError(f"--variants {args.variants!r} names a variant twice")
     if args.epochs is not None and args.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
+    if args.arrangement_pairs < 0:
+        raise ValueError(f"--arrangement_pairs must be >= 0, got {args.arrangement_pairs}")
+    if args.songs is not None and not Path(args.songs).is_dir():
+        raise ValueError(f"--songs {args.songs}: no such folder")
     for flag in training:
         name = flag.split("=", 1)[0]
         if name in RESERVED_TRAINING_FLAGS:
@@ -254,6 +278,8 @@ def parse_options(argv: Sequence[str]) -> CompareOptions:
         training_flags=tuple(training),
         overwrite=args.overwrite,
         progress=args.progress,
+        songs=Path(args.songs).resolve() if args.songs else None,
+        arrangement_pairs=args.arrangement_pairs,
     )
 
 
@@ -601,8 +627,36 @@ def _cell(variant: str, key: str, value: Any) -> str:
     return str(value)
 
 
+def arrangement_results(options: CompareOptions) -> dict[str, Any] | None:
+    """The arrangement table of every variant's best checkpoint on pairs of validation songs,
+    or None (said in the log) without songs."""
+    from songweave.data.demo_music import SONGS_DIRNAME
+    from songweave.eval.arrangement_table import arrangement_table, held_out_song_pairs
+    from songweave.inference.load import load_model
+
+    if options.arrangement_pairs == 0:
+        return None
+    songs_dir = options.songs or options.dataset_folder / SONGS_DIRNAME
+    if not songs_dir.is_dir():
+        log.info("no songs folder (%s; pass --songs): no arrangement table", songs_dir)
+        return None
+    try:
+        pairs = held_out_song_pairs(options.dataset_folder, songs_dir, options.arrangement_pairs)
+    except (FileNotFoundError, ValueError) as error:
+        log.warning("no arrangement table: %s", error)
+        return None
+    models = {
+        variant: load_model(best_checkpoint(options.out / variant), "cpu")
+        for variant in options.variants
+    }
+    return arrangement_table(models, pairs, options.progress)
+
+
 def comparison_markdown(
-    results: dict[str, dict[str, Any]], verdicts: dict[str, dict[str, Any]], options: CompareOptions
+    results: dict[str, dict[str, Any]],
+    verdicts: dict[str, dict[str, Any]],
+    options: CompareOptions,
+    arrangement: dict[str, Any] | None = None,
 ) -> str:
     num_pairs = next(iter(results.values()))["num_pairs"]
     intro = (
@@ -611,9 +665,23 @@ def comparison_markdown(
         f"`{REFERENCE_VARIANT}` hides nothing and is a reference only. train s: the "
         f"training steps' time (metrics.jsonl)."
     )
-    lines = [
-        f"# Mask comparison on {options.dataset_folder}",
-        "",
+    lines = [f"# Mask comparison on {options.dataset_folder}", ""]
+    if arrangement is not None:
+        from songweave.eval.arrangement_table import table_markdown
+
+        lines += [
+            "## Arrangements of two held-out songs",
+            "",
+            f"The arrangement scorecard (docs/design.md) on {len(arrangement['pairs'])} pairs of "
+            f"validation songs, {arrangement['excerpt_seconds']:g}-s excerpts aligned once; "
+            "every variant and every reference on the same aligned sources.",
+            "",
+            *table_markdown(arrangement),
+            "",
+            "## Continuation pairs",
+            "",
+        ]
+    lines += [
         intro,
         "",
         "| " + " | ".join(title for title, _ in TABLE_COLUMNS) + " |",
@@ -658,8 +726,10 @@ def compare(options: CompareOptions, configs: dict[str, TrainConfig]) -> dict[st
     bar.close()
 
     verdicts = agent_verdicts(results)
+    arrangement = arrangement_results(options)
     comparison = {
         **results,
+        "arrangement": arrangement,
         "verdicts": verdicts,
         "settings": {
             "dataset_folder": str(options.dataset_folder),
@@ -670,7 +740,7 @@ def compare(options: CompareOptions, configs: dict[str, TrainConfig]) -> dict[st
         },
     }
     _write_json(options.out / "comparison.json", _finite(comparison))
-    markdown = comparison_markdown(results, verdicts, options)
+    markdown = comparison_markdown(results, verdicts, options, arrangement)
     tmp = options.out / ".comparison.md.tmp"
     tmp.write_text(markdown)
     os.replace(tmp, options.out / "comparison.md")

@@ -1,0 +1,157 @@
+"""The arrangement scorecard of several models on held-out pairs of whole songs, beside the
+simplest arrangements of the same aligned sources: the headline table of compare-masks.
+
+    pairs = held_out_song_pairs(dataset_folder, songs_dir, max_pairs=8)
+    table = arrangement_table({"agent": trained, ...}, pairs)
+    print(table_markdown(table))
+
+Pairs are two different validation songs (the songs the manifest's val split was cut from, so
+never seen in training), each song once as the input where possible. From each pair an excerpt
+of EXCERPT_SECONDS from the middle of both songs is aligned once (audio/alignment.py), then
+every model arranges it (inference.arrange, windows on beats) and every reference is built
+from the same aligned sources; all are scored by eval/scorecard.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from songweave.audio.analysis import analyze_song
+from songweave.audio.io import read_mono
+from songweave.data.pair_manifest import read_manifest
+from songweave.eval.reference_arrangements import reference_arrangements
+from songweave.eval.scorecard import Scorecard, score_arrangement, summarize
+from songweave.inference.arrange import arrange, combined_sources
+from songweave.inference.load import TrainedModel, training_segment_seconds
+from songweave.runtime.formatting import fmt
+
+log = logging.getLogger(__name__)
+
+EXCERPT_SECONDS = 24.0
+COLUMNS = (
+    ("pass_rate", "pass"),
+    ("input_share", "input share"),
+    ("target_share", "target share"),
+    ("explained", "explained"),
+    ("input_fidelity", "input fid"),
+    ("target_fidelity", "target fid"),
+    ("tempo_error", "tempo err"),
+    ("beat_confidence", "beats"),
+    ("dissonance", "dissonance"),
+    ("key_compatible", "key ok"),
+)
+
+
+@dataclass(frozen=True)
+class SongPair:
+    input: Path
+    target: Path
+
+    def describe(self) -> str:
+        return f"{self.input.name} + {self.target.name}"
+
+
+def validation_songs(dataset_folder: str | os.PathLike, songs_dir: str | os.PathLike) -> list[Path]:
+    """The songs the manifest's val split was cut from, found under `songs_dir`, sorted."""
+    songs_dir = Path(songs_dir)
+    names: set[str] = set()
+    for entry in read_manifest(dataset_folder, "val", check_files=False):
+        names.update(name for name in (entry.input_source, entry.target_source) if name)
+    found = sorted(songs_dir / name for name in names if (songs_dir / name).is_file())
+    missing = len(names) - len(found)
+    if missing:
+        log.warning("%d validation song(s) not found under %s", missing, songs_dir)
+    return found
+
+
+def held_out_song_pairs(
+    dataset_folder: str | os.PathLike, songs_dir: str | os.PathLike, max_pairs: int = 8
+) -> list[SongPair]:
+    """(song i, song i + 1) over the sorted validation songs, cyclically, at most `max_pairs`."""
+    songs = validation_songs(dataset_folder, songs_dir)
+    if len(songs) < 2:
+        raise ValueError(
+            f"the arrangement table needs 2 validation songs under {songs_dir}, found {len(songs)}"
+        )
+    count = min(max_pairs, len(songs) if len(songs) > 2 else 1)
+    return [SongPair(songs[i], songs[(i + 1) % len(songs)]) for i in range(count)]
+
+
+def excerpt(audio: np.ndarray, sample_rate: int, seconds: float) -> np.ndarray:
+    length = int(seconds * sample_rate)
+    start = max(0, (len(audio) - length) // 2)
+    return audio[start : start + length]
+
+
+def score_pair(
+    models: dict[str, TrainedModel], pair: SongPair, seconds: float = EXCERPT_SECONDS
+) -> dict[str, Scorecard]:
+    """name -> scorecard for every model and every reference on one pair."""
+    codec = next(iter(models.values())).codec
+    rate = int(codec.sample_rate)
+    source = excerpt(read_mono(pair.input, rate), rate, seconds)
+    raw_target = excerpt(read_mono(pair.target, rate), rate, seconds)
+    sources = combined_sources(source, raw_target, rate, align=True)
+    analyses = (analyze_song(sources.input, rate), analyze_song(sources.target, rate))
+    outputs: dict[str, np.ndarray] = {}
+    for name, trained in models.items():
+        if int(trained.codec.sample_rate) != rate:
+            raise ValueError(f"{name} runs at {trained.codec.sample_rate} Hz, the others at {rate}")
+        segment = int(round(training_segment_seconds(trained.train_config) * rate))
+        outputs[name], _, _ = arrange(
+            trained.model,
+            trained.codec,
+            sources.input,
+            sources.target,
+            segment,
+            progress=False,
+            beat_samples=sources.beat_samples(rate),
+        )
+    outputs.update(reference_arrangements(sources.input, sources.target, raw_target, codec))
+    return {
+        name: score_arrangement(
+            audio, sources.input, sources.target, rate, source_analyses=analyses
+        )
+        for name, audio in outputs.items()
+    }
+
+
+def arrangement_table(
+    models: dict[str, TrainedModel],
+    pairs: list[SongPair],
+    progress: bool = True,
+    seconds: float = EXCERPT_SECONDS,
+) -> dict[str, Any]:
+    """{"pairs": [...], "rows": {name: means and pass rate}, "cards": {pair: {name: card}}}."""
+    from tqdm import tqdm
+
+    cards: dict[str, dict[str, Scorecard]] = {}
+    for pair in tqdm(pairs, desc="arrangement scorecard", unit="pair", disable=not progress):
+        cards[pair.describe()] = score_pair(models, pair, seconds)
+    names = list(next(iter(cards.values())))
+    rows = {name: summarize([by_name[name] for by_name in cards.values()]) for name in names}
+    return {
+        "pairs": list(cards),
+        "excerpt_seconds": seconds,
+        "rows": rows,
+        "cards": {
+            pair: {name: card.to_dict() for name, card in by_name.items()}
+            for pair, by_name in cards.items()
+        },
+    }
+
+
+def table_markdown(table: dict[str, Any]) -> list[str]:
+    lines = [
+        "| | " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|---|" + "|".join("---" for _ in COLUMNS) + "|",
+    ]
+    for name, row in table["rows"].items():
+        lines.append(f"| {name} | " + " | ".join(fmt(row.get(key)) for key, _ in COLUMNS) + " |")
+    return lines
