@@ -66,7 +66,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from songweave.model.mask_metrics import METRIC_LABELS
+from songweave.eval.comparison_report import (
+    COMPARABLE_BALANCE,
+    MASK_FIGURES,
+    REFERENCE_VARIANT,
+    UNTRAINED_AGENT,
+    agent_verdicts,
+    comparable,
+    comparison_markdown,
+)
 from songweave.runtime.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -77,7 +85,6 @@ from songweave.runtime.cli import (
     module_env,
     setup_logging,
 )
-from songweave.runtime.formatting import fmt
 from songweave.train.config import (
     DEMO_OVERRIDES,
     ConfigFileError,
@@ -101,13 +108,6 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "band_energy_median": ("--use_creative_agent", "false", "--mask_type", "band_energy_median"),
     "none": ("--use_creative_agent", "false", "--mask_type", "none"),
 }
-# What the agent has to beat: its own untrained self (so that training, not the initialization,
-# earns the result) and the fixed masks; `none` hides nothing and is a reference only.
-UNTRAINED_AGENT = "untrained_agent"
-RIVALS = (UNTRAINED_AGENT, "temporal", "band_energy", "band_energy_median")
-REFERENCE_VARIANT = "none"
-# Masks are compared at the same band balance: both songs get about the same share.
-COMPARABLE_BALANCE = (0.45, 0.55)
 # Evaluation batching, the same for every variant (pair diversities depend on it).
 EVAL_BATCH_SIZE = 8
 # Training flags that compare_masks sets itself.
@@ -129,17 +129,6 @@ EVAL_DIRNAME = "eval"
 ECHO = re.compile(
     r"train: epoch \d|error|Error|WARNING|Traceback|nothing to do|resumed from|"
     r"training finished|early stopping"
-)
-# Figures copied from the evaluation report into comparison.json.
-MASK_FIGURES = (
-    "band_complementarity",
-    "band_balance",
-    "band_temporal_diversity",
-    "band_pair_diversity",
-    "band_switches",
-    "content_alignment",
-    "complementarity",
-    "balance",
 )
 
 
@@ -530,11 +519,6 @@ def evaluate_variant(options: CompareOptions, variant: str) -> dict[str, Any]:
 # The comparison
 
 
-def comparable(band_balance: float | None) -> bool:
-    low, high = COMPARABLE_BALANCE
-    return band_balance is not None and low <= band_balance <= high
-
-
 def variant_summary(variant: str, report: dict[str, Any], folder: Path) -> dict[str, Any]:
     """One variant's object of comparison.json."""
     kind = "learned_agent" if variant in ("agent", UNTRAINED_AGENT) else variant
@@ -560,73 +544,6 @@ def variant_summary(variant: str, report: dict[str, Any], folder: Path) -> dict[
     return summary
 
 
-def agent_verdicts(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """For each rival fixed mask: does the agent reach a lower MR-STFT distance to the target?
-    beats is None when either side is missing or outside the comparable band balance."""
-    verdicts = {}
-    agent = results.get("agent")
-    for rival in RIVALS:
-        other = results.get(rival)
-        beats = None
-        if agent is None or other is None:
-            reason = "agent or rival not in --variants"
-        elif not agent["comparable"]:
-            reason = f"agent band balance {fmt(agent['band_balance'], 4)} outside {_range()}"
-        elif not other["comparable"]:
-            reason = f"{rival} band balance {fmt(other['band_balance'], 4)} outside {_range()}"
-        elif None in (agent["mr_stft"], other["mr_stft"]):
-            reason = "MR-STFT missing"
-        else:
-            beats = agent["mr_stft"] < other["mr_stft"]
-            reason = (
-                f"MR-STFT {fmt(agent['mr_stft'], 4)} vs {fmt(other['mr_stft'], 4)}; SI-SDR "
-                f"{fmt(agent['si_sdr_db'], 2)} vs {fmt(other['si_sdr_db'], 2)} dB"
-            )
-        verdicts[f"agent_beats_{rival}_mr_stft"] = {"beats": beats, "reason": reason}
-    return verdicts
-
-
-def _range() -> str:
-    return f"{COMPARABLE_BALANCE[0]}-{COMPARABLE_BALANCE[1]}"
-
-
-def verdict_lines(verdicts: dict[str, dict[str, Any]]) -> list[str]:
-    lines = []
-    for rival in RIVALS:
-        verdict = verdicts[f"agent_beats_{rival}_mr_stft"]
-        answer = {True: "yes", False: "no", None: "not comparable"}[verdict["beats"]]
-        lines.append(
-            f"agent beats {rival} in MR-STFT distance to the target: {answer} ({verdict['reason']})"
-        )
-    lines.append(f"{REFERENCE_VARIANT} hides nothing of the target: a reference, never a win.")
-    return lines
-
-
-# Columns of comparison.md: (title, key of the variant's summary).
-TABLE_COLUMNS = (
-    ("variant", "variant"),
-    *((METRIC_LABELS[name], name) for name in MASK_FIGURES[:6]),
-    ("MR-STFT", "mr_stft"),
-    ("SI-SDR dB", "si_sdr_db"),
-    ("masked mix MR-STFT", "masked_mix_mr_stft"),
-    ("masked mix SI-SDR dB", "masked_mix_si_sdr_db"),
-    ("train s", "train_seconds"),
-    ("comparable", "comparable"),
-)
-
-
-def _cell(variant: str, key: str, value: Any) -> str:
-    if key == "variant":
-        return variant
-    if key == "comparable":
-        return "reference" if variant == REFERENCE_VARIANT else ("yes" if value else "no")
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.1f}" if key == "train_seconds" else f"{value:.4f}"
-    return str(value)
-
-
 def arrangement_results(options: CompareOptions) -> dict[str, Any] | None:
     """The arrangement table of every variant's best checkpoint on pairs of validation songs,
     or None (said in the log) without songs."""
@@ -650,48 +567,6 @@ def arrangement_results(options: CompareOptions) -> dict[str, Any] | None:
         for variant in options.variants
     }
     return arrangement_table(models, pairs, options.progress)
-
-
-def comparison_markdown(
-    results: dict[str, dict[str, Any]],
-    verdicts: dict[str, dict[str, Any]],
-    options: CompareOptions,
-    arrangement: dict[str, Any] | None = None,
-) -> str:
-    num_pairs = next(iter(results.values()))["num_pairs"]
-    intro = (
-        f"Same demo recipe for every variant, evaluated on the validation split ({num_pairs} "
-        f"pairs, batches of {EVAL_BATCH_SIZE}). Comparable: band balance within {_range()}; "
-        f"`{REFERENCE_VARIANT}` hides nothing and is a reference only. train s: the "
-        f"training steps' time (metrics.jsonl)."
-    )
-    lines = [f"# Mask comparison on {options.dataset_folder}", ""]
-    if arrangement is not None:
-        from songweave.eval.arrangement_table import table_markdown
-
-        lines += [
-            "## Arrangements of two held-out songs",
-            "",
-            f"The arrangement scorecard (docs/design.md) on {len(arrangement['pairs'])} pairs of "
-            f"validation songs, {arrangement['excerpt_seconds']:g}-s excerpts aligned once; "
-            "every variant and every reference on the same aligned sources.",
-            "",
-            *table_markdown(arrangement),
-            "",
-            "## Continuation pairs",
-            "",
-        ]
-    lines += [
-        intro,
-        "",
-        "| " + " | ".join(title for title, _ in TABLE_COLUMNS) + " |",
-        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
-    ]
-    for variant, result in results.items():
-        cells = [_cell(variant, key, result.get(key)) for _, key in TABLE_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", *(f"- {line}" for line in verdict_lines(verdicts)), ""]
-    return "\n".join(lines)
 
 
 def compare(options: CompareOptions, configs: dict[str, TrainConfig]) -> dict[str, Any]:
@@ -740,7 +615,9 @@ def compare(options: CompareOptions, configs: dict[str, TrainConfig]) -> dict[st
         },
     }
     _write_json(options.out / "comparison.json", _finite(comparison))
-    markdown = comparison_markdown(results, verdicts, options, arrangement)
+    markdown = comparison_markdown(
+        results, verdicts, options.dataset_folder, EVAL_BATCH_SIZE, arrangement
+    )
     tmp = options.out / ".comparison.md.tmp"
     tmp.write_text(markdown)
     os.replace(tmp, options.out / "comparison.md")
