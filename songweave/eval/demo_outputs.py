@@ -3,6 +3,7 @@ listening page, and an arrangement of two validation songs."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ from songweave.eval.evaluate import evaluate, format_report
 from songweave.inference.arrange import arrange_files
 from songweave.inference.load import load_trained
 from songweave.runtime.checkpoint import BEST_NAME, LAST_NAME
+from songweave.runtime.formatting import json_safe
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +70,38 @@ def demo_outputs(
     print(format_report(report))
     print(f"report and figures: {eval_dir}; listen: {page}")
     songs = demo_songs(dataset_folder)
-    result = None
+    result = scorecard = None
     if songs:
         source, target = songs[0], songs[1] if len(songs) > 1 else songs[0]
         result = arrange_files(
             checkpoint, source, target, folder / "arrangement.wav", progress=progress
         )
         print(result.summary(source.name, target.name))
+        scorecard = score_demo_arrangement(result.output, target)
     else:
         log.info("no songs in %s/songs_src: no demo arrangement", dataset_folder)
-    return {"report": report, "eval_dir": eval_dir, "page": page, "arrangement": result}
+    return {
+        "report": report,
+        "eval_dir": eval_dir,
+        "page": page,
+        "arrangement": result,
+        "scorecard": scorecard,
+    }
+
+
+def score_demo_arrangement(arrangement: Path, raw_target: Path) -> dict[str, Any] | None:
+    """The arrangement scorecard of the demo's arrangement beside the references (printed and
+    written to ARRANGEMENT_score.json); None when the songs are too short to score."""
+    from songweave.eval.score import score_files, table
+
+    try:
+        cards = score_files(arrangement, raw_target=raw_target)
+    except ValueError as error:
+        log.info("no arrangement scorecard: %s", error)
+        return None
+    print(table(cards))
+    scores = {name: card.to_dict() for name, card in cards.items()}
+    path = arrangement.with_name(f"{arrangement.stem}_score.json")
+    path.write_text(json.dumps(json_safe(scores), indent=2) + "\n")
+    print(f"arrangement scorecard: {path}")
+    return scores

@@ -25,6 +25,7 @@ from songweave.audio.codecs import get_codec
 from songweave.audio.io import AudioFileError, read_mono
 from songweave.eval.reference_arrangements import reference_arrangements
 from songweave.eval.scorecard import Scorecard, Thresholds, score_arrangement
+from songweave.inference.arrange import stem_paths
 from songweave.runtime.cli import EXIT_OK, EXIT_USAGE, OneLineParser, add_bool_flag, setup_logging
 from songweave.runtime.formatting import fmt, json_safe
 
@@ -46,13 +47,6 @@ COLUMNS = (
 )
 
 
-def stems_of(arrangement: Path) -> tuple[Path, Path]:
-    return tuple(
-        arrangement.with_name(f"{arrangement.stem}_{role}{arrangement.suffix}")
-        for role in ("input", "target")
-    )
-
-
 def score_files(
     arrangement: Path,
     input_path: Path | None = None,
@@ -61,7 +55,7 @@ def score_files(
     references: bool = True,
 ) -> dict[str, Scorecard]:
     """name -> scorecard: "arrangement" first, then the references of the same sources."""
-    default_input, default_target = stems_of(arrangement)
+    default_input, default_target = stem_paths(arrangement)
     output = read_mono(arrangement, SCORE_RATE)
     source = read_mono(input_path or default_input, SCORE_RATE)
     target = read_mono(target_path or default_target, SCORE_RATE)

@@ -64,3 +64,26 @@ def test_a_short_output_is_refused():
     short = np.zeros(4 * RATE, dtype=np.float32)
     with pytest.raises(ValueError, match="needs at least 8 s"):
         score_arrangement(short, short, short, RATE)
+
+
+def test_the_score_tool_reads_an_arrangement_and_its_stems(tmp_path, capsys):
+    import json
+
+    import soundfile as sf
+
+    from songweave.eval import score
+
+    source, target = song(120, 0, seconds=10.0), song(120, 0, seconds=10.0, offset=0.25)
+    sf.write(tmp_path / "out_input.wav", source, RATE)
+    sf.write(tmp_path / "out_target.wav", target, RATE)
+    sf.write(tmp_path / "out.wav", 0.5 * (source + target), RATE)
+    report = tmp_path / "score.json"
+    argv = ["--arrangement", str(tmp_path / "out.wav"), "--json", str(report)]
+    assert score.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[1].startswith("arrangement") and "input_copy" in printed
+    cards = json.loads(report.read_text())["scorecards"]
+    assert cards["arrangement"]["input_share"] == pytest.approx(0.5, abs=0.1)
+    assert "sum_unaligned" not in cards  # no --raw_target
+    assert score.main(["--arrangement", str(tmp_path / "missing.wav")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
