@@ -66,7 +66,12 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from songweave.audio.alignment import AlignmentPlan, plan_alignment, stretch_and_shift
+from songweave.audio.alignment import (
+    AlignmentPlan,
+    onset_advance,
+    plan_alignment,
+    stretch_and_shift,
+)
 from songweave.audio.analysis import SongAnalysis, analyze_song
 from songweave.audio.io import AudioFileError, MonoDecoder, read_mono
 from songweave.audio.ranges import check_sample_rate, check_segment_seconds
@@ -663,7 +668,7 @@ def _add_cross_song_pairs(
             other = others[int(rng.integers(len(others)))]
             pick = int(rng.integers(len(other.pair_ids)))
             seg_id = other.pair_ids[pick]
-            target = pairs.aligned_target(song, i, other, pick)
+            target = pairs.aligned_target(song, staged_in, other, pick)
             pairs.add(split, (song, i, staged_in), (other, seg_id, target.path), target.plan)
             count += 1
     return count
@@ -690,11 +695,13 @@ class _PairWriter:
         self.aligned = 0  # cross-song targets aligned so far
 
     def aligned_target(
-        self, song: _SongPairs, segment: int, other: _SongPairs, pick: int
+        self, song: _SongPairs, input_file: Path, other: _SongPairs, pick: int
     ) -> _AlignedTarget:
         """The target segment of `other` (its pair `pick`'s first segment) brought to `song`'s
-        tempo and a compatible key, its beats on the input segment's: cut from the stretched
-        pair of segments, written to the staging folder."""
+        tempo and a compatible key, its onsets on the input segment's beats (the lag that best
+        correlates their onset envelopes, measured on these very segments, so an error in a
+        song's tempo does not add up along it): cut from the stretched pair of segments and
+        written to the staging folder."""
         first, second = other.staged[pick]
         if not aligns(self.config) or song.analysis is None or other.analysis is None:
             return _AlignedTarget(first, None)
@@ -702,15 +709,11 @@ class _PairWriter:
         region = np.concatenate([read_wav(first), read_wav(second)])
         rate, length = self.config.sample_rate, self.config.segment_samples
         stretched = stretch_and_shift(region, rate, plan)
-        duration = length / rate
-        period = 60.0 / (other.analysis.tempo_bpm * plan.stretch)
-        target_phase = (
-            other.analysis.beat_phase() - other.pair_ids[pick] * duration
-        ) / plan.stretch
-        input_phase = song.analysis.beat_phase() - segment * duration
-        advance = (
-            int(round(((target_phase - input_phase) % period) * rate)) if plan.tempo_changed else 0
-        )
+        advance = 0
+        if plan.tempo_changed:
+            period = 60.0 / (other.analysis.tempo_bpm * plan.stretch)
+            seconds = onset_advance(read_wav(input_file), stretched, rate, period)
+            advance = int(round(seconds * rate))
         audio = stretched[advance : advance + length]
         audio = np.pad(audio, (0, length - len(audio)))
         self.aligned += 1

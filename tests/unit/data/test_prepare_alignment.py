@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 from helpers import SAMPLE_RATE, beat_song
 
+from songweave.audio.alignment import onset_advance
 from songweave.audio.analysis import analyze_song
 from songweave.data.prepare_pairs import PrepareConfig, prepare_pairs
 
@@ -50,3 +51,8 @@ def test_cross_song_targets_take_the_inputs_tempo(songs, tmp_path, align):
     target, _ = sf.read(data / record["output_file"], dtype="float32")
     assert len(target) == 4 * SAMPLE_RATE and np.abs(target).max() > 0.05
     assert analyze_song(target, SAMPLE_RATE).tempo_bpm == pytest.approx(input_bpm, rel=0.03)
+    # Its onsets sit on the input segment's: no further lag lines them up better.
+    source, _ = sf.read(data / record["input_file"], dtype="float32")
+    period = 60.0 / input_bpm
+    lag = onset_advance(source, np.concatenate([target, target]), SAMPLE_RATE, period)
+    assert min(lag, period - lag) < 0.02, lag
