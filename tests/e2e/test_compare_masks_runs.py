@@ -87,9 +87,11 @@ def test_schema_skip_and_resume(tmp_path, capsys):
         "band_energy",
         "band_energy_median",
         "none",
+        "arrangement",
         "verdicts",
         "settings",
     }
+    assert comparison["arrangement"] is None  # no whole songs beside these pairs
     for variant in compare_masks.VARIANTS:
         summary = comparison[variant]
         assert SUMMARY_KEYS <= set(summary), variant
