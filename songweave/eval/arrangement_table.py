@@ -26,26 +26,16 @@ from songweave.audio.analysis import analyze_song
 from songweave.audio.io import read_mono
 from songweave.data.pair_manifest import read_manifest
 from songweave.eval.reference_arrangements import reference_arrangements
-from songweave.eval.scorecard import Scorecard, score_arrangement, summarize
-from songweave.inference.arrange import arrange, combined_sources
+from songweave.eval.scorecard import FIGURE_COLUMNS, Scorecard, score_arrangement, summarize
+from songweave.inference.arrange import arrange
 from songweave.inference.load import TrainedModel, training_segment_seconds
+from songweave.inference.sources import combined_sources
 from songweave.runtime.formatting import fmt
 
 log = logging.getLogger(__name__)
 
 EXCERPT_SECONDS = 24.0
-COLUMNS = (
-    ("pass_rate", "pass"),
-    ("input_share", "input share"),
-    ("target_share", "target share"),
-    ("explained", "explained"),
-    ("input_fidelity", "input fid"),
-    ("target_fidelity", "target fid"),
-    ("tempo_error", "tempo err"),
-    ("beat_confidence", "beats"),
-    ("dissonance", "dissonance"),
-    ("key_compatible", "key ok"),
-)
+COLUMNS = (("pass_rate", "pass"), *FIGURE_COLUMNS)
 
 
 @dataclass(frozen=True)

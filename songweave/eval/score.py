@@ -24,8 +24,8 @@ from songweave.audio.analysis import analyze_song
 from songweave.audio.codecs import get_codec
 from songweave.audio.io import AudioFileError, read_mono
 from songweave.eval.reference_arrangements import reference_arrangements
-from songweave.eval.scorecard import Scorecard, Thresholds, score_arrangement
-from songweave.inference.arrange import stem_paths
+from songweave.eval.scorecard import FIGURE_COLUMNS, Scorecard, Thresholds, score_arrangement
+from songweave.inference.sources import stem_paths
 from songweave.runtime.cli import EXIT_OK, EXIT_USAGE, OneLineParser, add_bool_flag, setup_logging
 from songweave.runtime.formatting import fmt, json_safe
 
@@ -33,18 +33,7 @@ log = logging.getLogger(__name__)
 
 # The default codec's rate: the scorecard reads every file at it.
 SCORE_RATE = 24_000
-COLUMNS = (
-    ("input_share", "in share"),
-    ("target_share", "tg share"),
-    ("explained", "explained"),
-    ("input_fidelity", "in fid"),
-    ("target_fidelity", "tg fid"),
-    ("tempo_error", "tempo err"),
-    ("beat_confidence", "beats"),
-    ("dissonance", "dissonance"),
-    ("key_compatible", "key ok"),
-    ("passed", "pass"),
-)
+COLUMNS = (*FIGURE_COLUMNS, ("passed", "pass"))
 
 
 def score_files(
@@ -78,12 +67,12 @@ def score_files(
 
 def table(cards: dict[str, Scorecard]) -> str:
     width = max(len(name) for name in cards)
-    header = f"{'':<{width}}  " + "  ".join(f"{title:>10}" for _, title in COLUMNS)
+    header = f"{'':<{width}}  " + "  ".join(f"{title:>12}" for _, title in COLUMNS)
     rows = [header]
     for name, card in cards.items():
         values = card.to_dict()
         rows.append(
-            f"{name:<{width}}  " + "  ".join(f"{fmt(values[key]):>10}" for key, _ in COLUMNS)
+            f"{name:<{width}}  " + "  ".join(f"{fmt(values[key]):>12}" for key, _ in COLUMNS)
         )
         if card.failed:
             rows.append(f"{'':<{width}}  failed: {', '.join(card.failed)}")

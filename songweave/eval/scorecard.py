@@ -38,6 +38,18 @@ from songweave.audio.alignment import key_shift
 from songweave.audio.analysis import SongAnalysis, analyze_song, sensory_dissonance
 
 WINDOW_SECONDS = 8.0
+# The figures a scorecard table shows, as (key, title); tables add their pass column.
+FIGURE_COLUMNS = (
+    ("input_share", "input share"),
+    ("target_share", "target share"),
+    ("explained", "explained"),
+    ("input_fidelity", "input fid"),
+    ("target_fidelity", "target fid"),
+    ("tempo_error", "tempo err"),
+    ("beat_confidence", "beats"),
+    ("dissonance", "dissonance"),
+    ("key_compatible", "key ok"),
+)
 N_FFT = 2048
 HOP = 512
 N_MELS = 64

@@ -28,12 +28,12 @@ from songweave.inference.arrange import (
     DEFAULT_OVERLAP,
     arrange,
     check_output,
-    combined_sources,
     output_rate,
     read_song,
     resample_output,
 )
 from songweave.inference.load import TrainedModel, load_model, training_segment_seconds
+from songweave.inference.sources import combined_sources
 
 __all__ = ["Arrangement", "arrange_songs", "load"]
 

@@ -49,7 +49,7 @@ import torchaudio.functional as AF
 from torch import Tensor, nn
 
 from model_simple_transformer import ForwardRecord
-from songweave.audio.alignment import AlignmentPlan, align_songs, loop_to
+from songweave.audio.alignment import AlignmentPlan
 from songweave.audio.codecs import Codec
 from songweave.audio.io import (
     OUTPUT_FORMATS,
@@ -68,6 +68,7 @@ from songweave.audio.ranges import (
 )
 from songweave.inference.load import inference, load_model, training_segment_seconds
 from songweave.inference.preflight import capped_segment, check_plan, plan_arrangement
+from songweave.inference.sources import combined_sources, snap_to_beats, stem_paths
 from songweave.runtime.checkpoint import CheckpointError
 from songweave.runtime.cli import (
     EXIT_OK,
@@ -87,8 +88,6 @@ log = logging.getLogger(__name__)
 DEFAULT_OVERLAP = 0.25
 # Below this summed window weight a sample counts as covered by no window (guards the division).
 _WEIGHT_EPS = 1e-8
-# The two sources written beside an arrangement, as OUT_<role>.EXT.
-ROLES = ("input", "target")
 
 
 SAMPLE_RATE_WORDS = ("codec", "source")
@@ -126,22 +125,6 @@ def window_starts(num_samples: int, segment: int, hop: int) -> list[int]:
     starts = list(range(0, num_samples - segment, hop))
     starts.append(num_samples - segment)
     return starts
-
-
-def snap_to_beats(starts: list[int], beats: Sequence[int], max_shift: int) -> list[int]:
-    """Move each inner window start to the nearest beat within `max_shift` samples, keeping the
-    first and last starts (the song's ends) and the order. With `max_shift` at most a quarter
-    of the crossfade, neighbouring windows still overlap by half of it."""
-    if len(starts) < 3 or max_shift < 1 or not len(beats):
-        return list(starts)
-    grid = np.asarray(sorted(beats), dtype=np.int64)
-    snapped = [starts[0]]
-    for start in starts[1:-1]:
-        nearest = int(grid[np.abs(grid - start).argmin()])
-        candidate = nearest if abs(nearest - start) <= max_shift else start
-        snapped.append(candidate if snapped[-1] < candidate < starts[-1] else start)
-    snapped.append(starts[-1])
-    return snapped
 
 
 def crossfade_window(segment: int, fade: int) -> Tensor:
@@ -417,41 +400,6 @@ def resample_output(
     if length is not None and len(audio) != length:
         audio = np.pad(audio[:length], (0, max(0, length - len(audio))))
     return np.ascontiguousarray(audio, dtype=np.float32)
-
-
-def stem_paths(output: Path) -> tuple[Path, Path]:
-    """OUT_input and OUT_target beside OUT, in its format: the two songs as they were combined."""
-    return tuple(output.with_name(f"{output.stem}_{role}{output.suffix}") for role in ROLES)
-
-
-@dataclass
-class CombinedSources:
-    """The input and the target exactly as the model combines them (codec rate, input's length)."""
-
-    input: np.ndarray
-    target: np.ndarray
-    plan: AlignmentPlan | None  # how the target was aligned; None when it was not
-    beats: tuple[float, ...] = ()  # the input's beats (s)
-
-    def beat_samples(self, sample_rate: int) -> list[int]:
-        return [int(round(beat * sample_rate)) for beat in self.beats]
-
-
-def combined_sources(
-    source: np.ndarray, target: np.ndarray, sample_rate: int, align: bool
-) -> CombinedSources:
-    """The target aligned to the input (audio/alignment.py) when `align`, else looped as it is.
-    Songs too short or without a beat to analyse are combined unaligned, said in a warning."""
-    length = len(source)
-    if align:
-        try:
-            pair = align_songs(source, target, sample_rate)
-        except ValueError as error:
-            log.warning("not aligned: %s", error)
-        else:
-            log.info("aligned: %s", pair.plan.describe())
-            return CombinedSources(pair.input, pair.target, pair.plan, pair.beats)
-    return CombinedSources(source, loop_to(target, length), None)
 
 
 def masks_path(output: Path) -> Path:

@@ -13,7 +13,7 @@ import torch
 
 from model_simple_transformer import SimpleTransformer
 from songweave.audio.io import write_audio
-from songweave.inference import arrange, preflight
+from songweave.inference import arrange, preflight, sources
 from songweave.inference import export as export_model
 from songweave.inference.load import load_model
 from songweave.runtime.checkpoint import CheckpointError, save_checkpoint
@@ -231,6 +231,6 @@ def test_arrange_aligns_the_target_and_writes_both_sources_as_combined(run, tmp_
 
 def test_window_starts_move_to_nearby_beats_only():
     starts = [0, 1000, 2000, 3000]
-    snapped = arrange.snap_to_beats(starts, [90, 1040, 1700, 2990], max_shift=50)
+    snapped = sources.snap_to_beats(starts, [90, 1040, 1700, 2990], max_shift=50)
     assert snapped == [0, 1040, 2000, 3000]  # 1700 is too far; the last start stays
-    assert arrange.snap_to_beats(starts, [], 50) == starts
+    assert sources.snap_to_beats(starts, [], 50) == starts
