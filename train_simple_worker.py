@@ -52,7 +52,7 @@ from songweave.runtime.distributed import (
 from songweave.runtime.launch_env import processes_on_this_machine
 from songweave.runtime.precision import autocast_for
 from songweave.runtime.rng_state import restore_rng_state
-from songweave.train.adversary import discriminator_step
+from songweave.train.adversary import discriminator_step, real_songs
 from songweave.train.config import TrainConfig, config_from_dict
 from songweave.train.log import (
     MetricsLog,
@@ -322,7 +322,8 @@ def forward_and_loss(
             batch["input_latent"], batch["target_latent"], return_record=True
         )
     # Losses always in fp32 (ReconstructionLoss also disables autocast inside).
-    breakdown = loss(output.float(), batch, mask_reg_loss, adversarial=adversarial)
+    masks = None if record.input_mask is None else (record.input_mask, record.target_mask)
+    breakdown = loss(output.float(), batch, mask_reg_loss, adversarial=adversarial, masks=masks)
     figures = dict(record.statistics)
     figures.update(
         {
@@ -419,7 +420,9 @@ def train_epoch(
             # After the generator's backward: updating the discriminator in place earlier would
             # invalidate the weights the generator loss was computed with.
             values.update(
-                discriminator_step(adversary, batch["target_latent"], output, cfg.precision)
+                discriminator_step(
+                    adversary, real_songs(batch, cfg.objective), output, cfg.precision
+                )
             )
 
         # ---- bookkeeping: a skipped step contributes no loss figures

@@ -195,3 +195,53 @@ def beat_song(bpm: float, tonic: int, seconds: float = 12.0, offset: float = 0.0
                         0.08 / harmonic * np.sin(2 * np.pi * frequency * harmonic * tt)
                     )
     return (0.5 * audio / np.abs(audio).max()).astype(np.float32)
+
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1300,2600",
+)
+PLAYERS_SCRIPT = (
+    "return Array.from(document.querySelectorAll('audio')).map(a => "
+    "[a.getAttribute('src'), a.readyState, a.duration, Number(a.dataset.seconds),"
+    " a.error ? a.error.code : null])"
+)
+
+
+def headless_chromium(profile: Path):
+    """A selenium driver of the system's Chromium; skips the test where there is none."""
+    import shutil
+
+    import pytest
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("chromium and chromedriver are not installed (.ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(
+        options=options, service=webdriver.ChromeService(executable_path=driver_path)
+    )
+
+
+def loaded_players(driver, timeout: float = 30.0) -> list:
+    """[src, readyState, duration, data-seconds, error code] of every player, once all loaded
+    their metadata or `timeout` passed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        players = driver.execute_script(PLAYERS_SCRIPT)
+        if all(state >= 1 for _, state, _, _, _ in players) or time.monotonic() > deadline:
+            return players
+        time.sleep(0.2)

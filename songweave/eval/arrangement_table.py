@@ -79,10 +79,22 @@ def excerpt(audio: np.ndarray, sample_rate: int, seconds: float) -> np.ndarray:
     return audio[start : start + length]
 
 
+@dataclass
+class PairArrangements:
+    """One pair: its sources (the input, the target as it is and aligned), every arrangement,
+    their scorecards and how the target was aligned."""
+
+    sources: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    cards: dict[str, Scorecard]
+    alignment: str
+    sample_rate: int
+
+
 def score_pair(
     models: dict[str, TrainedModel], pair: SongPair, seconds: float = EXCERPT_SECONDS
-) -> dict[str, Scorecard]:
-    """name -> scorecard for every model and every reference on one pair."""
+) -> PairArrangements:
+    """Every model's and every reference's arrangement of one pair, with its scorecard."""
     codec = next(iter(models.values())).codec
     rate = int(codec.sample_rate)
     source = excerpt(read_mono(pair.input, rate), rate, seconds)
@@ -104,12 +116,23 @@ def score_pair(
             beat_samples=sources.beat_samples(rate),
         )
     outputs.update(reference_arrangements(sources.input, sources.target, raw_target, codec))
-    return {
+    cards = {
         name: score_arrangement(
             audio, sources.input, sources.target, rate, source_analyses=analyses
         )
         for name, audio in outputs.items()
     }
+    return PairArrangements(
+        sources={
+            "input_song": sources.input,
+            "target_song": raw_target,
+            "target_aligned": sources.target,
+        },
+        outputs=outputs,
+        cards=cards,
+        alignment=sources.plan.describe() if sources.plan is not None else "not aligned",
+        sample_rate=rate,
+    )
 
 
 def arrangement_table(
@@ -117,16 +140,35 @@ def arrangement_table(
     pairs: list[SongPair],
     progress: bool = True,
     seconds: float = EXCERPT_SECONDS,
+    listening_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """{"pairs": [...], "rows": {name: means and pass rate}, "cards": {pair: {name: card}}}."""
+    """{"pairs": [...], "rows": {name: means and pass rate}, "cards": {pair: {name: card}}};
+    with `listening_dir`, also every pair's audio there, its listening page (index.html) and
+    "listening": {pair: {"files", "alignment", "seconds"}}."""
     from tqdm import tqdm
 
+    from songweave.eval.arrangement_page import write_arrangement_page, write_pair_audio
+
     cards: dict[str, dict[str, Scorecard]] = {}
-    for pair in tqdm(pairs, desc="arrangement scorecard", unit="pair", disable=not progress):
-        cards[pair.describe()] = score_pair(models, pair, seconds)
+    listening: dict[str, dict[str, Any]] = {}
+    for index, pair in enumerate(
+        tqdm(pairs, desc="arrangement scorecard", unit="pair", disable=not progress)
+    ):
+        result = score_pair(models, pair, seconds)
+        cards[pair.describe()] = result.cards
+        if listening_dir is not None:
+            files = write_pair_audio(
+                listening_dir, index, result.sources, result.outputs, result.sample_rate
+            )
+            seconds_long = len(result.sources["input_song"]) / result.sample_rate
+            listening[pair.describe()] = {
+                "files": files,
+                "alignment": result.alignment,
+                "seconds": seconds_long,
+            }
     names = list(next(iter(cards.values())))
     rows = {name: summarize([by_name[name] for by_name in cards.values()]) for name in names}
-    return {
+    table: dict[str, Any] = {
         "pairs": list(cards),
         "excerpt_seconds": seconds,
         "rows": rows,
@@ -135,6 +177,10 @@ def arrangement_table(
             for pair, by_name in cards.items()
         },
     }
+    if listening_dir is not None:
+        table["listening"] = listening
+        table["page"] = str(write_arrangement_page(listening_dir, table))
+    return table
 
 
 def table_markdown(table: dict[str, Any]) -> list[str]:

@@ -544,6 +544,9 @@ def variant_summary(variant: str, report: dict[str, Any], folder: Path) -> dict[
     return summary
 
 
+LISTENING_DIRNAME = "listening"  # the arrangement table's audio and its page
+
+
 def arrangement_results(options: CompareOptions) -> dict[str, Any] | None:
     """The arrangement table of every variant's best checkpoint on pairs of validation songs,
     or None (said in the log) without songs."""
@@ -566,7 +569,9 @@ def arrangement_results(options: CompareOptions) -> dict[str, Any] | None:
         variant: load_model(best_checkpoint(options.out / variant), "cpu")
         for variant in options.variants
     }
-    return arrangement_table(models, pairs, options.progress)
+    return arrangement_table(
+        models, pairs, options.progress, listening_dir=options.out / LISTENING_DIRNAME
+    )
 
 
 def compare(options: CompareOptions, configs: dict[str, TrainConfig]) -> dict[str, Any]:

@@ -20,7 +20,6 @@ both for creative-evaluate.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import os
@@ -29,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from songweave.eval.html_parts import escape, html_table, number, url, write_page
 from songweave.train.tracking import AUDIO_ROLES, SamplePair, collect_samples, sample_indices
 
 log = logging.getLogger(__name__)
@@ -45,23 +44,6 @@ ROLE_TITLES = {
     "masked_mix": "masked mix",
     "output": "model output",
 }
-
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1250px; color: #222;
-       padding: 0 1em; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.8em; font-size: 1.25em; }
-.meta { color: #555; margin-top: 0; }
-table { border-collapse: collapse; margin: 0.6em 0; }
-th, td { border: 1px solid #ccc; padding: 0.35em 0.6em; text-align: left; vertical-align: middle; }
-th { background: #f2f2f2; font-weight: 600; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-audio { width: 185px; display: block; }
-.pair-name { font-weight: 600; } .songs { color: #555; font-size: 0.85em; }
-img.mask { width: 230px; display: block; } img.figure { max-width: 100%; display: block; }
-.yes { color: #176117; font-weight: 600; } .no { color: #a11; font-weight: 600; }
-.note { color: #555; font-size: 0.9em; max-width: 60em; }
-"""
-
 
 # ---------------------------------------------------------------------------------------------
 # Samples
@@ -159,20 +141,6 @@ def write_eval_demo(
 # Page
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _url(relative: str) -> str:
-    return quote(relative, safe="/")
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    if isinstance(value, bool) or value is None or not isinstance(value, (int, float)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
 def _samples_section(eval_dir: Path) -> list[str]:
     index = eval_dir / SAMPLES_DIRNAME / SAMPLES_INDEX
     if not index.is_file():
@@ -185,27 +153,27 @@ def _samples_section(eval_dir: Path) -> list[str]:
     pairs = json.loads(index.read_text()).get("pairs") or []
     if not pairs:
         return ["<p class='note'>No audio examples (--demo_pairs 0).</p>"]
-    head = "".join(f"<th>{_e(ROLE_TITLES[role])}</th>" for role in AUDIO_ROLES)
+    head = "".join(f"<th>{escape(ROLE_TITLES[role])}</th>" for role in AUDIO_ROLES)
     rows = [f"<table class='samples'><tr><th>pair</th>{head}<th>masks</th></tr>"]
     for pair in pairs:
         songs = ""
         if pair.get("input_source") or pair.get("target_source"):
             songs = (
-                f"<div class='songs'>A: {_e(pair.get('input_source') or '?')}<br>"
-                f"B: {_e(pair.get('target_source') or '?')}</div>"
+                f"<div class='songs'>A: {escape(pair.get('input_source') or '?')}<br>"
+                f"B: {escape(pair.get('target_source') or '?')}</div>"
             )
-        seconds = f"<div class='songs'>{_num(pair.get('seconds'), 2)} s</div>"
-        cells = [f"<td><div class='pair-name'>{_e(pair['name'])}</div>{songs}{seconds}</td>"]
+        seconds = f"<div class='songs'>{number(pair.get('seconds'), 2)} s</div>"
+        cells = [f"<td><div class='pair-name'>{escape(pair['name'])}</div>{songs}{seconds}</td>"]
         for role in AUDIO_ROLES:
-            src = _url(pair["files"][role])
+            src = url(pair["files"][role])
             cells.append(
                 f"<td><audio controls preload='auto' src='{src}' "
-                f"data-seconds='{_e(pair.get('seconds'))}'></audio></td>"
+                f"data-seconds='{escape(pair.get('seconds'))}'></audio></td>"
             )
         masks = pair["files"].get("masks")
         cells.append(
-            f"<td><a href='{_url(masks)}'><img class='mask' src='{_url(masks)}' "
-            f"alt='masks of {_e(pair['name'])}'></a></td>"
+            f"<td><a href='{url(masks)}'><img class='mask' src='{url(masks)}' "
+            f"alt='masks of {escape(pair['name'])}'></a></td>"
             if masks
             else "<td class='note'>the model does not mask</td>"
         )
@@ -219,28 +187,14 @@ def _samples_section(eval_dir: Path) -> list[str]:
     return rows
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric_from: int = 1) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f"<td class='num'>{c}</td>" if i >= numeric_from else f"<td>{c}</td>"
-            for i, c in enumerate(row)
-        )
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
 def _report_sections(report: dict[str, Any]) -> list[str]:
     parts = ["<h2>Reconstruction against the target</h2>"]
     reconstruction = report.get("reconstruction") or {}
     parts.append(
-        _table(
+        html_table(
             ["", "MR-STFT distance (lower is better)", "SI-SDR dB (higher)"],
             [
-                [_e(name), _num(v.get("mr_stft")), _num(v.get("si_sdr_db"), 2)]
+                [escape(name), number(v.get("mr_stft")), number(v.get("si_sdr_db"), 2)]
                 for name, v in reconstruction.items()
             ],
         )
@@ -248,7 +202,7 @@ def _report_sections(report: dict[str, Any]) -> list[str]:
     if report.get("baseline_masked_mix_uses"):
         parts.append(
             f"<p class='note'>baseline_masked_mix uses "
-            f"{_e(report['baseline_masked_mix_uses'])}.</p>"
+            f"{escape(report['baseline_masked_mix_uses'])}.</p>"
         )
     masks = report.get("masks") or {}
     if masks:
@@ -256,31 +210,36 @@ def _report_sections(report: dict[str, Any]) -> list[str]:
         own = report.get("model_masks")
         parts.append("<h2>Masks</h2>")
         parts.append(
-            _table(
+            html_table(
                 ["masks", *metrics],
                 [
                     [
-                        f"<b>{_e(name)}</b> (the model's)" if name == own else _e(name),
-                        *(_num(values.get(m), 4) for m in metrics),
+                        f"<b>{escape(name)}</b> (the model's)" if name == own else escape(name),
+                        *(number(values.get(m), 4) for m in metrics),
                     ]
                     for name, values in masks.items()
                 ],
             )
         )
         if report.get("masks_note"):
-            parts.append(f"<p class='note'>{_e(report['masks_note'])}</p>")
+            parts.append(f"<p class='note'>{escape(report['masks_note'])}</p>")
     envelope = report.get("envelope_correlation") or {}
     if envelope:
         parts.append("<h2>Envelope correlation of the output</h2>")
-        parts.append(_table(["", "Pearson r"], [[_e(k), _num(v)] for k, v in envelope.items()]))
+        parts.append(
+            html_table(["", "Pearson r"], [[escape(k), number(v)] for k, v in envelope.items()])
+        )
     verdicts = report.get("verdicts") or {}
     if verdicts:
         parts.append("<h2>Verdicts</h2>")
         parts.append(
-            _table(
+            html_table(
                 ["check", "result"],
                 [
-                    [_e(k), "<span class='yes'>yes</span>" if v else "<span class='no'>no</span>"]
+                    [
+                        escape(k),
+                        "<span class='yes'>yes</span>" if v else "<span class='no'>no</span>",
+                    ]
                     for k, v in verdicts.items()
                 ],
             )
@@ -295,8 +254,8 @@ def _figures_section(eval_dir: Path, report: dict[str, Any]) -> list[str]:
     if not names:
         return ["<p class='note'>No figures in this folder.</p>"]
     return [
-        f"<h3>{_e(name)}</h3><a href='{_url(name)}'><img class='figure' src='{_url(name)}' "
-        f"alt='{_e(name)}'></a>"
+        f"<h3>{escape(name)}</h3><a href='{url(name)}'><img class='figure' src='{url(name)}' "
+        f"alt='{escape(name)}'></a>"
         for name in names
     ]
 
@@ -315,9 +274,10 @@ def write_demo_page(eval_dir: str | os.PathLike) -> Path:
         raise ValueError(f"{report_path}: not a JSON report written by creative-evaluate") from None
     checkpoint = Path(str(report.get("checkpoint", "?"))).name
     meta = (
-        f"{_e(checkpoint)}, epoch {_e(report.get('epoch'))} &middot; split "
-        f"{_e(report.get('split'))}, {_e(report.get('num_pairs'))} pairs &middot; codec "
-        f"{_e(report.get('codec'))} &middot; masks: {_e(report.get('model_masks') or 'none')}"
+        f"{escape(checkpoint)}, epoch {escape(report.get('epoch'))} &middot; split "
+        f"{escape(report.get('split'))}, {escape(report.get('num_pairs'))} pairs &middot; codec "
+        f"{escape(report.get('codec'))} &middot; "
+        f"masks: {escape(report.get('model_masks') or 'none')}"
     )
     body = [
         "<h1>Creative agent: audio examples</h1>",
@@ -329,18 +289,4 @@ def write_demo_page(eval_dir: str | os.PathLike) -> Path:
         *_figures_section(eval_dir, report),
         "<p class='note'>Written by creative-evaluate from report.json in this folder.</p>",
     ]
-    page = (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>Creative agent: {_e(checkpoint)}</title><style>{STYLE}</style></head>"
-        "<body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
-    path = eval_dir / PAGE_NAME
-    tmp = path.with_name(f".{PAGE_NAME}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(page)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    log.info("wrote %s", path)
-    return path
+    return write_page(eval_dir / PAGE_NAME, f"Creative agent: {checkpoint}", body)

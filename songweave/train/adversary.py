@@ -30,7 +30,7 @@ CONFIG_KEY = "discriminator_config"
 
 @dataclass
 class Adversary:
-    """A StyleDiscriminator that tells target latents (real) from the model's outputs (fake),
+    """A StyleDiscriminator that tells real songs (real_songs) from the model's outputs (fake),
     with its own AdamW at --disc_lr, updated every --disc_update_freq steps.
 
     It is deliberately not a submodule of the generator model: the generator's DDP never sees
@@ -96,6 +96,14 @@ def build_adversary(
         max_norm=grad_clip if grad_clip > 0 else math.inf,
         config=config,
     )
+
+
+def real_songs(batch: dict[str, Tensor], objective: str) -> Tensor:
+    """What the discriminator learns to call real: the target songs, and for the arrangement
+    objective, whose output should sound like a song in either's place, both songs."""
+    if objective == "arrangement":
+        return torch.cat([batch["input_latent"], batch["target_latent"]])
+    return batch["target_latent"]
 
 
 def discriminator_step(

@@ -22,6 +22,7 @@ from songweave.runtime.cli import FALSE_WORDS, TRUE_WORDS, OneLineParser, parse_
 from songweave.runtime.formatting import loads_finite
 from songweave.runtime.launch_env import LaunchEnv
 from songweave.runtime.precision import REQUESTS as PRECISION_REQUESTS
+from songweave.train.losses import OBJECTIVES
 
 CODEC_CHOICES = tuple(CODECS)
 # The resolved configuration of a run, written into its folder at start.
@@ -101,6 +102,13 @@ class TrainConfig:
     )
     # --- loss
     loss_domain: str = _f("audio", "compare decoded audio or latents", ("audio", "latent"))
+    objective: str = _f(
+        "continuation",
+        "what the output is compared with: the target song (continuation), or both songs, "
+        "each where the masks give it the lead (arrangement; needs the agent or a --mask_type, "
+        "meant for cross-song pairs from creative-prepare-pairs --pairing cross_song)",
+        OBJECTIVES,
+    )
     loss_weight_input: float = _f(0.2, "weight of the RMS distance to the input (factor)")
     loss_weight_target: float = _f(1.0, "weight of the RMS distance to the target (factor)")
     loss_weight_spectral: float = _f(1.0, "weight of the multi-resolution spectral loss (factor)")
@@ -142,8 +150,8 @@ class TrainConfig:
     seed: int = _f(0, "random seed for init, data order and noise (integer)")
     max_steps_per_epoch: int = _f(0, "cap on optimizer steps per epoch, 0 = whole epoch (steps)")
     max_val_batches: int = _f(0, "cap on validation batches per process, 0 = all (batches)")
-    # --- adversarial training: a StyleDiscriminator judges target latents (real) against the
-    #     model's outputs (fake); built only when gan_weight > 0
+    # --- adversarial training: a StyleDiscriminator judges real songs (adversary.real_songs)
+    #     against the model's outputs (fake); built only when gan_weight > 0
     gan_weight: float = _f(
         0.0,
         "weight of the adversarial generator loss added to the training "
@@ -488,6 +496,11 @@ def validate_config(
         )
     if cfg.shuffle_targets and cfg.unity_test:
         errors.append("--shuffle_targets and --unity_test exclude each other: pick one")
+    if cfg.objective == "arrangement" and not cfg.use_creative_agent and cfg.mask_type == "none":
+        errors.append(
+            "--objective arrangement compares the output with each song where it leads: "
+            "it needs masks (--use_creative_agent true or a --mask_type)"
+        )
     if cfg.loss_domain == "latent" and cfg.loss_weight_mel > 0:
         errors.append("--loss_weight_mel needs --loss_domain audio (no mel on latents)")
     facts = None

@@ -5,6 +5,7 @@
 - `multi_resolution_mel_distance(a, b)`: log-mel L1 averaged over resolutions; per item [B].
 - `si_sdr(estimate, reference)`: scale-invariant SDR in dB; per item [B].
 - `ReconstructionLoss`: weighted sum of RMS-to-input, RMS-to-target, spectral and mel terms.
+- `owned_reference(...)`: the arrangement objective's reference, each song where it leads.
 - `TrainingLoss`: the whole training objective (reconstruction, the agent's mask regularizer,
   the adversarial term) as a `LossBreakdown` of named terms and their weighted total.
 
@@ -31,6 +32,9 @@ LATENT_POOLS: tuple[int, ...] = (1, 4, 16)
 EPS = 1e-8  # floor for power spectra (-80 dB) and for divisions
 RMS_EPS = 1e-10
 LOSS_DOMAINS = ("audio", "latent")
+# continuation: the output is compared with the target song (the seed's objective).
+# arrangement: with both songs, each where the masks give it the lead (owned_reference).
+OBJECTIVES = ("continuation", "arrangement")
 
 
 @dataclass
@@ -266,6 +270,19 @@ class ReconstructionLoss(nn.Module):
         return terms
 
 
+def owned_reference(
+    input_latent: Tensor, target_latent: Tensor, input_mask: Tensor, target_mask: Tensor
+) -> Tensor:
+    """Each song in the cells it owns: input_latent * input_mask + target_latent * target_mask.
+
+    The masks are detached: the reference says what to reproduce for the masks the agent chose,
+    it must not reward a choice for being easy to reproduce.
+    """
+    return input_latent.float() * input_mask.detach().float() + target_latent.float() * (
+        target_mask.detach().float()
+    )
+
+
 @dataclass
 class LossBreakdown:
     """One training or validation loss, assembled by ``TrainingLoss``.
@@ -287,6 +304,10 @@ class TrainingLoss(nn.Module):
 
         total = reconstruction + mask_reg_weight * mask_reg_loss + gan_weight * gen_loss
 
+    ``objective`` says what reconstruction compares the output with: ``continuation``, the
+    target song (and the input's loudness); ``arrangement``, both songs, each reproduced where
+    the masks give it the lead (``owned_reference``; in the audio domain its decoded audio).
+
     ``gen_loss`` is how far ``discriminator`` (when given, with gan_weight > 0) is from calling
     the output real. It runs on detached copies of the discriminator's weights, so the
     generator's backward reaches the output and stops there.
@@ -299,8 +320,11 @@ class TrainingLoss(nn.Module):
         gan_weight: float = 0.0,
         discriminator: nn.Module | None = None,
         precision: str = "fp32",
+        objective: str = "continuation",
     ):
         super().__init__()
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if gan_weight > 0 and discriminator is None:
             raise ValueError("gan_weight > 0 needs a discriminator")
         self.reconstruction = reconstruction
@@ -308,6 +332,7 @@ class TrainingLoss(nn.Module):
         self.gan_weight = float(gan_weight)
         self.discriminator = discriminator if gan_weight > 0 else None
         self.precision = precision
+        self.objective = objective
 
     def forward(
         self,
@@ -315,15 +340,19 @@ class TrainingLoss(nn.Module):
         batch: dict[str, Tensor],
         mask_reg_loss: Tensor | None,
         adversarial: bool = True,
+        masks: tuple[Tensor, Tensor] | None = None,
     ) -> LossBreakdown:
-        """``adversarial=False`` leaves the adversarial term out (validation)."""
+        """``adversarial=False`` leaves the adversarial term out (validation). ``masks``
+        (input_mask, target_mask) are the ones the model applied; the arrangement objective
+        needs them."""
         output = output.float()
+        reference_latent, reference_audio = self.reference(batch, masks)
         reconstruction, terms = self.reconstruction(
             output,
             batch["input_latent"],
-            batch["target_latent"],
+            reference_latent,
             batch.get("input_audio"),
-            batch.get("target_audio"),
+            reference_audio,
         )
         named = {"reconstruction": reconstruction.detach(), **terms}
         objective = reconstruction
@@ -338,6 +367,28 @@ class TrainingLoss(nn.Module):
             total = total + self.gan_weight * gen_loss
             named["gen_loss"] = gen_loss.detach()
         return LossBreakdown(total=total, terms=named)
+
+    def reference(
+        self, batch: dict[str, Tensor], masks: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """(reference latents, reference audio or None) that reconstruction compares with."""
+        if self.objective == "continuation":
+            return batch["target_latent"], batch.get("target_audio")
+        if masks is None:
+            raise ValueError(
+                "the arrangement objective needs the masks the model applied: train with "
+                "the creative agent or a --mask_type"
+            )
+        latent = owned_reference(batch["input_latent"], batch["target_latent"], *masks)
+        if self.reconstruction.loss_domain == "latent":
+            return latent, None
+        codec = self.reconstruction.codec
+        with torch.no_grad(), no_autocast(latent.device):
+            audio = codec.decode(latent).float()
+        target_audio = batch.get("target_audio")
+        if target_audio is not None:
+            audio = audio[..., : target_audio.shape[-1]]
+        return latent, audio
 
     def generator_loss(self, output: Tensor) -> Tensor:
         frozen = {name: p.detach() for name, p in self.discriminator.named_parameters()}

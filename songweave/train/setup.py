@@ -206,6 +206,7 @@ def build_run(
         cfg.gan_weight,
         adversary.module if adversary is not None else None,
         precision=cfg.precision,
+        objective=cfg.objective,
     ).to(device)
     return TrainingRun(
         cfg=cfg,

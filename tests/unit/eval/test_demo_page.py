@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import headless_chromium, loaded_players
 
 from model_simple_transformer import SimpleTransformer
 from songweave.eval import demo_page, evaluate
@@ -28,17 +28,6 @@ TINY = {
     "agent_hidden_dim": 32,
     "dropout": 0.0,
 }
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1300,2600",
-)
 
 
 def write_dataset(data: Path, count: int) -> None:
@@ -161,30 +150,10 @@ def test_page_without_masks_or_samples(evaluated, tmp_path):
 
 
 def test_page_in_headless_chromium(evaluated, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver_path:
-        pytest.skip("chromium and chromedriver are not installed (.ci/run installs them)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(
-        options=options, service=webdriver.ChromeService(executable_path=driver_path)
-    )
+    driver = headless_chromium(tmp_path / "profile")
     try:
         driver.get((evaluated["eval"] / "index.html").as_uri())
-        deadline = time.monotonic() + 30
-        script = (
-            "return Array.from(document.querySelectorAll('audio')).map(a => "
-            "[a.getAttribute('src'), a.readyState, a.duration, Number(a.dataset.seconds),"
-            " a.error ? a.error.code : null])"
-        )
-        while True:
-            players = driver.execute_script(script)
-            if all(state >= 1 for _, state, _, _, _ in players) or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        players = loaded_players(driver)
         assert len(players) == 12
         for src, state, duration, expected, error in players:
             assert error is None and state >= 1, (src, state, error)  # metadata loaded

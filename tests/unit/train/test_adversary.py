@@ -63,3 +63,12 @@ def test_gan_flags_are_validated(tmp_path):
     ):
         errors = validate_config(parse_config([*base, *argv]), 0)
         assert any(fragment in e for e in errors), errors
+
+
+def test_the_arrangement_objective_shows_the_discriminator_both_songs():
+    from songweave.train.adversary import real_songs
+
+    batch = {"input_latent": torch.zeros(2, 4, 5), "target_latent": torch.ones(2, 4, 5)}
+    assert torch.equal(real_songs(batch, "continuation"), batch["target_latent"])
+    both = real_songs(batch, "arrangement")
+    assert both.shape == (4, 4, 5) and both[:2].sum() == 0 and both[2:].min() == 1

@@ -197,3 +197,70 @@ def test_cached_windows_survive_inference_mode():
     b = a.clone().requires_grad_()
     (multi_resolution_stft_distance(b, a) + multi_resolution_mel_distance(b, a)).sum().backward()
     assert torch.isfinite(b.grad).all()
+
+
+# ------------------------------------------------------------------ the arrangement objective
+
+
+def _pair_batch(dim: int = 16, frames: int = 24) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(3)
+    return {
+        "input_latent": torch.randn(2, dim, frames, generator=generator),
+        "target_latent": torch.randn(2, dim, frames, generator=generator),
+    }
+
+
+def _halves(dim: int = 16, frames: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
+    """The input leads the lower half of the bands, the target the upper half."""
+    input_mask = torch.zeros(1, dim, frames)
+    input_mask[:, : dim // 2] = 1.0
+    return input_mask, 1.0 - input_mask
+
+
+def test_owned_reference_holds_each_song_where_it_leads():
+    batch = _pair_batch()
+    input_mask, target_mask = _halves()
+    reference = losses.owned_reference(
+        batch["input_latent"], batch["target_latent"], input_mask, target_mask
+    )
+    assert torch.equal(reference[:, :8], batch["input_latent"][:, :8])
+    assert torch.equal(reference[:, 8:], batch["target_latent"][:, 8:])
+
+
+@pytest.mark.parametrize("domain", ["latent", "audio"])
+def test_arrangement_objective_is_zero_on_the_owned_reference_and_not_on_the_target(domain):
+    mdct = MDCTCodec(dim=16)
+    batch = _pair_batch()
+    if domain == "audio":
+        batch["input_audio"] = mdct.decode(batch["input_latent"])
+        batch["target_audio"] = mdct.decode(batch["target_latent"])
+    masks = _halves()
+    weights = LossWeights(input=0, target=1, spectral=1, mel=0)
+    loss = losses.TrainingLoss(
+        ReconstructionLoss(mdct, domain, weights), mask_reg_weight=0, objective="arrangement"
+    )
+    reference = losses.owned_reference(batch["input_latent"], batch["target_latent"], *masks)
+    on_reference = loss(reference, batch, None, masks=masks).terms["reconstruction"]
+    on_target = loss(batch["target_latent"], batch, None, masks=masks).terms["reconstruction"]
+    assert on_reference.item() == pytest.approx(0.0, abs=1e-3)
+    assert on_target.item() > 0.1
+    # The continuation objective says the opposite: the target is the answer.
+    continuation = losses.TrainingLoss(ReconstructionLoss(mdct, domain, weights), 0)
+    assert continuation(batch["target_latent"], batch, None).terms["reconstruction"] < 1e-3
+
+
+def test_arrangement_objective_sends_no_gradient_to_the_masks_and_needs_them():
+    mdct = MDCTCodec(dim=16)
+    batch = _pair_batch()
+    input_mask, _ = _halves()
+    input_mask.requires_grad_(True)
+    output = torch.randn(2, 16, 24, requires_grad=True)
+    loss = losses.TrainingLoss(
+        ReconstructionLoss(mdct, "latent", LossWeights(input=0)), 0, objective="arrangement"
+    )
+    loss(output, batch, None, masks=(input_mask, 1.0 - input_mask)).total.backward()
+    assert output.grad is not None and input_mask.grad is None
+    with pytest.raises(ValueError, match="needs the masks"):
+        loss(output, batch, None)
+    with pytest.raises(ValueError, match="objective must be one of"):
+        losses.TrainingLoss(ReconstructionLoss(mdct, "latent"), 0, objective="remix")

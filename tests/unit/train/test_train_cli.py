@@ -115,6 +115,7 @@ def test_valid_config_has_no_errors(dataset):
         (["--loss_domain", "latent", "--loss_weight_mel", "1"], 0, "--loss_weight_mel"),
         (["--shuffle_targets", "true", "--unity_test", "true"], 0, "exclude each other"),
         (["--gan_weight", "-1"], 0, "--gan_weight must be >= 0"),
+        (["--objective", "arrangement"], 0, "it needs masks"),
         (["--lr", "0"], 0, "--lr must be > 0"),
         (["--resume", "/no/such/checkpoint.pth"], 0, "no such checkpoint"),
     ],
