@@ -160,11 +160,10 @@ def arrangement_table(
             files = write_pair_audio(
                 listening_dir, index, result.sources, result.outputs, result.sample_rate
             )
-            seconds_long = len(result.sources["input_song"]) / result.sample_rate
             listening[pair.describe()] = {
                 "files": files,
                 "alignment": result.alignment,
-                "seconds": seconds_long,
+                "seconds": len(result.sources["input_song"]) / result.sample_rate,
             }
     names = list(next(iter(cards.values())))
     rows = {name: summarize([by_name[name] for by_name in cards.values()]) for name in names}

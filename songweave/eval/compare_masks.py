@@ -125,6 +125,7 @@ RESERVED_TRAINING_FLAGS = (
 STATE_NAME = "compare_state.json"
 LOG_NAME = "train.log"
 EVAL_DIRNAME = "eval"
+LISTENING_DIRNAME = "listening"  # the arrangement table's audio and its page
 # Training output lines echoed while a variant trains (the rest goes to its train.log only).
 ECHO = re.compile(
     r"train: epoch \d|error|Error|WARNING|Traceback|nothing to do|resumed from|"
@@ -542,9 +543,6 @@ def variant_summary(variant: str, report: dict[str, Any], folder: Path) -> dict[
     }
     summary["comparable"] = variant != REFERENCE_VARIANT and comparable(summary["band_balance"])
     return summary
-
-
-LISTENING_DIRNAME = "listening"  # the arrangement table's audio and its page
 
 
 def arrangement_results(options: CompareOptions) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from songweave.eval.html_parts import escape, html_table, number, url, write_page
+from songweave.eval.html_parts import audio_player, escape, html_table, number, url, write_page
 from songweave.train.tracking import AUDIO_ROLES, SamplePair, collect_samples, sample_indices
 
 log = logging.getLogger(__name__)
@@ -165,11 +165,7 @@ def _samples_section(eval_dir: Path) -> list[str]:
         seconds = f"<div class='songs'>{number(pair.get('seconds'), 2)} s</div>"
         cells = [f"<td><div class='pair-name'>{escape(pair['name'])}</div>{songs}{seconds}</td>"]
         for role in AUDIO_ROLES:
-            src = url(pair["files"][role])
-            cells.append(
-                f"<td><audio controls preload='auto' src='{src}' "
-                f"data-seconds='{escape(pair.get('seconds'))}'></audio></td>"
-            )
+            cells.append(f"<td>{audio_player(pair['files'][role], pair.get('seconds'))}</td>")
         masks = pair["files"].get("masks")
         cells.append(
             f"<td><a href='{url(masks)}'><img class='mask' src='{url(masks)}' "
