@@ -29,6 +29,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Sequence
 
+from songweave.data.song_store import is_store
 from songweave.runtime.checkpoint import LAST_NAME, remove_stale_temporaries
 from songweave.runtime.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, setup_logging
 from songweave.runtime.launch_env import LaunchEnv, detect_launch_env, find_free_port
@@ -102,7 +103,7 @@ def resolve_resume(cfg: TrainConfig, world_size: int) -> ResumePoint:
     state = load_checkpoint(path, map_location="cpu", mmap=True)
     require_keys(state, RESUME_KEYS, path)
     check_model_config(path, state, expected_model_config(cfg))
-    check_resume_fits(path, state, cfg.batch_size, world_size)
+    check_resume_fits(path, state, cfg.batch_size, world_size, is_store(cfg.dataset_folder))
     return ResumePoint(path=path, epoch=int(state["epoch"]))
 
 
@@ -118,6 +119,7 @@ def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
 
     from songweave.audio.codecs import codec_facts
     from songweave.data.pair_manifest import list_pairs
+    from songweave.data.song_store import read_store_info
     from songweave.runtime.resources import (
         ModelSize,
         check_batch_size,
@@ -127,10 +129,17 @@ def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
     )
     from songweave.train.setup import build_model
 
-    pairs = list_pairs(Path(cfg.dataset_folder) / "train")
-    info = sf.info(str(pairs[0].input_path))
-    frame_rate = info.samplerate / codec_facts(cfg.codec, cfg.codec_option).hop
-    segment_samples = int(info.frames)
+    facts = codec_facts(cfg.codec, cfg.codec_option)
+    if is_store(cfg.dataset_folder):
+        store = read_store_info(cfg.dataset_folder)
+        sample_rate = int(store["sample_rate"])
+        segment_samples = int(round(float(store["window_seconds"]) * sample_rate))
+        train_samples = 0  # windows are drawn without end: any batch size is served
+    else:
+        pairs = list_pairs(Path(cfg.dataset_folder) / "train")
+        info = sf.info(str(pairs[0].input_path))
+        sample_rate, segment_samples, train_samples = info.samplerate, int(info.frames), len(pairs)
+    frame_rate = sample_rate / facts.hop
     size = ModelSize(
         parameters=sum(p.numel() for p in build_model(cfg).parameters()),
         encoding_dim=cfg.encoding_dim,
@@ -140,8 +149,10 @@ def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
         dim_feedforward=model_config(cfg).dim_feedforward,
         # A batch never holds more than a process's share of the data.
         dropout=cfg.dropout,
-        batch_size=min(cfg.batch_size, -(-len(pairs) // cfg.world_size)),
-        latent_frames=int(segment_samples / info.samplerate * frame_rate) + 1,
+        batch_size=min(cfg.batch_size, -(-train_samples // cfg.world_size))
+        if train_samples
+        else cfg.batch_size,
+        latent_frames=int(segment_samples / sample_rate * frame_rate) + 1,
         audio_samples=segment_samples if cfg.loss_domain == "audio" else 0,
     )
     device_kind = "cuda" if cfg.device != "cpu" and cuda_count else "cpu"
@@ -153,7 +164,9 @@ def resource_findings(cfg: TrainConfig, cuda_count: int) -> list[Any]:
         machine,
         estimate_process_ram(size, device_kind, cfg.world_size),
     )
-    batch = check_batch_size(len(pairs), cfg.batch_size, cfg.world_size)
+    batch = (
+        check_batch_size(train_samples, cfg.batch_size, cfg.world_size) if train_samples else None
+    )
     return findings + ([batch] if batch is not None else [])
 
 

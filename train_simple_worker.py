@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from songweave.data.store_windows import steps_done_in_new_layout
 from songweave.runtime.checkpoint import (
     LAST_NAME,
     RESUME_KEYS,
@@ -216,8 +217,9 @@ def resume(run: TrainingRun) -> tuple[Progress, dict[str, Any] | None]:
         return progress, None
     state = load_checkpoint(path, map_location="cpu")
     require_keys(state, RESUME_KEYS, path)
-    check_resume_fits(path, state, run.cfg.batch_size, run.world_size)
+    check_resume_fits(path, state, run.cfg.batch_size, run.world_size, run.store_data)
     restore_training_state(path, state, run.model, run.optimizer, progress)
+    relayout_partial_epoch(run, state, progress)
     if state.get("scheduler_state_dict"):
         run.scheduler.load_state_dict(state["scheduler_state_dict"])
     if run.adversary is not None:
@@ -233,6 +235,36 @@ def resume(run: TrainingRun) -> tuple[Progress, dict[str, Any] | None]:
         progress.best_val_loss,
     )
     return progress, state
+
+
+def relayout_partial_epoch(run: TrainingRun, state: dict[str, Any], progress: Progress) -> None:
+    """A song store's run stopped mid-epoch and resumed with another batch size or world size:
+    the data continues from the samples consumed; the steps left in the epoch are recounted
+    and the RNG states (dropout, masks), which belong to the old ranks, start afresh."""
+    saved_batch = (state.get("train_config") or {}).get("batch_size")
+    saved_world = state.get("world_size")
+    if not progress.batches_done or not isinstance(saved_batch, int):
+        return
+    if not isinstance(saved_world, int):
+        return
+    if (saved_batch, saved_world) == (run.cfg.batch_size, run.world_size):
+        return
+    old = progress.batches_done
+    progress.batches_done = steps_done_in_new_layout(
+        len(run.train_set), saved_batch, saved_world, old, run.cfg.batch_size, run.world_size
+    )
+    log.warning(
+        "resumed mid-epoch with batch %d x %d process(es) instead of %d x %d: the data continues "
+        "at sample %d (%d of %d steps of this epoch count as done); the random state of "
+        "dropout and masks starts afresh from (seed, epoch, rank)",
+        run.cfg.batch_size,
+        run.world_size,
+        saved_batch,
+        saved_world,
+        progress.samples_consumed,
+        progress.batches_done,
+        run.steps_per_epoch,
+    )
 
 
 def announce(run: TrainingRun) -> None:
@@ -291,8 +323,9 @@ def start_epoch(
     and rank only); after a mid-epoch stop, also the sums, RNG state and time already spent."""
     cfg, epoch = run.cfg, progress.epoch
     seed_everything(epoch_seed(cfg.seed, epoch, run.rank))
-    run.train_sampler.set_epoch(epoch)
-    run.train_sampler.set_start(progress.batches_done * cfg.batch_size)
+    run.train_sampler.position(
+        epoch, progress.batches_done, cfg.batch_size, progress.samples_consumed
+    )
     run.train_set.set_epoch(epoch)
     sums = MetricSums(run.device)
     if resumed is None or not progress.batches_done:
@@ -432,6 +465,7 @@ def train_epoch(
         sums.add({"nonfinite_steps": one}, weight=found_inf)
         progress.batches_done += 1
         progress.global_step += 1
+        progress.samples_consumed += batch_size * world_size
         steps += 1
         bar.update(1)
         if progress.global_step % cfg.log_every == 0:

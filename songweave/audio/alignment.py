@@ -106,14 +106,25 @@ def tempo_stretch(input_bpm: float, target_bpm: float) -> tuple[float, bool, str
 
 def key_shift(input_analysis: SongAnalysis, target_analysis: SongAnalysis) -> int:
     """Smallest shift (semitones in [-6, 6]) to a key compatible with the input's."""
-    tonic = input_analysis.pitch_class
-    if target_analysis.mode == input_analysis.mode:
-        goals = [(tonic + interval) % 12 for interval in SAME_MODE_INTERVALS]
-    elif target_analysis.mode == "minor":
-        goals = [(tonic + RELATIVE_MINOR) % 12]
+    return key_shift_between(
+        input_analysis.pitch_class,
+        input_analysis.mode,
+        target_analysis.pitch_class,
+        target_analysis.mode,
+    )
+
+
+def key_shift_between(
+    input_tonic: int, input_mode: str, target_tonic: int, target_mode: str
+) -> int:
+    """key_shift from pitch classes (0 = C) and modes ("major" or "minor"); 0 when compatible."""
+    if target_mode == input_mode:
+        goals = [(input_tonic + interval) % 12 for interval in SAME_MODE_INTERVALS]
+    elif target_mode == "minor":
+        goals = [(input_tonic + RELATIVE_MINOR) % 12]
     else:
-        goals = [(tonic + RELATIVE_MAJOR) % 12]
-    shifts = [((goal - target_analysis.pitch_class + 6) % 12) - 6 for goal in goals]
+        goals = [(input_tonic + RELATIVE_MAJOR) % 12]
+    shifts = [((goal - target_tonic + 6) % 12) - 6 for goal in goals]
     # Equal sizes: the same key before the fifths, upward before downward.
     return min(shifts, key=lambda shift: (abs(shift), shifts.index(shift), -shift))
 

@@ -44,6 +44,8 @@ class BenchConfig:
     threads: int = 0
     seed: int = 0
     json: str = ""
+    dataset_folder: str = ""  # a song store: its loader is measured too (bench/loader.py)
+    loader_seconds: float = 10.0
     precision_reason: str = ""  # why `precision` was chosen (set by parse_args)
 
 
@@ -142,6 +144,18 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         type=int,
         default=defaults.warmup,
         help="untimed steps first (end to end: the first epoch is the warm-up)",
+    )
+    add(
+        "--dataset_folder",
+        default=defaults.dataset_folder,
+        help="a song store (creative-prepare-pairs --layout store): also measure its loader, "
+        "from shards dropped from the page cache, under the JSON key 'loader'",
+    )
+    add(
+        "--loader_seconds",
+        type=float,
+        default=defaults.loader_seconds,
+        help="with --dataset_folder: how long to draw windows (s)",
     )
     add(
         "--end_to_end",

@@ -546,6 +546,16 @@ def run(bench: BenchConfig) -> dict[str, Any]:
             print(profile_table)
         if bench.val_loss_steps:
             result["precision_check"] = compare_precisions(bench, device, bench.val_loss_steps)
+    if bench.dataset_folder:
+        from songweave.bench.loader import measure_loader
+
+        result["loader"] = measure_loader(
+            bench.dataset_folder,
+            trainer.codec,
+            bench.batch_size,
+            bench.num_workers,
+            bench.loader_seconds,
+        )
     return result
 
 

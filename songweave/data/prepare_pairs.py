@@ -898,12 +898,68 @@ def build_parser() -> argparse.ArgumentParser:
     add_bool_flag(p, "--overwrite", d.overwrite, "replace a non-empty --out")
     p.add_argument("--workers", type=int, default=d.workers, help="decode threads (count)")
     add_bool_flag(p, "--progress", d.progress, "show a progress bar")
+    store = p.add_argument_group(
+        "song store (--layout store: every song's latents once, pairs drawn while training)"
+    )
+    store.add_argument(
+        "--layout",
+        default="pairs",
+        choices=("pairs", "store"),
+        help="pairs: WAV pairs cut at fixed places; store: a sharded latent store "
+        "(data/song_store.py), --segment_seconds the training window",
+    )
+    store.add_argument(
+        "--shard",
+        default=None,
+        help="I/N: build only the store shards k with k %% N == I (one task of a job array), "
+        "without merging; the same command without --shard builds what is missing and merges",
+    )
+    store.add_argument("--codec", default="mdct", help="codec whose latents the store holds")
+    store.add_argument(
+        "--codec_weights", default=None, help="codec weights (path), for codecs that take them"
+    )
+    store.add_argument(
+        "--shard_gb", type=float, default=1.0, help="latent shard size before the next (GB)"
+    )
     return p
+
+
+def build_song_store(args: argparse.Namespace) -> str:
+    """--layout store: build (a slice of) the store; the summary to print."""
+    from songweave.audio.codecs import get_codec
+    from songweave.data.store_build import StoreConfig, build_store, parse_shard
+
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    codec = get_codec(args.codec, weights=args.codec_weights)
+    config = StoreConfig(
+        window_seconds=args.segment_seconds,
+        sample_rate=args.sample_rate,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        pairing=args.pairing,
+        analyze=args.align and args.pairing != "continuation",
+        shard_gb=args.shard_gb,
+        shard=shard,
+        progress=args.progress,
+    )
+    check_segment_seconds(config.window_seconds)
+    check_sample_rate(config.sample_rate)
+    return build_store(args.songs, args.out, codec, config).format()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
+    if args.shard is not None and args.layout != "store":
+        print("error: --shard builds a song store: add --layout store", file=sys.stderr)
+        return 2
+    if args.layout == "store":
+        try:
+            print(build_song_store(args))
+        except (ValueError, OSError) as exc:
+            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        return 0
     config = PrepareConfig(
         segment_seconds=args.segment_seconds,
         sample_rate=args.sample_rate,

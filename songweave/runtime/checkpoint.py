@@ -562,13 +562,18 @@ def refuse_nonfinite_weights(path: str | os.PathLike, state: dict[str, Any]) -> 
 
 
 def check_resume_fits(
-    path: str | os.PathLike, state: dict[str, Any], batch_size: int, world_size: int
+    path: str | os.PathLike,
+    state: dict[str, Any],
+    batch_size: int,
+    world_size: int,
+    any_layout: bool = False,
 ) -> None:
-    """A checkpoint written mid-epoch continues its epoch only with the batch size and process
-    count that wrote it: another batch size would skip or repeat samples, another world size
-    has no RNG state per rank. One line naming both values; an end-of-epoch checkpoint resumes
-    with any."""
-    if not int(state.get("batches_done", 0) or 0):
+    """A checkpoint of a pair folder written mid-epoch continues its epoch only with the batch
+    size and process count that wrote it: another batch size would skip or repeat samples,
+    another world size has no RNG state per rank. One line naming both values; an end-of-epoch
+    checkpoint resumes with any. ``any_layout``: the data is a song store, whose sequence
+    continues from the samples consumed at any batch size and world size."""
+    if any_layout or not int(state.get("batches_done", 0) or 0):
         return
     saved_batch = (state.get("train_config") or {}).get("batch_size")
     if isinstance(saved_batch, int) and saved_batch != batch_size:
@@ -713,6 +718,7 @@ class Progress:
     epoch: int = 0  # completed epochs
     batches_done: int = 0  # batches already trained in epoch `epoch` (mid-epoch stop)
     global_step: int = 0  # batches trained so far, skipped ones included
+    samples_consumed: int = 0  # samples trained so far over all ranks (a song store's position)
     best_val_loss: float = float("inf")
     best_epoch: int = 0
     epochs_without_improvement: int = 0

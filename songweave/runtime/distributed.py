@@ -148,6 +148,12 @@ class ResumableDistributedSampler(DistributedSampler):
     def set_start(self, start: int) -> None:
         self.start = max(0, int(start))
 
+    def position(self, epoch: int, steps_done: int, batch_size: int, samples_consumed: int) -> None:
+        """Where the next iteration starts: epoch ``epoch``, ``steps_done`` batches into it (the
+        pair order is a function of the epoch; ``samples_consumed`` is not needed)."""
+        self.set_epoch(epoch)
+        self.set_start(steps_done * batch_size)
+
     def __iter__(self) -> Iterator[int]:
         return itertools.islice(super().__iter__(), self.start, None)
 

@@ -571,7 +571,16 @@ def dataset_problems(folder: str) -> list[str]:
     Every manifest line is checked here, files included, so a bad line stops the run before
     any process starts."""
     from songweave.data.pair_manifest import list_pairs, split_has_pairs
+    from songweave.data.song_store import SongStore, StoreError, is_store
 
+    if is_store(folder):
+        try:
+            store = SongStore(folder)
+        except StoreError as error:
+            return [str(error)]
+        return (
+            [] if len(store.split_songs("train")) else [f"{folder}: the store has no train songs"]
+        )
     try:
         if split_has_pairs(folder, "train"):
             for split in ("train", "val"):

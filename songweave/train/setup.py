@@ -22,6 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from model_simple_transformer import SimpleTransformer
 from songweave.audio.band_layout import keep_spread_out_of_compiled_graphs
 from songweave.audio.codecs import Codec, get_codec
+from songweave.data.song_store import is_store
+from songweave.data.store_windows import GlobalWindowSampler
 from songweave.runtime.distributed import ResumableDistributedSampler, ShardSampler, wrap_ddp
 from songweave.runtime.precision import resolve_precision
 from songweave.train.adversary import Adversary, build_adversary
@@ -45,7 +47,7 @@ class TrainingRun:
     train_set: Dataset | None
     val_set: Dataset | None
     train_loader: DataLoader | None
-    train_sampler: ResumableDistributedSampler | None
+    train_sampler: ResumableDistributedSampler | GlobalWindowSampler | None
     val_loader: DataLoader | None
     steps_per_epoch: int
     model: SimpleTransformer
@@ -54,6 +56,7 @@ class TrainingRun:
     scheduler: LRSchedule
     adversary: Adversary | None
     step_model: nn.Module
+    store_data: bool = False  # windows drawn from a song store (not a pair folder)
 
 
 def seed_everything(seed: int) -> None:
@@ -78,7 +81,10 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def build_datasets(
     cfg: TrainConfig, codec: Codec, rank: int, world_size: int
 ) -> tuple[Dataset, Dataset | None]:
-    """Train and validation pairs as cached latents (one process builds the cache)."""
+    """Train and validation pairs: windows drawn from a song store, or a pair folder's cached
+    latents (one process builds the cache)."""
+    if is_store(cfg.dataset_folder):
+        return build_store_datasets(cfg, codec, rank, world_size)
     from songweave.data.pair_manifest import split_has_pairs
     from songweave.data.wav_pairs import WavPairsDataset
 
@@ -101,20 +107,59 @@ def build_datasets(
             cfg.dataset_folder, codec, split="val", unity_test=cfg.unity_test, **common
         )
     if val_set is None or len(val_set) == 0:
-        log.warning(
-            "%s has no validation pairs: best checkpoint and early stopping use the training loss",
-            cfg.dataset_folder,
-        )
+        _warn_no_validation(cfg)
         val_set = None
+    return train_set, val_set
+
+
+def _warn_no_validation(cfg: TrainConfig) -> None:
+    log.warning(
+        "%s has no validation pairs: best checkpoint and early stopping use the training loss",
+        cfg.dataset_folder,
+    )
+
+
+def build_store_datasets(
+    cfg: TrainConfig, codec: Codec, rank: int, world_size: int
+) -> tuple[Dataset, Dataset | None]:
+    from songweave.data.song_store import SongStore
+    from songweave.data.store_windows import StoreWindowsDataset
+
+    if cfg.shuffle_targets:
+        raise ValueError(
+            f"--shuffle_targets is for pair folders; the store {cfg.dataset_folder} draws "
+            f"cross-song pairs by the --pairing it was built with"
+        )
+    common = dict(
+        unity_test=cfg.unity_test,
+        return_audio=cfg.loss_domain == "audio",
+        seed=cfg.seed,
+        rank=rank,
+        world_size=world_size,
+    )
+    train_set = StoreWindowsDataset(cfg.dataset_folder, codec, split="train", **common)
+    val_set = None
+    if len(SongStore(cfg.dataset_folder).split_songs("val")):
+        val_set = StoreWindowsDataset(cfg.dataset_folder, codec, split="val", **common)
+    if val_set is None:
+        _warn_no_validation(cfg)
     return train_set, val_set
 
 
 def build_loaders(
     cfg: TrainConfig, train_set: Dataset, val_set: Dataset | None, rank: int, world_size: int
-) -> tuple[DataLoader, ResumableDistributedSampler, DataLoader | None]:
+) -> tuple[DataLoader, ResumableDistributedSampler | GlobalWindowSampler, DataLoader | None]:
     # Our own samplers (not make_dataloader's): the order must be a function of (seed, epoch)
-    # for resume equivalence, and a resumed epoch must be able to start mid-way.
-    sampler = ResumableDistributedSampler(train_set, world_size, rank, shuffle=True, seed=cfg.seed)
+    # for pair folders, of the samples consumed for a store, and a resumed epoch must be able
+    # to start mid-way.
+    if is_store(cfg.dataset_folder):
+        sampler: ResumableDistributedSampler | GlobalWindowSampler = GlobalWindowSampler(
+            len(train_set), rank, world_size, cfg.batch_size
+        )
+    else:
+        sampler = ResumableDistributedSampler(
+            train_set, world_size, rank, shuffle=True, seed=cfg.seed
+        )
     common = dict(
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
@@ -226,6 +271,7 @@ def build_run(
         scheduler=scheduler,
         adversary=adversary,
         step_model=model,
+        store_data=with_data and is_store(cfg.dataset_folder),
     )
 
 
