@@ -9,12 +9,13 @@ the uniforms that pick its songs and starts. Nothing is carried from one sample 
 - a run resumes from one integer, the samples consumed, at any world size, batch size or worker
   count: the global sequence is the same, only how it is cut into batches changes.
 
-A draw picks the input song with probability proportional to its duration and a frame-aligned
-start, on one of the song's beats when they are known. A continuation pair takes the next
-window of the same song as target; a cross-song pair (``cross_fraction`` of the draws) takes a
-window of another song, chosen by duration too, whose tempo (or its half or double) is within
-``TEMPO_TOLERANCE`` of the input's and whose key is compatible (the same, relative or a fifth
-away: the keys alignment would not shift), so the two are aligned without stretching latents.
+A draw picks the input song with probability proportional to its duration. A continuation pair
+starts at any frame and takes the next window of the same song as target (a beat grid would
+leave about one start per beat). A cross-song pair (``cross_fraction`` of the draws) starts on
+one of the input's beats and takes a window starting on a beat of another song, chosen by
+duration too, whose tempo (or its half or double) is within ``TEMPO_TOLERANCE`` of the input's
+and whose key is compatible (the same, relative or a fifth away: the keys alignment would not
+shift), so the two beat grids and keys agree without stretching latents.
 Where the analysis is missing, any other song is a partner. When ``PARTNER_TRIES`` draws find no
 compatible partner, the sample falls back to a continuation pair (``describe_draws`` counts them).
 """
@@ -118,10 +119,11 @@ class WindowSampler:
             int(np.searchsorted(self.cumulative, uniform, side="right")), len(self.songs) - 1
         )
 
-    def _start(self, position: int, uniform: float, span: int) -> int:
-        """A start in [0, song frames - span]: on a beat when the song has beats there."""
+    def _start(self, position: int, uniform: float, span: int, on_beat: bool) -> int:
+        """A start in [0, song frames - span]: on a beat when asked and the song has beats
+        there, else any frame."""
         last = int(self.song_frames[position]) - span
-        count = int(self.beat_count[position])
+        count = int(self.beat_count[position]) if on_beat else 0
         if count:
             first = int(self.beat_offset[position])
             beats = self.beats[first : first + count]
@@ -156,7 +158,7 @@ class WindowSampler:
                     partner = candidate
                     break
         if partner is None:
-            start = self._start(a, uniform(_INPUT_START), 2 * self.frames)
+            start = self._start(a, uniform(_INPUT_START), 2 * self.frames, on_beat=False)
             return Window(
                 sample,
                 int(self.songs[a]),
@@ -169,9 +171,9 @@ class WindowSampler:
         return Window(
             sample,
             int(self.songs[a]),
-            self._start(a, uniform(_INPUT_START), self.frames),
+            self._start(a, uniform(_INPUT_START), self.frames, on_beat=True),
             int(self.songs[partner]),
-            self._start(partner, uniform(_TARGET_START), self.frames),
+            self._start(partner, uniform(_TARGET_START), self.frames, on_beat=True),
             cross_song=True,
             fallback=False,
         )
