@@ -369,9 +369,14 @@ def _last_line(text: str) -> str:
 
 
 def prepare_demo(cfg: TrainConfig) -> None:
-    """Synthesize the demo dataset when absent."""
+    """Synthesize the demo dataset when absent (a song store given with --dataset_folder is
+    used as it is)."""
     from songweave.data.demo_music import ensure_demo_dataset
+    from songweave.data.song_store import is_store
 
+    if is_store(cfg.dataset_folder):
+        log.info("demo recipe on the song store %s", cfg.dataset_folder)
+        return
     folder = ensure_demo_dataset(
         Path(cfg.dataset_folder), seed=cfg.seed, segment_seconds=DEMO_SEGMENT_SECONDS
     )

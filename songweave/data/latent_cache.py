@@ -33,6 +33,7 @@ Caches built before checksums existed are checked for size, shape and finite val
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import itertools
@@ -60,6 +61,8 @@ CACHE_FORMAT_VERSION = 1
 META_NAME = "meta.json"
 LOCK_NAME = ".lock"
 TMP_PREFIX = ".tmp-"
+# What flock raises where the file system does not offer it (Lustre without -o flock, some NFS).
+NO_FLOCK_ERRNOS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL})
 VERIFIED_NAME = "verified.json"
 # Processes opening a cache within this long of its last full check share that check.
 VERIFIED_FRESH_S = 600.0
@@ -118,6 +121,7 @@ def exclusive_lock(lock_path: Path, timeout_s: float, poll_s: float = 0.25) -> I
     try:
         start = time.monotonic()
         announced = False
+        locked = True
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -135,10 +139,24 @@ def exclusive_lock(lock_path: Path, timeout_s: float, poll_s: float = 0.25) -> I
                     )
                     announced = True
                 time.sleep(poll_s)
+            except OSError as error:
+                if error.errno not in NO_FLOCK_ERRNOS:
+                    raise
+                # Lustre or NFS mounted without flock: every file of the cache is written to a
+                # temporary name and renamed into place, so builders that race stay correct;
+                # they only duplicate work.
+                log.warning(
+                    "%s: this file system has no flock (%s); building without the lock",
+                    lock_path,
+                    error.strerror or error,
+                )
+                locked = False
+                break
         try:
             yield
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
 

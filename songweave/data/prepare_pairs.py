@@ -1,8 +1,15 @@
-"""Turn a folder of songs into continuation (and cross-song) pairs for training.
+"""Turn a folder of songs into training data: a song store (the default) or a folder of pairs.
 
     creative-prepare-pairs --songs DIR --out DATA [--segment_seconds 4.0] [--sample_rate 24000]
-        [--val_fraction 0.1] [--max_pairs_per_song N] [--seed 0] [--min_rms 1e-3]
-        [--subtype FLOAT] [--pairing continuation|cross_song|both] [--overwrite true]
+        [--val_fraction 0.1] [--seed 0] [--pairing continuation|cross_song|both]
+        [--layout store|pairs]
+      store only: [--shard I/N] [--codec mdct] [--codec_weights PATH] [--shard_gb 1.0]
+      pairs only: [--max_pairs_per_song N] [--min_rms 1e-3] [--subtype FLOAT]
+                  [--overwrite true] [--workers 2]
+
+``--layout store`` (the default) writes every song's codec latents once, in sharded float16
+files with an index (data/store_build.py builds it, data/song_store.py documents the layout);
+training draws its windows from it. The rest of this docstring is about ``--layout pairs``.
 
 Every audio file under DIR (recursively, any format libsndfile reads, any rate, any channel
 count) is decoded, downmixed to mono and resampled to the target rate with torchaudio's
@@ -73,39 +80,16 @@ from songweave.audio.alignment import (
     stretch_and_shift,
 )
 from songweave.audio.analysis import SongAnalysis, analyze_song
+from songweave.audio.codecs import get_codec
 from songweave.audio.io import AudioFileError, MonoDecoder, read_mono
 from songweave.audio.ranges import check_sample_rate, check_segment_seconds
 from songweave.data.pair_manifest import MANIFEST_NAME, write_manifest
-from songweave.runtime.cli import OneLineParser, add_bool_flag, setup_logging
+from songweave.data.song_files import assign_splits, audio_extensions, find_audio_files
+from songweave.data.store_build import StoreConfig, build_store, parse_shard
+from songweave.runtime.cli import OneLineParser, add_bool_flag, explicit_flags, setup_logging
 
 log = logging.getLogger(__name__)
 
-# libsndfile format name -> file extensions it is found under. Intersected with
-# soundfile.available_formats() so an mp3-less libsndfile simply does not look for mp3.
-# RAW (header-less) is left out on purpose: it cannot be decoded without being told the layout.
-_FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "WAV": ("wav", "wave"),
-    "WAVEX": ("wav",),
-    "RF64": ("rf64",),
-    "W64": ("w64",),
-    "FLAC": ("flac",),
-    "OGG": ("ogg", "oga", "opus"),
-    "MP3": ("mp3",),
-    "AIFF": ("aiff", "aif", "aifc"),
-    "CAF": ("caf",),
-    "AU": ("au", "snd"),
-    "IRCAM": ("sf", "ircam"),
-    "VOC": ("voc",),
-    "SVX": ("iff", "svx"),
-    "NIST": ("nist", "sph"),
-    "PAF": ("paf",),
-    "AVR": ("avr",),
-    "SD2": ("sd2",),
-    "XI": ("xi",),
-    "MPC2K": ("mpc2k",),
-    "HTK": ("htk",),
-    "WVE": ("wve",),
-}
 
 # Why a song gave no pairs. Keys are stable (tests and summaries use them).
 SKIP_REASONS: dict[str, str] = {
@@ -254,29 +238,6 @@ class _SongPairs:
     rms: np.ndarray  # per segment
     staged: list[tuple[Path, Path]]  # written input/output files in the staging folder
     analysis: SongAnalysis | None = None  # tempo, beats, key (cross-song alignment only)
-
-
-def audio_extensions() -> set[str]:
-    """Lower-case file extensions (no dot) of the formats this libsndfile can decode."""
-    available = sf.available_formats()
-    return {ext for fmt, exts in _FORMAT_EXTENSIONS.items() if fmt in available for ext in exts}
-
-
-def find_audio_files(songs_dir: Path, exclude: tuple[Path, ...] = ()) -> list[Path]:
-    """Audio files under songs_dir in sorted order, skipping hidden names and `exclude` trees."""
-    extensions = audio_extensions()
-    excluded = [p.resolve() for p in exclude]
-    found = []
-    for root, dirs, files in os.walk(songs_dir):
-        root_path = Path(root)
-        # Prune in place so os.walk never descends into hidden or excluded folders.
-        dirs[:] = [
-            d for d in dirs if not d.startswith(".") and (root_path / d).resolve() not in excluded
-        ]
-        for name in files:
-            if not name.startswith(".") and Path(name).suffix.lower().lstrip(".") in extensions:
-                found.append(root_path / name)
-    return sorted(found, key=lambda p: p.relative_to(songs_dir).as_posix())
 
 
 class _Skip(Exception):
@@ -469,27 +430,6 @@ def select_pairs(rms: np.ndarray, min_rms: float, max_pairs: int | None) -> tupl
     if max_pairs is not None and len(ids) > max_pairs:
         ids = ids[np.round(np.linspace(0, len(ids) - 1, max_pairs)).astype(int)]
     return ids.tolist(), silent
-
-
-def assign_splits(
-    sources: list[str], val_fraction: float, seed: int, min_songs_per_split: int = 1
-) -> dict[str, str]:
-    """Deterministic song -> split map: a seeded permutation of the sorted song list.
-
-    With val_fraction > 0, each split gets at least min_songs_per_split songs when there are
-    enough (cross-song pairs need two), else at least one.
-    """
-    ordered = sorted(sources)
-    n = len(ordered)
-    n_val = int(round(val_fraction * n))
-    if val_fraction > 0 and n >= 2:
-        least = min_songs_per_split if n >= 2 * min_songs_per_split else 1
-        n_val = min(max(n_val, least), n - least)
-    else:
-        n_val = 0
-    order = np.random.default_rng(seed).permutation(n)
-    val = {ordered[i] for i in order[:n_val]}
-    return {s: ("val" if s in val else "train") for s in ordered}
 
 
 def prepare_pairs(
@@ -903,10 +843,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     store.add_argument(
         "--layout",
-        default="pairs",
+        default="store",
         choices=("pairs", "store"),
-        help="pairs: WAV pairs cut at fixed places; store: a sharded latent store "
-        "(data/song_store.py), --segment_seconds the training window",
+        help="store: every song's latents once in a sharded store (data/song_store.py), "
+        "windows of --segment_seconds drawn while training; pairs: WAV pairs cut at fixed "
+        "places (the older layout, for inspecting pairs by ear or a list of your own)",
     )
     store.add_argument(
         "--shard",
@@ -924,13 +865,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_song_store(args: argparse.Namespace) -> str:
-    """--layout store: build (a slice of) the store; the summary to print."""
-    from songweave.audio.codecs import get_codec
-    from songweave.data.store_build import StoreConfig, build_store, parse_shard
+# Flags of one layout only; giving one with the other layout is refused rather than ignored.
+PAIRS_ONLY_FLAGS = ("max_pairs_per_song", "min_rms", "subtype", "overwrite", "workers")
+STORE_ONLY_FLAGS = ("shard", "codec", "codec_weights", "shard_gb")
 
-    shard = parse_shard(args.shard) if args.shard is not None else None
-    codec = get_codec(args.codec, weights=args.codec_weights)
+
+def check_layout_flags(layout: str, given: set[str]) -> None:
+    other, only = ("pairs", STORE_ONLY_FLAGS) if layout == "pairs" else ("store", PAIRS_ONLY_FLAGS)
+    wrong = [f"--{name}" for name in only if name in given]
+    if wrong:
+        needed = "store" if layout == "pairs" else "pairs"
+        raise ValueError(
+            f"{', '.join(wrong)} only apply to --layout {needed} (this run writes --layout "
+            f"{other}): drop {'them' if len(wrong) > 1 else 'it'} or add --layout {needed}"
+        )
+
+
+def store_config(args: argparse.Namespace) -> StoreConfig:
+    """--layout store: the build settings the flags ask for."""
     config = StoreConfig(
         window_seconds=args.segment_seconds,
         sample_rate=args.sample_rate,
@@ -939,28 +891,16 @@ def build_song_store(args: argparse.Namespace) -> str:
         pairing=args.pairing,
         analyze=args.align and args.pairing != "continuation",
         shard_gb=args.shard_gb,
-        shard=shard,
+        shard=parse_shard(args.shard) if args.shard is not None else None,
         progress=args.progress,
     )
     check_segment_seconds(config.window_seconds)
     check_sample_rate(config.sample_rate)
-    return build_store(args.songs, args.out, codec, config).format()
+    return config
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
-    if args.shard is not None and args.layout != "store":
-        print("error: --shard builds a song store: add --layout store", file=sys.stderr)
-        return 2
-    if args.layout == "store":
-        try:
-            print(build_song_store(args))
-        except (ValueError, OSError) as exc:
-            print(f"error: {_one_line(exc)}", file=sys.stderr)
-            return 2
-        return 0
-    config = PrepareConfig(
+def pairs_config(args: argparse.Namespace) -> PrepareConfig:
+    return PrepareConfig(
         segment_seconds=args.segment_seconds,
         sample_rate=args.sample_rate,
         val_fraction=args.val_fraction,
@@ -974,12 +914,23 @@ def main(argv: list[str] | None = None) -> int:
         pairing=args.pairing,
         align=args.align,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging()
     try:
-        summary = prepare_pairs(args.songs, args.out, config)
+        check_layout_flags(args.layout, explicit_flags(parser, argv))
+        if args.layout == "store":
+            codec = get_codec(args.codec, weights=args.codec_weights)
+            summary = build_store(args.songs, args.out, codec, store_config(args)).format()
+        else:
+            summary = prepare_pairs(args.songs, args.out, pairs_config(args)).format()
     except (ValueError, OSError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    print(summary.format())
+    print(summary)
     return 0
 
 

@@ -10,6 +10,9 @@ Layout (written by songweave/data/store_build.py, read here):
                                   needs in memory, about 40 bytes a song
     DATA/latents/beats.npy        every song's beat frames (int32), back to back
     DATA/latents/shard_NNNNN.f16  latent frames [frames, dim] float16, songs back to back
+    DATA/listening/               the first validation windows as 16-bit WAVs (pair_NN_input.wav,
+                                  pair_NN_target.wav) and pairs.jsonl naming their songs, to hear
+                                  what trains (data/store_windows.write_listening_set)
 
 Opening reads the two small .npy files and the JSON header: no per-song stat, no scan of the
 shards. A shard's sha256 is checked the first time a process reads from it (``verify``), so a

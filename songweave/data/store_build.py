@@ -34,7 +34,7 @@ from tqdm import tqdm
 from songweave.audio.analysis import SongAnalysis, analyze_song
 from songweave.audio.codecs import Codec
 from songweave.audio.io import AudioFileError, read_mono
-from songweave.data.prepare_pairs import assign_splits, find_audio_files
+from songweave.data.song_files import assign_splits, find_audio_files
 from songweave.data.song_store import (
     BEATS_NAME,
     INDEX_DTYPE,
@@ -49,6 +49,7 @@ from songweave.data.song_store import (
     STORE_VERSION,
     shard_name,
 )
+from songweave.data.store_windows import LISTENING_DIRNAME, write_listening_set
 from songweave.runtime.hashing import sha256_file
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,10 @@ class BuildSummary:
     songs: int = 0
     skipped: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
-    bytes: int = 0
+    bytes: int = 0  # the store itself, without the listening set
     files: int = 0
+    listening_bytes: int = 0
+    listening_files: int = 0
     merged: bool = False
     elapsed: float = 0.0
 
@@ -136,6 +139,11 @@ class BuildSummary:
                 f"  merged: {self.songs} songs, {hours:.3f} h, {self.bytes / 1e6:.1f} MB in "
                 f"{self.files} files ({per_hour:.1f} MB per source hour)"
             )
+            if self.listening_files:
+                lines.append(
+                    f"  listening set: {self.listening_files} files, "
+                    f"{self.listening_bytes / 1e6:.1f} MB in {self.out_dir / LISTENING_DIRNAME}"
+                )
         else:
             lines.append("  not merged: run the command without --shard once every shard is built")
         lines.append(f"  elapsed {self.elapsed:.1f} s -> {self.out_dir}")
@@ -209,10 +217,6 @@ def _write_json_atomic(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def _source_checksum(path: Path) -> str:
-    return sha256_file(path)
-
-
 def _analysis_fields(audio: np.ndarray, sample_rate: int, frame_rate: float) -> dict:
     try:
         analysis: SongAnalysis = analyze_song(audio, sample_rate)
@@ -258,7 +262,7 @@ def build_shard(
     entries: list[dict] = []
     skipped: list[dict] = []
     offset = 0
-    frame_rate = codec_frame_rate(codec, config)
+    frame_rate = float(codec.frame_rate)
     with open(tmp, "wb") as handle:
         for song in tqdm(songs, desc=f"shard {number}", unit="song", disable=not config.progress):
             try:
@@ -277,7 +281,7 @@ def build_shard(
             hasher.update(data)
             entry = {
                 "source": song.source,
-                "checksum": _source_checksum(song.path),
+                "checksum": sha256_file(song.path),
                 "seconds": round(len(audio) / config.sample_rate, 6),
                 "offset": offset,
                 "frames": int(latent.shape[0]),
@@ -360,12 +364,15 @@ def build_store(
             summary.shards_present += 1
         records[number] = record
     if config.shard is None:
-        merge_store(out_dir, plan, records, codec, config, summary)
+        merge_store(songs_dir, out_dir, plan, records, codec, config, summary)
+        write_listening_set(out_dir, codec)
+        _count_files(out_dir, summary)
     summary.elapsed = time.perf_counter() - start
     return summary
 
 
 def merge_store(
+    songs_dir: Path,
     out_dir: Path,
     plan: StorePlan,
     records: dict[int, dict],
@@ -433,7 +440,7 @@ def merge_store(
         }
         if analysis:
             line.update(analysis)
-            line["beats"] = [round(b / codec_frame_rate(codec, config), 4) for b in beats]
+            line["beats"] = [round(b / float(codec.frame_rate), 4) for b in beats]
         lines.append(json.dumps(line, sort_keys=True))
     _save_npy_atomic(latents / INDEX_NAME, index)
     _save_npy_atomic(latents / BEATS_NAME, np.asarray(beat_frames, dtype="<i4"))
@@ -449,7 +456,7 @@ def merge_store(
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
         "codec": codec.identity(),
-        "frame_rate": codec_frame_rate(codec, config),
+        "frame_rate": float(codec.frame_rate),
         "sample_rate": config.sample_rate,
         "window_seconds": config.window_seconds,
         "window_frames": window_frames,
@@ -459,6 +466,8 @@ def merge_store(
         "songs_per_split": {s: sum(1 for v in splits.values() if v == s) for s in SPLIT_CODES},
         "seconds": round(seconds, 3),
         "analyzed": config.analyze,
+        # Where the songs were read (informational: compare-masks finds validation songs here).
+        "songs_folder": str(songs_dir.resolve()),
         "plan": plan.digest,
         "shards": shards,
     }
@@ -509,18 +518,17 @@ def _is_merged(out_dir: Path, digest: str, config: StoreConfig) -> bool:
 
 def _count_files(out_dir: Path, summary: BuildSummary) -> None:
     files = [p for p in out_dir.rglob("*") if p.is_file()]
-    summary.files = len(files)
-    summary.bytes = sum(p.stat().st_size for p in files)
+    listening = [p for p in files if p.relative_to(out_dir).parts[0] == LISTENING_DIRNAME]
+    store = [p for p in files if p.relative_to(out_dir).parts[0] != LISTENING_DIRNAME]
+    summary.files, summary.listening_files = len(store), len(listening)
+    summary.bytes = sum(p.stat().st_size for p in store)
+    summary.listening_bytes = sum(p.stat().st_size for p in listening)
     try:
         info = json.loads((out_dir / STORE_NAME).read_text())
         summary.songs = int(info["num_songs"])
         summary.seconds = float(info["seconds"])
     except (OSError, ValueError, KeyError):
         pass
-
-
-def codec_frame_rate(codec: Codec, config: StoreConfig) -> float:
-    return float(config.sample_rate) / float(codec.hop)
 
 
 def _save_npy_atomic(path: Path, array: np.ndarray) -> None:

@@ -19,22 +19,29 @@ so both halves of every decoded block are in the window), cropped to the window'
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from songweave.data.song_store import SongStore, StoreError
+from songweave.audio.io import write_audio
+from songweave.data.song_store import SONGS_NAME, SongStore, StoreError
 from songweave.data.window_sampler import Window, WindowSampler, describe_draws
 
 log = logging.getLogger(__name__)
 
 # Draws summarised in the log when a dataset opens.
 DESCRIBED_DRAWS = 2048
+# The store's small listening set: the first validation windows as WAVs, to hear what trains.
+LISTENING_DIRNAME = "listening"
+LISTENING_PAIRS = 8
 
 
 def check_store_codec(store: SongStore, codec: Any) -> None:
@@ -184,3 +191,51 @@ def steps_done_in_new_layout(
     new_steps = max(1, math.ceil(samples_per_epoch / (new_batch * new_world)))
     left = max(0, (old_steps - old_steps_done) * old_batch * old_world)
     return max(0, new_steps - math.ceil(left / (new_batch * new_world)))
+
+
+def song_sources(folder: str | os.PathLike) -> list[str]:
+    """Every song's source path (relative to the songs folder), by song number."""
+    lines = (Path(folder) / SONGS_NAME).read_text().splitlines()
+    return [json.loads(line)["source"] for line in lines if line.strip()]
+
+
+def write_listening_set(
+    folder: str | os.PathLike, codec: Any, count: int = LISTENING_PAIRS
+) -> Path | None:
+    """DATA/listening/: the first `count` validation windows decoded from the store's latents
+    (pair_NN_input.wav, pair_NN_target.wav, 16-bit) and pairs.jsonl naming their songs and
+    starts; None without validation songs. Written aside and renamed into place."""
+    folder = Path(folder)
+    store = SongStore(folder)
+    if not len(store.split_songs("val")):
+        return None
+    final = folder / LISTENING_DIRNAME
+    tmp = folder / f".{LISTENING_DIRNAME}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    dataset = StoreWindowsDataset(folder, codec, split="val", return_audio=True)
+    sources = song_sources(folder)
+    lines = []
+    for number in range(min(count, len(dataset))):
+        item = dataset[number]
+        window = dataset.window(number)
+        for role in ("input", "target"):
+            audio = item[f"{role}_audio"][0].numpy()
+            write_audio(tmp / f"pair_{number:02d}_{role}.wav", audio, store.sample_rate, "PCM_16")
+        lines.append(
+            json.dumps(
+                {
+                    "pair": number,
+                    "input": sources[window.input_song],
+                    "input_start_s": round(window.input_start / store.frame_rate, 3),
+                    "target": sources[window.target_song],
+                    "target_start_s": round(window.target_start / store.frame_rate, 3),
+                    "cross_song": window.cross_song,
+                },
+                sort_keys=True,
+            )
+        )
+    (tmp / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final

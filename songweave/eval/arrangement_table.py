@@ -5,18 +5,18 @@ simplest arrangements of the same aligned sources: the headline table of compare
     table = arrangement_table({"agent": trained, ...}, pairs)
     print(table_markdown(table))
 
-Pairs are two different validation songs (the songs the manifest's val split was cut from, so
-never seen in training), each song once as the input where possible. From each pair an excerpt
-of EXCERPT_SECONDS from the middle of both songs is aligned once (audio/alignment.py), then
-every model arranges it (inference.arrange, windows on beats) and every reference is built
-from the same aligned sources; all are scored by eval/scorecard.py.
+Pairs are two different validation songs (a store's val songs, or the songs a pair folder's
+val split was cut from: never seen in training), each song once as the input where possible.
+From each pair an excerpt of EXCERPT_SECONDS from the middle of both songs is aligned once
+(audio/alignment.py), then every model arranges it (inference.arrange, windows on beats) and
+every reference is built from the same aligned sources; all are scored by eval/scorecard.py.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,16 @@ import numpy as np
 
 from songweave.audio.analysis import analyze_song
 from songweave.audio.io import read_mono
-from songweave.data.pair_manifest import read_manifest
+from songweave.data.split_dataset import validation_song_names
 from songweave.eval.reference_arrangements import reference_arrangements
-from songweave.eval.scorecard import FIGURE_COLUMNS, Scorecard, score_arrangement, summarize
+from songweave.eval.scorecard import (
+    FIGURE_COLUMNS,
+    Scorecard,
+    Thresholds,
+    rejudge,
+    score_arrangement,
+    summarize,
+)
 from songweave.inference.arrange import arrange
 from songweave.inference.load import TrainedModel, training_segment_seconds
 from songweave.inference.sources import combined_sources
@@ -48,11 +55,9 @@ class SongPair:
 
 
 def validation_songs(dataset_folder: str | os.PathLike, songs_dir: str | os.PathLike) -> list[Path]:
-    """The songs the manifest's val split was cut from, found under `songs_dir`, sorted."""
+    """The validation songs of the dataset, found under `songs_dir`, sorted."""
     songs_dir = Path(songs_dir)
-    names: set[str] = set()
-    for entry in read_manifest(dataset_folder, "val", check_files=False):
-        names.update(name for name in (entry.input_source, entry.target_source) if name)
+    names = validation_song_names(dataset_folder)
     found = sorted(songs_dir / name for name in names if (songs_dir / name).is_file())
     missing = len(names) - len(found)
     if missing:
@@ -165,21 +170,50 @@ def arrangement_table(
                 "alignment": result.alignment,
                 "seconds": len(result.sources["input_song"]) / result.sample_rate,
             }
-    names = list(next(iter(cards.values())))
-    rows = {name: summarize([by_name[name] for by_name in cards.values()]) for name in names}
     table: dict[str, Any] = {
         "pairs": list(cards),
         "excerpt_seconds": seconds,
-        "rows": rows,
-        "cards": {
-            pair: {name: card.to_dict() for name, card in by_name.items()}
-            for pair, by_name in cards.items()
-        },
+        **_rows_and_cards(cards, Thresholds()),
     }
     if listening_dir is not None:
         table["listening"] = listening
         table["page"] = str(write_arrangement_page(listening_dir, table))
     return table
+
+
+def _rows_and_cards(
+    cards: dict[str, dict[str, Scorecard]], thresholds: Thresholds
+) -> dict[str, Any]:
+    names = list(next(iter(cards.values())))
+    return {
+        "thresholds": asdict(thresholds),
+        "rows": {name: summarize([by_name[name] for by_name in cards.values()]) for name in names},
+        "cards": {
+            pair: {name: card.to_dict() for name, card in by_name.items()}
+            for pair, by_name in cards.items()
+        },
+    }
+
+
+def rejudge_table(table: dict[str, Any], thresholds: Thresholds = Thresholds()) -> dict[str, Any]:
+    """The same measured figures of every card, passed or failed by `thresholds`, and the rows
+    summarized again: for tables measured before the thresholds changed."""
+    cards = {
+        pair: {
+            name: rejudge(Scorecard.from_dict(card), thresholds) for name, card in by_name.items()
+        }
+        for pair, by_name in table["cards"].items()
+    }
+    return {**table, **_rows_and_cards(cards, thresholds)}
+
+
+def thresholds_line(table: dict[str, Any]) -> str:
+    """The pass criterion the table was judged by, in words."""
+    known = {f.name for f in fields(Thresholds)}
+    stored = {key: value for key, value in (table.get("thresholds") or {}).items() if key in known}
+    if table.get("thresholds") is None:
+        return "pass: the scorecard's thresholds of the time (not stored with this table)"
+    return f"pass: {Thresholds(**stored).describe()}"
 
 
 def table_markdown(table: dict[str, Any]) -> list[str]:

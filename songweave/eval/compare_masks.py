@@ -66,6 +66,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from songweave.data.song_store import is_store
+from songweave.data.split_dataset import songs_folder
 from songweave.eval.comparison_report import (
     COMPARABLE_BALANCE,
     MASK_FIGURES,
@@ -75,6 +77,7 @@ from songweave.eval.comparison_report import (
     comparable,
     comparison_markdown,
 )
+from songweave.runtime.atomic_files import write_text_atomic
 from songweave.runtime.cli import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -251,7 +254,7 @@ def parse_options(argv: Sequence[str]) -> CompareOptions:
     missing = [name for name in ("train", "val", "manifest.jsonl") if not (data / name).exists()]
     if not data.is_dir():
         raise ValueError(f"--dataset_folder {data}: no such folder")
-    if missing:
+    if missing and not is_store(data):
         # --demo would otherwise try to synthesize its demo songs into DATA.
         raise ValueError(
             f"--dataset_folder {data} lacks {', '.join(missing)}: prepare it with "
@@ -321,12 +324,7 @@ def resolve_training_configs(options: CompareOptions) -> dict[str, TrainConfig]:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(value, indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, json.dumps(value, indent=2, allow_nan=False) + "\n")
 
 
 def read_state(folder: Path) -> RunState:
@@ -548,13 +546,12 @@ def variant_summary(variant: str, report: dict[str, Any], folder: Path) -> dict[
 def arrangement_results(options: CompareOptions) -> dict[str, Any] | None:
     """The arrangement table of every variant's best checkpoint on pairs of validation songs,
     or None (said in the log) without songs."""
-    from songweave.data.demo_music import SONGS_DIRNAME
     from songweave.eval.arrangement_table import arrangement_table, held_out_song_pairs
     from songweave.inference.load import load_model
 
     if options.arrangement_pairs == 0:
         return None
-    songs_dir = options.songs or options.dataset_folder / SONGS_DIRNAME
+    songs_dir = options.songs or songs_folder(options.dataset_folder)
     if not songs_dir.is_dir():
         log.info("no songs folder (%s; pass --songs): no arrangement table", songs_dir)
         return None
@@ -621,9 +618,7 @@ def compare(options: CompareOptions, configs: dict[str, TrainConfig]) -> dict[st
     markdown = comparison_markdown(
         results, verdicts, options.dataset_folder, EVAL_BATCH_SIZE, arrangement
     )
-    tmp = options.out / ".comparison.md.tmp"
-    tmp.write_text(markdown)
-    os.replace(tmp, options.out / "comparison.md")
+    write_text_atomic(options.out / "comparison.md", markdown)
     return comparison
 
 

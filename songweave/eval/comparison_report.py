@@ -120,7 +120,7 @@ def comparison_markdown(
     )
     lines = [f"# Mask comparison on {dataset_folder}", ""]
     if arrangement is not None:
-        from songweave.eval.arrangement_table import table_markdown
+        from songweave.eval.arrangement_table import table_markdown, thresholds_line
 
         lines += [
             "## Arrangements of two held-out songs",
@@ -128,6 +128,8 @@ def comparison_markdown(
             f"The arrangement scorecard (docs/design.md) on {len(arrangement['pairs'])} pairs of "
             f"validation songs, {arrangement['excerpt_seconds']:g}-s excerpts aligned once; "
             "every variant and every reference on the same aligned sources.",
+            "",
+            thresholds_line(arrangement) + ".",
             "",
             *table_markdown(arrangement),
             "",

@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from songweave.data.pair_manifest import read_manifest
+from songweave.data.song_files import find_audio_files
+from songweave.data.split_dataset import songs_folder, validation_song_names
 from songweave.eval.demo_page import write_eval_demo
 from songweave.eval.evaluate import evaluate, format_report
 from songweave.inference.arrange import arrange_files
@@ -21,30 +22,19 @@ log = logging.getLogger(__name__)
 
 
 def demo_songs(dataset_folder: str | os.PathLike) -> list[Path]:
-    """Full songs to arrange after the demo: the validation songs first (the songs manifest.jsonl
-    names for the val split, found in DATA/songs_src where demo_music keeps them), then any other
-    song there."""
-    folder = Path(dataset_folder)
-    songs_dir = folder / "songs_src"
+    """Full songs to arrange after the demo: the validation songs first (data/split_dataset.py:
+    a store's val songs, or those a pair folder's val pairs name, found where the dataset keeps
+    its songs), then any other song there."""
+    songs_dir = songs_folder(dataset_folder)
     if not songs_dir.is_dir():
         return []
     try:
-        entries = read_manifest(folder, "val", check_files=False)
+        names = validation_song_names(dataset_folder)
     except (FileNotFoundError, ValueError) as error:
-        log.info("no validation songs from the manifest (%s)", error)
-        entries = []
-    preferred: list[Path] = []
-    for entry in entries:
-        for name in (entry.input_source, entry.target_source):
-            path = songs_dir / str(name)
-            if name and path.is_file() and path not in preferred:
-                preferred.append(path)
-    others = sorted(
-        p
-        for p in songs_dir.iterdir()
-        if p.is_file() and p not in preferred and not p.name.startswith(".")
-    )
-    return preferred + others
+        log.info("no validation songs from the dataset (%s)", error)
+        names = []
+    preferred = [songs_dir / name for name in names if (songs_dir / name).is_file()]
+    return preferred + [path for path in find_audio_files(songs_dir) if path not in preferred]
 
 
 def demo_outputs(

@@ -114,24 +114,18 @@ def write_eval_demo(
 
     `trained` is a loaded model (songweave.inference.load.load_model).
     """
-    from songweave.data.pair_manifest import read_manifest
-    from songweave.data.wav_pairs import WavPairsDataset
+    from songweave.data.split_dataset import open_split, pair_sources
 
     if num_pairs < 0:
         raise ValueError(f"--demo_pairs must be >= 0, got {num_pairs}")
-    dataset = WavPairsDataset(dataset_folder, trained.codec, split=split, return_audio=True)
+    dataset = open_split(dataset_folder, trained.codec, split)
     indices = sample_indices(len(dataset), num_pairs)
     samples = collect_samples(trained.model, trained.codec, dataset, indices, name_prefix=split)
-    try:
-        entries = read_manifest(dataset_folder, split, check_files=False)
-    except (FileNotFoundError, ValueError):
-        entries = []  # a dataset without a manifest: pairs have no song names
-    if len(entries) == len(dataset):
+    sources = pair_sources(dataset_folder, split, dataset, list(indices))
+    if sources:
         samples = [
-            replace(
-                sample, input_source=entries[i].input_source, target_source=entries[i].target_source
-            )
-            for sample, i in zip(samples, indices)
+            replace(sample, input_source=names[0], target_source=names[1])
+            for sample, names in zip(samples, sources)
         ]
     write_samples(samples, eval_dir)
     return write_demo_page(eval_dir)

@@ -177,7 +177,8 @@ def evaluate(
     """Evaluate a checkpoint on one split; write report.json and PNGs to out_dir; return it."""
     from tqdm import tqdm
 
-    from songweave.data.wav_pairs import WavPairsDataset, make_dataloader
+    from songweave.data.split_dataset import open_split
+    from songweave.data.wav_pairs import make_dataloader
     from songweave.viz import plots
 
     if batch_size < 1:
@@ -190,9 +191,7 @@ def evaluate(
     layout = model.mask_layout
     out = Path(out_dir) if out_dir is not None else trained.path.parent / "eval"
     dataset_folder = Path(dataset_folder)
-    if not dataset_folder.is_dir():
-        raise FileNotFoundError(f"--dataset_folder {dataset_folder} does not exist")
-    dataset = WavPairsDataset(dataset_folder, codec, split=split, return_audio=True)
+    dataset = open_split(dataset_folder, codec, split)
     loader, _ = make_dataloader(dataset, batch_size, shuffle=False, num_workers=0, pin_memory=False)
     out.mkdir(parents=True, exist_ok=True)
 

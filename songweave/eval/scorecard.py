@@ -16,7 +16,7 @@ musical ones:
   parts it leads are reproduced, shape and level).
 - tempo error: |output tempo - input tempo| / input tempo, the output's half or double tempo
   counting as the same (essentia's RhythmExtractor2013 on both).
-- beat strength: the tracker's confidence on the output against the weaker source's.
+- beat strength: the tracker's confidence on the output against the input's.
 - dissonance: essentia's sensory dissonance of the output against the louder source's.
 - key: the output's key strength and whether its key is the input's, its relative or a fifth
   away (the keys the alignment aims for).
@@ -29,7 +29,7 @@ would add a second neural network to judge the first.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import torch
@@ -57,14 +57,24 @@ N_MELS = 64
 
 @dataclass(frozen=True)
 class Thresholds:
-    """What an arrangement of both songs must reach; each is one check of `passed`."""
+    """What an arrangement of both songs must reach; each is one check of `passed`. The values
+    are the arrangement goal's (docs/design.md, "The arrangement scorecard")."""
 
-    min_share: float = 0.2  # each song at least a fifth of the output
-    min_explained: float = 0.6  # the two songs account for most of it
-    min_fidelity: float = 0.7  # the parts each song leads are recognizably that song
-    max_tempo_error: float = 0.04  # within 4% of the input's tempo
-    min_beat_ratio: float = 0.8  # beats at least 80% as clear as the weaker source's
+    min_share: float = 0.3  # each song 0.3-0.7 of the output (the shares sum to 1)
+    min_explained: float = 0.8  # the two songs account for at least 80% of it
+    min_fidelity: float = 0.9  # the parts each song leads are reproduced
+    max_tempo_error: float = 0.02  # within 2% of the input's tempo
+    max_beat_drop: float = 0.05  # beat confidence at most this far below the input's
     max_extra_dissonance: float = 0.02  # no rougher than the louder source by more than this
+
+    def describe(self) -> str:
+        return (
+            f"each song's share {self.min_share:g}-{1 - self.min_share:g}, explained >= "
+            f"{self.min_explained:g}, each song's fidelity >= {self.min_fidelity:g}, tempo "
+            f"within {self.max_tempo_error:.0%} of the input's, beat confidence >= the input's "
+            f"- {self.max_beat_drop:g}, dissonance <= the louder source's + "
+            f"{self.max_extra_dissonance:g}, key compatible"
+        )
 
 
 @dataclass
@@ -96,6 +106,14 @@ class Scorecard:
         values["source_beat_confidence"] = list(self.source_beat_confidence)
         values["passed"] = self.passed
         return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Scorecard:
+        """The card `to_dict` wrote (its `passed` is recomputed from `failed`)."""
+        names = {f.name for f in fields(cls)}
+        card = cls(**{key: value for key, value in values.items() if key in names})
+        card.source_beat_confidence = tuple(card.source_beat_confidence)
+        return card
 
 
 def mel_magnitudes(audio: np.ndarray, sample_rate: int) -> torch.Tensor:
@@ -218,7 +236,7 @@ def score_arrangement(
 
 
 def failed_checks(card: Scorecard, limits: Thresholds) -> list[str]:
-    weaker_beats = min(card.source_beat_confidence)
+    input_beats = card.source_beat_confidence[0]
     checks = {
         "input_share": card.input_share >= limits.min_share,
         "target_share": card.target_share >= limits.min_share,
@@ -226,12 +244,18 @@ def failed_checks(card: Scorecard, limits: Thresholds) -> list[str]:
         "input_fidelity": card.input_fidelity >= limits.min_fidelity,
         "target_fidelity": card.target_fidelity >= limits.min_fidelity,
         "tempo": card.tempo_error <= limits.max_tempo_error,
-        "beats": card.beat_confidence >= limits.min_beat_ratio * weaker_beats,
+        "beats": card.beat_confidence >= input_beats - limits.max_beat_drop,
         "dissonance": card.dissonance
         <= card.louder_source_dissonance + limits.max_extra_dissonance,
         "key": card.key_compatible,
     }
     return [name for name, ok in checks.items() if not ok]
+
+
+def rejudge(card: Scorecard, thresholds: Thresholds = Thresholds()) -> Scorecard:
+    """The same figures judged by other thresholds (for tables measured before a change)."""
+    card.failed = failed_checks(card, thresholds)
+    return card
 
 
 def summarize(cards: list[Scorecard]) -> dict[str, float]:

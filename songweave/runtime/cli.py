@@ -133,6 +133,17 @@ def add_bool_flag(
     )
 
 
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The destinations of the flags `argv` gives (whatever their value), to refuse flags that
+    do not apply to the mode chosen."""
+    import copy
+
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(probe.parse_args(argv)))
+
+
 def add_device_flag(parser: argparse.ArgumentParser, default: str = "auto") -> argparse.Action:
     return parser.add_argument(
         "--device",

@@ -88,6 +88,13 @@ def build_datasets(
     from songweave.data.pair_manifest import split_has_pairs
     from songweave.data.wav_pairs import WavPairsDataset
 
+    if rank == 0 and not cfg.demo:
+        log.info(
+            "%s is a folder of pairs cut at fixed places; a song store of the same songs draws "
+            "new windows every epoch from about a tenth of the disk: creative-prepare-pairs "
+            "--songs SONGS_FOLDER --out NEW_DATA",
+            cfg.dataset_folder,
+        )
     common = dict(
         return_audio=cfg.loss_domain == "audio", seed=cfg.seed, rank=rank, world_size=world_size
     )

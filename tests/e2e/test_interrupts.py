@@ -54,7 +54,7 @@ def test_sigint_in_prepare_pairs(command, tmp_path):
     out = tmp_path / "data"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        [*command, "--songs", str(songs), "--out", str(out), "--workers", "1"],
+        [*command, "--layout", "pairs", "--songs", str(songs), "--out", str(out), "--workers", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

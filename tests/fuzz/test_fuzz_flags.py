@@ -357,6 +357,8 @@ class ToolCase:
 TOOL_CASES = {
     "prepare-pairs": ToolCase(
         lambda a, f: [
+            "--layout",
+            "pairs",
             "--songs",
             str(_songs_folder(f)),
             "--out",

@@ -112,6 +112,8 @@ def test_cross_song_needs_two_songs_per_split(songs: Path, tmp_path: Path) -> No
         (few / name).write_bytes((songs / name).read_bytes())
     code = pp.main(
         [
+            "--layout",
+            "pairs",
             "--songs",
             str(few),
             "--out",

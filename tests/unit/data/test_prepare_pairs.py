@@ -194,6 +194,8 @@ def test_refuses_then_overwrites_cleanly(songs, tmp_path, capsys):
     assert (out / "manifest.jsonl").read_text() == before  # untouched
     # The CLI turns the refusal into one line and exit status 2.
     args = [
+        "--layout",
+        "pairs",
         "--songs",
         str(songs),
         "--out",
@@ -273,6 +275,8 @@ def test_cli_no_pairs_exits_2_with_one_line(tmp_path):
             sys.executable,
             "-m",
             "songweave.data.prepare_pairs",
+            "--layout",
+            "pairs",
             "--songs",
             str(bad),
             "--out",

@@ -263,3 +263,44 @@ def test_slurm_array_script_builds_shards_then_merges(built, tmp_path):
     assert f"0 shard(s) built, {summary.shards_total} already there" in merge.stdout
     for name in store_files(clean):
         assert filecmp.cmp(out / name, clean / name, shallow=False), name
+
+
+def test_listening_set_holds_the_first_validation_windows(built):
+    _, folder, codec, summary = built
+    listening = folder / "listening"
+    pairs = [json.loads(line) for line in (listening / "pairs.jsonl").open()]
+    val_sources = {
+        json.loads(line)["source"]
+        for line in (folder / "songs.jsonl").open()
+        if json.loads(line)["split"] == "val"
+    }
+    assert pairs and all(pair["input"] in val_sources for pair in pairs)
+    dataset = StoreWindowsDataset(folder, codec, split="val", return_audio=True)
+    audio, rate = sf.read(listening / "pair_00_target.wav", dtype="float32")
+    assert rate == RATE
+    np.testing.assert_allclose(audio, dataset[0]["target_audio"][0].numpy(), atol=1e-4)
+    # Counted apart: the store's size per source hour is the latents' and the index's.
+    assert summary.listening_files == 2 * len(pairs) + 1
+    assert "listening set" in summary.format()
+
+
+def test_the_command_builds_a_store_by_default_and_refuses_flags_of_the_other_layout(tmp_path):
+    from songweave.data import prepare_pairs
+
+    songs = write_songs(tmp_path / "songs", seconds=(3.0, 4.0, 5.0))
+    common = ["--songs", str(songs), "--segment_seconds", "0.5", "--progress", "false"]
+    assert prepare_pairs.main([*common, "--out", str(tmp_path / "store")]) == 0
+    assert (tmp_path / "store" / "store.json").is_file()
+    refused = [
+        ([*common, "--out", str(tmp_path / "a"), "--max_pairs_per_song", "3"], "--layout pairs"),
+        ([*common, "--out", str(tmp_path / "b"), "--layout", "pairs", "--shard", "0/2"], "store"),
+    ]
+    for argv, hint in refused:
+        done = subprocess.run(
+            [sys.executable, "-m", "songweave.data.prepare_pairs", *argv],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 2 and hint in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -85,3 +85,25 @@ def test_verdicts_need_comparable_band_balance():
     assert all(v["beats"] is None for v in compare_masks.agent_verdicts(results).values())
     # `none` has the lowest distance here, yet no verdict compares the agent with it.
     assert not any("none" in key for key in verdicts)
+
+
+def test_a_song_store_is_taken_with_its_songs_folder(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from songweave.audio.codecs import get_codec
+    from songweave.data.split_dataset import songs_folder, validation_song_names
+    from songweave.data.store_build import StoreConfig, build_store
+
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    rng = np.random.default_rng(0)
+    for number in range(4):
+        sf.write(songs / f"{number}.wav", 0.1 * rng.standard_normal(24000 * 2), 24000)
+    store = tmp_path / "store"
+    build_store(songs, store, get_codec("mdct"), StoreConfig(window_seconds=0.25, progress=False))
+    options = compare_masks.parse_options(["--dataset_folder", str(store), "--out", "o"])
+    assert options.dataset_folder == store.resolve()
+    assert songs_folder(store) == songs.resolve()
+    val = validation_song_names(store)
+    assert val and all((songs / name).is_file() for name in val)

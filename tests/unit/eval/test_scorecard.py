@@ -87,3 +87,80 @@ def test_the_score_tool_reads_an_arrangement_and_its_stems(tmp_path, capsys):
     assert "sum_unaligned" not in cards  # no --raw_target
     assert score.main(["--arrangement", str(tmp_path / "missing.wav")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def _card(**changes):
+    from songweave.eval.scorecard import Scorecard
+
+    values = dict(
+        input_share=0.5,
+        target_share=0.5,
+        explained=0.9,
+        input_fidelity=0.95,
+        target_fidelity=0.95,
+        tempo_bpm=120.0,
+        input_tempo_bpm=120.0,
+        tempo_error=0.0,
+        beat_confidence=0.60,
+        source_beat_confidence=(0.62, 0.30),
+        dissonance=0.40,
+        louder_source_dissonance=0.40,
+        key="C major",
+        key_strength=0.8,
+        key_compatible=True,
+        windows=3,
+    )
+    values.update(changes)
+    return Scorecard(**values)
+
+
+@pytest.mark.parametrize(
+    "changes, failed",
+    [
+        ({}, []),
+        ({"input_share": 0.29, "target_share": 0.71}, ["input_share"]),
+        ({"explained": 0.79}, ["explained"]),
+        ({"target_fidelity": 0.89}, ["target_fidelity"]),
+        ({"tempo_error": 0.021}, ["tempo"]),
+        # Beats are judged against the input's (0.62), not the weaker source's (0.30).
+        ({"beat_confidence": 0.56}, ["beats"]),
+        ({"beat_confidence": 0.58}, []),
+        ({"dissonance": 0.43}, ["dissonance"]),
+        ({"key_compatible": False}, ["key"]),
+    ],
+)
+def test_the_pass_criterion_is_the_arrangement_goal(changes, failed):
+    from songweave.eval.scorecard import Thresholds, failed_checks
+
+    assert failed_checks(_card(**changes), Thresholds()) == failed
+
+
+def test_rejudge_changes_the_verdicts_and_never_the_figures(tmp_path):
+    import json
+
+    from songweave.eval.rejudge import rejudge_comparison
+    from songweave.eval.scorecard import Thresholds
+
+    loose = Thresholds(min_share=0.2, max_tempo_error=0.04)
+    cards = {"a + b": {"agent": _card(input_share=0.25, target_share=0.75), "rule": _card()}}
+    for by_name in cards.values():
+        for card in by_name.values():
+            card.failed = []  # as judged by the looser thresholds of an older table
+    table = {
+        "pairs": ["a + b"],
+        "excerpt_seconds": 24.0,
+        "thresholds": {"min_share": loose.min_share},
+        "rows": {},
+        "cards": {p: {n: c.to_dict() for n, c in row.items()} for p, row in cards.items()},
+    }
+    result = {"num_pairs": 3, "band_balance": 0.5}
+    comparison = {"agent": result, "arrangement": table, "verdicts": {}, "settings": {}}
+    (tmp_path / "comparison.json").write_text(json.dumps(comparison))
+    rejudged = rejudge_comparison(tmp_path)["arrangement"]
+    assert rejudged["rows"]["agent"]["pass_rate"] == 0.0
+    assert rejudged["rows"]["rule"]["pass_rate"] == 1.0
+    assert rejudged["cards"]["a + b"]["agent"]["failed"] == ["input_share"]
+    assert rejudged["rows"]["agent"]["input_share"] == pytest.approx(0.25)
+    markdown = (tmp_path / "comparison.md").read_text()
+    assert "each song's share 0.3-0.7" in markdown and "| agent | 0.000 |" in markdown
+    assert json.loads((tmp_path / "comparison.json").read_text())["arrangement"] == rejudged
