@@ -81,13 +81,12 @@ class ResumePoint:
 def resolve_resume(cfg: TrainConfig, world_size: int) -> ResumePoint:
     """--resume auto -> a concrete checkpoint (or a fresh start); any path is checked to load
     and to fit these flags and this many processes."""
-    from songweave.runtime.checkpoint import (
+    from songweave.runtime.checkpoint import load_checkpoint, require_keys
+    from songweave.runtime.training_state import (
         RESUME_KEYS,
         check_model_config,
         check_resume_fits,
         find_resume_checkpoint,
-        load_checkpoint,
-        require_keys,
     )
 
     if not cfg.resume:

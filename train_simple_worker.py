@@ -26,13 +26,8 @@ from tqdm import tqdm
 from songweave.data.store_windows import steps_done_in_new_layout
 from songweave.runtime.checkpoint import (
     LAST_NAME,
-    RESUME_KEYS,
-    Progress,
-    build_checkpoint,
-    check_resume_fits,
     load_checkpoint,
     require_keys,
-    restore_training_state,
     save_checkpoint,
     save_training_checkpoints,
 )
@@ -53,6 +48,13 @@ from songweave.runtime.distributed import (
 from songweave.runtime.launch_env import processes_on_this_machine
 from songweave.runtime.precision import autocast_for
 from songweave.runtime.rng_state import restore_rng_state
+from songweave.runtime.training_state import (
+    RESUME_KEYS,
+    Progress,
+    build_checkpoint,
+    check_resume_fits,
+    restore_training_state,
+)
 from songweave.train.adversary import discriminator_step, real_songs
 from songweave.train.config import TrainConfig, config_from_dict
 from songweave.train.log import (

@@ -192,8 +192,8 @@ def use_stock_layers(model: torch.nn.Module) -> None:
 
 def run_epoch(trainer: TrainingRun, loader: TimedLoader, epoch: int = 0) -> Any:
     """One pass of train_simple_worker.train_epoch over `loader`."""
-    from songweave.runtime.checkpoint import Progress
     from songweave.runtime.distributed import StepSync, StopRequest
+    from songweave.runtime.training_state import Progress
     from train_simple_worker import train_epoch
 
     # One more than there are batches: the loop then asks for a batch after the last one, and

@@ -7,7 +7,7 @@ Layout (written by songweave/data/store_build.py, read here):
     DATA/songs.jsonl              one JSON object per song: id, source, seconds, split, rate,
                                   checksum of the source file, tempo, key (and beats) when analysed
     DATA/latents/index.npy        one fixed-size record per song (INDEX_DTYPE): what a reader
-                                  needs in memory, about 40 bytes a song
+                                  needs in memory, 43 bytes a song
     DATA/latents/beats.npy        every song's beat frames (int32), back to back
     DATA/latents/shard_NNNNN.f16  latent frames [frames, dim] float16, songs back to back
     DATA/listening/               the first validation windows as 16-bit WAVs (pair_NN_input.wav,
@@ -36,7 +36,7 @@ import numpy as np
 from songweave.runtime.hashing import sha256_file
 
 STORE_FORMAT = "songweave-song-store"
-STORE_VERSION = 1
+STORE_VERSION = 2
 STORE_NAME = "store.json"
 SONGS_NAME = "songs.jsonl"
 LATENTS_DIRNAME = "latents"
@@ -57,6 +57,10 @@ INDEX_DTYPE = np.dtype(
         ("tempo_bpm", "<f4"),  # 0 when not analysed
         ("beat_offset", "<u8"),  # first of the song's beats in beats.npy
         ("beat_count", "<u4"),
+        # Where the song is audible (frames [loud_start, loud_end)): windows are drawn inside,
+        # so silent intros and fade-outs never become a window.
+        ("loud_start", "<u4"),
+        ("loud_end", "<u4"),
     ]
 )
 

@@ -57,6 +57,11 @@ log = logging.getLogger(__name__)
 TMP_TAG = ".tmp-"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 # Cross-song share of the drawn pairs, by the --pairing of the build.
+# Silence: blocks of LOUDNESS_BLOCK_SECONDS whose RMS is below MIN_RMS (about -60 dBFS, the pair
+# folders' default --min_rms) before a song's first audible block and after its last are left out
+# of its windows; a song without one is skipped.
+MIN_RMS = 1e-3
+LOUDNESS_BLOCK_SECONDS = 0.1
 CROSS_FRACTION = {"continuation": 0.0, "cross_song": 1.0, "both": 0.5}
 
 
@@ -235,6 +240,23 @@ def _analysis_fields(audio: np.ndarray, sample_rate: int, frame_rate: float) -> 
     }
 
 
+def audible_frames(
+    audio: np.ndarray, sample_rate: int, hop: int, frames: int
+) -> tuple[int, int] | None:
+    """[first, last) latent frames of the song between its first and its last block of
+    LOUDNESS_BLOCK_SECONDS whose RMS reaches MIN_RMS; None when no block does (a silent file)."""
+    block = max(1, int(round(LOUDNESS_BLOCK_SECONDS * sample_rate / hop))) * hop
+    count = len(audio) // block
+    if count == 0:
+        return None
+    blocks = np.asarray(audio[: count * block], dtype=np.float64).reshape(count, block)
+    loud = np.flatnonzero(np.sqrt(np.mean(np.square(blocks), axis=1)) >= MIN_RMS)
+    if not len(loud):
+        return None
+    per_block = block // hop
+    return int(loud[0]) * per_block, min(frames, (int(loud[-1]) + 1) * per_block)
+
+
 def _encode_song(codec: Codec, audio: np.ndarray) -> np.ndarray:
     """[frames, dim] float16 latents of one song; ValueError when they do not fit float16."""
     with torch.inference_mode():
@@ -276,6 +298,16 @@ def build_shard(
             except ValueError as error:
                 skipped.append({"source": song.source, "reason": "latents", "detail": str(error)})
                 continue
+            audible = audible_frames(audio, config.sample_rate, codec.hop, int(latent.shape[0]))
+            if audible is None:
+                skipped.append(
+                    {
+                        "source": song.source,
+                        "reason": "silent",
+                        "detail": f"RMS below {MIN_RMS:g} throughout",
+                    }
+                )
+                continue
             data = latent.tobytes()
             handle.write(data)
             hasher.update(data)
@@ -285,6 +317,8 @@ def build_shard(
                 "seconds": round(len(audio) / config.sample_rate, 6),
                 "offset": offset,
                 "frames": int(latent.shape[0]),
+                "loud_start": audible[0],
+                "loud_end": audible[1],
             }
             if config.analyze:
                 entry.update(_analysis_fields(audio, config.sample_rate, frame_rate))
@@ -394,9 +428,10 @@ def merge_store(
         for item in records[number]["skipped"]:
             skipped.setdefault(item["reason"], []).append(f"{item['source']}: {item['detail']}")
         for entry in records[number]["songs"]:
-            if entry["frames"] < 2 * window_frames:
+            if entry["loud_end"] - entry["loud_start"] < 2 * window_frames:
+                audible_seconds = (entry["loud_end"] - entry["loud_start"]) / codec.frame_rate
                 skipped.setdefault("too-short", []).append(
-                    f"{entry['source']}: {entry['seconds']:.1f} s, under two windows"
+                    f"{entry['source']}: {audible_seconds:.1f} s audible, under two windows"
                 )
                 continue
             songs.append((number, entry))
@@ -425,6 +460,8 @@ def merge_store(
             analysis.get("tempo_bpm", 0.0),
             len(beat_frames),
             len(beats),
+            entry["loud_start"],
+            entry["loud_end"],
         )
         beat_frames.extend(beats)
         line = {
@@ -437,6 +474,10 @@ def merge_store(
             "shard": number,
             "offset": entry["offset"],
             "frames": entry["frames"],
+            "audible_seconds": [
+                round(entry["loud_start"] / codec.frame_rate, 3),
+                round(entry["loud_end"] / codec.frame_rate, 3),
+            ],
         }
         if analysis:
             line.update(analysis)

@@ -90,16 +90,19 @@ class WindowSampler:
         self.seed = int(seed)
         songs = store.split_songs(split)
         rows = store.index[songs]
-        usable = rows["frames"].astype(np.int64) >= 2 * self.frames
-        self.songs = songs[usable]
+        audible = rows["loud_end"].astype(np.int64) - rows["loud_start"].astype(np.int64)
+        self.songs = songs[audible >= 2 * self.frames]
         if len(self.songs) == 0:
             raise ValueError(
                 f"{store.folder}: no {split} song holds two windows of {self.frames} frames"
             )
         rows = store.index[self.songs]
-        # Compact per-song arrays: the loader holds about 40 bytes per song.
+        # Compact per-song arrays: the loader holds about 45 bytes per song beside the index.
         self.songs = self.songs.astype(np.int32)
-        self.song_frames = rows["frames"].astype(np.int64)
+        # Windows are drawn in each song's audible span: frames [first_frame, first_frame +
+        # song_frames).
+        self.first_frame = rows["loud_start"].astype(np.int32)
+        self.song_frames = rows["loud_end"].astype(np.int64) - rows["loud_start"]
         self.tempo = rows["tempo_bpm"].astype(np.float32)
         self.pitch_class = rows["pitch_class"].astype(np.int8)
         self.mode = rows["mode"].astype(np.int8)
@@ -120,17 +123,19 @@ class WindowSampler:
         )
 
     def _start(self, position: int, uniform: float, span: int, on_beat: bool) -> int:
-        """A start in [0, song frames - span]: on a beat when asked and the song has beats
-        there, else any frame."""
-        last = int(self.song_frames[position]) - span
+        """A start in the song's audible span with room for `span` frames: on a beat when asked
+        and the song has beats there, else any frame."""
+        begin = int(self.first_frame[position])
+        last = begin + int(self.song_frames[position]) - span
         count = int(self.beat_count[position]) if on_beat else 0
         if count:
             first = int(self.beat_offset[position])
             beats = self.beats[first : first + count]
-            eligible = int(np.searchsorted(beats, last, side="right"))
-            if eligible:
-                return int(beats[min(int(uniform * eligible), eligible - 1)])
-        return min(int(uniform * (last + 1)), last)
+            low = int(np.searchsorted(beats, begin, side="left"))
+            eligible = int(np.searchsorted(beats, last, side="right")) - low
+            if eligible > 0:
+                return int(beats[low + min(int(uniform * eligible), eligible - 1)])
+        return begin + min(int(uniform * (last - begin + 1)), last - begin)
 
     def _compatible(self, a: int, b: int) -> bool:
         return (

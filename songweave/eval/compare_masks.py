@@ -415,7 +415,7 @@ def run_training(
     none. Its output goes to DIR/<variant>/train.log, its epoch summaries and errors to `echo`.
     Raises CompareError when it fails, Interrupted (after the training saved and exited) on
     SIGINT / SIGTERM."""
-    from songweave.runtime.checkpoint import find_resume_checkpoint
+    from songweave.runtime.training_state import find_resume_checkpoint
 
     folder = options.out / variant
     folder.mkdir(parents=True, exist_ok=True)

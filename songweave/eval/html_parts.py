@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import html
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from songweave.runtime.atomic_files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,6 @@ def write_page(path: Path, title: str, body: Sequence[str]) -> Path:
         f"<title>{escape(title)}</title><style>{STYLE}</style></head>"
         "<body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(page)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(path, page)
     log.info("wrote %s", path)
     return path

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from model_simple_transformer import SimpleTransformer
 from songweave.audio.codecs import DEFAULT_CODEC, Codec, get_codec
+from songweave.data.song_store import STORE_NAME
 from songweave.model.config import ModelConfig, ModelConfigError
 from songweave.runtime.checkpoint import CheckpointError, first_nonfinite_tensor, load_checkpoint
 from songweave.runtime.distributed import pick_device
@@ -296,7 +297,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "auto") -> 
 
 def training_segment_seconds(train_config: dict[str, Any]) -> float:
     """Segment length the model was trained on: train_config's segment_seconds (an export stores
-    it), else DATA/dataset_info.json, else 4.0 s."""
+    it), else the window of the store it trained on (DATA/store.json) or the segment of its pair
+    folder (DATA/dataset_info.json), else 4.0 s."""
     stored = train_config.get("segment_seconds")
     if (
         isinstance(stored, (int, float))
@@ -307,9 +309,12 @@ def training_segment_seconds(train_config: dict[str, Any]) -> float:
         return float(stored)
     folder = train_config.get("dataset_folder")
     if folder:
-        info_path = Path(folder) / "dataset_info.json"
+        # A song store's window, else a pair folder's segment.
+        store_path, info_path = Path(folder) / STORE_NAME, Path(folder) / "dataset_info.json"
+        key = "window_seconds" if store_path.is_file() else "segment_seconds"
+        info_path = store_path if store_path.is_file() else info_path
         try:
-            seconds = float(loads_finite(info_path.read_text())["segment_seconds"])
+            seconds = float(loads_finite(info_path.read_text())[key])
             if seconds > 0 and math.isfinite(seconds):
                 return seconds
         except (OSError, ValueError, KeyError, TypeError):

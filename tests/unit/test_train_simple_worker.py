@@ -75,8 +75,8 @@ def _toy_training_run(model, reconstruction, steps: int, max_nonfinite: int):
 
 
 def _toy_run(bad_calls: set[int], steps: int, max_nonfinite: int):
-    from songweave.runtime.checkpoint import Progress
     from songweave.runtime.distributed import StepSync, StopRequest
+    from songweave.runtime.training_state import Progress
     from train_simple_worker import train_epoch
 
     torch.manual_seed(0)

@@ -214,8 +214,8 @@ def test_bench_step_is_the_training_step(tmp_path):
     import soundfile as sf
 
     from songweave.bench import main as bench
-    from songweave.runtime.checkpoint import Progress
     from songweave.runtime.distributed import StepSync, StopRequest
+    from songweave.runtime.training_state import Progress
     from songweave.train.log import means
     from songweave.train.setup import build_run
     from train_simple_worker import train_epoch

@@ -304,3 +304,28 @@ def test_the_command_builds_a_store_by_default_and_refuses_flags_of_the_other_la
         assert done.returncode == 2 and hint in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_windows_stay_in_the_audible_span_and_silent_songs_are_skipped(tmp_path):
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    rng = np.random.default_rng(3)
+    quiet, loud = np.zeros(2 * RATE, np.float32), 0.1 * rng.standard_normal(3 * RATE)
+    sf.write(songs / "a.wav", np.concatenate([quiet, loud, quiet[:RATE]]), RATE, subtype="FLOAT")
+    sf.write(songs / "b.wav", 0.1 * rng.standard_normal(4 * RATE), RATE, subtype="FLOAT")
+    sf.write(songs / "silent.wav", 1e-4 * rng.standard_normal(4 * RATE), RATE, subtype="FLOAT")
+    codec = get_codec("mdct")
+    folder = tmp_path / "store"
+    config = small_config(val_fraction=0.0)
+    summary = build_store(songs, folder, codec, config)
+    assert [line.split(":")[0] for line in summary.skipped["silent"]] == ["silent.wav"]
+    store = SongStore(folder)
+    number = [json.loads(line)["source"] for line in (folder / "songs.jsonl").open()].index("a.wav")
+    row = store.index[number]
+    assert abs(row["loud_start"] / codec.frame_rate - 2.0) < 0.11
+    assert abs(row["loud_end"] / codec.frame_rate - 5.0) < 0.11
+    sampler = WindowSampler(store, "train", 40, 0.0, seed=0)
+    windows = [sampler.draw(g) for g in range(400)]
+    in_a = [w for w in windows if w.input_song == number]
+    assert in_a and all(w.input_start >= row["loud_start"] for w in in_a)
+    assert all(w.target_start + 40 <= row["loud_end"] for w in in_a)

@@ -213,6 +213,15 @@ def test_segment_length_from_training_config(checkpoint):
     assert load.training_segment_seconds({}) == 4.0
 
 
+def test_segment_length_of_a_model_trained_on_a_song_store(tmp_path):
+    import json
+
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "store.json").write_text(json.dumps({"window_seconds": 2.0}))
+    assert load.training_segment_seconds({"dataset_folder": str(store)}) == 2.0
+
+
 def test_pcm16_is_scaled_not_clipped(tmp_path):
     loud = np.array([0.0, 2.0, -1.0, 0.5], dtype=np.float32)
     peak, subtype = audio_io.write_audio(tmp_path / "loud.wav", loud, SAMPLE_RATE)

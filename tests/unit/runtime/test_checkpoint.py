@@ -11,13 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from songweave.runtime.checkpoint import (
-    CheckpointError,
-    find_resume_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from songweave.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from songweave.runtime.rng_state import capture_rng_state, restore_rng_state
+from songweave.runtime.training_state import find_resume_checkpoint
 
 
 @dataclasses.dataclass

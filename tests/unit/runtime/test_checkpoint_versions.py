@@ -10,11 +10,10 @@ from songweave.runtime.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     CheckpointVersionError,
-    check_resume_fits,
-    find_resume_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
+from songweave.runtime.training_state import check_resume_fits, find_resume_checkpoint
 
 
 def _state(**changes):

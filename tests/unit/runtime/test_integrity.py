@@ -25,13 +25,13 @@ from songweave.runtime.checkpoint import (
     BEST_NAME,
     LAST_NAME,
     CheckpointError,
-    find_resume_checkpoint,
     load_checkpoint,
     remove_stale_temporaries,
     save_checkpoint,
     save_training_checkpoints,
     verify_checkpoint_file,
 )
+from songweave.runtime.training_state import find_resume_checkpoint
 
 HOST = socket.gethostname()
 
