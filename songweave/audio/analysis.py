@@ -19,7 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ANALYSIS_RATE = 44_100
+from songweave.audio.essentia_calls import ANALYSIS_RATE, run_isolated
+
+# Frames quieter than this RMS are left out of the dissonance mean.
+SILENT_FRAME_RMS = 1e-3
 # RhythmExtractor2013's confidence is an agreement count of its trackers, at most 5.32.
 MAX_BEAT_CONFIDENCE = 5.32
 PITCH_CLASSES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
@@ -73,19 +76,6 @@ class SongAnalysis:
         }
 
 
-def _essentia():
-    try:
-        import essentia
-
-        # Before essentia.standard: importing it already prints INFO lines.
-        essentia.log.infoActive = False
-        essentia.log.warningActive = False
-        import essentia.standard as standard
-    except ImportError:
-        raise ValueError("essentia is not installed: pip install -r requirements.txt") from None
-    return standard
-
-
 def to_analysis_rate(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     import torch
     import torchaudio.functional as AF
@@ -107,10 +97,8 @@ def analyze_song(audio: np.ndarray, sample_rate: int) -> SongAnalysis:
         raise ValueError(
             f"{seconds:.1f} s of audio: tempo and key need at least {MIN_ANALYSIS_SECONDS:g} s"
         )
-    standard = _essentia()
     signal = to_analysis_rate(audio, sample_rate)
-    tempo, beats, confidence, _, _ = standard.RhythmExtractor2013(method="multifeature")(signal)
-    key, mode, strength = standard.KeyExtractor()(signal)
+    tempo, beats, confidence, key, mode, strength = run_isolated("rhythm_and_key", signal)
     if not tempo > 0 or not math.isfinite(float(tempo)):
         raise ValueError("no tempo found (silence, or no rhythm)")
     return SongAnalysis(
@@ -126,33 +114,14 @@ def analyze_song(audio: np.ndarray, sample_rate: int) -> SongAnalysis:
 
 def beat_confidence(audio: np.ndarray, sample_rate: int) -> float:
     """The beat tracker's confidence alone, in [0, 1] (how clearly the audio has one beat)."""
-    standard = _essentia()
-    signal = to_analysis_rate(audio, sample_rate)
-    confidence = standard.RhythmExtractor2013(method="multifeature")(signal)[2]
+    confidence = run_isolated("rhythm_confidence", to_analysis_rate(audio, sample_rate))
     return min(1.0, float(confidence) / MAX_BEAT_CONFIDENCE)
 
 
 def sensory_dissonance(audio: np.ndarray, sample_rate: int, frame_seconds: float = 0.093) -> float:
     """Mean sensory dissonance (Plomp-Levelt roughness of spectral peaks, essentia's
     `Dissonance`) over the non-silent frames, in [0, 1]; 0 for silence."""
-    standard = _essentia()
     signal = to_analysis_rate(audio, sample_rate)
     size = 2 * int(frame_seconds * ANALYSIS_RATE / 2)
-    window = standard.Windowing(type="hann", size=size)
-    spectrum = standard.Spectrum(size=size)
-    peaks = standard.SpectralPeaks(
-        orderBy="frequency",
-        minFrequency=20,
-        maxFrequency=10_000,
-        maxPeaks=60,
-        magnitudeThreshold=1e-5,
-    )
-    dissonance = standard.Dissonance()
-    values = []
-    for frame in standard.FrameGenerator(signal, frameSize=size, hopSize=size // 2):
-        if float(np.sqrt(np.mean(np.square(frame)))) < 1e-3:
-            continue
-        frequencies, magnitudes = peaks(spectrum(window(frame)))
-        if len(frequencies) > 1:
-            values.append(float(dissonance(frequencies, magnitudes)))
+    values = run_isolated("dissonance_values", signal, size, SILENT_FRAME_RMS)
     return float(np.mean(values)) if values else 0.0
