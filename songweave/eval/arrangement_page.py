@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from songweave.eval.html_parts import audio_player, escape, html_table, number, write_page
-from songweave.eval.scorecard import FIGURE_COLUMNS
+from songweave.eval.scorecard import FIGURE_COLUMNS, thresholds_line
 
 PAGE_NAME = "index.html"
 SOURCE_TITLES = {
@@ -101,6 +101,7 @@ def write_arrangement_page(folder: Path, table: dict[str, Any]) -> Path:
             "the two account for; fid: fidelity of the parts each song leads; beats: tracking "
             "confidence; key ok: the output's key is compatible with the input's.</p>"
         ),
+        f"<p class='meta'>{escape(thresholds_line(table.get('thresholds')))}.</p>",
     ]
     for index, label in enumerate(table["pairs"]):
         if label in listening:

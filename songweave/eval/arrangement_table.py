@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -205,15 +205,6 @@ def rejudge_table(table: dict[str, Any], thresholds: Thresholds = Thresholds()) 
         for pair, by_name in table["cards"].items()
     }
     return {**table, **_rows_and_cards(cards, thresholds)}
-
-
-def thresholds_line(table: dict[str, Any]) -> str:
-    """The pass criterion the table was judged by, in words."""
-    known = {f.name for f in fields(Thresholds)}
-    stored = {key: value for key, value in (table.get("thresholds") or {}).items() if key in known}
-    if table.get("thresholds") is None:
-        return "pass: the scorecard's thresholds of the time (not stored with this table)"
-    return f"pass: {Thresholds(**stored).describe()}"
 
 
 def table_markdown(table: dict[str, Any]) -> list[str]:

@@ -120,7 +120,8 @@ def comparison_markdown(
     )
     lines = [f"# Mask comparison on {dataset_folder}", ""]
     if arrangement is not None:
-        from songweave.eval.arrangement_table import table_markdown, thresholds_line
+        from songweave.eval.arrangement_table import table_markdown
+        from songweave.eval.scorecard import thresholds_line
 
         lines += [
             "## Arrangements of two held-out songs",
@@ -129,7 +130,7 @@ def comparison_markdown(
             f"validation songs, {arrangement['excerpt_seconds']:g}-s excerpts aligned once; "
             "every variant and every reference on the same aligned sources.",
             "",
-            thresholds_line(arrangement) + ".",
+            thresholds_line(arrangement.get("thresholds")) + ".",
             "",
             *table_markdown(arrangement),
             "",

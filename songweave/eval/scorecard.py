@@ -252,6 +252,14 @@ def failed_checks(card: Scorecard, limits: Thresholds) -> list[str]:
     return [name for name, ok in checks.items() if not ok]
 
 
+def thresholds_line(stored: dict | None) -> str:
+    """The pass criterion a table was judged by (its stored Thresholds fields), in words."""
+    if stored is None:
+        return "pass: the scorecard's thresholds of the time (not stored with this table)"
+    known = {f.name for f in fields(Thresholds)}
+    return f"pass: {Thresholds(**{k: v for k, v in stored.items() if k in known}).describe()}"
+
+
 def rejudge(card: Scorecard, thresholds: Thresholds = Thresholds()) -> Scorecard:
     """The same figures judged by other thresholds (for tables measured before a change)."""
     card.failed = failed_checks(card, thresholds)
