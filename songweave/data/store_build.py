@@ -249,8 +249,10 @@ def audible_frames(
     count = len(audio) // block
     if count == 0:
         return None
-    blocks = np.asarray(audio[: count * block], dtype=np.float64).reshape(count, block)
-    loud = np.flatnonzero(np.sqrt(np.mean(np.square(blocks), axis=1)) >= MIN_RMS)
+    blocks = np.asarray(audio[: count * block], dtype=np.float32).reshape(count, block)
+    # Sums of squares without a temporary the size of the song (long songs, bounded memory).
+    energy = np.einsum("ij,ij->i", blocks, blocks, dtype=np.float64) / block
+    loud = np.flatnonzero(np.sqrt(energy) >= MIN_RMS)
     if not len(loud):
         return None
     per_block = block // hop
