@@ -37,4 +37,4 @@ if [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then
     args+=(--shard "$((SLURM_ARRAY_TASK_ID - first))/$count")
 fi
 # shellcheck disable=SC2086
-exec "$PYTHON" -m songweave.data.prepare_pairs "${args[@]}" $EXTRA_ARGS
+exec "$PYTHON" -m songweave.data.prepare_cli "${args[@]}" $EXTRA_ARGS

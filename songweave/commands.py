@@ -24,7 +24,9 @@ class Tool:
 
 TOOLS: dict[str, Tool] = {
     "train": Tool("train_simple_ddp", "train a model (the DDP launcher)"),
-    "prepare-pairs": Tool("songweave.data.prepare_pairs", "turn a folder of songs into pairs"),
+    "prepare-pairs": Tool(
+        "songweave.data.prepare_cli", "turn a folder of songs into a store or pairs"
+    ),
     "demo-music": Tool("songweave.data.demo_music", "synthesize the demo's songs and pairs"),
     "evaluate": Tool(
         "songweave.eval.evaluate", "figures and a listening page on validation pairs", True

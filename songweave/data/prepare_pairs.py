@@ -1,15 +1,6 @@
-"""Turn a folder of songs into training data: a song store (the default) or a folder of pairs.
-
-    creative-prepare-pairs --songs DIR --out DATA [--segment_seconds 4.0] [--sample_rate 24000]
-        [--val_fraction 0.1] [--seed 0] [--pairing continuation|cross_song|both]
-        [--layout store|pairs]
-      store only: [--shard I/N] [--codec mdct] [--codec_weights PATH] [--shard_gb 1.0]
-      pairs only: [--max_pairs_per_song N] [--min_rms 1e-3] [--subtype FLOAT]
-                  [--overwrite true] [--workers 2]
-
-``--layout store`` (the default) writes every song's codec latents once, in sharded float16
-files with an index (data/store_build.py builds it, data/song_store.py documents the layout);
-training draws its windows from it. The rest of this docstring is about ``--layout pairs``.
+"""A folder of songs -> a folder of continuation (and cross-song) pairs (`creative-prepare-pairs
+--layout pairs`; the command's flags are in data/prepare_cli.py, the default song store in
+data/store_build.py).
 
 Every audio file under DIR (recursively, any format libsndfile reads, any rate, any channel
 count) is decoded, downmixed to mono and resampled to the target rate with torchaudio's
@@ -53,20 +44,18 @@ Rules:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import shutil
 import struct
-import sys
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,155 +69,21 @@ from songweave.audio.alignment import (
     stretch_and_shift,
 )
 from songweave.audio.analysis import SongAnalysis, analyze_song
-from songweave.audio.codecs import get_codec
 from songweave.audio.io import AudioFileError, MonoDecoder, read_mono
-from songweave.audio.ranges import check_sample_rate, check_segment_seconds
 from songweave.data.pair_manifest import MANIFEST_NAME, write_manifest
+from songweave.data.pairs_config import (
+    SKIP_REASONS,
+    SPLITS,
+    PrepareConfig,
+    PrepareSummary,
+    SkippedFile,
+)
 from songweave.data.song_files import assign_splits, audio_extensions, find_audio_files
-from songweave.data.store_build import StoreConfig, build_store, parse_shard
-from songweave.runtime.cli import OneLineParser, add_bool_flag, explicit_flags, setup_logging
 
 log = logging.getLogger(__name__)
 
 
-# Why a song gave no pairs. Keys are stable (tests and summaries use them).
-SKIP_REASONS: dict[str, str] = {
-    "empty": "empty file",
-    "unreadable": "unreadable or not audio",
-    "non-finite": "NaN or infinite samples",
-    "too-short": "shorter than two segments",
-    "silent": "every pair below min_rms",
-}
-
-# The manifest format (required keys, paths) is defined in data/pair_manifest.py; these are the
-# keys this tool writes.
-MANIFEST_KEYS = (
-    "split",  # "train" | "val"
-    "index",  # pair number within the split (the NNNNN of the file names)
-    "input_file",  # path relative to DATA, e.g. "train/pair_00000_input.wav"
-    "output_file",  # path relative to DATA, the target segment
-    "pairing",  # "continuation" (next segment, same song) | "cross_song" (another song)
-    "input_source",  # song of the input segment, path relative to --songs (POSIX separators)
-    "target_source",  # song of the target segment
-    "source",  # continuation pairs only: the song (= input_source = target_source)
-    "source_pair",  # continuation pairs only: i for the pair (segment i, segment i + 1)
-    "input_start",  # seconds into input_source where the input segment starts
-    "target_start",  # seconds into target_source where the target segment starts
-    "duration",  # seconds per segment (input and target are the same length)
-    "num_samples",  # samples per segment at sample_rate
-    "sample_rate",
-    "input_rms",
-    "target_rms",
-)
-
-SPLITS = ("train", "val")
-PAIRINGS = ("continuation", "cross_song", "both")
 _PARTIAL_TAG = ".partial-"
-
-
-@dataclass
-class PrepareConfig:
-    segment_seconds: float = 4.0
-    sample_rate: int = 24000
-    val_fraction: float = 0.1
-    max_pairs_per_song: int | None = None  # None = every pair; else N evenly spread over the song
-    seed: int = 0
-    min_rms: float = 1e-3
-    subtype: str = "FLOAT"  # soundfile WAV subtype of the written pairs: FLOAT | PCM_16 | PCM_24
-    overwrite: bool = False
-    progress: bool = True  # tqdm bar over songs
-    workers: int = 2  # decode threads (libsndfile and torch release the GIL); 1 = serial
-    pairing: str = "continuation"  # continuation | cross_song | both (see PAIRINGS)
-    align: bool = True  # cross-song targets brought to the input song's tempo, key and beats
-
-    def validate(self) -> None:
-        check_segment_seconds(self.segment_seconds)
-        check_sample_rate(self.sample_rate)
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"--val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.max_pairs_per_song is not None and self.max_pairs_per_song < 1:
-            raise ValueError(f"--max_pairs_per_song must be >= 1, got {self.max_pairs_per_song}")
-        if self.min_rms < 0:
-            raise ValueError(f"--min_rms must be >= 0, got {self.min_rms}")
-        if self.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {self.workers}")
-        if self.pairing not in PAIRINGS:
-            raise ValueError(
-                f"--pairing must be one of {', '.join(PAIRINGS)}, got {self.pairing!r}"
-            )
-        if not sf.check_format("WAV", self.subtype):
-            raise ValueError(f"--subtype {self.subtype} is not a WAV subtype soundfile can write")
-
-    @property
-    def segment_samples(self) -> int:
-        return int(round(self.segment_seconds * self.sample_rate))
-
-
-@dataclass
-class SkippedFile:
-    path: str  # relative to the songs folder
-    reason: str  # a key of SKIP_REASONS
-    detail: str  # one line
-
-
-@dataclass
-class PrepareSummary:
-    out_dir: Path
-    songs_found: int = 0
-    songs_read: int = 0  # decoded without error (some may still give no pairs)
-    songs_per_split: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
-    pairs_per_split: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
-    cross_song_pairs: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
-    silent_pairs_skipped: int = 0
-    skipped: list[SkippedFile] = field(default_factory=list)
-    seconds_read: float = 0.0  # duration of all decoded songs
-    seconds_in_pairs: float = 0.0  # distinct audio covered by the written pairs
-    elapsed: float = 0.0
-
-    @property
-    def num_pairs(self) -> int:
-        return sum(self.pairs_per_split.values())
-
-    @property
-    def speed(self) -> float:
-        """Seconds of audio processed per second of wall time (x real time)."""
-        return self.seconds_read / self.elapsed if self.elapsed > 0 else float("inf")
-
-    def skipped_by_reason(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for item in self.skipped:
-            out.setdefault(item.reason, []).append(item.path)
-        return out
-
-    def format(self) -> str:
-        lines = [
-            f"prepare_pairs: {self.songs_found} audio files found, {self.songs_read} read, "
-            f"{len(self.skipped)} skipped",
-        ]
-        for reason, paths in sorted(self.skipped_by_reason().items()):
-            lines.append(f"  skipped ({SKIP_REASONS[reason]}): {len(paths)}")
-            lines.extend(
-                f"    {item.path}: {item.detail}" for item in self.skipped if item.reason == reason
-            )
-        for split in SPLITS:
-            lines.append(
-                f"  {split}: {self.pairs_per_split[split]} pairs from "
-                f"{self.songs_per_split[split]} songs"
-            )
-        if any(self.cross_song_pairs.values()):
-            lines.append(
-                "  of which cross-song pairs: "
-                + ", ".join(f"{split} {self.cross_song_pairs[split]}" for split in SPLITS)
-            )
-        lines.append(f"  silent pairs skipped (rms below min_rms): {self.silent_pairs_skipped}")
-        lines.append(
-            f"  audio read: {self.seconds_read / 3600:.3f} h; in pairs: "
-            f"{self.seconds_in_pairs / 3600:.3f} h"
-        )
-        lines.append(
-            f"  elapsed {self.elapsed:.1f} s, {self.speed:.0f}x real time -> {self.out_dir}"
-        )
-        return "\n".join(lines)
 
 
 @dataclass
@@ -413,7 +268,7 @@ def stage_in_order(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:200]
 
@@ -774,167 +629,3 @@ def _move_into_place(partial: Path, out_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(partial, out_dir)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    d = PrepareConfig()
-    p = OneLineParser(
-        description=__doc__.split("\n\n")[0],
-        epilog="Booleans accept true/false, 1/0, yes/no (a bare flag means true).",
-    )
-    p.add_argument("--songs", required=True, help="folder of songs, searched recursively (path)")
-    p.add_argument("--out", required=True, help="DATA folder to create (path)")
-    p.add_argument(
-        "--segment_seconds",
-        type=float,
-        default=d.segment_seconds,
-        help="length of the input and of the target segment (s)",
-    )
-    p.add_argument(
-        "--sample_rate",
-        type=int,
-        default=d.sample_rate,
-        help="rate of the written pairs, the codec's rate (Hz)",
-    )
-    p.add_argument(
-        "--val_fraction",
-        type=float,
-        default=d.val_fraction,
-        help="fraction of songs (not pairs) held out for validation",
-    )
-    p.add_argument(
-        "--max_pairs_per_song",
-        type=int,
-        default=None,
-        help="keep at most N pairs per song, spread evenly over it; default: all",
-    )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=d.seed,
-        help="seed of the song split and of the cross-song draws",
-    )
-    p.add_argument(
-        "--min_rms",
-        type=float,
-        default=d.min_rms,
-        help="skip a pair when either segment's RMS is below this (1e-3 ~ -60 dBFS)",
-    )
-    p.add_argument("--subtype", default=d.subtype, help="WAV subtype: FLOAT, PCM_16, PCM_24")
-    p.add_argument(
-        "--pairing",
-        default=d.pairing,
-        choices=PAIRINGS,
-        help="continuation: target = the next segment of the same song; cross_song: "
-        "a segment of another song of the split; both: the two kinds",
-    )
-    add_bool_flag(
-        p,
-        "--align",
-        d.align,
-        "cross-song targets stretched and shifted to the input song's tempo, a compatible key "
-        "and its beats (essentia analysis of each song's first minute, Rubber Band)",
-    )
-    add_bool_flag(p, "--overwrite", d.overwrite, "replace a non-empty --out")
-    p.add_argument("--workers", type=int, default=d.workers, help="decode threads (count)")
-    add_bool_flag(p, "--progress", d.progress, "show a progress bar")
-    store = p.add_argument_group(
-        "song store (--layout store: every song's latents once, pairs drawn while training)"
-    )
-    store.add_argument(
-        "--layout",
-        default="store",
-        choices=("pairs", "store"),
-        help="store: every song's latents once in a sharded store (data/song_store.py), "
-        "windows of --segment_seconds drawn while training; pairs: WAV pairs cut at fixed "
-        "places (the older layout, for inspecting pairs by ear or a list of your own)",
-    )
-    store.add_argument(
-        "--shard",
-        default=None,
-        help="I/N: build only the store shards k with k %% N == I (one task of a job array), "
-        "without merging; the same command without --shard builds what is missing and merges",
-    )
-    store.add_argument("--codec", default="mdct", help="codec whose latents the store holds")
-    store.add_argument(
-        "--codec_weights", default=None, help="codec weights (path), for codecs that take them"
-    )
-    store.add_argument(
-        "--shard_gb", type=float, default=1.0, help="latent shard size before the next (GB)"
-    )
-    return p
-
-
-# Flags of one layout only; giving one with the other layout is refused rather than ignored.
-PAIRS_ONLY_FLAGS = ("max_pairs_per_song", "min_rms", "subtype", "overwrite", "workers")
-STORE_ONLY_FLAGS = ("shard", "codec", "codec_weights", "shard_gb")
-
-
-def check_layout_flags(layout: str, given: set[str]) -> None:
-    other, only = ("pairs", STORE_ONLY_FLAGS) if layout == "pairs" else ("store", PAIRS_ONLY_FLAGS)
-    wrong = [f"--{name}" for name in only if name in given]
-    if wrong:
-        needed = "store" if layout == "pairs" else "pairs"
-        raise ValueError(
-            f"{', '.join(wrong)} only apply to --layout {needed} (this run writes --layout "
-            f"{other}): drop {'them' if len(wrong) > 1 else 'it'} or add --layout {needed}"
-        )
-
-
-def store_config(args: argparse.Namespace) -> StoreConfig:
-    """--layout store: the build settings the flags ask for."""
-    config = StoreConfig(
-        window_seconds=args.segment_seconds,
-        sample_rate=args.sample_rate,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        pairing=args.pairing,
-        analyze=args.align and args.pairing != "continuation",
-        shard_gb=args.shard_gb,
-        shard=parse_shard(args.shard) if args.shard is not None else None,
-        progress=args.progress,
-    )
-    check_segment_seconds(config.window_seconds)
-    check_sample_rate(config.sample_rate)
-    return config
-
-
-def pairs_config(args: argparse.Namespace) -> PrepareConfig:
-    return PrepareConfig(
-        segment_seconds=args.segment_seconds,
-        sample_rate=args.sample_rate,
-        val_fraction=args.val_fraction,
-        max_pairs_per_song=args.max_pairs_per_song,
-        seed=args.seed,
-        min_rms=args.min_rms,
-        subtype=args.subtype.upper(),
-        overwrite=args.overwrite,
-        progress=args.progress,
-        workers=args.workers,
-        pairing=args.pairing,
-        align=args.align,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        check_layout_flags(args.layout, explicit_flags(parser, argv))
-        if args.layout == "store":
-            codec = get_codec(args.codec, weights=args.codec_weights)
-            summary = build_store(args.songs, args.out, codec, store_config(args)).format()
-        else:
-            summary = prepare_pairs(args.songs, args.out, pairs_config(args)).format()
-    except (ValueError, OSError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    print(summary)
-    return 0
-
-
-if __name__ == "__main__":
-    from songweave.runtime.cli import run_module
-
-    run_module(main, "songweave.data.prepare_pairs")

@@ -44,7 +44,7 @@ def _interrupt_when(process: subprocess.Popen, started, timeout: float = 120.0) 
 @pytest.mark.parametrize(
     "command",
     [
-        [sys.executable, "-m", "songweave.data.prepare_pairs"],
+        [sys.executable, "-m", "songweave.data.prepare_cli"],
         [sys.executable, "-m", "songweave", "prepare-pairs"],
     ],
     ids=["module", "tool"],

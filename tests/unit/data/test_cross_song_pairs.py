@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from songweave.data import prepare_cli
 from songweave.data import prepare_pairs as pp
 from songweave.data.pair_manifest import list_pairs, read_manifest
 
@@ -110,7 +111,7 @@ def test_cross_song_needs_two_songs_per_split(songs: Path, tmp_path: Path) -> No
     few.mkdir()
     for name in list(SONGS)[:3]:  # 3 songs: val gets 1
         (few / name).write_bytes((songs / name).read_bytes())
-    code = pp.main(
+    code = prepare_cli.main(
         [
             "--layout",
             "pairs",

@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from songweave.data import prepare_cli
 from songweave.data import prepare_pairs as pp
 from songweave.data.prepare_pairs import PrepareConfig, prepare_pairs
 from songweave.runtime.cli import module_env
@@ -205,11 +206,11 @@ def test_refuses_then_overwrites_cleanly(songs, tmp_path, capsys):
         "--progress",
         "false",
     ]
-    assert pp.main(args) == 2
+    assert prepare_cli.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "--overwrite" in err and "\n" not in err
     # With --overwrite: a 1 s segment run replaces the 0.5 s run entirely, no stale pairs left.
-    assert pp.main(args + ["--segment_seconds", "1.0", "--overwrite"]) == 0
+    assert prepare_cli.main(args + ["--segment_seconds", "1.0", "--overwrite"]) == 0
     second = _manifest(out)
     assert 0 < len(second) < first.num_pairs
     assert all(r["duration"] == 1.0 for r in second)
@@ -274,7 +275,7 @@ def test_cli_no_pairs_exits_2_with_one_line(tmp_path):
         [
             sys.executable,
             "-m",
-            "songweave.data.prepare_pairs",
+            "songweave.data.prepare_cli",
             "--layout",
             "pairs",
             "--songs",

@@ -285,11 +285,11 @@ def test_listening_set_holds_the_first_validation_windows(built):
 
 
 def test_the_command_builds_a_store_by_default_and_refuses_flags_of_the_other_layout(tmp_path):
-    from songweave.data import prepare_pairs
+    from songweave.data import prepare_cli
 
     songs = write_songs(tmp_path / "songs", seconds=(3.0, 4.0, 5.0))
     common = ["--songs", str(songs), "--segment_seconds", "0.5", "--progress", "false"]
-    assert prepare_pairs.main([*common, "--out", str(tmp_path / "store")]) == 0
+    assert prepare_cli.main([*common, "--out", str(tmp_path / "store")]) == 0
     assert (tmp_path / "store" / "store.json").is_file()
     refused = [
         ([*common, "--out", str(tmp_path / "a"), "--max_pairs_per_song", "3"], "--layout pairs"),
@@ -297,7 +297,7 @@ def test_the_command_builds_a_store_by_default_and_refuses_flags_of_the_other_la
     ]
     for argv, hint in refused:
         done = subprocess.run(
-            [sys.executable, "-m", "songweave.data.prepare_pairs", *argv],
+            [sys.executable, "-m", "songweave.data.prepare_cli", *argv],
             capture_output=True,
             text=True,
         )

@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from songweave.data import prepare_pairs
+from songweave.data import prepare_cli
 from songweave.eval import compare_masks, evaluate, score
 from songweave.inference import arrange
 from songweave.inference import export as export_model
@@ -17,7 +17,7 @@ from songweave.train import config as train_config
 PARSERS = {
     "evaluate": evaluate.build_parser,
     "arrange": arrange.build_parser,
-    "prepare_pairs": prepare_pairs.build_parser,
+    "prepare_pairs": prepare_cli.build_parser,
     "export_model": export_model.build_parser,
     "compare_masks": compare_masks.build_parser,
     "score": score.build_parser,
@@ -112,12 +112,12 @@ def test_parse_bool_matches_training():
 
 def test_ctrl_c_in_a_tool_is_one_line_and_exit_130(monkeypatch, capsys):
     import songweave.commands as commands
-    from songweave.data import prepare_pairs
+    from songweave.data import prepare_cli
 
     def interrupted(argv):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare_pairs, "main", interrupted)
+    monkeypatch.setattr(prepare_cli, "main", interrupted)
     assert commands.run("prepare-pairs", ["--songs", "x"]) == 130
     err = capsys.readouterr().err.strip()
     assert err == "creative-prepare-pairs: interrupted (Ctrl-C)"

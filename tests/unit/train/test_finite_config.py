@@ -29,8 +29,8 @@ def test_train_float_flags_refuse_non_finite_values(flag, text, capsys):
     [
         ("songweave.inference.arrange", ["--overlap", "nan"]),
         ("songweave.inference.arrange", ["--segment_seconds", "inf"]),
-        ("songweave.data.prepare_pairs", ["--segment_seconds", "inf"]),
-        ("songweave.data.prepare_pairs", ["--min_rms", "nan"]),
+        ("songweave.data.prepare_cli", ["--segment_seconds", "inf"]),
+        ("songweave.data.prepare_cli", ["--min_rms", "nan"]),
         ("songweave.data.demo_music", ["--seconds", "inf"]),
         ("songweave.bench.main", ["--dropout", "nan"]),
     ],
